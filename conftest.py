@@ -1,0 +1,128 @@
+"""Shared fixtures: real PostgreSQL (a test database made by pytest-django), real Redis.
+
+Two tenants, `alpha` and `beta`, are provisioned once per session through the real provisioning
+service and committed; each test's own writes are rolled back (the `db` fixture) unless it asks for
+`committed_db`, which lets other processes (a Celery worker, a web server) see its rows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from tenants.models import Tenant
+from tenants.services import TenantSpec, tenant_provision
+
+REPO = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
+    # Real hashing costs ~0.3 s per login; what is tested here is which schema answers.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def tenants(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> dict[str, Tenant]:
+    with django_db_blocker.unblock():
+        made = {}
+        for schema in ("alpha", "beta"):
+            existing = Tenant.objects.filter(schema_name=schema).first()
+            made[schema] = existing or tenant_provision(
+                TenantSpec(
+                    schema=schema,
+                    name=schema.title(),
+                    domain=f"{schema}.localhost",
+                    timezone="Europe/Warsaw",
+                    country="PL",
+                )
+            )
+        connection.set_schema_to_public()
+    return made
+
+
+@pytest.fixture
+def alpha(tenants: dict[str, Tenant], db: None) -> Iterator[Tenant]:
+    with schema_context("alpha"):
+        yield tenants["alpha"]
+
+
+@pytest.fixture
+def beta(tenants: dict[str, Tenant]) -> Tenant:
+    return tenants["beta"]
+
+
+@pytest.fixture(autouse=True)
+def _public_schema_between_tests() -> Iterator[None]:
+    yield
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def committed_db(
+    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
+) -> Iterator[Callable[[Callable[[], None]], None]]:
+    """Autocommit database access; register cleanups with the yielded function."""
+    cleanups: list[Callable[[], None]] = []
+    with django_db_blocker.unblock():
+        yield cleanups.append
+        for cleanup in reversed(cleanups):
+            cleanup()
+        connection.set_schema_to_public()
+
+
+def subprocess_database_url() -> str:
+    """The URL of the test database, for processes started by tests."""
+    settings_dict = connection.settings_dict
+    host = quote(settings_dict["HOST"] or "127.0.0.1", safe="")
+    port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
+    user = settings_dict["USER"] or "postgres"
+    password = f":{quote(settings_dict['PASSWORD'])}" if settings_dict["PASSWORD"] else ""
+    return f"postgres://{user}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A real Celery worker process on a queue of its own; yields the queue name."""
+    from simtrix.celery import app
+
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    with django_db_blocker.unblock():
+        env = {
+            **os.environ,
+            "DATABASE_URL": subprocess_database_url(),
+            "CELERY_TASK_DEFAULT_QUEUE": queue,
+        }
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "simtrix", "worker", "--pool=threads",
+            "--concurrency=4", "-Q", queue, "--without-heartbeat", "--without-gossip",
+            "--without-mingle", "-l", "WARNING",
+        ],
+        cwd=REPO,
+        env=env,
+    )  # fmt: skip
+    previous_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    time.sleep(0.5)
+    try:
+        yield queue
+    finally:
+        app.conf.task_default_queue = previous_queue
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

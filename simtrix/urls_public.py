@@ -1,0 +1,13 @@
+"""URLs of the public host (localhost): the operators' admin."""
+
+from __future__ import annotations
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+from tenants.admin import public_site
+
+urlpatterns = [
+    path("admin/", public_site.urls),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+]

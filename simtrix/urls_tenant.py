@@ -1,0 +1,19 @@
+"""URLs of a tenant host: the tenant's admin and the bridge API."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+admin.site.site_header = "SIMtrix"
+admin.site.site_title = "SIMtrix"
+admin.site.index_title = "Calls, scenarios and Bitrix24"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+]

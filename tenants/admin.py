@@ -1,0 +1,131 @@
+"""The operators' admin, served only on the public host (localhost)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+
+from tenants.models import Domain, Tenant
+from tenants.services import ProvisioningError, TenantSpec, tenant_provision
+
+
+class PublicAdminSite(admin.AdminSite):
+    site_header = "SIMtrix operators"
+    site_title = "SIMtrix operators"
+    index_title = "Tenants"
+
+
+public_site = PublicAdminSite(name="public_admin")
+
+
+class DomainInline(admin.TabularInline):
+    model = Domain
+    extra = 0
+
+
+class TenantCreationForm(forms.ModelForm):
+    domain = forms.CharField(
+        help_text="Host name the tenant is served at, e.g. acme.simtrix.example."
+    )
+    bitrix24_webhook = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="Bitrix24 webhook URL",
+        help_text="https://PORTAL/rest/USER_ID/SECRET/ - never shown again after saving.",
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "schema_name", "timezone", "default_country"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        self.spec = TenantSpec(
+            schema=cleaned["schema_name"],
+            name=cleaned["name"],
+            domain=cleaned["domain"].lower(),
+            bitrix24_webhook=cleaned.get("bitrix24_webhook", ""),
+            timezone=cleaned["timezone"],
+            country=cleaned["default_country"].upper(),
+        )
+        return cleaned
+
+    def validate_unique(self) -> None:
+        # Uniqueness of schema and domain is checked by the provisioning service.
+        pass
+
+
+@admin.register(Tenant, site=public_site)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "schema_name", "primary_domain", "timezone", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "schema_name", "domains__domain"]
+
+    def get_form(self, request: HttpRequest, obj: Tenant | None = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = TenantCreationForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+        if obj is None:
+            return [
+                "name",
+                "schema_name",
+                "domain",
+                "timezone",
+                "default_country",
+                "bitrix24_webhook",
+            ]
+        return ["name", "schema_name", "timezone", "default_country", "is_active", "created_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+        return ["schema_name", "created_at"] if obj else []
+
+    def get_inlines(self, request: HttpRequest, obj: Tenant | None) -> list[type]:
+        return [DomainInline] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        try:
+            created = tenant_provision(form.spec)
+        except ProvisioningError as exc:
+            raise ValidationError(str(exc)) from exc
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        messages.success(request, f"Tenant {created.name} provisioned at {form.spec.domain}.")
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except ValidationError as exc:
+            messages.error(request, exc.messages[0])
+            return super().add_view(request, form_url, extra_context)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
+        # Deleting a tenant drops a schema full of call history: deactivate instead.
+        return False
+
+    @admin.display(description="Domain")
+    def primary_domain(self, obj: Tenant) -> str:
+        domain = obj.get_primary_domain()
+        return domain.domain if domain else ""
+
+
+@admin.register(Domain, site=public_site)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["domain", "tenant", "is_primary"]
+    search_fields = ["domain", "tenant__name"]
+
+
+public_site.register(User, UserAdmin)
+public_site.register(Group, GroupAdmin)

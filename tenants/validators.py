@@ -1,0 +1,47 @@
+"""Validation of provisioning input, shared by the admin form and the management command."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from functools import cache
+
+import phonenumbers
+from django.core.exceptions import ValidationError
+
+# Lower-case identifiers only: a schema name also appears in cache keys and task headers.
+SCHEMA_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+RESERVED_SCHEMAS = {"public", "information_schema", "tenant_template"}
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_schema_name(value: str) -> None:
+    if not SCHEMA_NAME_RE.match(value) or value.startswith("pg_") or value in RESERVED_SCHEMAS:
+        raise ValidationError(
+            f"Invalid schema name {value!r}: use 1-63 lower-case letters, digits and '_', "
+            "starting with a letter (not 'public', 'pg_*' or 'tenant_template')."
+        )
+
+
+def validate_domain(value: str) -> None:
+    if not HOSTNAME_RE.match(value):
+        raise ValidationError(
+            f"Invalid domain {value!r}: expected a host name like acme.example.com."
+        )
+
+
+def validate_timezone(value: str) -> None:
+    if value not in _timezones():
+        raise ValidationError(f"Unknown timezone {value!r}: use an IANA name like Europe/Warsaw.")
+
+
+def validate_country(value: str) -> None:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationError(f"Unknown country {value!r}: use an ISO 3166-1 alpha-2 code like PL.")
