@@ -25,6 +25,9 @@ from tenants.services import TenantSpec, tenant_provision
 
 REPO = Path(__file__).resolve().parent
 
+# Fixtures of the Bitrix24 sandbox portal (crm/testing.py).
+pytest_plugins = ["crm.testing"]
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
