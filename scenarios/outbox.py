@@ -1,0 +1,216 @@
+"""Execution of planned work: exactly once, on time, never lost.
+
+- `run_plan` writes the row inside the caller's transaction; an immediately due run is sent to
+  Celery only after commit.
+- `run_execute` claims the row with a conditional UPDATE (status scheduled -> running) that must
+  touch exactly one row, so a duplicate or late message does nothing.
+- `runs_dispatch` (every second, per tenant) sends due rows that were never sent or whose
+  message was lost, and takes back runs whose worker died (lease expired). Long delays never
+  rely on broker ETAs: Redis redelivers unacknowledged ETA messages after its visibility timeout.
+- Handlers must be idempotent per run (they use `run_intent_key(run)` for Bitrix24 creates),
+  because a run whose worker died mid-way is executed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from scenarios.models import ActionRun
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[ActionRun], dict[str, Any] | None]
+HANDLERS: dict[str, Handler] = {}
+
+BACKOFF_BASE_SECONDS = 5
+BACKOFF_CAP_SECONDS = 600
+MAX_ATTEMPTS = 8
+# A chain goes on after these; a failed predecessor holds its successors until it is retried.
+FINISHED_OK = (ActionRun.Status.DONE, ActionRun.Status.SKIPPED)
+
+
+class ActionSkipped(Exception):
+    """The run has nothing to do (e.g. the caller was reached meanwhile); the reason is kept."""
+
+
+class PermanentActionError(Exception):
+    """Retrying cannot help (bad configuration, a validation error from Bitrix24)."""
+
+
+def action_handler(action_type: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        HANDLERS[action_type] = handler
+        return handler
+
+    return register
+
+
+def run_intent_key(run: ActionRun, suffix: str = "") -> str:
+    return f"run:{run.pk}{':' + suffix if suffix else ''}"
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_LEASE_SECONDS", 180))
+
+
+def _redispatch_after() -> timedelta:
+    return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_REDISPATCH_SECONDS", 30))
+
+
+def _send(run_ids: list[int]) -> None:
+    from scenarios.tasks import run_action_task
+
+    for run_id in run_ids:
+        run_action_task.delay(run_id)
+
+
+def run_plan(
+    *,
+    call_id: int,
+    action_type: str,
+    dedupe_key: str,
+    due_at: datetime | None,
+    params: dict[str, Any] | None = None,
+    after: ActionRun | None = None,
+    delay_seconds: int = 0,
+) -> ActionRun:
+    """Plans work for a call (idempotent by dedupe_key); call inside the event's transaction."""
+    now = timezone.now()
+    if after is not None and after.status in FINISHED_OK and due_at is None:
+        # The predecessor finished before this run was planned: count the delay from now.
+        due_at = now + timedelta(seconds=delay_seconds)
+    sendable = due_at is not None and due_at <= now
+    run, created = ActionRun.objects.get_or_create(
+        dedupe_key=dedupe_key,
+        defaults={
+            "call_id": call_id,
+            "action_type": action_type,
+            "params": params or {},
+            "due_at": due_at,
+            "after": after,
+            "delay_seconds": delay_seconds,
+            "dispatched_at": now if sendable else None,
+        },
+    )
+    if created and sendable:
+        transaction.on_commit(lambda: _send([run.pk]))
+    return run
+
+
+def run_cancel(*, run_ids: list[int], reason: str) -> int:
+    return ActionRun.objects.filter(pk__in=run_ids, status=ActionRun.Status.SCHEDULED).update(
+        status=ActionRun.Status.CANCELLED, last_error=reason, done_at=timezone.now()
+    )
+
+
+def _backoff(attempts: int) -> timedelta:
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _is_transient(exc: Exception) -> bool:
+    from crm.errors import Bitrix24Error
+
+    if isinstance(exc, PermanentActionError):
+        return False
+    if isinstance(exc, Bitrix24Error):
+        return exc.transient
+    # Unknown failures are retried up to the cap rather than dropped.
+    return True
+
+
+def run_execute(run_id: int) -> str:
+    """Executes one run if it is still due and unclaimed; returns its resulting status."""
+    now = timezone.now()
+    claimed = ActionRun.objects.filter(
+        pk=run_id, status=ActionRun.Status.SCHEDULED, due_at__lte=now
+    ).update(status=ActionRun.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
+    if claimed != 1:
+        return "not-claimed"
+    run = ActionRun.objects.select_related("call", "call__device").get(pk=run_id)
+    handler = HANDLERS.get(run.action_type)
+    mine = ActionRun.objects.filter(pk=run_id, status=ActionRun.Status.RUNNING, claimed_at=now)
+    try:
+        if handler is None:
+            raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
+        from crm.context import crm_call_context
+
+        with crm_call_context(run.call_id):
+            result = handler(run) or {}
+    except ActionSkipped as exc:
+        mine.update(status=ActionRun.Status.SKIPPED, last_error=str(exc), done_at=timezone.now())
+        _release_successors(run)
+        return ActionRun.Status.SKIPPED
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if _is_transient(exc) and run.attempts < MAX_ATTEMPTS:
+            logger.warning("run %s (%s) failed, will retry: %s", run.pk, run.action_type, error)
+            mine.update(
+                status=ActionRun.Status.SCHEDULED,
+                due_at=timezone.now() + _backoff(run.attempts),
+                dispatched_at=None,
+                last_error=error,
+            )
+            return ActionRun.Status.SCHEDULED
+        logger.error("run %s (%s) failed for good: %s", run.pk, run.action_type, error)
+        mine.update(status=ActionRun.Status.FAILED, last_error=error, done_at=timezone.now())
+        return ActionRun.Status.FAILED
+    mine.update(status=ActionRun.Status.DONE, result=result, last_error="", done_at=timezone.now())
+    _release_successors(run)
+    return ActionRun.Status.DONE
+
+
+def _release_successors(run: ActionRun) -> None:
+    """Chained runs become due once their predecessor has finished."""
+    now = timezone.now()
+    for successor in ActionRun.objects.filter(
+        after=run, status=ActionRun.Status.SCHEDULED, due_at__isnull=True
+    ):
+        due_at = now + timedelta(seconds=successor.delay_seconds)
+        updated = ActionRun.objects.filter(pk=successor.pk, due_at__isnull=True).update(
+            due_at=due_at, dispatched_at=now if due_at <= now else None
+        )
+        if updated and due_at <= now:
+            _send([successor.pk])
+
+
+def run_retry(*, run_ids: list[int]) -> int:
+    """A failed run tried again (the admin's Retry action)."""
+    now = timezone.now()
+    ids = list(
+        ActionRun.objects.filter(pk__in=run_ids, status=ActionRun.Status.FAILED).values_list(
+            "pk", flat=True
+        )
+    )
+    updated = ActionRun.objects.filter(pk__in=ids, status=ActionRun.Status.FAILED).update(
+        status=ActionRun.Status.SCHEDULED, due_at=now, dispatched_at=now, attempts=0, done_at=None
+    )
+    transaction.on_commit(lambda: _send(ids))
+    return updated
+
+
+def runs_dispatch(*, limit: int = 500) -> int:
+    """Sends every due run that has no message in flight; takes back runs of dead workers."""
+    now = timezone.now()
+    ActionRun.objects.filter(status=ActionRun.Status.RUNNING, claimed_at__lt=now - _lease()).update(
+        status=ActionRun.Status.SCHEDULED, due_at=now, dispatched_at=None
+    )
+    due = list(
+        ActionRun.objects.filter(status=ActionRun.Status.SCHEDULED, due_at__lte=now)
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - _redispatch_after()))
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if due:
+        ActionRun.objects.filter(pk__in=due).update(dispatched_at=now)
+        _send(due)
+    return len(due)
