@@ -16,7 +16,8 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m devtools.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret} \
+		$(PY) -m devtools.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check .
