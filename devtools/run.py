@@ -1,0 +1,147 @@
+"""`make run`: the demo tenant on the sandbox portal, with web, worker and scheduler.
+
+Idempotent: a second run reuses the database, the demo tenant and its credentials; only the
+sandbox portal starts afresh from its seed (the demo tenant is re-pointed at it every run).
+Ctrl-C stops every process it started, then the embedded services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devtools.services import DATA, REPO, database_create_if_missing, services_env
+
+WEB_PORT = int(os.environ.get("SIMTRIX_WEB_PORT", "8000"))
+SANDBOX_PORT = int(os.environ.get("SIMTRIX_SANDBOX_PORT", "8443"))
+
+
+def _log(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def _manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def _start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crm.sandbox", "--host", "127.0.0.1", "--port", str(SANDBOX_PORT)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise SystemExit(f"the Bitrix24 sandbox did not start (port {SANDBOX_PORT} busy?)")
+    return process, json.loads(line)
+
+
+def _ca_bundle(sandbox_ca: str) -> Path:
+    """The usual public CAs plus the sandbox's own, so real portals keep working too."""
+    import certifi
+
+    bundle = DATA / "ca-bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + "\n" + Path(sandbox_ca).read_text())
+    return bundle
+
+
+def _wait_for_web(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/admin/login/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("the web server did not come up")
+
+
+def main() -> int:
+    children: list[subprocess.Popen[str]] = []
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with services_env() as env:
+        env.setdefault("DJANGO_DEBUG", "1")
+        env.setdefault("DJANGO_SETTINGS_MODULE", "simtrix.settings")
+        try:
+            database_create_if_missing(env["DATABASE_URL"])
+            _log("migrating the shared schema and the tenants")
+            _manage(env, "migrate_schemas", "--shared", "-v", "0")
+            _manage(env, "migrate_schemas", "--tenant", "-v", "0")
+
+            sandbox, portal = _start_sandbox(env)
+            children.append(sandbox)
+            _log(f"Bitrix24 sandbox portal at {portal['url']}")
+            bundle = str(_ca_bundle(portal["ca_cert_path"]))
+            env["REQUESTS_CA_BUNDLE"] = env["SSL_CERT_FILE"] = bundle
+
+            demo = json.loads(
+                _manage(
+                    env, "demo_setup", "--bitrix24-webhook", portal["webhook_url"], capture=True
+                )
+            )
+
+            processes = {
+                "web": [sys.executable, "manage.py", "runserver", f"0.0.0.0:{WEB_PORT}",
+                        "--noreload"],
+                "worker": [sys.executable, "-m", "celery", "-A", "simtrix", "worker", "-l", "INFO",
+                           "--concurrency", "2"],
+                "beat": [sys.executable, "-m", "celery", "-A", "simtrix", "beat", "-l", "INFO"],
+            }  # fmt: skip
+            for name, command in processes.items():
+                _log(f"starting {name}")
+                children.append(subprocess.Popen(command, cwd=REPO, env=env, text=True))
+            _wait_for_web()
+            simulate = [
+                sys.executable, "manage.py", "simulate_calls", "--schema", "demo",
+                "--base-url", f"http://demo.localhost:{WEB_PORT}", "--calls", "12",
+                "--token", demo["device_token"],
+            ]  # fmt: skip
+            children.append(subprocess.Popen(simulate, cwd=REPO, env=env, text=True))
+            _log(
+                "\n\n  SIMtrix is running. Ctrl-C stops everything.\n"
+                f"  Operators' admin:  http://localhost:{WEB_PORT}/admin/\n"
+                f"  Demo tenant admin: http://demo.localhost:{WEB_PORT}/admin/\n"
+                f"  Bridge API docs:   http://demo.localhost:{WEB_PORT}/api/docs/\n"
+                f"  Log in as {demo['username']} / {demo['password']} on both.\n"
+            )
+            while all(child.poll() is None for child in children[:-1]):
+                time.sleep(0.5)
+            _log("a process stopped; shutting down")
+            return 1
+        except KeyboardInterrupt:
+            _log("stopping")
+            return 0
+        finally:
+            for child in reversed(children):
+                if child.poll() is None:
+                    child.terminate()
+            for child in children:
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandParser
+from django_tenants.utils import schema_context
+
+from tenants.management.jsoncommand import JsonCommand
+from tenants.models import Tenant
+from tenants.services import TenantSpec, tenant_provision, tenant_public_ensure
+
+DEMO_SCHEMA = "demo"
+DEMO_DOMAIN = "demo.localhost"
+# The agents of the sandbox portal's seed who carry the demo phones.
+DEMO_DEVICES = [("Marta's phone", "+48500100200", 5), ("Ewa's phone", "+48500100300", 9)]
+
+
+class Command(JsonCommand):
+    help = "Makes (or refreshes) the demo tenant of `make run`: admin user, devices, Bitrix24 URL."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--bitrix24-webhook", required=True)
+        parser.add_argument(
+            "--state-file", default=str(Path(settings.BASE_DIR) / ".devdata" / "demo.json")
+        )
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        from calls.models import Device
+        from calls.services import device_register, device_rotate_token
+        from crm.services import connection_set_webhook
+
+        state_file = Path(options["state_file"])
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        state.setdefault("username", "admin")
+        state.setdefault("password", secrets.token_urlsafe(9))
+
+        tenant_public_ensure()
+        if not Tenant.objects.filter(schema_name=DEMO_SCHEMA).exists():
+            tenant_provision(
+                TenantSpec(
+                    schema=DEMO_SCHEMA, name="Demo", domain=DEMO_DOMAIN,
+                    bitrix24_webhook=options["bitrix24_webhook"], timezone="Europe/Warsaw",
+                    country="PL",
+                )
+            )  # fmt: skip
+        for schema in ("public", DEMO_SCHEMA):
+            with schema_context(schema):
+                _superuser_ensure(state["username"], state["password"])
+        with schema_context(DEMO_SCHEMA):
+            connection_set_webhook(webhook_url=options["bitrix24_webhook"])
+            tokens = []
+            for name, number, user_id in DEMO_DEVICES:
+                device = Device.objects.filter(name=name).first()
+                if device is None:
+                    _, token = device_register(
+                        name=name, phone_number=number, bitrix24_user_id=user_id, country="PL"
+                    )
+                else:
+                    # Tokens are never stored in clear: the demo gets fresh ones every run.
+                    token = device_rotate_token(device=device)
+                tokens.append(token)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(state))
+        return {
+            "schema": DEMO_SCHEMA,
+            "domain": DEMO_DOMAIN,
+            "username": state["username"],
+            "password": state["password"],
+            "device_token": tokens[0],
+            "device_tokens": tokens,
+        }
+
+
+def _superuser_ensure(username: str, password: str) -> None:
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first()
+    if user is None:
+        user_model.objects.create_superuser(username, password=password)
+    elif not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
