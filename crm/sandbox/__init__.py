@@ -1,0 +1,17 @@
+"""Local Bitrix24 REST "sandbox portal" served over real HTTPS (stdlib + trustme only).
+
+    from crm.sandbox import SandboxPortal
+    portal = SandboxPortal(seed=True).start()
+    requests.post(portal.webhook_url() + "crm.contact.get", json={"id": 12},
+                  verify=portal.ca_cert_path)
+
+Behaviour follows /work/shared/bitrix24/REFERENCE.md; seed data is described in ``seed.py``,
+the control API in ``control_api.py``.
+"""
+
+from __future__ import annotations
+
+from .control import SandboxControl
+from .portal import SandboxPortal
+
+__all__ = ["SandboxControl", "SandboxPortal"]

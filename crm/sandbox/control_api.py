@@ -1,0 +1,348 @@
+"""HTTP control API under ``/_sandbox/`` for tests and the demo (JSON in/out, no auth).
+
+Routes (all JSON):
+    GET    state                         summary: counters, limiter, faults, switches
+    GET    dump                          the whole state as JSON
+    POST   save                          write the state file now (if configured)
+    POST   reset                         {"seed": true}  back to seed data; credentials survive
+    GET    requests?method=&in_batch=    request log;  DELETE requests clears it
+    GET    faults / POST faults / DELETE faults
+           POST body: {"kind": "down", "mode": "http503"|"reset", "method": null}
+                      {"kind": "slow", "delay_ms": 800, "method": null}
+                      {"kind": "fail_next", "count": 2, "method": "crm.lead.add"}
+    POST   rate_limit                    {"drain_per_second": 2, "bucket_size": 50} (null = off)
+    POST   expire_tokens                 {"access_token": optional}
+    POST   webhook_telephony_denied      {"denied": true}
+    POST   operation_limit               {"method": "crm.deal.list", "seconds": 5 | null}
+    POST   users                         user fields -> created user
+    POST   users/{id}/deactivate | users/{id}/activate
+    POST   users/{id}/timeman            {"status": "PAUSED"}
+    POST   stages                        {"category_id": 1, "status_id": "C1:X", "name": "X", ...}
+    POST   stages/delete                 {"status_id": "C1:NEGOTIATION", "category_id": 1}
+                                         or {"entity_id": "STATUS", "status_id": "JUNK"}
+    POST   categories/delete             {"id": 1}
+    POST   contacts                      contact fields -> {"id": N}
+    POST   entities/{type}               fields -> {"id": N}   (type: contact|company|lead|deal)
+    GET    entities/{type}[/{id}]        legacy rows incl. PHONE
+    GET    calls                         {"active": [...], "finished": [...]}
+    GET    activities | notifications | tasks | triggers | comments | records
+    GET    files/{id}                    metadata of a stored recording
+    GET    users                         all users (raw)
+    POST   categories                    {"name": "Leasing", "sort": 300} -> pipeline + 3 stages
+    POST   webhooks                      {"user_id": 1, "scopes": [...]} -> {"url": ...}
+    POST   apps                          {"scopes": [...], "user_id": 1} -> app + tokens
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from . import crm_store as S
+from .core import RestError, to_bool
+
+if TYPE_CHECKING:
+    from .portal import SandboxPortal
+
+Reply = tuple[int, Any]
+Handler = Callable[["SandboxPortal", re.Match[str], dict[str, str], dict[str, Any]], Reply]
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+_ENTITY_NAMES = {"contact": "CONTACT", "company": "COMPANY", "lead": "LEAD", "deal": "DEAL"}
+_COLLECTIONS = ("activities", "notifications", "tasks", "comments", "records")
+
+
+def route(verb: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        ROUTES.append((verb, re.compile(f"^{pattern}$"), func))
+        return func
+
+    return register
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    data = json.loads(raw.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("control API expects a JSON object")
+    return data
+
+
+def _not_found(text: str) -> Reply:
+    return 404, {"error": "NOT_FOUND", "error_description": text}
+
+
+def handle(portal: SandboxPortal, http_method: str, path: str, query: str, raw: bytes) -> Reply:
+    target = path[len("/_sandbox") :].strip("/")
+    qs = {k: v[-1] for k, v in parse_qs(query).items()}
+    try:
+        body = _body(raw) if http_method in ("POST", "PUT", "PATCH", "DELETE") else {}
+        for verb, pattern, func in ROUTES:
+            match = pattern.match(target)
+            if match and verb == http_method:
+                return func(portal, match, qs, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return 400, {"error": "BAD_CONTROL_REQUEST", "error_description": str(exc)}
+    except RestError as exc:
+        return exc.status, exc.payload()
+    return _not_found(f"unknown control route {http_method} {target}")
+
+
+# State ----------------------------------------------------------------------------------------
+
+
+@route("GET", "state")
+def _state(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, portal.summary()
+
+
+@route("GET", "dump")
+def _dump(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, portal.state.to_json()
+
+
+@route("POST", "save")
+def _save(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"saved": portal.save_state()}
+
+
+@route("POST", "reset")
+def _reset(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.reset(seed=body.get("seed"))
+    return 200, {"ok": True}
+
+
+@route("GET", "requests")
+def _requests(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    flag = qs.get("in_batch")
+    in_batch = None if flag is None else bool(to_bool(flag))
+    return 200, {"requests": portal.state.query_requests(qs.get("method"), in_batch)}
+
+
+@route("DELETE", "requests")
+def _clear_requests(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        portal.state.requests.clear()
+    return 200, {"ok": True}
+
+
+# Faults, limits, switches -----------------------------------------------------------------------
+
+
+@route("GET", "faults")
+def _faults(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        return 200, {"faults": list(portal.state.faults)}
+
+
+@route("POST", "faults")
+def _set_fault(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"fault": portal.set_fault(**body)}
+
+
+@route("DELETE", "faults")
+def _clear_faults(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.clear_faults()
+    return 200, {"ok": True}
+
+
+@route("POST", "rate_limit")
+def _rate_limit(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.set_rate_limit(
+        body.get("drain_per_second"), body.get("bucket_size"), body.get("reset_counter", True)
+    )
+    return 200, {"rate_limit": portal.state.rate.info()}
+
+
+@route("POST", "expire_tokens")
+def _expire(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"expired": portal.state.expire_tokens(body.get("access_token"))}
+
+
+@route("POST", "webhook_telephony_denied")
+def _deny_telephony(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        portal.state.webhook_telephony_denied = bool(body.get("denied", True))
+        return 200, {"denied": portal.state.webhook_telephony_denied}
+
+
+@route("POST", "operation_limit")
+def _op_limit(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.set_operation_time_limit(str(body["method"]), body.get("seconds"))
+    with portal.state.lock:
+        return 200, {"operation_limits": dict(portal.state.op_limits)}
+
+
+# Users, pipelines -------------------------------------------------------------------------------
+
+
+@route("GET", "users")
+def _users(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        users = portal.state.users
+        return 200, {"users": [users[k] for k in sorted(users)]}
+
+
+@route("POST", "users")
+def _add_user(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"user": portal.add_user(**body)}
+
+
+@route("POST", r"users/(\d+)/(deactivate|activate|timeman)")
+def _user_action(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    uid, action = int(m.group(1)), m.group(2)
+    if action == "deactivate":
+        return 200, {"user": portal.deactivate_user(uid)}
+    if action == "activate":
+        return 200, {"user": portal.activate_user(uid)}
+    return 200, {"user": portal.set_timeman_status(uid, str(body["status"]))}
+
+
+@route("POST", "stages")
+def _add_stage(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"stage": portal.add_stage(**body)}
+
+
+@route("POST", "stages/delete")
+def _delete_stage(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"deleted": portal.delete_stage(**body)}
+
+
+@route("POST", "categories")
+def _add_category(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"category": portal.add_category(**body)}
+
+
+@route("POST", "categories/delete")
+def _delete_category(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"deleted": portal.delete_category(int(body["id"]))}
+
+
+# CRM data -------------------------------------------------------------------------------------
+
+
+@route("POST", "contacts")
+def _add_contact(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"id": portal.add_entity("CONTACT", body)}
+
+
+@route("POST", r"entities/(\w+)")
+def _add_entity(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    etype = _ENTITY_NAMES.get(m.group(1).lower())
+    if etype is None:
+        return _not_found(f"unknown entity type {m.group(1)}")
+    return 200, {"id": portal.add_entity(etype, body)}
+
+
+@route("GET", r"entities/(\w+)(?:/(\d+))?")
+def _entities(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    etype = _ENTITY_NAMES.get(m.group(1).lower())
+    if etype is None:
+        return _not_found(f"unknown entity type {m.group(1)}")
+    with portal.state.lock:
+        rows = portal.state.entities[etype]
+        ufs = portal.state.uf_fields.get(etype, {})
+        if m.group(2):
+            rec = rows.get(int(m.group(2)))
+            return (200, S.legacy_row(etype, rec, None, ufs)) if rec else _not_found("no entity")
+        return 200, {"items": [S.legacy_row(etype, rows[k], None, ufs) for k in sorted(rows)]}
+
+
+@route("GET", "calls")
+def _calls(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, portal.calls()
+
+
+@route("GET", "triggers")
+def _triggers(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        return 200, {"triggers": list(portal.state.triggers)}
+
+
+@route("GET", "(" + "|".join(_COLLECTIONS) + ")")
+def _collection(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        coll = getattr(portal.state, m.group(1))
+        return 200, {m.group(1): [coll[k] for k in sorted(coll)]}
+
+
+@route("GET", r"files/(\d+)")
+def _file(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    with portal.state.lock:
+        rec = portal.state.records.get(int(m.group(1)))
+    return (200, rec) if rec else _not_found("no such file")
+
+
+# Credentials ----------------------------------------------------------------------------------
+
+
+@route("POST", "webhooks")
+def _add_webhook(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"url": portal.add_webhook(int(body.get("user_id", 1)), body.get("scopes"))}
+
+
+@route("POST", "apps")
+def _add_app(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, portal.add_oauth_app(body.get("scopes"), int(body.get("user_id", 1)))

@@ -1,0 +1,423 @@
+"""SandboxPortal: lifecycle of one fake Bitrix24 portal served over real HTTPS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import trustme
+
+from .core import ALL_SCOPES, RestError
+from .state import State
+
+if TYPE_CHECKING:
+    from .control import SandboxControl
+    from .server import SandboxHTTPServer
+
+_FAULT_KINDS = ("down", "slow", "fail_next")
+
+
+class SandboxPortal:
+    """A local Bitrix24 portal: ``SandboxPortal(...).start()`` then talk to ``portal.url``.
+
+    ``drain_per_second``/``bucket_size`` configure the portal-wide leaky bucket (None = off).
+    ``state_file`` makes the data, credentials and CA survive restarts (used by the demo).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: bool = True,
+        drain_per_second: float | None = 2.0,
+        bucket_size: float | None = 50,
+        *,
+        state_file: str | None = None,
+        cert_dir: str | None = None,
+        token_ttl: int = 3600,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state_file = state_file
+        self.state = State(
+            seed_data=seed,
+            drain_per_second=drain_per_second,
+            bucket_size=bucket_size,
+            token_ttl=token_ttl,
+        )
+        self._cert_dir = cert_dir
+        self._server: SandboxHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._saver: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._control: SandboxControl | None = None
+        self.ca_cert_path = ""
+        self._ca: trustme.CA | None = None
+        self._saved_snapshot = ""
+        self._temp_dir: str | None = None
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    def _load_state_file(self) -> None:
+        if not self.state_file or not os.path.exists(self.state_file):
+            return
+        with open(self.state_file, encoding="utf-8") as fh:
+            data = json.load(fh)
+        ca = data.pop("_ca", None)
+        if ca:
+            self._ca = trustme.CA.from_pem(ca["cert"].encode(), ca["key"].encode())
+        self.state.load_json(data)
+
+    def start(self) -> SandboxPortal:
+        from .server import SandboxHTTPServer
+
+        self._load_state_file()
+        if self._ca is None:
+            self._ca = trustme.CA(organization_name="SIMtrix Bitrix24 sandbox")
+        identities = ["127.0.0.1", "localhost", "*.localhost"]
+        if self.host not in identities and self.host not in ("0.0.0.0", "::", ""):
+            identities.append(self.host)
+        leaf = self._ca.issue_cert(*identities)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        leaf.configure_cert(context)
+        cert_dir = self._cert_dir
+        if cert_dir is None:
+            cert_dir = self._temp_dir = tempfile.mkdtemp(prefix="b24sandbox-")
+        os.makedirs(cert_dir, exist_ok=True)
+        self.ca_cert_path = os.path.join(cert_dir, "sandbox-ca.pem")
+        self._ca.cert_pem.write_to_path(self.ca_cert_path)
+
+        self._server = SandboxHTTPServer((self.host, self.port), self, context)
+        self.port = self._server.server_address[1]
+        self.state.base_url = self.url
+        self.state.domain = self.domain
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"b24-sandbox-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        if self.state_file:
+            self._saver = threading.Thread(
+                target=self._autosave, name="b24-sandbox-saver", daemon=True
+            )
+            self._saver.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.close_all_connections()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._saver is not None:
+            self._saver.join(timeout=5)
+        self.save_state()
+        self._server = None
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def __enter__(self) -> SandboxPortal:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _autosave(self) -> None:
+        while not self._stopping.wait(1.0):
+            self.save_state()
+
+    def save_state(self) -> bool:
+        if not self.state_file or self._ca is None:
+            return False
+        data = self.state.to_json()
+        data["_ca"] = {
+            "cert": self._ca.cert_pem.bytes().decode(),
+            "key": self._ca.private_key_pem.bytes().decode(),
+        }
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        if text == self._saved_snapshot:
+            return True
+        tmp = f"{self.state_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, self.state_file)
+        self._saved_snapshot = text
+        return True
+
+    # Addresses and credentials ---------------------------------------------------------------
+
+    @property
+    def domain(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.domain}"
+
+    @property
+    def oauth_token_url(self) -> str:
+        return f"{self.url}/oauth/token/"
+
+    @property
+    def control(self) -> SandboxControl:
+        if self._control is None:
+            from .control import SandboxControl
+
+            self._control = SandboxControl(self.url, verify=self.ca_cert_path)
+        return self._control
+
+    def webhook_url(self, user_id: int = 1) -> str:
+        secret = self.state.admin_secret if user_id == 1 else self.state.webhook_for_user(user_id)
+        return f"{self.url}/rest/{user_id}/{secret}/"
+
+    def add_webhook(self, user_id: int, scopes: list[str] | None = None) -> str:
+        secret = self.state.add_webhook(user_id, scopes if scopes is not None else list(ALL_SCOPES))
+        return f"{self.url}/rest/{user_id}/{secret}/"
+
+    def add_oauth_app(self, scopes: list[str] | None = None, user_id: int = 1) -> dict[str, Any]:
+        return self.state.add_app(list(scopes if scopes is not None else ALL_SCOPES), user_id)
+
+    # Control operations (also exposed over HTTP by control_api) ------------------------------
+
+    def reset(self, seed: bool | None = None) -> None:
+        self.state.reset(seed)
+
+    def summary(self) -> dict[str, Any]:
+        s = self.state
+        with s.lock:
+            top = [
+                r for r in s.requests if not r.get("in_batch") and r.get("method") != "oauth.token"
+            ]
+            return {
+                "url": self.url,
+                "domain": self.domain,
+                "member_id": s.member_id,
+                "seed": s.seed_data,
+                "counts": {
+                    "users": len(s.users),
+                    "contacts": len(s.entities["CONTACT"]),
+                    "companies": len(s.entities["COMPANY"]),
+                    "leads": len(s.entities["LEAD"]),
+                    "deals": len(s.entities["DEAL"]),
+                    "activities": len(s.activities),
+                    "comments": len(s.comments),
+                    "tasks": len(s.tasks),
+                    "notifications": len(s.notifications),
+                    "triggers": len(s.triggers),
+                    "active_calls": len(s.active_calls),
+                    "finished_calls": len(s.finished_calls),
+                    "records": len(s.records),
+                },
+                "request_count": len(top),
+                "subcall_count": len(s.requests) - len(top),
+                "rate_limit": s.rate.info(),
+                "rate_limited_count": s.rate_limited_count,
+                "refresh_count": s.refresh_count,
+                "faults": list(s.faults),
+                "operation_limits": dict(s.op_limits),
+                "webhook_telephony_denied": s.webhook_telephony_denied,
+                "webhooks": len(s.webhooks),
+                "apps": len(s.apps),
+            }
+
+    def set_fault(
+        self,
+        kind: str,
+        mode: str | None = None,
+        delay_ms: int | None = None,
+        count: int | None = None,
+        method: str | None = None,
+    ) -> dict[str, Any]:
+        if kind not in _FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {_FAULT_KINDS}")
+        fault: dict[str, Any] = {"kind": kind, "method": method.lower() if method else None}
+        if kind == "down":
+            fault["mode"] = mode or "http503"
+            if fault["mode"] not in ("http503", "reset"):
+                raise ValueError("down mode must be http503 or reset")
+        elif kind == "slow":
+            fault["delay_ms"] = int(delay_ms or 0)
+        else:
+            fault["remaining"] = int(count if count is not None else 1)
+        with self.state.lock:
+            # One fault per (kind, method): setting it again replaces the previous one.
+            self.state.faults = [
+                f for f in self.state.faults if (f["kind"], f["method"]) != (kind, fault["method"])
+            ]
+            self.state.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.state.lock:
+            self.state.faults = []
+
+    def take_fault(self, method: str) -> dict[str, Any] | None:
+        """Pick the fault for this request: `slow` delays, then `down` wins over `fail_next`."""
+        delay = 0.0
+        chosen: dict[str, Any] | None = None
+        with self.state.lock:
+            for fault in self.state.faults:
+                if fault["method"] and fault["method"] != method:
+                    continue
+                if fault["kind"] == "slow":
+                    delay = max(delay, fault["delay_ms"] / 1000.0)
+                elif fault["kind"] == "down" and (chosen is None or chosen["kind"] != "down"):
+                    chosen = fault
+            if chosen is None:
+                for fault in self.state.faults:
+                    if fault["kind"] == "fail_next" and fault["remaining"] > 0:
+                        if fault["method"] and fault["method"] != method:
+                            continue
+                        fault["remaining"] -= 1
+                        chosen = dict(fault)
+                        break
+            self.state.faults = [
+                f for f in self.state.faults if f["kind"] != "fail_next" or f["remaining"] > 0
+            ]
+        if delay:
+            time.sleep(delay)
+        return chosen
+
+    def set_rate_limit(
+        self, drain_per_second: float | None, bucket_size: float | None, reset_counter: bool = True
+    ) -> None:
+        with self.state.lock:
+            self.state.rate.drain = drain_per_second
+            self.state.rate.size = bucket_size
+            if reset_counter:
+                self.state.rate.level = 0.0
+                self.state.rate.stamp = time.time()
+
+    def set_operation_time_limit(self, method: str, seconds: float | None) -> None:
+        with self.state.lock:
+            if seconds is None:
+                self.state.op_limits.pop(method.lower(), None)
+            else:
+                self.state.op_limits[method.lower()] = time.time() + float(seconds)
+
+    def add_user(self, **fields: Any) -> dict[str, Any]:
+        return self.state.add_user(fields)
+
+    def _user(self, user_id: int) -> dict[str, Any]:
+        user = self.state.users.get(int(user_id))
+        if user is None:
+            raise RestError("User not found", "NOT_FOUND", 404)
+        return user
+
+    def deactivate_user(self, user_id: int) -> dict[str, Any]:
+        with self.state.lock:
+            user = self._user(user_id)
+            user.update(ACTIVE=False, IS_ONLINE="N")
+            return user
+
+    def activate_user(self, user_id: int) -> dict[str, Any]:
+        with self.state.lock:
+            user = self._user(user_id)
+            user.update(ACTIVE=True, IS_ONLINE="Y")
+            return user
+
+    def set_timeman_status(self, user_id: int, status: str) -> dict[str, Any]:
+        with self.state.lock:
+            user = self._user(user_id)
+            user["TIMEMAN_STATUS"] = status
+            return user
+
+    def add_category(self, name: str, sort: int = 500, id: int | None = None) -> dict[str, Any]:
+        with self.state.lock:
+            cid = int(id) if id is not None else self.state.next_id("category")
+            self.state.counters["category"] = max(self.state.counters["category"], cid)
+            cat = {
+                "ID": cid,
+                "NAME": name,
+                "SORT": sort,
+                "IS_LOCKED": "N",
+                "CREATED_DATE": time.time(),
+                "IS_DEFAULT": "N",
+            }
+            self.state.categories[cid] = cat
+            for suffix, title, srt, sem in (
+                ("NEW", "New", 10, None),
+                ("WON", "Won", 60, "S"),
+                ("LOSE", "Lost", 70, "F"),
+            ):
+                self.state.add_status(
+                    f"DEAL_STAGE_{cid}", f"C{cid}:{suffix}", title, srt, semantics=sem
+                )
+            return cat
+
+    def add_stage(
+        self,
+        status_id: str,
+        name: str,
+        *,
+        category_id: int | None = None,
+        entity_id: str | None = None,
+        sort: int = 50,
+        semantics: str | None = None,
+        color: str = "",
+    ) -> dict[str, Any]:
+        from .crm_store import stage_entity_id
+
+        eid = entity_id or stage_entity_id(int(category_id or 0))
+        with self.state.lock:
+            return self.state.add_status(
+                eid, status_id, name, sort, semantics=semantics, color=color
+            )
+
+    def delete_stage(
+        self, status_id: str, category_id: int | None = None, entity_id: str | None = None
+    ) -> int:
+        """Remove a stage/status (simulates an admin editing pipelines under a running app)."""
+        from .crm_store import stage_entity_id
+
+        eid = entity_id or stage_entity_id(int(category_id or 0))
+        with self.state.lock:
+            before = len(self.state.statuses)
+            self.state.statuses = [
+                s
+                for s in self.state.statuses
+                if not (s["ENTITY_ID"] == eid and s["STATUS_ID"] == status_id)
+            ]
+            return before - len(self.state.statuses)
+
+    def delete_category(self, category_id: int) -> int:
+        from .crm_store import stage_entity_id
+
+        if category_id == 0:
+            raise ValueError("the default pipeline cannot be deleted")
+        with self.state.lock:
+            if self.state.categories.pop(category_id, None) is None:
+                return 0
+            eid = stage_entity_id(category_id)
+            self.state.statuses = [s for s in self.state.statuses if s["ENTITY_ID"] != eid]
+            return 1
+
+    def add_entity(self, etype: str, fields: dict[str, Any], user_id: int = 1) -> int:
+        from .crm_store import add_entity
+
+        with self.state.lock:
+            return add_entity(self.state, etype, fields, user_id)
+
+    def calls(self) -> dict[str, Any]:
+        with self.state.lock:
+            return json.loads(
+                json.dumps(
+                    {
+                        "active": list(self.state.active_calls.values()),
+                        "finished": list(self.state.finished_calls.values()),
+                    },
+                    default=str,
+                )
+            )
