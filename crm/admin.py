@@ -3,10 +3,24 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
 
-from crm.models import Bitrix24Connection
+from crm.errors import Bitrix24Error
+from crm.models import (
+    Bitrix24Connection,
+    Bitrix24User,
+    Department,
+    Intent,
+    LeadSource,
+    LeadStatus,
+    Pipeline,
+    RequestLog,
+    Stage,
+)
 
 
 class ConnectionForm(forms.ModelForm):
@@ -16,10 +30,25 @@ class ConnectionForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         help_text="Leave empty to keep the stored URL; it is never shown in clear after saving.",
     )
+    new_client_secret = forms.CharField(
+        required=False,
+        label="New client secret",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The local application's secret; leave empty to keep the stored one.",
+    )
 
     class Meta:
         model = Bitrix24Connection
-        fields = ["auth_mode"]
+        fields = [
+            "auth_mode",
+            "oauth_client_id",
+            "oauth_token_url",
+            "rate_plan",
+            "rate_limit_per_second",
+            "rate_limit_burst",
+            "lookup_budget_ms",
+            "lookup_cache_ttl_s",
+        ]
 
     def clean_new_webhook_url(self) -> str:
         value = self.cleaned_data["new_webhook_url"].strip()
@@ -27,22 +56,217 @@ class ConnectionForm(forms.ModelForm):
             Bitrix24Connection._meta.get_field("webhook_url").run_validators(value)
         return value
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        mode = data.get("auth_mode")
+        if mode == Bitrix24Connection.AuthMode.WEBHOOK and not (
+            data.get("new_webhook_url") or self.instance.webhook_url
+        ):
+            self.add_error("new_webhook_url", "The webhook mode needs a webhook URL.")
+        if mode == Bitrix24Connection.AuthMode.OAUTH and not data.get("oauth_client_id"):
+            self.add_error("oauth_client_id", "The OAuth mode needs the application's client id.")
+        return data
+
     def save(self, commit: bool = True) -> Bitrix24Connection:
         if self.cleaned_data.get("new_webhook_url"):
             url = self.cleaned_data["new_webhook_url"]
             self.instance.webhook_url = url if url.endswith("/") else f"{url}/"
+        if self.cleaned_data.get("new_client_secret"):
+            self.instance.oauth_client_secret = self.cleaned_data["new_client_secret"].strip()
         return super().save(commit)
 
 
 @admin.register(Bitrix24Connection)
 class Bitrix24ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
-    list_display = ["__str__", "auth_mode", "updated_at"]
-    readonly_fields = ["webhook_url_masked", "updated_at"]
-    fields = ["auth_mode", "webhook_url_masked", "new_webhook_url", "updated_at"]
+    list_display = ["__str__", "auth_mode", "health", "checked_at", "directory_synced_at"]
+    readonly_fields = [
+        "webhook_url_masked",
+        "client_secret_state",
+        "oauth_state",
+        "health",
+        "last_error_at",
+        "last_ok_at",
+        "scopes",
+        "checked_at",
+        "directory_synced_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["auth_mode", "health", "last_error_at", "last_ok_at"]}),
+        ("Inbound webhook", {"fields": ["webhook_url_masked", "new_webhook_url"]}),
+        (
+            "Local OAuth application",
+            {
+                "fields": [
+                    "oauth_client_id",
+                    "client_secret_state",
+                    "new_client_secret",
+                    "oauth_token_url",
+                    "oauth_state",
+                ],
+                "description": "Create a local application in Bitrix24 (Developer resources > "
+                "Other > Local application, 'Uses only API', scopes crm, telephony, user, im, "
+                "task) with the installation path https://<this host>/bitrix24/install/.",
+            },
+        ),
+        (
+            "Limits and lookup",
+            {
+                "fields": [
+                    "rate_plan",
+                    "rate_limit_per_second",
+                    "rate_limit_burst",
+                    "lookup_budget_ms",
+                    "lookup_cache_ttl_s",
+                ]
+            },
+        ),
+        ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
+    ]
+    actions = ["test_connection", "sync_directory"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not Bitrix24Connection.objects.exists() and super().has_add_permission(request)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return self.fields
+    @admin.display(description="Status")
+    def health(self, obj: Bitrix24Connection) -> str:
+        if obj.last_error:
+            return format_html('<strong style="color:#ba2121">{}</strong>', obj.last_error)
+        if obj.last_ok_at or obj.checked_at:
+            return "OK"
+        return "Not checked yet"
+
+    @admin.display(description="Client secret")
+    def client_secret_state(self, obj: Bitrix24Connection) -> str:
+        return "stored (hidden)" if obj.oauth_client_secret else "not set"
+
+    @admin.display(description="Installation")
+    def oauth_state(self, obj: Bitrix24Connection) -> str:
+        if not obj.oauth_access_token:
+            return "not installed (no tokens received yet)"
+        expires = timezone.localtime(obj.oauth_expires_at) if obj.oauth_expires_at else None
+        return (
+            f"installed on {obj.portal_domain}; access token "
+            f"{'expires ' + expires.strftime('%Y-%m-%d %H:%M') if expires else 'expiry unknown'}"
+        )
+
+    @admin.action(description="Test the connection (and its scopes)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
+        from crm.services import connection_test
+
+        check = connection_test()
+        if check.ok:
+            messages.success(request, f"Connected. Scopes: {', '.join(check.scopes)}.")
+        else:
+            messages.error(request, f"Bitrix24 connection failed: {check.error}")
+
+    @admin.action(
+        description="Sync the directory now (users, pipelines, stages)", permissions=["change"]
+    )
+    def sync_directory(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
+        from crm.services import directory_sync
+
+        try:
+            result = directory_sync()
+        except Bitrix24Error as exc:
+            messages.error(request, f"Directory sync failed: {exc.display()}")
+            return
+        removed = sum(result.removed.values())
+        messages.success(
+            request,
+            f"Synced {result.users} users, {result.pipelines} pipelines, {result.stages} stages, "
+            f"{result.lead_statuses} lead statuses, {result.lead_sources} sources"
+            + (f"; {removed} no longer exist in Bitrix24." if removed else "."),
+        )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Mirrored or audit data: it changes only through SIMtrix itself."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "method",
+        "http_status",
+        "error_code",
+        "duration_ms",
+        "attempt",
+        "is_batch",
+        "call_id",
+    ]
+    list_filter = ["method", "http_status", "error_code", "is_batch", "auth_mode"]
+    search_fields = ["method", "error_code", "error_description", "intent_key", "=call_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["parent"]
+    readonly_fields = [
+        "created_at",
+        "method",
+        "parent",
+        "is_batch",
+        "sub_methods",
+        "attempt",
+        "duration_ms",
+        "http_status",
+        "error_code",
+        "error_description",
+        "auth_mode",
+        "call_id",
+        "intent_key",
+        "params",
+    ]
+
+
+@admin.register(Intent)
+class IntentAdmin(ReadOnlyAdmin):
+    list_display = ["key", "method", "status", "attempts", "updated_at"]
+    list_filter = ["status", "method"]
+    search_fields = ["key"]
+
+
+@admin.register(Bitrix24User)
+class Bitrix24UserAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name", "email", "active", "inner_phone", "removed", "seen_at"]
+    list_filter = ["active", "removed"]
+    search_fields = ["name", "email", "=id"]
+
+
+@admin.register(Department)
+class DepartmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name", "parent_id", "head_user_id", "removed"]
+    list_filter = ["removed"]
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name", "sort", "is_default", "removed"]
+    list_filter = ["removed"]
+
+
+@admin.register(Stage)
+class StageAdmin(ReadOnlyAdmin):
+    list_display = ["stage_id", "name", "pipeline", "semantics", "sort", "removed"]
+    list_filter = ["pipeline", "semantics", "removed"]
+
+
+@admin.register(LeadStatus)
+class LeadStatusAdmin(ReadOnlyAdmin):
+    list_display = ["status_id", "name", "semantics", "sort", "removed"]
+    list_filter = ["removed"]
+
+
+@admin.register(LeadSource)
+class LeadSourceAdmin(ReadOnlyAdmin):
+    list_display = ["source_id", "name", "sort", "removed"]
+    list_filter = ["removed"]

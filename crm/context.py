@@ -1,4 +1,4 @@
-"""Which SIMtrix call the Bitrix24 requests made right now serve (for the request log)."""
+"""Which SIMtrix call the current Bitrix24 requests serve, without passing it everywhere."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-current_call_id: ContextVar[int | None] = ContextVar("crm_current_call_id", default=None)
+_current_call_id: ContextVar[int | None] = ContextVar("crm_current_call_id", default=None)
 
 
 @contextmanager
 def crm_call_context(call_id: int | None) -> Iterator[None]:
-    token = current_call_id.set(call_id)
+    """Tags every Bitrix24 request made inside the block with ``call_id`` in the request log."""
+    token = _current_call_id.set(call_id)
     try:
         yield
     finally:
-        current_call_id.reset(token)
+        _current_call_id.reset(token)
+
+
+def current_call_id() -> int | None:
+    return _current_call_id.get()

@@ -1,13 +1,754 @@
+"""Writes to Bitrix24 (and to the tenant's Bitrix24 settings), in SIMtrix's terms.
+
+Every function runs in the current tenant schema, takes keyword-only arguments and hides
+Bitrix24's field names. Functions marked ``@batchable`` can also be sent together in one HTTP
+request with ``crm_batch()`` (``crm.operations``).
+
+How each non-idempotent request is made safe to retry (see ``crm.intents``):
+
+- ``crm.lead.add``, ``crm.contact.add``, ``crm.deal.add``, ``crm.activity.add``: the object
+  carries ``ORIGINATOR_ID="simtrix"`` and ``ORIGIN_ID`` = a hash of the intent key; after an
+  ambiguous failure the matching ``crm.*.list`` finds it before anything is resent;
+- ``tasks.task.add``: the task carries the marker in ``XML_ID``, searched with tasks.task.list;
+- ``telephony.externalCall.register``: Bitrix24 returns the same CALL_ID for the same user,
+  number, type, line and EXTERNAL_CALL_ID while the call is active, for 30 minutes (REFERENCE
+  4.1); a resend within 25 minutes is therefore harmless, later it is refused;
+- ``telephony.externalCall.finish``: finish creates its activity with ``ORIGIN_ID="VI_"+CALL_ID``;
+  if that activity exists, or ``hide`` reports the call no longer active, it was finished;
+- ``im.notify.system.add`` with an intent key: sent with a TAG, which replaces rather than
+  duplicates;
+- ``crm.timeline.comment.add`` and ``crm.automation.trigger`` take no intent key: they are
+  never resent after an ambiguous failure (at most once).
+"""
+
 from __future__ import annotations
 
-from crm.models import Bitrix24Connection
+import base64
+from datetime import datetime, timedelta
+from typing import Any, Literal, NamedTuple
+
+from django.utils import timezone
+
+from crm import client as b24
+from crm.cache import cache_delete, cache_delete_entity
+from crm.client import Bitrix24Client
+from crm.connections import (
+    connection_install_oauth,
+    connection_set_oauth_app,
+    connection_set_webhook,
+    connection_test,
+)
+from crm.directory import directory_sync
+from crm.domain import FinishedCall, RegisteredCall
+from crm.mapping import (
+    ACTIVITY_DIRECTIONS,
+    CLIENT_TYPES,
+    DIRECTIONS,
+    ORIGINATOR,
+    RECORD_EXTENSIONS,
+    as_int,
+    automation_target,
+    b24_type,
+    domain_type,
+    entity_url,
+    finish_status_code,
+    iso_datetime,
+    origin_id,
+    owner_type_id,
+    task_binding,
+)
+from crm.models import Bitrix24Connection, Intent, RequestLog
+from crm.operations import CrmBatch, Deferred, Op, batchable, crm_batch, op_run
+from crm.phones import phone_to_e164
+from crm.selectors import crm_find_by_phone, tenant_country
+
+__all__ = [
+    "CrmBatch",
+    "Deferred",
+    "connection_install_oauth",
+    "connection_set_oauth_app",
+    "connection_set_webhook",
+    "connection_test",
+    "crm_activity_log_call",
+    "crm_activity_set_description",
+    "crm_automation_trigger",
+    "crm_batch",
+    "crm_call_attach_record",
+    "crm_call_finish",
+    "crm_call_hide",
+    "crm_call_register",
+    "crm_call_show",
+    "crm_deal_create_with_contact",
+    "crm_entity_set_responsible",
+    "crm_entity_url",
+    "crm_find_by_phone",
+    "crm_lead_create",
+    "crm_lookup_invalidate",
+    "crm_notify",
+    "crm_notify_many",
+    "crm_task_complete",
+    "crm_task_create",
+    "crm_timeline_comment_add",
+    "directory_sync",
+    "history_prune",
+]
+
+# Bitrix24 de-duplicates a re-registered active call for 30 minutes (REFERENCE 4.1).
+REGISTER_RESEND_WINDOW = timedelta(minutes=25)
+Direction = Literal["incoming", "outgoing"]
 
 
-def connection_set_webhook(*, webhook_url: str) -> Bitrix24Connection:
-    """Stores the tenant's inbound webhook (call inside the tenant's schema)."""
-    url = webhook_url if webhook_url.endswith("/") else f"{webhook_url}/"
-    connection, _ = Bitrix24Connection.objects.update_or_create(
-        singleton=1,
-        defaults={"auth_mode": Bitrix24Connection.AuthMode.WEBHOOK, "webhook_url": url},
+# ----------------------------------------------------------------------------------------------
+# Housekeeping
+
+
+def history_prune(*, older_than_days: int = 30) -> dict[str, int]:
+    """Deletes request-log rows and finished intents older than the retention period.
+
+    Done and failed intents only: an ambiguous one may still have to be searched for.
+    """
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    requests, _ = RequestLog.objects.filter(created_at__lt=cutoff).delete()
+    intents, _ = Intent.objects.filter(
+        updated_at__lt=cutoff, status__in=[Intent.Status.DONE, Intent.Status.FAILED]
+    ).delete()
+    return {"requests": requests, "intents": intents}
+
+
+# ----------------------------------------------------------------------------------------------
+# Lookup cache and links
+
+
+def crm_entity_url(*, entity: tuple[str, int]) -> str:
+    """The entity's card in the tenant's portal (``""`` when no portal is connected)."""
+    conn = Bitrix24Connection.objects.filter(singleton=1).first()
+    b24_type(entity[0])
+    return entity_url(conn.portal_url, entity[0], entity[1]) if conn and conn.portal_url else ""
+
+
+def crm_lookup_invalidate(*, phone: str) -> None:
+    """Forgets the cached lookup of ``phone`` (after SIMtrix changed what it would find)."""
+    cache_delete(phone_to_e164(phone, country=tenant_country()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Telephony
+
+
+def _e164(phone: str) -> str:
+    return phone_to_e164(phone, country=tenant_country())
+
+
+def _register_op(
+    *,
+    intent_key: str,
+    user_id: int,
+    phone: str,
+    direction: Direction,
+    started_at: datetime,
+    line_number: str,
+    external_call_id: str,
+    entity: tuple[str, int] | None,
+    show: bool,
+) -> Op[RegisteredCall]:
+    params: dict[str, Any] = {
+        "USER_ID": int(user_id),
+        "PHONE_NUMBER": _e164(phone),
+        "TYPE": DIRECTIONS[direction],
+        "CALL_START_DATE": iso_datetime(started_at),
+        # SIMtrix creates leads itself, once (REFERENCE 4.6, pitfall 2).
+        "CRM_CREATE": 0,
+        "SHOW": 1 if show else 0,
+        "LINE_NUMBER": line_number,
+        "EXTERNAL_CALL_ID": external_call_id,
+    }
+    if entity is not None:
+        if entity[0] not in CLIENT_TYPES:
+            raise ValueError("A call can be bound to a contact, company or lead, not a deal")
+        params["CRM_ENTITY_TYPE"] = b24_type(entity[0])
+        params["CRM_ENTITY_ID"] = int(entity[1])
+
+    def to_result(raw: dict[str, Any]) -> RegisteredCall:
+        bound_type = domain_type(str(raw.get("CRM_ENTITY_TYPE") or ""))
+        bound_id = as_int(raw.get("CRM_ENTITY_ID"))
+        return RegisteredCall(
+            b24_call_id=str(raw["CALL_ID"]),
+            entity=(bound_type, bound_id) if bound_type and bound_id else None,
+        )
+
+    return Op(
+        b24.externalcall_register(params),
+        to_result,
+        intent_key=intent_key,
+        resend_window=REGISTER_RESEND_WINDOW,
     )
-    return connection
+
+
+@batchable(_register_op)
+def crm_call_register(
+    *,
+    intent_key: str,
+    user_id: int,
+    phone: str,
+    direction: Direction,
+    started_at: datetime,
+    line_number: str,
+    external_call_id: str,
+    entity: tuple[str, int] | None,
+    show: bool,
+) -> RegisteredCall:
+    """Registers the call in Bitrix24 telephony (``telephony.externalCall.register``).
+
+    Bind ``entity`` (from the lookup) explicitly: Bitrix24 fixes the call's CRM binding here and
+    its own auto-search misses numbers stored in other formats. Auth modes that refuse
+    telephony raise ``Bitrix24AuthTypeDenied``: fall back to ``crm_activity_log_call``.
+    """
+    return op_run(
+        _register_op(
+            intent_key=intent_key,
+            user_id=user_id,
+            phone=phone,
+            direction=direction,
+            started_at=started_at,
+            line_number=line_number,
+            external_call_id=external_call_id,
+            entity=entity,
+            show=show,
+        )
+    )
+
+
+def _show_op(*, b24_call_id: str, user_ids: list[int]) -> Op[bool]:
+    return Op(b24.externalcall_show(b24_call_id, user_ids))
+
+
+def _hide_op(*, b24_call_id: str, user_ids: list[int]) -> Op[bool]:
+    return Op(b24.externalcall_hide(b24_call_id, user_ids))
+
+
+@batchable(_show_op)
+def crm_call_show(*, b24_call_id: str, user_ids: list[int]) -> bool:
+    """Pops the call card for these users; False when the call is no longer active."""
+    return op_run(_show_op(b24_call_id=b24_call_id, user_ids=user_ids))
+
+
+@batchable(_hide_op)
+def crm_call_hide(*, b24_call_id: str, user_ids: list[int]) -> bool:
+    return op_run(_hide_op(b24_call_id=b24_call_id, user_ids=user_ids))
+
+
+def _finish_op(
+    *,
+    intent_key: str,
+    b24_call_id: str,
+    user_id: int,
+    duration_s: int,
+    outcome: str,
+    failed_reason: str = "",
+) -> Op[FinishedCall]:
+    status_code = finish_status_code(outcome, failed_reason)
+    # CALL_STATUS is "successful" iff DURATION > 0 (REFERENCE 4.2): only answered calls last.
+    duration = max(0, int(duration_s)) if outcome == "answered" else 0
+    params: dict[str, Any] = {
+        "CALL_ID": b24_call_id,
+        "USER_ID": int(user_id),
+        "DURATION": duration,
+        "STATUS_CODE": status_code,
+    }
+    if failed_reason:
+        params["FAILED_REASON"] = failed_reason[:255]
+
+    def find_existing(client: Bitrix24Client) -> dict[str, Any] | None:
+        rows = client.run(
+            b24.activity_list(
+                {"ORIGIN_ID": f"VI_{b24_call_id}"}, ["ID", "OWNER_TYPE_ID", "OWNER_ID"]
+            )
+        )
+        if rows:
+            return {"CRM_ACTIVITY_ID": as_int(rows[0].get("ID")), "CALL_ID": b24_call_id}
+        if not client.run(b24.externalcall_hide(b24_call_id, [int(user_id)])):
+            return {"CRM_ACTIVITY_ID": None, "CALL_ID": b24_call_id}  # no longer active: finished
+        return None
+
+    def to_result(raw: dict[str, Any]) -> FinishedCall:
+        errors = raw.get("ERRORS") if isinstance(raw.get("ERRORS"), dict) else {}
+        bound_type = domain_type(str(raw.get("CRM_ENTITY_TYPE") or ""))
+        bound_id = as_int(raw.get("CRM_ENTITY_ID"))
+        return FinishedCall(
+            b24_call_id=b24_call_id,
+            activity_id=as_int(raw.get("CRM_ACTIVITY_ID")),
+            status_code=status_code,
+            duration_s=duration,
+            entity=(bound_type, bound_id) if bound_type and bound_id else None,
+            activity_error=str(errors.get("ACTIVITY_CREATION") or ""),
+        )
+
+    return Op(
+        b24.externalcall_finish(params),
+        to_result,
+        intent_key=intent_key,
+        find_existing=find_existing,
+    )
+
+
+@batchable(_finish_op)
+def crm_call_finish(
+    *,
+    intent_key: str,
+    b24_call_id: str,
+    user_id: int,
+    duration_s: int,
+    outcome: str,
+    failed_reason: str = "",
+) -> FinishedCall:
+    """Ends the registered call; Bitrix24 then writes the call activity to the bound entity.
+
+    ``outcome`` is the bridge's (answered, missed, rejected, busy, no_answer, failed,
+    cancelled), mapped by ``crm.mapping.finish_status_code``.
+    """
+    return op_run(
+        _finish_op(
+            intent_key=intent_key,
+            b24_call_id=b24_call_id,
+            user_id=user_id,
+            duration_s=duration_s,
+            outcome=outcome,
+            failed_reason=failed_reason,
+        )
+    )
+
+
+def crm_call_attach_record(*, b24_call_id: str, filename: str, content: bytes) -> int | None:
+    """Attaches the recording (MP3 or WAV) to a finished call; re-attaching replaces it."""
+    if not filename.lower().endswith(RECORD_EXTENSIONS):
+        raise ValueError("Bitrix24 accepts only .mp3 and .wav recordings")
+    if not content:
+        raise ValueError("The recording is empty")
+    encoded = base64.b64encode(content).decode("ascii")
+    result = Bitrix24Client().run(b24.externalcall_attach_record(b24_call_id, filename, encoded))
+    return as_int(result.get("FILE_ID"))
+
+
+def _log_call_op(
+    *,
+    intent_key: str,
+    entity: tuple[str, int],
+    user_id: int,
+    phone: str,
+    direction: Direction,
+    started_at: datetime,
+    duration_s: int,
+    outcome: str,
+    subject: str = "",
+    description: str = "",
+) -> Op[int]:
+    marker = origin_id(intent_key)
+    e164 = _e164(phone)
+    duration = max(0, int(duration_s)) if outcome == "answered" else 0
+    # An unanswered incoming call stays open, like Bitrix24's own "missed call" to-do.
+    completed = not (direction == "incoming" and outcome != "answered")
+    if not subject:
+        label = {"answered": "", "missed": "Missed ", "no_answer": "Unanswered "}.get(outcome, "")
+        subject = f"{label}{direction} call {'from' if direction == 'incoming' else 'to'} {e164}"
+        subject = subject[0].upper() + subject[1:]
+    fields = {
+        "OWNER_TYPE_ID": owner_type_id(entity[0]),
+        "OWNER_ID": int(entity[1]),
+        "TYPE_ID": 2,
+        "DIRECTION": ACTIVITY_DIRECTIONS[direction],
+        "SUBJECT": subject,
+        "DESCRIPTION": description,
+        "DESCRIPTION_TYPE": 1,
+        "RESPONSIBLE_ID": int(user_id),
+        "COMPLETED": "Y" if completed else "N",
+        "START_TIME": iso_datetime(started_at),
+        "END_TIME": iso_datetime(started_at + timedelta(seconds=duration)),
+        "COMMUNICATIONS": [
+            {"VALUE": e164, "ENTITY_ID": int(entity[1]), "ENTITY_TYPE_ID": owner_type_id(entity[0])}
+        ],
+        "ORIGINATOR_ID": ORIGINATOR,
+        "ORIGIN_ID": marker,
+    }
+
+    def find_existing(client: Bitrix24Client) -> int | None:
+        rows = client.run(b24.activity_list({"ORIGIN_ID": marker}, ["ID"]))
+        return as_int(rows[0]["ID"]) if rows else None
+
+    return Op(b24.activity_add(fields), int, intent_key=intent_key, find_existing=find_existing)
+
+
+@batchable(_log_call_op)
+def crm_activity_log_call(
+    *,
+    intent_key: str,
+    entity: tuple[str, int],
+    user_id: int,
+    phone: str,
+    direction: Direction,
+    started_at: datetime,
+    duration_s: int,
+    outcome: str,
+    subject: str = "",
+    description: str = "",
+) -> int:
+    """A call activity written directly (``crm.activity.add``), for when telephony methods are
+    refused (``Bitrix24AuthTypeDenied``). Returns the activity id. Without a ``subject`` one
+    is written from the direction, outcome and number."""
+    return op_run(
+        _log_call_op(
+            intent_key=intent_key,
+            entity=entity,
+            user_id=user_id,
+            phone=phone,
+            direction=direction,
+            started_at=started_at,
+            duration_s=duration_s,
+            outcome=outcome,
+            subject=subject,
+            description=description,
+        )
+    )
+
+
+def _set_description_op(*, activity_id: int, text: str) -> Op[None]:
+    return Op(b24.activity_update(activity_id, {"DESCRIPTION": text, "DESCRIPTION_TYPE": 1}), _none)
+
+
+@batchable(_set_description_op)
+def crm_activity_set_description(
+    *, activity_id: int, text: str | None = None, description: str | None = None
+) -> None:
+    """Replaces an activity's description (e.g. the call's notes after the call).
+
+    ``description`` is accepted as another name for ``text``."""
+    body = text if text is not None else description
+    if body is None:
+        raise TypeError("crm_activity_set_description needs text")
+    op_run(_set_description_op(activity_id=activity_id, text=body))
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# CRM entities
+
+
+def _find_by_origin(b24_name: str, marker: str) -> Any:
+    def find(client: Bitrix24Client) -> int | None:
+        rows = client.run(
+            b24.entity_list(
+                b24_name, filter={"ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": marker}, select=["ID"]
+            )
+        )
+        return as_int(rows[0]["ID"]) if rows else None
+
+    return find
+
+
+def _lead_create_op(
+    *,
+    intent_key: str,
+    phone: str,
+    title: str,
+    status_id: str,
+    source_id: str,
+    responsible_id: int,
+    comments: str = "",
+) -> Op[int]:
+    e164 = _e164(phone)
+    marker = origin_id(intent_key)
+    fields = {
+        "TITLE": title,
+        "STATUS_ID": status_id,
+        "SOURCE_ID": source_id,
+        "ASSIGNED_BY_ID": int(responsible_id),
+        "OPENED": "Y",
+        "PHONE": [{"VALUE": e164, "VALUE_TYPE": "WORK"}],
+        "COMMENTS": comments,
+        "ORIGINATOR_ID": ORIGINATOR,
+        "ORIGIN_ID": marker,
+    }
+    return Op(
+        b24.entity_add("LEAD", fields),
+        int,
+        intent_key=intent_key,
+        find_existing=_find_by_origin("LEAD", marker),
+        after=lambda _: cache_delete(e164),
+    )
+
+
+@batchable(_lead_create_op)
+def crm_lead_create(
+    *,
+    intent_key: str,
+    phone: str,
+    title: str,
+    status_id: str,
+    source_id: str,
+    responsible_id: int,
+    comments: str = "",
+) -> int:
+    """Creates a lead for ``phone`` (stored in E.164); the lookup cache of that number is
+    dropped. Returns the lead id."""
+    return op_run(
+        _lead_create_op(
+            intent_key=intent_key,
+            phone=phone,
+            title=title,
+            status_id=status_id,
+            source_id=source_id,
+            responsible_id=responsible_id,
+            comments=comments,
+        )
+    )
+
+
+class CreatedDeal(NamedTuple):
+    deal_id: int
+    contact_id: int
+
+
+def crm_deal_create_with_contact(
+    *,
+    intent_key: str,
+    phone: str,
+    title: str,
+    category_id: int | None = None,
+    stage_id: str = "",
+    responsible_id: int,
+    pipeline_id: int | None = None,
+) -> CreatedDeal:
+    """A deal for the caller: bound to the contact the number already belongs to, or to a new
+    contact holding the number. Returns ``(deal_id, contact_id)`` (also as attributes).
+
+    ``pipeline_id`` is accepted as another name for ``category_id``; an empty ``stage_id``
+    leaves the pipeline's first stage to Bitrix24.
+    """
+    category = category_id if category_id is not None else (pipeline_id or 0)
+    e164 = _e164(phone)
+    lookup = crm_find_by_phone(phone=e164, budget_s=float("inf"))
+    client = Bitrix24Client()
+    if lookup.entity is not None and lookup.entity.type == "contact":
+        contact_id = lookup.entity.id
+    else:
+        marker = origin_id(f"{intent_key}:contact")
+        contact_fields = {
+            "NAME": e164,
+            "OPENED": "Y",
+            "SOURCE_ID": "CALL",
+            "ASSIGNED_BY_ID": int(responsible_id),
+            "PHONE": [{"VALUE": e164, "VALUE_TYPE": "WORK"}],
+            "ORIGINATOR_ID": ORIGINATOR,
+            "ORIGIN_ID": marker,
+        }
+        if lookup.entity is not None and lookup.entity.type == "company":
+            contact_fields["COMPANY_ID"] = lookup.entity.id
+        contact_id = op_run(
+            Op(
+                b24.entity_add("CONTACT", contact_fields),
+                int,
+                intent_key=f"{intent_key}:contact",
+                find_existing=_find_by_origin("CONTACT", marker),
+            ),
+            client,
+        )
+    marker = origin_id(f"{intent_key}:deal")
+    deal_fields: dict[str, Any] = {
+        "TITLE": title,
+        "CATEGORY_ID": int(category),
+        "ASSIGNED_BY_ID": int(responsible_id),
+        "CONTACT_IDS": [contact_id],
+        "OPENED": "Y",
+        "SOURCE_ID": "CALL",
+        "ORIGINATOR_ID": ORIGINATOR,
+        "ORIGIN_ID": marker,
+    }
+    if stage_id:
+        deal_fields["STAGE_ID"] = stage_id
+    deal_id = op_run(
+        Op(
+            b24.entity_add("DEAL", deal_fields),
+            int,
+            intent_key=f"{intent_key}:deal",
+            find_existing=_find_by_origin("DEAL", marker),
+        ),
+        client,
+    )
+    cache_delete(e164)
+    cache_delete_entity("contact", contact_id)
+    return CreatedDeal(deal_id, contact_id)
+
+
+def _set_responsible_op(*, entity: tuple[str, int], user_id: int) -> Op[None]:
+    return Op(
+        b24.entity_update(b24_type(entity[0]), entity[1], {"ASSIGNED_BY_ID": int(user_id)}),
+        _none,
+        after=lambda _: cache_delete_entity(entity[0], entity[1]),
+    )
+
+
+@batchable(_set_responsible_op)
+def crm_entity_set_responsible(*, entity: tuple[str, int], user_id: int) -> None:
+    """Makes ``user_id`` responsible for the contact, company, lead or deal."""
+    op_run(_set_responsible_op(entity=entity, user_id=user_id))
+
+
+def _comment_op(*, entity: tuple[str, int], text: str) -> Op[int]:
+    b24_type(entity[0])
+    return Op(b24.timeline_comment_add(entity[0], entity[1], text), int)
+
+
+@batchable(_comment_op)
+def crm_timeline_comment_add(*, entity: tuple[str, int], text: str) -> int:
+    """A comment in the entity's timeline; returns its id. Never resent after an ambiguous
+    failure (it has no intent key), so it appears at most once."""
+    return op_run(_comment_op(entity=entity, text=text))
+
+
+def _trigger_op(*, entity: tuple[str, int], code: str) -> Op[None]:
+    return Op(b24.automation_trigger(automation_target(entity), code), _none)
+
+
+@batchable(_trigger_op)
+def crm_automation_trigger(*, entity: tuple[str, int], code: str) -> None:
+    """Fires the "incoming webhook" automation trigger ``code`` on the entity (REFERENCE 5.6)."""
+    op_run(_trigger_op(entity=entity, code=code))
+
+
+# ----------------------------------------------------------------------------------------------
+# Tasks and notifications
+
+
+def _task_create_op(
+    *,
+    intent_key: str,
+    title: str,
+    description: str,
+    responsible_id: int,
+    deadline: datetime | None,
+    bindings: list[tuple[str, int]],
+) -> Op[int]:
+    marker = origin_id(intent_key)
+    fields: dict[str, Any] = {
+        "TITLE": title,
+        "DESCRIPTION": description,
+        "RESPONSIBLE_ID": int(responsible_id),
+        "XML_ID": marker,
+    }
+    if deadline is not None:
+        fields["DEADLINE"] = iso_datetime(deadline)
+    if bindings:
+        fields["UF_CRM_TASK"] = [task_binding(b) for b in bindings]
+
+    def find_existing(client: Bitrix24Client) -> int | None:
+        return _find_task(
+            client, intent_key=intent_key, marker=marker, title=title, responsible_id=responsible_id
+        )
+
+    return Op(b24.task_add(fields), int, intent_key=intent_key, find_existing=find_existing)
+
+
+def _find_task(
+    client: Bitrix24Client, *, intent_key: str, marker: str, title: str, responsible_id: int
+) -> int | None:
+    """The task an earlier, unanswered ``tasks.task.add`` of this intent created, if any.
+
+    Its XML_ID carries the marker; portals that do not keep or filter XML_ID are searched by
+    title and responsible since the intent began, skipping tasks other intents own.
+    """
+    intent = Intent.objects.filter(key=intent_key).first()
+    since = (intent.created_at if intent else timezone.now()) - timedelta(minutes=2)
+    rows = client.run(
+        b24.task_list(
+            {
+                "RESPONSIBLE_ID": int(responsible_id),
+                "TITLE": title,
+                ">=CREATED_DATE": iso_datetime(timezone.localtime(since)),
+            },
+            ["ID", "TITLE", "XML_ID", "CREATED_DATE"],
+        )
+    )
+    rows = [r for r in rows if r.get("title", r.get("TITLE")) == title]
+    for row in rows:
+        if (row.get("xmlId") or row.get("XML_ID")) == marker:
+            return as_int(row.get("id") or row.get("ID"))
+    taken = {
+        as_int(result)
+        for result in Intent.objects.filter(
+            method="tasks.task.add", status=Intent.Status.DONE, created_at__gte=since
+        )
+        .exclude(key=intent_key)
+        .values_list("result", flat=True)
+    }
+    mine = [
+        as_int(r.get("id") or r.get("ID")) for r in rows if not (r.get("xmlId") or r.get("XML_ID"))
+    ]
+    mine = [task_id for task_id in mine if task_id is not None and task_id not in taken]
+    return min(mine) if mine else None
+
+
+@batchable(_task_create_op)
+def crm_task_create(
+    *,
+    intent_key: str,
+    title: str,
+    description: str,
+    responsible_id: int,
+    deadline: datetime | None,
+    bindings: list[tuple[str, int]],
+) -> int:
+    """A task for ``responsible_id``, linked to the CRM ``bindings``; returns the task id."""
+    return op_run(
+        _task_create_op(
+            intent_key=intent_key,
+            title=title,
+            description=description,
+            responsible_id=responsible_id,
+            deadline=deadline,
+            bindings=bindings,
+        )
+    )
+
+
+def _task_complete_op(*, task_id: int) -> Op[None]:
+    return Op(b24.task_complete(task_id), _none)
+
+
+@batchable(_task_complete_op)
+def crm_task_complete(*, task_id: int) -> None:
+    op_run(_task_complete_op(task_id=task_id))
+
+
+def _notify_tag(key: str, user_id: int) -> str:
+    # Per user: whether Bitrix24 replaces a tag per recipient or portal-wide is not documented.
+    return origin_id(f"{key}:{int(user_id)}") if key else ""
+
+
+def _notify_op(*, user_id: int, message: str, intent_key: str = "") -> Op[int | None]:
+    tag = _notify_tag(intent_key, user_id)
+    return Op(b24.notify_system_add(user_id, message, tag=tag))
+
+
+@batchable(_notify_op)
+def crm_notify(*, user_id: int, message: str, intent_key: str = "") -> int | None:
+    """A Bitrix24 notification to ``user_id``; returns its id (None if Bitrix24 said false).
+
+    With ``intent_key`` the notification is tagged, so sending it again replaces it."""
+    return op_run(_notify_op(user_id=user_id, message=message, intent_key=intent_key))
+
+
+def crm_notify_many(*, user_ids: list[int], message: str, tag: str = "") -> dict[int, int | None]:
+    """The same notification to several users in one request; ``tag`` makes a resend replace
+    rather than repeat it. Returns each user's notification id."""
+    if not user_ids:
+        return {}
+    with crm_batch() as batch:
+        sent = {
+            user_id: batch.add_op(
+                Op(b24.notify_system_add(user_id, message, tag=_notify_tag(tag, user_id)))
+            )
+            for user_id in dict.fromkeys(user_ids)
+        }
+    return {user_id: deferred.result() for user_id, deferred in sent.items()}

@@ -1,0 +1,108 @@
+"""The tenant's Bitrix24 connection: webhook, local OAuth application, health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from crm import client as b24
+from crm.cache import cache_clear
+from crm.client import Bitrix24Client
+from crm.domain import ConnectionCheck
+from crm.errors import Bitrix24Error, Bitrix24NotConfigured, Bitrix24PermanentError
+from crm.models import Bitrix24Connection
+from crm.session import Bitrix24Session, apply_token_response, oauth_token_request
+
+REQUIRED_SCOPES = ("crm", "telephony", "user", "im", "task")
+
+
+def connection_set_webhook(*, webhook_url: str) -> Bitrix24Connection:
+    """Stores the tenant's inbound webhook (call inside the tenant's schema)."""
+    url = webhook_url if webhook_url.endswith("/") else f"{webhook_url}/"
+    connection, _ = Bitrix24Connection.objects.update_or_create(
+        singleton=1,
+        defaults={"auth_mode": Bitrix24Connection.AuthMode.WEBHOOK, "webhook_url": url},
+    )
+    return connection
+
+
+def connection_set_oauth_app(
+    *, client_id: str, client_secret: str, token_url: str = ""
+) -> Bitrix24Connection:
+    """Stores the local application's credentials; its install then posts the tokens."""
+    defaults: dict[str, Any] = {
+        "auth_mode": Bitrix24Connection.AuthMode.OAUTH,
+        "oauth_client_id": client_id.strip(),
+        "oauth_client_secret": client_secret.strip(),
+    }
+    if token_url:
+        defaults["oauth_token_url"] = token_url
+    connection, _ = Bitrix24Connection.objects.update_or_create(singleton=1, defaults=defaults)
+    return connection
+
+
+def connection_install_oauth(*, auth: dict[str, str]) -> Bitrix24Connection:
+    """Stores the token pair Bitrix24 posts to the install callback (REFERENCE 1.2).
+
+    The callback is public, so its tokens are not trusted as posted: they are exchanged once at
+    the OAuth server with the tenant's own client secret, which only succeeds for a refresh
+    token issued to this application. The rotated pair is what gets stored.
+    """
+    refresh_token = (auth.get("refresh_token") or "").strip()
+    if not refresh_token or not auth.get("access_token"):
+        raise Bitrix24PermanentError("The install request carries no tokens", code="NO_AUTH_FOUND")
+    with transaction.atomic():
+        conn = Bitrix24Connection.objects.select_for_update().filter(singleton=1).first()
+        if conn is None or not (conn.oauth_client_id and conn.oauth_client_secret):
+            raise Bitrix24NotConfigured(
+                "Enter the application's client id and secret in SIMtrix before installing it"
+            )
+        data = oauth_token_request(conn, refresh_token=refresh_token)
+        if not data.get("client_endpoint") and auth.get("client_endpoint"):
+            data["client_endpoint"] = auth["client_endpoint"]
+        apply_token_response(conn, data)
+        conn.auth_mode = Bitrix24Connection.AuthMode.OAUTH
+        conn.oauth_application_token = (auth.get("application_token") or "")[:64]
+        conn.oauth_installed_at = timezone.now()
+        conn.last_error_code = ""
+        conn.last_error = ""
+        conn.save()
+    cache_clear()
+    return conn
+
+
+def connection_test() -> ConnectionCheck:
+    """Calls the portal and checks the webhook/app has every scope SIMtrix needs."""
+    conn = Bitrix24Connection.objects.filter(singleton=1).first()
+    now = timezone.now()
+    try:
+        if conn is None:
+            raise Bitrix24NotConfigured()
+        scopes = Bitrix24Client(Bitrix24Session(conn)).run(b24.scope(), max_attempts=1)
+    except Bitrix24Error as exc:
+        if conn is not None:
+            Bitrix24Connection.objects.filter(pk=conn.pk).update(
+                checked_at=now,
+                last_error_code=exc.code[:64],
+                last_error=exc.display(),
+                last_error_at=now,
+            )
+        return ConnectionCheck(ok=False, scopes=[], missing_scopes=[], error=exc.display())
+    granted = set(scopes)
+    if granted & {"user_basic", "user_brief"}:
+        granted.add("user")
+    missing = [s for s in REQUIRED_SCOPES if s not in granted]
+    error = f"Missing scopes: {', '.join(missing)}" if missing else ""
+    Bitrix24Connection.objects.filter(pk=conn.pk).update(
+        scopes=sorted(scopes),
+        checked_at=now,
+        last_ok_at=now,
+        last_error_code="INSUFFICIENT_SCOPE" if missing else "",
+        last_error=f"{error}: tick them on the webhook or application" if missing else "",
+        last_error_at=now if missing else None,
+    )
+    return ConnectionCheck(
+        ok=not missing, scopes=sorted(scopes), missing_scopes=missing, error=error
+    )

@@ -1,0 +1,244 @@
+"""The portal's users, departments, pipelines, stages, lead statuses and sources, mirrored.
+
+``directory_sync`` fetches everything with as few requests as the portal allows: one ``batch``
+with the first page of each list, then one more batch with every remaining page (the first
+answers tell how many rows there are). Rows that disappeared from the portal are kept and
+marked ``removed``, so a setting can tell that the user or stage it names no longer exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from crm import client as b24
+from crm.cache import once_per
+from crm.client import Bitrix24Client, Req
+from crm.domain import DirectorySyncResult
+from crm.errors import Bitrix24Error
+from crm.mapping import as_int, stage_category, stage_semantics, user_name
+from crm.models import (
+    Bitrix24Connection,
+    Bitrix24User,
+    Department,
+    LeadSource,
+    LeadStatus,
+    Pipeline,
+    Stage,
+)
+from crm.phones import InvalidPhoneNumber, phone_to_e164
+
+logger = logging.getLogger(__name__)
+
+PAGE = 50
+_LISTS: dict[str, Any] = {
+    "users": lambda start: b24.user_get(start=start),
+    "departments": lambda start: b24.department_get(start=start),
+    "categories": lambda start: b24.category_list(entity_type_id=2, start=start),
+    "statuses": lambda start: b24.status_list(start=start),
+}
+USER_PHONE_FIELDS = ("WORK_PHONE", "PERSONAL_MOBILE", "PERSONAL_PHONE")
+
+
+def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, list[dict[str, Any]]], int]:
+    """Every row of every directory list, and how many HTTP requests that took."""
+    first = client.run_batch({name: build(0) for name, build in _LISTS.items()})
+    requests = 1
+    rows: dict[str, list[dict[str, Any]]] = {}
+    more: dict[str, Req[Any]] = {}
+    for name, value in first.items():
+        if isinstance(value, Bitrix24Error):
+            raise value
+        rows[name] = list(value)
+    totals = client.last_totals
+    for name, build in _LISTS.items():
+        for start in range(PAGE, totals.get(name, 0), PAGE):
+            more[f"{name}:{start}"] = build(start)
+    keys = list(more)
+    for offset in range(0, len(keys), 50):
+        chunk = {k: more[k] for k in keys[offset : offset + 50]}
+        page = client.run_batch(chunk)
+        requests += 1
+        for key, value in page.items():
+            if isinstance(value, Bitrix24Error):
+                raise value
+            rows[key.split(":", 1)[0]].extend(value)
+    return rows, requests
+
+
+def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
+    client = client or Bitrix24Client()
+    data, requests = directory_fetch(client)
+    now = timezone.now()
+    country = getattr(connection.tenant, "default_country", "PL") or "PL"
+    removed: dict[str, int] = {}
+    with transaction.atomic():
+        users = [_user(row, country, now) for row in data["users"] if as_int(row.get("ID"))]
+        removed["users"] = _upsert(Bitrix24User, users, ["id"], now)
+        departments = [
+            _department(r, now) for r in data["departments"] if as_int(r.get("ID")) is not None
+        ]
+        removed["departments"] = _upsert(Department, departments, ["id"], now)
+        pipelines = [_pipeline(r, now) for r in data["categories"]]
+        if not any(p.id == 0 for p in pipelines):
+            # The default pipeline always exists; crm.category.list may omit it on old portals.
+            pipelines.append(Pipeline(id=0, name="General", sort=0, is_default=True, seen_at=now))
+        removed["pipelines"] = _upsert(Pipeline, pipelines, ["id"], now)
+        known_pipelines = {p.id for p in pipelines}
+        stages, statuses, sources = [], [], []
+        for row in data["statuses"]:
+            entity_id = str(row.get("ENTITY_ID") or "")
+            category = stage_category(entity_id)
+            if category is not None and category in known_pipelines:
+                stages.append(
+                    Stage(
+                        stage_id=str(row["STATUS_ID"]),
+                        pipeline_id=category,
+                        name=str(row.get("NAME") or row["STATUS_ID"]),
+                        semantics=stage_semantics(row),
+                        sort=as_int(row.get("SORT")) or 0,
+                        seen_at=now,
+                        removed=False,
+                    )
+                )
+            elif entity_id == "STATUS":
+                statuses.append(
+                    LeadStatus(
+                        status_id=str(row["STATUS_ID"]),
+                        name=str(row.get("NAME") or row["STATUS_ID"]),
+                        semantics=stage_semantics(row),
+                        sort=as_int(row.get("SORT")) or 0,
+                        seen_at=now,
+                        removed=False,
+                    )
+                )
+            elif entity_id == "SOURCE":
+                sources.append(
+                    LeadSource(
+                        source_id=str(row["STATUS_ID"]),
+                        name=str(row.get("NAME") or row["STATUS_ID"]),
+                        sort=as_int(row.get("SORT")) or 0,
+                        seen_at=now,
+                        removed=False,
+                    )
+                )
+        removed["stages"] = _upsert(Stage, stages, ["stage_id"], now)
+        removed["lead_statuses"] = _upsert(LeadStatus, statuses, ["status_id"], now)
+        removed["lead_sources"] = _upsert(LeadSource, sources, ["source_id"], now)
+        Bitrix24Connection.objects.filter(singleton=1).update(directory_synced_at=now)
+    return DirectorySyncResult(
+        users=len(users),
+        departments=len(departments),
+        pipelines=len(pipelines),
+        stages=len(stages),
+        lead_statuses=len(statuses),
+        lead_sources=len(sources),
+        removed=removed,
+        requests=requests,
+    )
+
+
+def _upsert(model: Any, rows: list[Any], unique: list[str], now: Any) -> int:
+    """Insert or update ``rows``; mark every row not seen in this sync removed."""
+    fields = [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name not in unique and f.name != "id"
+    ]
+    # Two rows with one unique key would make the upsert fail; the last one wins.
+    by_key = {tuple(getattr(r, u) for u in unique): r for r in rows}
+    if by_key:
+        model.objects.bulk_create(
+            list(by_key.values()),
+            update_conflicts=True,
+            unique_fields=unique,
+            update_fields=[f if f != "pipeline" else "pipeline_id" for f in fields],
+        )
+    return model.objects.filter(seen_at__lt=now, removed=False).update(removed=True)
+
+
+def _user(row: dict[str, Any], country: str, now: Any) -> Bitrix24User:
+    phones = []
+    for kind in USER_PHONE_FIELDS:
+        value = str(row.get(kind) or "").strip()
+        if not value:
+            continue
+        try:
+            e164 = phone_to_e164(value, country=country)
+        except InvalidPhoneNumber:
+            e164 = ""
+        phones.append({"kind": kind, "value": value, "e164": e164})
+    active = row.get("ACTIVE")
+    return Bitrix24User(
+        id=int(row["ID"]),
+        name=user_name(row),
+        first_name=str(row.get("NAME") or "")[:100],
+        last_name=str(row.get("LAST_NAME") or "")[:100],
+        email=str(row.get("EMAIL") or "")[:255],
+        position=str(row.get("WORK_POSITION") or "")[:255],
+        active=active is True or active in ("Y", "1", 1, "true"),
+        inner_phone=str(row.get("UF_PHONE_INNER") or "")[:32],
+        phones=phones,
+        department_ids=[int(d) for d in row.get("UF_DEPARTMENT") or [] if as_int(d) is not None],
+        timeman_status=str(row.get("TIMEMAN_STATUS") or "")[:16],
+        seen_at=now,
+        removed=False,
+    )
+
+
+def _department(row: dict[str, Any], now: Any) -> Department:
+    return Department(
+        id=int(row["ID"]),
+        name=str(row.get("NAME") or f"Department #{row['ID']}")[:255],
+        parent_id=as_int(row.get("PARENT")),
+        head_user_id=as_int(row.get("UF_HEAD")),
+        seen_at=now,
+        removed=False,
+    )
+
+
+def _pipeline(row: dict[str, Any], now: Any) -> Pipeline:
+    is_default = row.get("isDefault", row.get("IS_DEFAULT"))
+    return Pipeline(
+        id=int(row.get("id", row.get("ID"))),
+        name=str(row.get("name") or row.get("NAME") or "")[:255],
+        sort=as_int(row.get("sort", row.get("SORT"))) or 0,
+        is_default=is_default in ("Y", True, 1, "1"),
+        seen_at=now,
+        removed=False,
+    )
+
+
+def names_for(
+    *, user_ids: list[int], stage_ids: list[str], pipeline_ids: list[int]
+) -> tuple[dict[int, str], dict[str, str], dict[int, str]]:
+    """Display names from the directory; schedules a sync when an id is unknown."""
+    users = (
+        dict(Bitrix24User.objects.filter(id__in=user_ids).values_list("id", "name"))
+        if user_ids
+        else {}
+    )
+    stages = (
+        dict(Stage.objects.filter(stage_id__in=stage_ids).values_list("stage_id", "name"))
+        if stage_ids
+        else {}
+    )
+    pipelines = (
+        dict(Pipeline.objects.filter(id__in=pipeline_ids).values_list("id", "name"))
+        if pipeline_ids
+        else {}
+    )
+    unknown = (
+        set(user_ids) - set(users)
+        or set(stage_ids) - set(stages)
+        or set(pipeline_ids) - set(pipelines)
+    )
+    if unknown and once_per("directory-sync", 600):
+        from crm.tasks import directory_sync_task
+
+        logger.info("Directory lacks %s; syncing it in the background", unknown)
+        transaction.on_commit(directory_sync_task.delay)
+    return users, stages, pipelines

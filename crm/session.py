@@ -1,0 +1,724 @@
+"""The only module that sends HTTP to Bitrix24 (through the official SDK, b24pysdk).
+
+It owns everything about *how* a request is made, so nothing else has to know:
+
+- auth: the tenant's inbound webhook or its local OAuth application; an ``expired_token`` answer
+  refreshes the token pair once, under a row lock, so concurrent workers share one refresh and
+  the rotated refresh token is persisted;
+- rate limits: a Redis model of the portal's leaky bucket (``crm.limiter``) is consulted before
+  every request; 503 ``QUERY_LIMIT_EXCEEDED`` blocks every worker briefly and backs off; 429
+  ``OPERATION_TIME_LIMIT`` waits until ``operating_reset_at``;
+- errors: classified into transient (retried with jittered exponential backoff) and permanent
+  (raised at once with Bitrix24's ``error_description``); a failure after which the request may
+  still have been executed is marked ``ambiguous`` and is never retried blindly for a
+  non-idempotent method (see ``crm.intents``);
+- timeouts and deadlines (a caller lookup must answer within its budget);
+- the request log (``crm.RequestLog``), one row per HTTP attempt plus one per batch command,
+  tagged with the SIMtrix call being served (``crm.context``), with secrets redacted.
+
+b24pysdk is used for URL building, auth placement, JSON encoding, batch ``cmd`` encoding, response
+parsing and its typed errors. Its own retry loop is switched off (``max_retries=1``: it only
+retries 503 with fixed sleeps and knows no shared limiter) and so is its automatic token refresh
+(it refreshes in memory only, against a hard-coded OAuth host, without a lock or persistence).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from b24pysdk import BitrixAppLocal, BitrixToken, BitrixWebhook
+from b24pysdk import errors as sdk_errors
+from b24pysdk.api.requesters import BitrixOAuthRequester
+from django.db import transaction
+from django.utils import timezone
+
+from crm.context import current_call_id
+from crm.errors import (
+    AUTH_CODES,
+    RATE_LIMIT_CODES,
+    Bitrix24AuthTypeDenied,
+    Bitrix24Error,
+    Bitrix24NotConfigured,
+    Bitrix24PermanentError,
+    Bitrix24TransientError,
+)
+from crm.limiter import PortalLimiter, method_block_key
+from crm.models import Bitrix24Connection, RequestLog
+from crm.redaction import redact_params, scrub
+from crm.redis_client import get_redis
+from crm.validators import WEBHOOK_URL_RE
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3.05
+READ_TIMEOUT = 10.0
+MAX_ATTEMPTS = 4
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 4.0
+# Without a deadline, how long a request may wait for a limiter slot or a 429 reset before the
+# caller gets a transient error (a Celery task then retries later instead of holding a worker).
+MAX_RATE_WAIT = 30.0
+MAX_BATCH = 50
+
+Command = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class RestResponse:
+    result: Any
+    total: int | None = None
+    next: int | None = None
+    time: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResponse:
+    results: dict[str, Any]
+    errors: dict[str, Bitrix24Error]
+    totals: dict[str, int]
+    nexts: dict[str, int]
+
+    def value(self, key: str) -> Any:
+        """The command's result, or its error raised."""
+        if key in self.errors:
+            raise self.errors[key]
+        return self.results.get(key)
+
+
+class _AppToken(BitrixToken):
+    # Refresh is ours (row lock + persistence); the SDK must only report expired_token.
+    _AUTO_REFRESH_EXPIRED_TOKEN = False
+    _AUTO_CHANGED_DOMAIN = False
+
+
+class _WebhookToken(BitrixWebhook):
+    _AUTO_CHANGED_DOMAIN = False
+
+
+class _TokenEndpoint(BitrixOAuthRequester):
+    """The SDK's OAuth requester pointed at the tenant's token URL (its own URL is hard-coded)."""
+
+    def __init__(self, app: BitrixAppLocal, *, token_url: str) -> None:
+        super().__init__(app, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), max_retries=1)
+        self._OAUTH_TOKEN_URL = token_url  # type: ignore[misc]
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class Bitrix24Session:
+    """Requests to one tenant's portal. Cheap to build; use one per unit of work."""
+
+    def __init__(self, connection: Bitrix24Connection) -> None:
+        self.connection = connection
+        self.auth_mode = connection.auth_mode
+        self.domain = connection.portal_domain
+        if connection.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
+            if not (connection.oauth_access_token and connection.oauth_client_endpoint):
+                raise Bitrix24NotConfigured(
+                    "The local application is not installed yet (no tokens): install it in "
+                    "Bitrix24 so it posts its tokens to /bitrix24/install/"
+                )
+        else:
+            match = WEBHOOK_URL_RE.match(connection.webhook_url or "")
+            if not match:
+                raise Bitrix24NotConfigured("No Bitrix24 webhook URL is configured")
+            self._webhook = f"{match['user_id']}/{match['secret']}"
+        self.limiter = PortalLimiter(self.domain, *connection.rate_limit)
+
+    @classmethod
+    def for_tenant(cls) -> Bitrix24Session:
+        """The session of the current tenant schema."""
+        connection = Bitrix24Connection.objects.filter(singleton=1).first()
+        if connection is None:
+            raise Bitrix24NotConfigured()
+        return cls(connection)
+
+    # ------------------------------------------------------------------------------------------
+    # Public API
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        idempotent: bool = True,
+        deadline: float | None = None,
+        intent_key: str = "",
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> RestResponse:
+        payload = self._execute(
+            method,
+            params or {},
+            commands=None,
+            idempotent=idempotent,
+            deadline=deadline,
+            intent_key=intent_key,
+            max_attempts=max_attempts,
+        )
+        return RestResponse(
+            result=payload.get("result"),
+            total=payload.get("total"),
+            next=payload.get("next"),
+            time=payload.get("time") or {},
+        )
+
+    def batch(
+        self,
+        commands: dict[str, Command],
+        *,
+        halt: bool = False,
+        idempotent: bool = True,
+        deadline: float | None = None,
+        intent_key: str = "",
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> BatchResponse:
+        """Up to 50 commands in one HTTP request (one request for the rate limiter).
+
+        Values may reference earlier results (``$result[key]``), as Bitrix24 allows.
+        """
+        if not commands:
+            return BatchResponse({}, {}, {}, {})
+        if len(commands) > MAX_BATCH:
+            raise ValueError(f"A batch holds at most {MAX_BATCH} commands, got {len(commands)}")
+        payload = self._execute(
+            "batch",
+            {"halt": 1 if halt else 0},
+            commands=commands,
+            idempotent=idempotent,
+            deadline=deadline,
+            intent_key=intent_key,
+            max_attempts=max_attempts,
+        )
+        body = payload.get("result") or {}
+        results = _as_dict(body.get("result"))
+        raw_errors = _as_dict(body.get("result_error"))
+        errors = {
+            key: _error_from_payload(value, http_status=None, method=commands[key][0])
+            for key, value in raw_errors.items()
+            if key in commands
+        }
+        return BatchResponse(
+            results=results,
+            errors=errors,
+            totals={k: int(v) for k, v in _as_dict(body.get("result_total")).items()},
+            nexts={k: int(v) for k, v in _as_dict(body.get("result_next")).items()},
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # The request loop
+
+    def _execute(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        commands: dict[str, Command] | None,
+        idempotent: bool,
+        deadline: float | None,
+        intent_key: str,
+        max_attempts: int,
+    ) -> dict[str, Any]:
+        attempt = 0
+        refreshed = False
+        last_error: Bitrix24Error | None = None
+        while True:
+            attempt += 1
+            try:
+                self._wait_for_slot(method, commands, deadline)
+                timeout = _timeout(deadline)
+            except Bitrix24Error as exc:
+                # Out of time before a retry: the failure worth reporting is the last real one.
+                failure = last_error or exc
+                self._note_failure(failure)
+                raise failure from None
+            started = _now()
+            error: Bitrix24Error | None = None
+            payload: dict[str, Any] = {}
+            try:
+                payload = self._send(method, params, commands, timeout)
+            except sdk_errors.BitrixSDKException as exc:
+                error = self._classify(exc, method)
+            duration_ms = int((_now() - started) * 1000)
+            parent = self._log(
+                method,
+                params,
+                commands,
+                attempt=attempt,
+                duration_ms=duration_ms,
+                error=error,
+                intent_key=intent_key,
+            )
+            if error is None:
+                if commands:
+                    self._log_commands(parent, commands, payload, intent_key)
+                self._note_success()
+                return payload
+
+            if error.code.upper() == "EXPIRED_TOKEN" and self._is_oauth and not refreshed:
+                refreshed = True
+                self._refresh_tokens(stale_access_token=self.connection.oauth_access_token)
+                continue
+            last_error = error
+            if error.code == "QUERY_LIMIT_EXCEEDED":
+                # Someone else is using the portal too: everybody slows down for a moment.
+                self.limiter.block(1.0 / self.limiter.per_second + random.uniform(0, 0.5))
+            if error.code == "OPERATION_TIME_LIMIT" and error.retry_after is not None:
+                get_redis().set(
+                    method_block_key(self.domain, method),
+                    time.time() + error.retry_after,
+                    px=int(error.retry_after * 1000) + 1000,
+                )
+            retry = (
+                error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
+            )
+            delay = self._retry_delay(attempt, error) if retry else 0.0
+            if retry and (deadline is None or _now() + delay < deadline - 0.05):
+                logger.info("Bitrix24 %s failed (%s), retrying in %.2fs", method, error, delay)
+                time.sleep(delay)
+                continue
+            self._note_failure(error)
+            raise error
+
+    def _send(
+        self,
+        method: str,
+        params: dict[str, Any],
+        commands: dict[str, Command] | None,
+        timeout: tuple[float, float],
+    ) -> dict[str, Any]:
+        token = self._token()
+        if commands is not None:
+            return token.call_batch(
+                {key: (m, p) for key, (m, p) in commands.items()},
+                halt=bool(params.get("halt")),
+                timeout=timeout,
+                max_retries=1,
+            )
+        return token.call_method(method, params, timeout=timeout, max_retries=1)
+
+    def _token(self) -> BitrixToken | BitrixWebhook:
+        if self._is_oauth:
+            conn = self.connection
+            app = BitrixAppLocal(
+                domain=self.domain,
+                client_id=conn.oauth_client_id,
+                client_secret=conn.oauth_client_secret,
+            )
+            return _AppToken(
+                domain=self.domain,
+                auth_token=conn.oauth_access_token,
+                refresh_token=conn.oauth_refresh_token or None,
+                bitrix_app=app,
+            )
+        return _WebhookToken(domain=self.domain, webhook_token=self._webhook)
+
+    @property
+    def _is_oauth(self) -> bool:
+        return self.auth_mode == Bitrix24Connection.AuthMode.OAUTH
+
+    def _wait_for_slot(
+        self, method: str, commands: dict[str, Command] | None, deadline: float | None
+    ) -> None:
+        max_wait = MAX_RATE_WAIT if deadline is None else max(0.0, deadline - _now() - 0.05)
+        # A method blocked by OPERATION_TIME_LIMIT stays blocked until its reset time.
+        blocked = [method] if commands is None else sorted({m for m, _ in commands.values()})
+        for name in blocked:
+            raw = get_redis().get(method_block_key(self.domain, name))
+            if raw is None:
+                continue
+            wait = float(raw) - time.time()
+            if wait > max_wait:
+                raise Bitrix24TransientError(
+                    f"Bitrix24 blocked {name} for {wait:.0f}s (operation time limit)",
+                    code="OPERATION_TIME_LIMIT",
+                    method=name,
+                    retry_after=wait,
+                )
+            if wait > 0:
+                time.sleep(wait)
+        wait = self.limiter.reserve(max_wait=max_wait)
+        if wait is None:
+            raise Bitrix24TransientError(
+                "No request slot free within the time allowed (portal rate limit)",
+                code="RATE_LIMITED",
+                method=method,
+                retry_after=1.0 / self.limiter.per_second,
+            )
+        if wait > 0:
+            time.sleep(wait)
+
+    @staticmethod
+    def _retry_delay(attempt: int, error: Bitrix24Error) -> float:
+        if error.retry_after is not None:
+            return error.retry_after + random.uniform(0, 0.2)
+        backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+        return backoff / 2 + random.uniform(0, backoff / 2)
+
+    # ------------------------------------------------------------------------------------------
+    # Errors
+
+    def _classify(self, exc: sdk_errors.BitrixSDKException, method: str) -> Bitrix24Error:
+        if isinstance(exc, sdk_errors.BitrixRequestError):
+            return self._transport_error(exc, method)
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        payload = getattr(exc, "json_response", None)
+        if isinstance(payload, dict):
+            return _error_from_payload(payload, http_status=status, method=method, scrub_with=self)
+        # A body that is not JSON: a proxy's error page, a redirect to another domain.
+        text = f"Unexpected answer from Bitrix24 (HTTP {status})"
+        if status is not None and status >= 500:
+            return Bitrix24TransientError(
+                text, code="BAD_GATEWAY", http_status=status, method=method, ambiguous=True
+            )
+        return Bitrix24PermanentError(
+            text, code="UNEXPECTED_ANSWER", http_status=status, method=method
+        )
+
+    def _transport_error(self, exc: sdk_errors.BitrixRequestError, method: str) -> Bitrix24Error:
+        original = exc.__cause__ or (exc.args[1] if len(exc.args) > 1 else exc)
+        detail = scrub(str(original), self._secrets())
+        if isinstance(original, requests.exceptions.SSLError):
+            return Bitrix24PermanentError(
+                f"TLS verification of the portal failed: {detail}", code="TLS_ERROR", method=method
+            )
+        not_sent = isinstance(original, requests.exceptions.ConnectTimeout) or _never_connected(
+            original
+        )
+        if isinstance(original, requests.exceptions.Timeout):
+            return Bitrix24TransientError(
+                "Bitrix24 did not answer in time",
+                code="TIMEOUT",
+                method=method,
+                ambiguous=not not_sent,
+            )
+        return Bitrix24TransientError(
+            f"Could not reach Bitrix24: {detail}",
+            code="CONNECTION_ERROR",
+            method=method,
+            ambiguous=not not_sent,
+        )
+
+    def _secrets(self) -> list[str]:
+        conn = self.connection
+        values = [conn.oauth_access_token, conn.oauth_refresh_token, conn.oauth_client_secret]
+        if not self._is_oauth:
+            values.append(self._webhook.split("/", 1)[1])
+        return [v for v in values if v]
+
+    # ------------------------------------------------------------------------------------------
+    # OAuth
+
+    def _refresh_tokens(self, *, stale_access_token: str) -> None:
+        """Exchanges the refresh token for a new pair, once for all concurrent workers.
+
+        The connection row is locked for the duration: a worker that waited on the lock finds a
+        different access token in the row and adopts it instead of refreshing again (a second
+        refresh with the already-rotated refresh token would fail with ``invalid_grant``).
+        """
+        try:
+            with transaction.atomic():
+                conn = Bitrix24Connection.objects.select_for_update().get(pk=self.connection.pk)
+                if conn.oauth_access_token and conn.oauth_access_token != stale_access_token:
+                    self.connection = conn
+                    return
+                if not (conn.oauth_refresh_token and conn.oauth_client_id):
+                    raise Bitrix24NotConfigured(
+                        "The access token expired and no refresh token is stored: reinstall "
+                        "the application"
+                    )
+                data = oauth_token_request(conn, refresh_token=conn.oauth_refresh_token)
+                apply_token_response(conn, data)
+                conn.save(
+                    update_fields=[
+                        "oauth_access_token",
+                        "oauth_refresh_token",
+                        "oauth_expires_at",
+                        "oauth_client_endpoint",
+                        "oauth_member_id",
+                        "updated_at",
+                    ]
+                )
+        except Bitrix24Error as exc:
+            self._note_failure(exc)  # outside the rolled-back block, so it stays visible
+            raise
+        self.connection = conn
+        self.domain = conn.portal_domain
+
+    # ------------------------------------------------------------------------------------------
+    # Request log and connection health
+
+    def _log(
+        self,
+        method: str,
+        params: dict[str, Any],
+        commands: dict[str, Command] | None,
+        *,
+        attempt: int,
+        duration_ms: int,
+        error: Bitrix24Error | None,
+        intent_key: str,
+    ) -> RequestLog:
+        summary = redact_params(params)
+        sub_methods: list[str] = []
+        if commands is not None:
+            sub_methods = [f"{key}: {m}" for key, (m, _) in commands.items()]
+        return RequestLog.objects.create(
+            method=method,
+            is_batch=commands is not None,
+            sub_methods=sub_methods,
+            attempt=attempt,
+            duration_ms=duration_ms,
+            http_status=200 if error is None else error.http_status,
+            error_code=(error.code or "ERROR") if error else "",
+            error_description=error.description if error else "",
+            auth_mode=self.auth_mode,
+            call_id=current_call_id(),
+            intent_key=intent_key[:200],
+            params=summary,
+        )
+
+    def _log_commands(
+        self,
+        parent: RequestLog,
+        commands: dict[str, Command],
+        payload: dict[str, Any],
+        intent_key: str,
+    ) -> None:
+        body = payload.get("result") or {}
+        errors = _as_dict(body.get("result_error"))
+        times = _as_dict(body.get("result_time"))
+        call_id = current_call_id()
+        rows = []
+        for key, (sub_method, sub_params) in commands.items():
+            err = errors.get(key)
+            executed = key in _as_dict(body.get("result")) or err is not None
+            duration = (times.get(key) or {}).get("duration") if isinstance(times, dict) else None
+            rows.append(
+                RequestLog(
+                    parent=parent,
+                    method=sub_method,
+                    is_batch=True,
+                    attempt=parent.attempt,
+                    duration_ms=int(float(duration or 0) * 1000),
+                    http_status=None,
+                    error_code=(
+                        (str(err.get("error") or "ERROR") if isinstance(err, dict) else "ERROR")
+                        if err is not None
+                        else ("" if executed else "NOT_EXECUTED")
+                    ),
+                    error_description=(
+                        str(err.get("error_description") or "") if isinstance(err, dict) else ""
+                    ),
+                    auth_mode=self.auth_mode,
+                    call_id=call_id,
+                    intent_key=intent_key[:200],
+                    params={"key": key, **redact_params(sub_params)},
+                )
+            )
+        RequestLog.objects.bulk_create(rows)
+
+    def _note_failure(self, error: Bitrix24Error) -> None:
+        """Errors about the connection itself (not about one request's data) go on the row."""
+        if not _is_connection_problem(error):
+            return
+        now = timezone.now()
+        Bitrix24Connection.objects.filter(pk=self.connection.pk).update(
+            last_error_code=error.code[:64],
+            last_error=error.display(),
+            last_error_at=now,
+        )
+        self.connection.last_error_code = error.code
+        self.connection.last_error = error.display()
+
+    def _note_success(self) -> None:
+        if not self.connection.last_error_code:
+            return
+        Bitrix24Connection.objects.filter(pk=self.connection.pk).update(
+            last_error_code="", last_error="", last_ok_at=timezone.now()
+        )
+        self.connection.last_error_code = ""
+        self.connection.last_error = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# OAuth token endpoint
+
+
+def oauth_token_request(conn: Bitrix24Connection, *, refresh_token: str) -> dict[str, Any]:
+    """One refresh at the OAuth server; logged (redacted) like every other request."""
+    app = BitrixAppLocal(
+        domain=conn.portal_domain or "unknown",
+        client_id=conn.oauth_client_id,
+        client_secret=conn.oauth_client_secret,
+    )
+    started = _now()
+    error: Bitrix24Error | None = None
+    data: dict[str, Any] = {}
+    try:
+        data = _TokenEndpoint(app, token_url=conn.oauth_token_url).refresh_oauth_token(
+            refresh_token
+        )
+    except sdk_errors.BitrixRequestError as exc:
+        detail = scrub(str(exc.__cause__ or exc), [refresh_token, conn.oauth_client_secret])
+        error = Bitrix24TransientError(
+            f"Could not reach the OAuth server: {detail}", code="CONNECTION_ERROR"
+        )
+    except sdk_errors.BitrixSDKException as exc:
+        payload = getattr(exc, "json_response", None)
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(payload, dict):
+            error = _error_from_payload(payload, http_status=status, method="oauth.token")
+            if error.code.upper() == "INVALID_GRANT":
+                error.description = error.description or "The refresh token is no longer valid"
+        else:
+            error = Bitrix24TransientError(
+                f"Unexpected answer from the OAuth server (HTTP {status})", http_status=status
+            )
+    RequestLog.objects.create(
+        method="oauth.token",
+        duration_ms=int((_now() - started) * 1000),
+        http_status=200 if error is None else error.http_status,
+        error_code=(error.code or "ERROR") if error else "",
+        error_description=error.description if error else "",
+        auth_mode="oauth",
+        call_id=current_call_id(),
+        params={"grant_type": "refresh_token", "client_id": conn.oauth_client_id},
+    )
+    if error is not None:
+        raise error
+    if not data.get("access_token") or not data.get("refresh_token"):
+        raise Bitrix24PermanentError(
+            "The OAuth server answered without tokens", code="INVALID_GRANT"
+        )
+    return data
+
+
+def apply_token_response(conn: Bitrix24Connection, data: dict[str, Any]) -> None:
+    """Copies a token response (refresh answer or install callback) onto the connection."""
+    conn.oauth_access_token = str(data["access_token"])
+    conn.oauth_refresh_token = str(data.get("refresh_token") or conn.oauth_refresh_token)
+    expires_in = int(data.get("expires_in") or 3600)
+    conn.oauth_expires_at = timezone.now() + timedelta(seconds=expires_in)
+    if data.get("client_endpoint"):
+        conn.oauth_client_endpoint = str(data["client_endpoint"])
+    if data.get("member_id"):
+        conn.oauth_member_id = str(data["member_id"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _timeout(deadline: float | None) -> tuple[float, float]:
+    if deadline is None:
+        return (CONNECT_TIMEOUT, READ_TIMEOUT)
+    remaining = deadline - _now()
+    if remaining <= 0.02:
+        raise Bitrix24TransientError("The time allowed for this request is over", code="TIMEOUT")
+    return (min(CONNECT_TIMEOUT, remaining), min(READ_TIMEOUT, remaining))
+
+
+def _never_connected(error: BaseException) -> bool:
+    """True when the request certainly never reached the portal (refused, DNS, no route)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError,
+                urllib3.exceptions.NameResolutionError,
+                ConnectionRefusedError,
+            ),
+        ):
+            return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            current = reason
+            continue
+        nested = (
+            current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
+        )
+        current = nested or current.__cause__ or current.__context__
+    return False
+
+
+def _error_from_payload(
+    payload: dict[str, Any],
+    *,
+    http_status: int | None,
+    method: str,
+    scrub_with: Bitrix24Session | None = None,
+) -> Bitrix24Error:
+    """Bitrix24's ``{"error", "error_description"}`` as a typed error."""
+    code = str(payload.get("error") or "")
+    description = str(payload.get("error_description") or "")
+    if scrub_with is not None:
+        description = scrub(description, scrub_with._secrets())
+    upper = code.upper()
+    if upper == "WRONG_AUTH_TYPE":
+        return Bitrix24AuthTypeDenied(
+            description, code=code, http_status=http_status, method=method
+        )
+    if upper in RATE_LIMIT_CODES or http_status in (429, 503):
+        retry_after = None
+        if upper == "OPERATION_TIME_LIMIT":
+            reset_at = (payload.get("time") or {}).get("operating_reset_at")
+            retry_after = max(0.0, float(reset_at) - time.time()) if reset_at else 60.0
+        return Bitrix24TransientError(
+            description, code=code, http_status=http_status, method=method, retry_after=retry_after
+        )
+    if upper == "EXPIRED_TOKEN":
+        return Bitrix24PermanentError(
+            description, code=code, http_status=http_status, method=method
+        )
+    if (http_status is not None and http_status >= 500) or upper in (
+        "INTERNAL_SERVER_ERROR",
+        "ERROR_UNEXPECTED_ANSWER",
+    ):
+        # The portal may have done the work before failing.
+        return Bitrix24TransientError(
+            description, code=code, http_status=http_status, method=method, ambiguous=True
+        )
+    return Bitrix24PermanentError(description, code=code, http_status=http_status, method=method)
+
+
+def _is_connection_problem(error: Bitrix24Error) -> bool:
+    code = error.code.upper()
+    return (
+        code in AUTH_CODES
+        or code in RATE_LIMIT_CODES
+        or code
+        in {
+            "CONNECTION_ERROR",
+            "TIMEOUT",
+            "TLS_ERROR",
+            "ERROR_METHOD_NOT_FOUND",
+            "NOT_CONFIGURED",
+            "BAD_GATEWAY",
+            "INTERNAL_SERVER_ERROR",
+            "PORTAL_DELETED",
+        }
+        or (error.http_status is not None and error.http_status >= 500)
+    )
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """PHP serialises an empty array as ``[]`` where an object is expected (REFERENCE 1.3)."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}

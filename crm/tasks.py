@@ -1,0 +1,44 @@
+"""Celery entry points (they run inside the tenant schema that queued them)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from celery import Task, shared_task
+
+from crm.errors import Bitrix24Error, Bitrix24NotConfigured
+
+
+@shared_task(name="crm.lookup_refresh", bind=True, max_retries=4, soft_time_limit=60, time_limit=90)
+def lookup_refresh_task(self: Task, phone_e164: str) -> str:
+    """Finishes a lookup that ran out of budget, into the cache."""
+    from crm.selectors import crm_find_by_phone
+
+    lookup = crm_find_by_phone(phone=phone_e164, budget_s=math.inf, use_cache=False)
+    if lookup.status == "unavailable" and self.request.retries < self.max_retries:
+        raise self.retry(countdown=2**self.request.retries + random.uniform(0, 1))
+    return lookup.status
+
+
+@shared_task(
+    name="crm.directory_sync", bind=True, max_retries=3, soft_time_limit=90, time_limit=120
+)
+def directory_sync_task(self: Task) -> dict | None:
+    """Mirrors users, departments, pipelines, stages, lead statuses and sources (hourly).
+
+    The same hourly run drops request-log rows and finished intents older than 30 days.
+    """
+    from crm.directory import directory_sync
+    from crm.services import history_prune
+
+    history_prune()
+    try:
+        return directory_sync().as_dict()
+    except Bitrix24NotConfigured:
+        return None  # tenants without Bitrix24 have nothing to sync
+    except Bitrix24Error as exc:
+        if exc.transient and self.request.retries < self.max_retries:
+            countdown = exc.retry_after or 30 * 2**self.request.retries
+            raise self.retry(exc=exc, countdown=countdown + random.uniform(0, 5)) from exc
+        raise

@@ -1,0 +1,13 @@
+"""Tenant URLs of the Bitrix24 integration, included under ``bitrix24/``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from crm import views
+
+app_name = "crm"
+
+urlpatterns = [
+    path("install/", views.install, name="install"),
+]

@@ -1,0 +1,61 @@
+"""The local application's install callback (Bitrix24 posts its first tokens here)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from crm.errors import Bitrix24Error
+from crm.services import connection_install_oauth
+
+logger = logging.getLogger(__name__)
+
+# REFERENCE 1.2: auth[access_token], auth[refresh_token], auth[domain], auth[member_id], ...
+AUTH_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "domain",
+    "member_id",
+    "application_token",
+    "client_endpoint",
+    "server_endpoint",
+    "expires_in",
+    "scope",
+    "status",
+)
+# The older placement-style install sends these instead.
+LEGACY_FIELDS = {
+    "AUTH_ID": "access_token",
+    "REFRESH_ID": "refresh_token",
+    "AUTH_EXPIRES": "expires_in",
+    "DOMAIN": "domain",
+    "member_id": "member_id",
+    "APP_SID": "application_token",
+}
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def install(request: HttpRequest) -> HttpResponse:
+    data = request.POST
+    auth = {name: data.get(f"auth[{name}]", "") for name in AUTH_FIELDS}
+    if not auth["access_token"]:
+        for legacy, name in LEGACY_FIELDS.items():
+            auth[name] = auth[name] or data.get(legacy, "") or request.GET.get(legacy, "")
+    try:
+        connection = connection_install_oauth(auth=auth)
+    except Bitrix24Error as exc:
+        logger.warning("Bitrix24 install refused: %s", exc)
+        status = 400 if not exc.transient else 502
+        return HttpResponse(
+            f"SIMtrix could not install: {exc.display()}",
+            status=status,
+            content_type="text/plain; charset=utf-8",
+        )
+    return HttpResponse(
+        f"SIMtrix is connected to {connection.portal_domain}.",
+        content_type="text/plain; charset=utf-8",
+    )
