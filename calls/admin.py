@@ -1,20 +1,80 @@
 from __future__ import annotations
 
+import csv
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import connection
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from calls.models import Device
+from calls.models import Call, CallEvent, CallSettings, Device
 from calls.phones import InvalidPhoneNumber, phone_to_e164
-from calls.services import device_register, device_revoke, device_rotate_token
+from calls.selectors import (
+    call_audit_trail,
+    call_settings_get,
+    calls_matching_number,
+    device_is_silent,
+    devices_silent,
+    tenant_country,
+)
+from calls.services import (
+    call_settings_ensure,
+    device_register,
+    device_revoke,
+    device_rotate_token,
+)
 
 
-def _tenant_country() -> str:
-    return getattr(connection.tenant, "default_country", "PL")
+def _qr_svg(data: str) -> str:
+    import qrcode
+    import qrcode.image.svg
+
+    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    return image.to_string(encoding="unicode")
+
+
+def bridge_setup_uri(*, request: HttpRequest, token: str) -> str:
+    """What the app scans: this tenant's API base URL and the device token."""
+    server = request.build_absolute_uri("/api/bridge/v1/")
+    return "simtrix://connect?" + urlencode({"server": server, "token": token})
+
+
+def _token_page(
+    request: HttpRequest, model_admin: admin.ModelAdmin, issued: list[tuple[Device, str]]
+) -> TemplateResponse:
+    cards = []
+    for device, token in issued:
+        uri = bridge_setup_uri(request=request, token=token)
+        cards.append({"device": device, "token": token, "uri": uri, "qr_svg": _qr_svg(uri)})
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Device token - shown once",
+        "cards": cards,
+        "opts": model_admin.model._meta,
+        "server": request.build_absolute_uri("/api/bridge/v1/"),
+    }
+    response = TemplateResponse(request, "admin/calls/device/token_issued.html", context)
+    # The page holds a secret: never keep it in a browser or proxy cache.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class DeviceCreationForm(forms.ModelForm):
@@ -24,9 +84,26 @@ class DeviceCreationForm(forms.ModelForm):
 
     def clean_phone_number(self) -> str:
         try:
-            return phone_to_e164(self.cleaned_data["phone_number"], country=_tenant_country())
+            return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
         except InvalidPhoneNumber as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+
+class HeartbeatFilter(admin.SimpleListFilter):
+    title = "heartbeat"
+    parameter_name = "heartbeat"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        minutes = call_settings_get().silent_after_minutes
+        return [("silent", f"Silent (> {minutes} min)"), ("alive", "Alive")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> QuerySet[Device]:
+        silent = devices_silent().values("pk")
+        if self.value() == "silent":
+            return queryset.filter(pk__in=silent)
+        if self.value() == "alive":
+            return queryset.filter(revoked_at__isnull=True).exclude(pk__in=silent)
+        return queryset
 
 
 @admin.register(Device)
@@ -37,9 +114,11 @@ class DeviceAdmin(admin.ModelAdmin):
         "bitrix24_user_id",
         "token_hint",
         "active",
+        "heartbeat",
         "last_seen_at",
+        "app_version",
     ]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_filter = [HeartbeatFilter, ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "phone_number"]
     readonly_fields = ["token_hint", "revoked_at", "last_seen_at", "app_version", "created_at"]
     actions = ["revoke_tokens", "rotate_tokens"]
@@ -49,6 +128,10 @@ class DeviceAdmin(admin.ModelAdmin):
             kwargs["form"] = DeviceCreationForm
         return super().get_form(request, obj, **kwargs)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Calls point at their device for the audit trail: revoke instead of deleting.
+        return False
+
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
@@ -57,18 +140,29 @@ class DeviceAdmin(admin.ModelAdmin):
             name=obj.name,
             phone_number=obj.phone_number,
             bitrix24_user_id=obj.bitrix24_user_id,
-            country=_tenant_country(),
+            country=tenant_country(),
         )
         obj.pk = device.pk
         obj.refresh_from_db()
-        messages.warning(
-            request,
-            f"Token for {device.name}: {token} - copy it now, it will not be shown again.",
-        )
+        request._simtrix_issued_token = token  # type: ignore[attr-defined]  # for response_add
+
+    def response_add(self, request: HttpRequest, obj: Device, post_url_continue: Any = None) -> Any:
+        token = getattr(request, "_simtrix_issued_token", None)
+        if token is None:
+            return super().response_add(request, obj, post_url_continue)
+        return _token_page(request, self, [(obj, token)])
 
     @admin.display(boolean=True, description="Active")
     def active(self, obj: Device) -> bool:
         return obj.is_active
+
+    @admin.display(description="Heartbeat")
+    def heartbeat(self, obj: Device) -> str:
+        if not obj.is_active:
+            return "-"
+        if device_is_silent(device=obj):
+            return format_html('<strong style="color:#ba2121">{}</strong>', "silent")
+        return "alive"
 
     @admin.action(description="Revoke the token of the selected devices", permissions=["change"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
@@ -79,7 +173,351 @@ class DeviceAdmin(admin.ModelAdmin):
     @admin.action(
         description="Issue a new token (the old one stops working)", permissions=["change"]
     )
-    def rotate_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
-        for device in queryset:
-            token = device_rotate_token(device=device)
-            messages.warning(request, f"New token for {device.name}: {token} - shown only once.")
+    def rotate_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> TemplateResponse:
+        issued = [(device, device_rotate_token(device=device)) for device in queryset]
+        return _token_page(request, self, issued)
+
+
+@admin.register(CallSettings)
+class CallSettingsAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "upload_limit_mb",
+        "retention_days",
+        "silent_after_minutes",
+        "throttle_per_minute",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        settings = call_settings_ensure()
+        return HttpResponseRedirect(reverse("admin:calls_callsettings_change", args=[settings.pk]))
+
+    def save_model(self, request: HttpRequest, obj: CallSettings, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        call_settings_ensure()  # forgets the per-process copy
+
+
+# --- The call log ---------------------------------------------------------------------------
+
+
+class KnownCallerFilter(admin.SimpleListFilter):
+    title = "caller"
+    parameter_name = "caller"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("known", "Known (in the CRM)"),
+            ("unknown", "Unknown"),
+            ("unresolved", "Not looked up / Bitrix24 unavailable"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
+        if self.value() == "known":
+            return queryset.filter(crm_status="found")
+        if self.value() == "unknown":
+            return queryset.filter(crm_status="not_found")
+        if self.value() == "unresolved":
+            return queryset.exclude(crm_status__in=["found", "not_found"])
+        return queryset
+
+
+class AgentFilter(admin.SimpleListFilter):
+    title = "agent"
+    parameter_name = "agent"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        from calls.selectors import agent_names
+
+        ids = sorted(set(Device.objects.values_list("bitrix24_user_id", flat=True)))
+        names = agent_names(user_ids=ids)
+        return [(str(user_id), names.get(user_id) or f"Bitrix24 user {user_id}") for user_id in ids]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
+        if self.value() and self.value().isdigit():
+            return queryset.filter(device__bitrix24_user_id=int(self.value()))
+        return queryset
+
+
+class DateRangeFilter(admin.ListFilter):
+    """Calls that started between two dates (inclusive), in the tenant's time zone."""
+
+    title = "date range"
+    template = "admin/calls/date_range_filter.html"
+    parameters = ("started_from", "started_to")
+
+    def __init__(self, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any):
+        super().__init__(request, params, model, model_admin)
+        self.values: dict[str, str] = {}
+        for name in self.parameters:
+            if name in params:
+                value = params.pop(name)
+                self.values[name] = value[-1] if isinstance(value, list) else value
+        self.request = request
+
+    def has_output(self) -> bool:
+        return True
+
+    def expected_parameters(self) -> list[str]:
+        return list(self.parameters)
+
+    def _bound(self, name: str) -> datetime | None:
+        try:
+            day = date.fromisoformat(self.values.get(name, ""))
+        except ValueError:
+            return None
+        if name == "started_to":
+            day += timedelta(days=1)
+        return timezone.make_aware(datetime.combine(day, time.min), _tenant_zone())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
+        start, end = self._bound("started_from"), self._bound("started_to")
+        if start:
+            queryset = queryset.filter(started_at__gte=start)
+        if end:
+            queryset = queryset.filter(started_at__lt=end)
+        return queryset
+
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+        yield {
+            "values": self.values,
+            "others": [
+                (key, value)
+                for key, value in changelist.get_filters_params().items()
+                if key not in self.parameters
+            ],
+            "clear_url": changelist.get_query_string(remove=list(self.parameters)),
+        }
+
+
+def _tenant_zone() -> Any:
+    from zoneinfo import ZoneInfo
+
+    from calls.selectors import tenant_timezone
+
+    return ZoneInfo(tenant_timezone())
+
+
+CSV_COLUMNS = [
+    ("started_at", "Started"),
+    ("direction", "Direction"),
+    ("phone_number", "Number"),
+    ("outcome", "Outcome"),
+    ("duration_seconds", "Duration (s)"),
+    ("device", "Device"),
+    ("agent", "Agent (Bitrix24 user)"),
+    ("crm_status", "Caller"),
+    ("crm_entity", "CRM entity"),
+    ("b24_log_mode", "Logged as"),
+    ("call_id", "Bridge call id"),
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit rows: visible, never added, changed or deleted through the admin."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Call)
+class CallAdmin(ReadOnlyAdmin):
+    change_list_template = "admin/calls/call/change_list.html"
+    change_form_template = "admin/calls/call/change_form.html"
+    list_display = [
+        "started_at",
+        "direction",
+        "number",
+        "outcome",
+        "duration_seconds",
+        "device",
+        "caller",
+        "bitrix24",
+    ]
+    list_filter = [
+        "direction",
+        "outcome",
+        "status",
+        "device",
+        AgentFilter,
+        DateRangeFilter,
+        KnownCallerFilter,
+        "b24_log_mode",
+    ]
+    list_select_related = ["device"]
+    search_fields = ["call_id"]
+    search_help_text = "A phone number in any format (+48 600 111 222, 600111222...) or a call id."
+    date_hierarchy = "started_at"
+    list_per_page = 50
+    exclude = ["crm", "route"]
+    readonly_fields = ["crm_pretty", "route_pretty"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
+    ) -> tuple[QuerySet[Call], bool]:
+        if not search_term.strip():
+            return queryset, False
+        by_number = calls_matching_number(queryset=queryset, text=search_term)
+        by_id = queryset.filter(call_id=search_term.strip())
+        return (by_number | by_id).distinct(), True
+
+    @admin.display(description="Number", ordering="phone_number")
+    def number(self, obj: Call) -> str:
+        return obj.phone_number or obj.phone_raw
+
+    @admin.display(description="Caller", ordering="crm_status")
+    def caller(self, obj: Call) -> str:
+        entity = (obj.crm or {}).get("entity") or {}
+        if entity:
+            return f"{entity.get('name', '')} ({entity.get('type')} {entity.get('id')})"
+        return obj.crm_status or "-"
+
+    @admin.display(description="Bitrix24")
+    def bitrix24(self, obj: Call) -> str:
+        if obj.b24_log_mode == Call.LogMode.ACTIVITY:
+            return "activity (telephony refused)"
+        if obj.b24_finished_at:
+            return "finished"
+        if obj.b24_call_id:
+            return "registered"
+        return "-"
+
+    @admin.display(description="CRM lookup")
+    def crm_pretty(self, obj: Call) -> str:
+        import json
+
+        return format_html("<pre>{}</pre>", json.dumps(obj.crm, indent=2, ensure_ascii=False))
+
+    @admin.display(description="Route")
+    def route_pretty(self, obj: Call) -> str:
+        import json
+
+        return format_html("<pre>{}</pre>", json.dumps(obj.route, indent=2, ensure_ascii=False))
+
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_csv_view),
+                name="calls_call_export",
+            ),
+            path(
+                "<int:call_pk>/recording/",
+                self.admin_site.admin_view(self.recording_view),
+                name="calls_call_recording",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        recent = timezone.now() - timedelta(days=7)
+        if Call.objects.filter(
+            b24_log_mode=Call.LogMode.ACTIVITY, b24_finished_at__gte=recent
+        ).exists():
+            from calls.actions import TELEPHONY_REFUSED_NOTE
+
+            messages.warning(request, TELEPHONY_REFUSED_NOTE)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        call = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if call is not None:
+            extra["audit"] = call_audit_trail(call=call)
+            extra["recording_url"] = (
+                reverse("admin:calls_call_recording", args=[call.pk])
+                if extra["audit"]["recording"] and extra["audit"]["recording"].playable
+                else ""
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def export_csv_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        queryset = changelist.get_queryset(request).select_related("device")
+        writer = csv.writer(_Echo())
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow([label for _, label in CSV_COLUMNS])
+            for call in queryset.iterator(chunk_size=500):
+                yield writer.writerow(_csv_row(call))
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M")
+        response["Content-Disposition"] = f'attachment; filename="calls-{stamp}.csv"'
+        return response
+
+    def recording_view(self, request: HttpRequest, call_pk: int) -> FileResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        call = Call.objects.filter(pk=call_pk).select_related("recording").first()
+        recording = getattr(call, "recording", None) if call else None
+        playable = recording.playable if recording is not None else None
+        if playable is None:
+            raise Http404("No recording")
+        from calls.audio import CONTENT_TYPES
+
+        audio_format = (
+            "mp3" if recording.converted else recording.original_format  # type: ignore[union-attr]
+        )
+        return FileResponse(
+            playable.open("rb"), content_type=CONTENT_TYPES.get(audio_format, "audio/mpeg")
+        )
+
+
+def _csv_row(call: Call) -> list[Any]:
+    entity = (call.crm or {}).get("entity") or {}
+    values = {
+        "started_at": call.started_at.isoformat() if call.started_at else "",
+        "device": call.device.name,
+        "agent": call.device.bitrix24_user_id,
+        "crm_entity": f"{entity.get('type')} {entity.get('id')} {entity.get('name', '')}".strip()
+        if entity
+        else "",
+        "phone_number": call.phone_number or call.phone_raw,
+    }
+    row = []
+    for name, _ in CSV_COLUMNS:
+        value = values[name] if name in values else getattr(call, name)
+        text = "" if value is None else str(value)
+        # A cell starting with = + - @ is a formula to spreadsheets (CSV injection); an E.164
+        # number is the one harmless "+..." value.
+        risky = text[:1] in ("=", "+", "-", "@") and not re.fullmatch(r"\+\d+", text)
+        row.append("'" + text if risky else text)
+    return row
+
+
+@admin.register(CallEvent)
+class CallEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "type", "event_id", "call", "device", "response_status"]
+    list_filter = ["type", "response_status"]
+    search_fields = ["call__call_id"]
+    search_help_text = "An event_id, or the bridge's call id."
+    list_select_related = ["call", "device"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[CallEvent], search_term: str
+    ) -> tuple[QuerySet[CallEvent], bool]:
+        try:
+            return queryset.filter(event_id=uuid.UUID(search_term.strip())), False
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)

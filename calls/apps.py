@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class CallsConfig(AppConfig):
     name = "calls"
     verbose_name = "Calls"
+
+    def ready(self) -> None:
+        # Registers the outbox handlers of the call lifecycle and the OpenAPI auth scheme.
+        from calls import actions  # noqa: F401
+        from calls.api import schema  # noqa: F401

@@ -43,6 +43,10 @@ class Call(models.Model):
         IN_PROGRESS = "in_progress"
         ENDED = "ended"
 
+    class LogMode(models.TextChoices):
+        TELEPHONY = "telephony", "Telephony call (register/finish)"
+        ACTIVITY = "activity", "CRM call activity (telephony refused)"
+
     class Outcome(models.TextChoices):
         ANSWERED = "answered"
         MISSED = "missed"
@@ -66,7 +70,40 @@ class Call(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     crm = models.JSONField(default=dict, blank=True, help_text="CRM lookup result (bridge format).")
+    crm_status = models.CharField(
+        max_length=16,
+        blank=True,
+        db_index=True,
+        help_text="found / not_found / pending / unavailable (copied from `crm` for filtering).",
+    )
     route = models.JSONField(default=dict, blank=True, help_text="Routing result (bridge format).")
+    # The Bitrix24 side of the call, written by the outbox handlers in calls/actions.py.
+    b24_user_id = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="Bitrix24 user",
+        help_text="Whom the call was logged for.",
+    )
+    b24_call_id = models.CharField(
+        max_length=100, blank=True, verbose_name="Bitrix24 call ID", help_text="From register."
+    )
+    b24_entity_type = models.CharField(
+        max_length=16, blank=True, verbose_name="CRM entity type", help_text="Bound at register."
+    )
+    b24_entity_id = models.PositiveIntegerField(null=True, blank=True, verbose_name="CRM entity ID")
+    b24_registered_at = models.DateTimeField(null=True, blank=True, verbose_name="registered")
+    b24_finished_at = models.DateTimeField(
+        null=True, blank=True, verbose_name="logged", help_text="When the call was finished/logged."
+    )
+    b24_log_mode = models.CharField(
+        max_length=16, choices=LogMode, blank=True, verbose_name="logged as"
+    )
+    b24_activity_id = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="Bitrix24 activity ID"
+    )
+    b24_log_note = models.TextField(
+        blank=True, verbose_name="logging note", help_text="Why the call was logged the way it was."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -75,6 +112,7 @@ class Call(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "call_id"], name="calls_call_device_call_id")
         ]
+        indexes = [models.Index(fields=["device", "-started_at"], name="calls_call_device_started")]
 
     def __str__(self) -> str:
         return f"{self.direction or 'call'} {self.phone_number or self.phone_raw} ({self.call_id})"
@@ -85,7 +123,7 @@ class CallEvent(models.Model):
 
     event_id = models.UUIDField(unique=True)
     device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="events")
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="events")
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events")
     type = models.CharField(max_length=32)
     occurred_at = models.DateTimeField()
     body = models.JSONField(help_text="The event as the bridge sent it.")
@@ -99,3 +137,128 @@ class CallEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class CallTransition(models.Model):
+    """One change of a call's state, and what caused it: the audit trail support staff read."""
+
+    class Source(models.TextChoices):
+        BRIDGE = "bridge", "Bridge event"
+        BITRIX24 = "bitrix24", "Bitrix24"
+        RECORDING = "recording", "Recording"
+
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="transitions")
+    event = models.ForeignKey(
+        CallEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="transitions"
+    )
+    source = models.CharField(max_length=16, choices=Source, default=Source.BRIDGE)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    changes = models.JSONField(default=dict, blank=True, help_text="field: [before, after]")
+    description = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return self.description or f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class CallNote(models.Model):
+    """A note the agent typed on the phone; carried to the CRM by the post-call sync."""
+
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="notes")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    crm_synced_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the post-call sync carried it to Bitrix24."
+    )
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+def recording_upload_to(instance: CallRecording, filename: str) -> str:
+    from django.db import connection
+
+    return f"recordings/{connection.schema_name}/{instance.call_id}/{filename}"
+
+
+class CallRecording(models.Model):
+    """The call's audio as the phone sent it, and the MP3/WAV made of it for Bitrix24."""
+
+    call = models.OneToOneField(Call, on_delete=models.PROTECT, related_name="recording")
+    version = models.PositiveIntegerField(default=1, help_text="Incremented by every re-upload.")
+    original = models.FileField(upload_to=recording_upload_to, max_length=300, blank=True)
+    original_format = models.CharField(max_length=16, help_text="Detected from the content.")
+    original_content_type = models.CharField(max_length=100, blank=True)
+    original_name = models.CharField(max_length=200, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    converted = models.FileField(
+        upload_to=recording_upload_to,
+        max_length=300,
+        blank=True,
+        help_text="What Bitrix24 gets: the original when MP3/WAV, else an MP3 made from it.",
+    )
+    converted_at = models.DateTimeField(null=True, blank=True)
+    conversion_error = models.TextField(blank=True)
+    uploaded_at = models.DateTimeField()
+    attached_version = models.PositiveIntegerField(null=True, blank=True)
+    attached_at = models.DateTimeField(null=True, blank=True)
+    b24_file_id = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="Bitrix24 file ID"
+    )
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention deleted the audio (metadata is kept)."
+    )
+
+    class Meta:
+        ordering = ["-uploaded_at"]
+
+    def __str__(self) -> str:
+        return f"recording of call {self.call_id} (v{self.version}, {self.original_format})"
+
+    @property
+    def playable(self) -> models.fields.files.FieldFile | None:
+        """The file a browser can play: the MP3/WAV when made, else the original."""
+        if self.deleted_at is not None:
+            return None
+        if self.converted:
+            return self.converted
+        return self.original or None
+
+
+class CallSettings(models.Model):
+    """The tenant's settings for the bridge and its calls. Exactly one row per tenant schema."""
+
+    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    upload_limit_mb = models.PositiveIntegerField(
+        default=50, verbose_name="recording upload limit (MB)"
+    )
+    retention_days = models.PositiveIntegerField(
+        default=90,
+        help_text="Audio stored here is deleted this many days after upload (0 = keep forever). "
+        "The copy attached in Bitrix24 is not affected.",
+    )
+    silent_after_minutes = models.PositiveIntegerField(
+        default=30, help_text="A device without a heartbeat for this long is shown as silent."
+    )
+    throttle_per_minute = models.PositiveIntegerField(
+        default=600, help_text="Requests a single device may make per minute before a 429."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "call settings"
+        verbose_name_plural = "call settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(singleton=1), name="calls_settings_singleton")
+        ]
+
+    def __str__(self) -> str:
+        return "Call settings"

@@ -1,7 +1,21 @@
 from __future__ import annotations
 
-from calls.models import Device
+import contextlib
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from calls.models import Call, CallRecording, CallSettings, Device
+from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.tokens import TOKEN_PREFIX, token_hash
+
+SETTINGS_CACHE_SECONDS = 10.0
+_settings_cache: dict[str, tuple[float, CallSettings]] = {}
 
 
 def device_for_token(*, token: str) -> Device | None:
@@ -9,3 +23,175 @@ def device_for_token(*, token: str) -> Device | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
     return Device.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).first()
+
+
+def call_settings_get(*, fresh: bool = False) -> CallSettings:
+    """The tenant's call settings; memoised per process for a few seconds (read per request)."""
+    schema = connection.schema_name
+    cached = _settings_cache.get(schema)
+    if not fresh and cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    settings = CallSettings.objects.filter(singleton=1).first() or CallSettings()
+    _settings_cache[schema] = (time.monotonic() + SETTINGS_CACHE_SECONDS, settings)
+    return settings
+
+
+def call_settings_forget() -> None:
+    _settings_cache.pop(connection.schema_name, None)
+
+
+def tenant_country() -> str:
+    return getattr(connection.tenant, "default_country", "") or "PL"
+
+
+def tenant_timezone() -> str:
+    return getattr(connection.tenant, "timezone", "") or "UTC"
+
+
+def devices_silent(*, now: datetime | None = None) -> QuerySet[Device]:
+    """Active devices without a sign of life for longer than the tenant's threshold."""
+    now = now or timezone.now()
+    threshold = now - timedelta(minutes=call_settings_get().silent_after_minutes)
+    return Device.objects.filter(revoked_at__isnull=True).filter(
+        Q(last_seen_at__lt=threshold) | Q(last_seen_at__isnull=True)
+    )
+
+
+def device_is_silent(*, device: Device, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    threshold = now - timedelta(minutes=call_settings_get().silent_after_minutes)
+    return device.is_active and (device.last_seen_at is None or device.last_seen_at < threshold)
+
+
+# --- CRM data for the bridge -------------------------------------------------------------
+
+
+def caller_lookup(*, phone_number: str, budget_s: float | None) -> dict[str, Any]:
+    """The bridge contract's `crm` object for a number (E.164).
+
+    `budget_s=None` is the tenant's lookup budget (answering the bridge); `math.inf` waits for
+    Bitrix24 (background work)."""
+    from crm.errors import Bitrix24Error
+    from crm.selectors import crm_find_by_phone
+
+    if not phone_number:
+        return {"status": "not_found"}
+    try:
+        return crm_find_by_phone(phone=phone_number, budget_s=budget_s).as_api()
+    except Bitrix24Error:
+        # Not connected or refused: the bridge still gets its answer; the background retries.
+        return {"status": "unavailable", "entity": None, "responsible": None, "deals": []}
+
+
+def agent_names(*, user_ids: list[int]) -> dict[int, str]:
+    """Bitrix24 users' names from the directory crm syncs; missing ones are simply absent."""
+    from crm.models import Bitrix24User
+
+    return dict(Bitrix24User.objects.filter(pk__in=user_ids).values_list("pk", "name"))
+
+
+def _agent_name(user_id: int) -> str:
+    return agent_names(user_ids=[user_id]).get(user_id, "")
+
+
+def call_route_for(*, device: Device, crm: dict[str, Any] | None) -> dict[str, Any]:
+    """Who should take the call: the bridge contract's `route` object.
+
+    Routing by CRM data is a separate piece of work (issue 6) that replaces this function; until
+    then every call goes to the agent who carries the phone it rang on, under no rule ("Others").
+    """
+    return {
+        "user": {"id": device.bitrix24_user_id, "name": _agent_name(device.bitrix24_user_id)},
+        "rule": None,
+    }
+
+
+# --- The call resource ------------------------------------------------------------------------
+
+
+def call_for_device(*, device: Device, call_id: str) -> Call | None:
+    return Call.objects.filter(device=device, call_id=call_id).first()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def call_actions(*, call: Call) -> list[dict[str, Any]]:
+    from scenarios.models import ActionRun
+
+    actions = []
+    for run in ActionRun.objects.filter(call=call).order_by("pk"):
+        action: dict[str, Any] = {
+            "type": run.action_type,
+            "status": run.status,
+            "due_at": _iso(run.due_at),
+            "done_at": _iso(run.done_at),
+        }
+        if run.result:
+            action["result"] = run.result
+        actions.append(action)
+    return actions
+
+
+def call_resource(*, call: Call) -> dict[str, Any]:
+    """The call as the bridge contract describes it (GET /calls/{call_id}/)."""
+    try:
+        recording: CallRecording | None = call.recording
+    except CallRecording.DoesNotExist:
+        recording = None
+    return {
+        "call_id": call.call_id,
+        "direction": call.direction or None,
+        "phone_number": call.phone_number or call.phone_raw or None,
+        "status": call.status,
+        "outcome": call.outcome or None,
+        "started_at": _iso(call.started_at),
+        "answered_at": _iso(call.answered_at),
+        "ended_at": _iso(call.ended_at),
+        "duration_seconds": call.duration_seconds,
+        "crm": call.crm or {"status": "pending"},
+        "route": call.route or None,
+        "recording": (
+            {"uploaded_at": _iso(recording.uploaded_at), "format": recording.original_format}
+            if recording is not None
+            else None
+        ),
+        "actions": call_actions(call=call),
+    }
+
+
+# --- The call log (admin) -----------------------------------------------------------------
+
+
+def calls_matching_number(*, queryset: QuerySet[Call], text: str) -> QuerySet[Call]:
+    """Calls whose number matches what support typed, in any format ("0048 600-111 222")."""
+    text = text.strip()
+    if not text:
+        return queryset
+    conditions = Q(phone_raw__icontains=text)
+    digits = re.sub(r"\D", "", text)
+    if digits:
+        conditions |= Q(phone_number__contains=digits)
+    with contextlib.suppress(InvalidPhoneNumber):
+        conditions |= Q(phone_number=phone_to_e164(text, country=tenant_country()))
+    return queryset.filter(conditions)
+
+
+def call_audit_trail(*, call: Call) -> dict[str, Any]:
+    """Everything support staff need on one call's page, in the order things happened."""
+    from crm.models import RequestLog
+    from scenarios.models import ActionRun
+
+    try:
+        recording: CallRecording | None = call.recording
+    except CallRecording.DoesNotExist:
+        recording = None
+    return {
+        "events": list(call.events.order_by("received_at", "pk")),
+        "transitions": list(call.transitions.select_related("event").order_by("at", "pk")),
+        "runs": list(ActionRun.objects.filter(call=call).order_by("pk")),
+        "requests": list(RequestLog.objects.filter(call_id=call.pk).order_by("created_at", "pk")),
+        "notes": list(call.notes.order_by("created_at", "pk")),
+        "recording": recording,
+    }

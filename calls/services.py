@@ -1,11 +1,49 @@
 from __future__ import annotations
 
-from django.db import transaction
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files.base import ContentFile, File
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from calls.models import Device
-from calls.phones import phone_to_e164
+from calls.audio import (
+    BITRIX24_FORMATS,
+    SNIFF_BYTES,
+    ConversionFailed,
+    audio_convert_to_mp3,
+    audio_format_sniff,
+)
+from calls.lifecycle import STARTED, EventFacts, call_state_from
+from calls.models import (
+    Call,
+    CallEvent,
+    CallNote,
+    CallRecording,
+    CallSettings,
+    CallTransition,
+    Device,
+)
+from calls.phones import InvalidPhoneNumber, phone_to_e164
+from calls.selectors import (
+    call_resource,
+    call_route_for,
+    call_settings_forget,
+    call_settings_get,
+    caller_lookup,
+    tenant_country,
+)
 from calls.tokens import token_generate, token_hash
+
+logger = logging.getLogger(__name__)
+
+# --- Devices ------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -46,19 +84,518 @@ def device_mark_seen(*, device_id: int, app_version: str, seen_at: str | None = 
     )
 
 
+SEEN_RESOLUTION = timedelta(seconds=60)
+
+
+def device_touch(*, device: Device) -> None:
+    """Any authenticated request is a sign of life; written at most once a minute per device."""
+    now = timezone.now()
+    if device.last_seen_at is None or device.last_seen_at < now - SEEN_RESOLUTION:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+        device.last_seen_at = now
+
+
+# --- Tenant settings ------------------------------------------------------------------------
+
+
+def call_settings_ensure() -> CallSettings:
+    settings, _ = CallSettings.objects.get_or_create(singleton=1)
+    call_settings_forget()
+    return settings
+
+
+# --- Bridge events ------------------------------------------------------------------------
+
+
+class EventConflict(Exception):
+    """The event_id was already used for a different event."""
+
+
+@dataclass(frozen=True)
+class EventReceipt:
+    status: str  # "accepted" | "duplicate"
+    http_status: int
+    body: dict[str, Any]
+
+
+def _body_hash(raw: dict[str, Any]) -> str:
+    # Key order and whitespace are the JSON encoder's, not the event's: hash a canonical form.
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(*, device: Device, event_id: str, digest: str) -> EventReceipt | None:
+    stored = (
+        CallEvent.objects.filter(event_id=event_id)
+        .only("device_id", "body_hash", "response_status", "response_body")
+        .first()
+    )
+    if stored is None:
+        return None
+    if stored.device_id != device.pk or stored.body_hash != digest:
+        raise EventConflict("This event_id was already used for a different event.")
+    return EventReceipt("duplicate", stored.response_status or 200, stored.response_body or {})
+
+
+def _facts_of(stored: CallEvent) -> EventFacts:
+    body = stored.body
+    return EventFacts(
+        event_id=str(stored.event_id),
+        type=stored.type,
+        occurred_at=stored.occurred_at,
+        direction=body.get("direction") or "",
+        phone_number=body.get("phone_number") or "",
+        outcome=body.get("outcome") or "",
+        duration_seconds=body.get("duration_seconds"),
+    )
+
+
+_CRM_RANK = {"found": 2, "not_found": 2, "pending": 1, "unavailable": 1}
+
+
+def _snapshot(call: Call) -> dict[str, Any]:
+    fields = ["direction", "phone_number", "phone_raw", "status", "outcome", "started_at"]
+    fields += ["answered_at", "ended_at", "duration_seconds", "crm_status"]
+    return {name: getattr(call, name) for name in fields}
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def call_event_receive(
+    *, device: Device, event: EventFacts, call_id: str, raw: dict[str, Any], lookup: bool = False
+) -> EventReceipt:
+    """Records one validated bridge event: idempotent by event_id, order-independent per call.
+
+    With `lookup`, a new call.started asks the CRM who is calling (within the tenant's lookup
+    budget) before anything is written, so no lock is held while Bitrix24 answers.
+    """
+    digest = _body_hash(raw)
+    crm = None
+    if lookup and event.type == STARTED:
+        # Don't ask Bitrix24 again for a resent call.started: check for a replay first.
+        receipt = _replay(device=device, event_id=event.event_id, digest=digest)
+        if receipt is not None:
+            return receipt
+        crm = caller_lookup(phone_number=_e164_or_blank(event.phone_number), budget_s=None)
+    try:
+        return _event_apply(
+            device=device, event=event, call_id=call_id, raw=raw, digest=digest, crm=crm
+        )
+    except IntegrityError:
+        # The event_id is taken (a resend, or a concurrent twin that committed first): the
+        # unique constraint, not a check before the insert, decides; nothing of this attempt
+        # was kept, and the stored event answers.
+        receipt = _replay(device=device, event_id=event.event_id, digest=digest)
+        if receipt is None:
+            raise
+        return receipt
+
+
+def _e164_or_blank(raw: str) -> str:
+    if not raw:
+        return ""
+    try:
+        return phone_to_e164(raw, country=tenant_country())
+    except InvalidPhoneNumber:
+        return ""  # a hidden or unreadable number ("Private number") has no CRM match
+
+
+@transaction.atomic
+def _event_apply(
+    *,
+    device: Device,
+    event: EventFacts,
+    call_id: str,
+    raw: dict[str, Any],
+    digest: str,
+    crm: dict[str, Any] | None,
+) -> EventReceipt:
+    from scenarios.services import scenario_on_call_event
+
+    # The row lock serialises every event of one call, whatever order they come in; the
+    # recording comes along in the same query (the response shows it).
+    locking = Call.objects.select_for_update(of=("self",)).select_related("recording")
+    call, created = locking.get_or_create(device=device, call_id=call_id)
+    call.device = device  # already loaded: spares the planner a query
+    before = _snapshot(call)
+    stored_events = call.events.only("call_id", "event_id", "type", "occurred_at", "body")
+    facts = [_facts_of(stored) for stored in stored_events] if not created else []
+    facts.append(event)
+    state = call_state_from(facts)
+    for name, value in state.as_dict().items():
+        setattr(call, name, value)
+    call.phone_number = _e164_or_blank(state.phone_raw)
+    if crm is not None and _CRM_RANK.get(crm.get("status", ""), 0) >= _CRM_RANK.get(
+        call.crm_status, 0
+    ):
+        call.crm = crm
+        call.crm_status = crm.get("status", "")
+        call.route = call_route_for(device=device, crm=crm)
+    if not call.route:
+        call.route = call_route_for(device=device, crm=call.crm or None)
+    call.save()
+    scenario_on_call_event(call=call, event_type=event.type)
+
+    http_status = 201 if created else 200
+    body = call_resource(call=call)
+    stored = CallEvent.objects.create(
+        event_id=event.event_id,
+        device=device,
+        call=call,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        body=raw,
+        body_hash=digest,
+        response_status=http_status,
+        response_body=body,
+    )
+    after = _snapshot(call)
+    changes = {
+        name: [_jsonable(before[name]), _jsonable(after[name])]
+        for name in after
+        if before[name] != after[name]
+    }
+    if changes or created:
+        CallTransition.objects.create(
+            call=call,
+            event=stored,
+            source=CallTransition.Source.BRIDGE,
+            from_status="" if created else before["status"],
+            to_status=call.status,
+            changes=changes,
+            description=_describe(event=event, created=created, before=before, call=call),
+        )
+    return EventReceipt("accepted", http_status, body)
+
+
+def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call: Call) -> str:
+    if created:
+        head = f"{event.type} created the call ({call.status})"
+    elif before["status"] != call.status:
+        head = f"{event.type}: {before['status']} -> {call.status}"
+    else:
+        head = f"{event.type} updated the call"
+    return f"{head}, outcome {call.outcome}" if call.outcome else head
+
+
+# --- Bitrix24 lifecycle bookkeeping (written by the outbox handlers) --------------------------
+
+
+def call_crm_set(*, call: Call, crm: dict[str, Any]) -> None:
+    """Stores a later (background) lookup when it knows more than what the call has."""
+    if _CRM_RANK.get(crm.get("status", ""), 0) < _CRM_RANK.get(call.crm_status, 0):
+        return
+    call.crm, call.crm_status = crm, crm.get("status", "")
+    call.route = call.route or call_route_for(device=call.device, crm=crm)
+    Call.objects.filter(pk=call.pk).update(
+        crm=call.crm, crm_status=call.crm_status, route=call.route
+    )
+
+
+def call_b24_registered(
+    *, call: Call, b24_call_id: str, user_id: int, entity_type: str, entity_id: int | None
+) -> bool:
+    """Keeps the Bitrix24 call id; the first registration wins (returns False if not first)."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Call.objects.filter(pk=call.pk, b24_call_id="").update(
+            b24_call_id=b24_call_id,
+            b24_user_id=user_id,
+            b24_entity_type=entity_type,
+            b24_entity_id=entity_id,
+            b24_registered_at=now,
+        )
+        if updated:
+            binding = f"{entity_type} {entity_id}" if entity_type else "no CRM entity"
+            CallTransition.objects.create(
+                call=call,
+                source=CallTransition.Source.BITRIX24,
+                from_status=call.status,
+                to_status=call.status,
+                changes={"b24_call_id": ["", b24_call_id]},
+                description=f"Registered in Bitrix24 as {b24_call_id} (bound to {binding})",
+            )
+    call.refresh_from_db()
+    return bool(updated)
+
+
+def call_b24_logged(
+    *,
+    call: Call,
+    mode: str,
+    user_id: int,
+    activity_id: int | None,
+    note: str = "",
+    entity_type: str = "",
+    entity_id: int | None = None,
+) -> bool:
+    """Marks the call as finished/logged in Bitrix24 (once) and lets a waiting recording go.
+
+    Upload and finish may happen in either order: both take the call's row lock, so whichever
+    commits second sees the other and the attachment is planned exactly when both exist.
+    """
+    from scenarios.outbox import run_plan
+
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Call.objects.select_for_update().get(pk=call.pk)
+        if locked.b24_finished_at is not None:
+            call.refresh_from_db()
+            return False
+        fields: dict[str, Any] = {
+            "b24_finished_at": now,
+            "b24_log_mode": mode,
+            "b24_activity_id": activity_id,
+            "b24_log_note": note,
+            "b24_user_id": locked.b24_user_id or user_id,
+        }
+        if entity_type and not locked.b24_entity_type:
+            fields.update(b24_entity_type=entity_type, b24_entity_id=entity_id)
+        Call.objects.filter(pk=call.pk).update(**fields)
+        what = "Finished in Bitrix24" if mode == Call.LogMode.TELEPHONY else "Logged as activity"
+        CallTransition.objects.create(
+            call=call,
+            source=CallTransition.Source.BITRIX24,
+            from_status=locked.status,
+            to_status=locked.status,
+            changes={"b24_log_mode": ["", mode], "b24_activity_id": [None, activity_id]},
+            description=f"{what} (activity {activity_id or '-'}){': ' + note if note else ''}"[
+                :300
+            ],
+        )
+        recording = CallRecording.objects.filter(call_id=call.pk, deleted_at__isnull=True).first()
+        if recording is not None and recording.attached_version != recording.version:
+            _plan_attach(call_id=call.pk, version=recording.version, run_plan=run_plan)
+    call.refresh_from_db()
+    return True
+
+
+def _plan_attach(*, call_id: int, version: int, run_plan: Any) -> None:
+    run_plan(
+        call_id=call_id,
+        action_type="attach_recording",
+        dedupe_key=f"call:{call_id}:attach_recording:v{version}",
+        due_at=timezone.now(),
+        params={"version": version},
+    )
+
+
+# --- Notes --------------------------------------------------------------------------------
+
+
+def call_note_add(*, call: Call, text: str) -> CallNote:
+    return CallNote.objects.create(call=call, text=text)
+
+
+def call_notes_mark_synced(*, note_ids: list[int]) -> int:
+    """For the post-call sync: these notes have reached Bitrix24."""
+    return CallNote.objects.filter(pk__in=note_ids, crm_synced_at__isnull=True).update(
+        crm_synced_at=timezone.now()
+    )
+
+
+# --- Recordings ---------------------------------------------------------------------------
+
+
+class NotAudio(Exception):
+    pass
+
+
+class RecordingTooLarge(Exception):
+    pass
+
+
+def recording_limit_bytes() -> int:
+    return call_settings_get().upload_limit_mb * 1024 * 1024
+
+
+def call_recording_store(
+    *, call: Call, upload: IO[bytes], size: int, name: str = "", content_type: str = ""
+) -> CallRecording:
+    """Keeps the call's audio (replacing an earlier upload) and plans its way to Bitrix24."""
+    from scenarios.outbox import run_plan
+
+    if size > recording_limit_bytes():
+        raise RecordingTooLarge(f"The recording is larger than {recording_limit_bytes()} bytes.")
+    upload.seek(0)
+    audio_format = audio_format_sniff(upload.read(SNIFF_BYTES))
+    if audio_format is None:
+        raise NotAudio("The upload is not an audio file this server recognises.")
+    upload.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: upload.read(1024 * 1024), b""):
+        digest.update(chunk)
+    upload.seek(0)
+
+    with transaction.atomic():
+        locked = Call.objects.select_for_update().get(pk=call.pk)
+        recording = CallRecording.objects.filter(call=locked).first()
+        stale: list[str] = []
+        if recording is None:
+            recording = CallRecording(call=locked, version=1)
+        else:
+            stale = [f.name for f in (recording.original, recording.converted) if f]
+            recording.version += 1
+        version = recording.version
+        recording.original_format = audio_format
+        recording.original_content_type = content_type[:100]
+        recording.original_name = Path(name).name[:200] if name else ""
+        recording.size = size
+        recording.sha256 = digest.hexdigest()
+        recording.uploaded_at = timezone.now()
+        recording.converted = ""
+        recording.converted_at = None
+        recording.conversion_error = ""
+        recording.deleted_at = None
+        recording.original.save(f"v{version}-original.{audio_format}", File(upload), save=False)
+        recording.save()
+        CallTransition.objects.create(
+            call=locked,
+            source=CallTransition.Source.RECORDING,
+            from_status=locked.status,
+            to_status=locked.status,
+            changes={"recording_version": [version - 1 or None, version]},
+            description=f"Recording v{version} uploaded ({audio_format}, {size} bytes)",
+        )
+        if locked.b24_finished_at is not None:
+            _plan_attach(call_id=locked.pk, version=version, run_plan=run_plan)
+        recording_pk = recording.pk
+        transaction.on_commit(lambda: _files_delete(stale))
+        if audio_format not in BITRIX24_FORMATS:
+            transaction.on_commit(lambda: _queue_conversion(recording_pk, version))
+    return recording
+
+
+def _queue_conversion(recording_id: int, version: int) -> None:
+    from calls.tasks import recording_convert_task
+
+    recording_convert_task.delay(recording_id, version)
+
+
+def _files_delete(names: list[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:  # a file already gone is what we wanted
+            logger.warning("could not delete recording file %s", name)
+
+
+def recording_bitrix24_file(*, recording: CallRecording) -> tuple[str, bytes]:
+    """The file name and content Bitrix24 gets (MP3/WAV), converting first when needed."""
+    if recording.original_format in BITRIX24_FORMATS:
+        with recording.original.open("rb") as handle:
+            content = handle.read()
+        return f"call-{recording.call_id}.{recording.original_format}", content
+    recording_convert(recording_id=recording.pk, version=recording.version)
+    recording.refresh_from_db()
+    if not recording.converted:
+        raise ConversionFailed(recording.conversion_error or "the recording was not converted")
+    with recording.converted.open("rb") as handle:
+        return f"call-{recording.call_id}.mp3", handle.read()
+
+
+def recording_convert(*, recording_id: int, version: int) -> bool:
+    """Makes the MP3 of a recording that is not MP3/WAV; idempotent, safe to run twice."""
+    recording = CallRecording.objects.filter(pk=recording_id, version=version).first()
+    if recording is None or recording.deleted_at is not None or recording.converted:
+        return False
+    if recording.original_format in BITRIX24_FORMATS or not recording.original:
+        return False
+    suffix = f".{recording.original_format}"
+    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+        # The original may live on S3: ffmpeg wants a local file.
+        with recording.original.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+                local.write(chunk)
+        local.flush()
+        try:
+            mp3 = audio_convert_to_mp3(Path(local.name))
+        except ConversionFailed as exc:
+            CallRecording.objects.filter(pk=recording_id, version=version).update(
+                conversion_error=str(exc)[:2000]
+            )
+            raise
+    from django.core.files.storage import default_storage
+
+    name = default_storage.save(
+        recording.original.field.generate_filename(recording, f"v{version}.mp3"), ContentFile(mp3)
+    )
+    # A re-upload or a concurrent conversion may have won meanwhile: then this file is surplus.
+    won = CallRecording.objects.filter(pk=recording_id, version=version, converted="").update(
+        converted=name, converted_at=timezone.now(), conversion_error=""
+    )
+    if not won:
+        _files_delete([name])
+    return bool(won)
+
+
+def recording_attached(*, recording: CallRecording, version: int, file_id: int | None) -> None:
+    with transaction.atomic():
+        CallRecording.objects.filter(pk=recording.pk).update(
+            attached_version=version, attached_at=timezone.now(), b24_file_id=file_id
+        )
+        CallTransition.objects.create(
+            call_id=recording.call_id,
+            source=CallTransition.Source.BITRIX24,
+            changes={"attached_version": [recording.attached_version, version]},
+            description=f"Recording v{version} attached in Bitrix24 (file {file_id or '-'})",
+        )
+
+
+def recordings_expire(*, now: datetime | None = None) -> int:
+    """Deletes the audio kept here once it is older than the tenant's retention (metadata stays)."""
+    days = call_settings_get(fresh=True).retention_days
+    if not days:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    expired = 0
+    for recording in CallRecording.objects.filter(uploaded_at__lt=cutoff, deleted_at__isnull=True):
+        names = [f.name for f in (recording.original, recording.converted) if f]
+        with transaction.atomic():
+            updated = CallRecording.objects.filter(pk=recording.pk, deleted_at__isnull=True).update(
+                deleted_at=timezone.now(), original="", converted=""
+            )
+            if not updated:
+                continue
+            CallTransition.objects.create(
+                call_id=recording.call_id,
+                source=CallTransition.Source.RECORDING,
+                changes={"recording_deleted": [False, True]},
+                description=f"Recording audio deleted after {days} days (retention)",
+            )
+            transaction.on_commit(lambda names=names: _files_delete(names))
+        expired += 1
+    return expired
+
+
+# --- Support staff --------------------------------------------------------------------------
+
 SUPPORT_GROUP = "Support"
 # What support staff may look at (read-only) in a tenant's admin.
-SUPPORT_VIEW_MODELS = [("calls", "device")]
+SUPPORT_VIEW_MODELS = [
+    ("calls", "device"),
+    ("calls", "call"),
+    ("calls", "callevent"),
+    ("calls", "calltransition"),
+    ("calls", "callnote"),
+    ("calls", "callrecording"),
+    ("calls", "callsettings"),
+    ("scenarios", "actionrun"),
+    ("crm", "requestlog"),
+]
 
 
 def support_group_ensure() -> None:
     """The view-only "Support" group exists with rights on every audit model."""
     from django.contrib.auth.models import Group, Permission
+    from django.db.models import Q
 
     group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)
-    codenames = [f"view_{model}" for _, model in SUPPORT_VIEW_MODELS]
-    permissions = Permission.objects.filter(
-        content_type__app_label__in={app for app, _ in SUPPORT_VIEW_MODELS},
-        codename__in=codenames,
-    )
-    group.permissions.set(permissions)
+    wanted = Q(pk__in=[])
+    for app_label, model in SUPPORT_VIEW_MODELS:
+        wanted |= Q(content_type__app_label=app_label, codename=f"view_{model}")
+    group.permissions.set(Permission.objects.filter(wanted))

@@ -8,3 +8,28 @@ from calls import services
 @shared_task(name="calls.device_mark_seen")
 def device_mark_seen_task(device_id: int, app_version: str, seen_at: str | None = None) -> int:
     return services.device_mark_seen(device_id=device_id, app_version=app_version, seen_at=seen_at)
+
+
+@shared_task(
+    name="calls.recording_convert",
+    ignore_result=True,
+    autoretry_for=(OSError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def recording_convert_task(recording_id: int, version: int) -> bool:
+    # A failed conversion is kept on the recording; attach_recording reports it for good.
+    from calls.audio import ConversionFailed
+
+    try:
+        return services.recording_convert(recording_id=recording_id, version=version)
+    except ConversionFailed:
+        return False
+
+
+@shared_task(name="calls.recordings_expire", ignore_result=True, expires=3000)
+def recordings_expire_task() -> int:
+    return services.recordings_expire()

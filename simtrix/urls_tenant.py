@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -13,6 +13,8 @@ admin.site.index_title = "Calls, scenarios and Bitrix24"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/bridge/v1/", include("calls.api.urls")),
+    path("bitrix24/", include("crm.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

@@ -1,0 +1,301 @@
+"""Bridge events endpoint under concurrent load, side by side with a trivial endpoint.
+
+    python -m bench.bridge_events [--devices 50] [--seconds 10] [--workers 5]
+
+Starts gunicorn itself on a throwaway PostgreSQL database (created and dropped on the server of
+DATABASE_URL) with Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379/10, flushed), provisions
+a tenant with N devices, and drives it from N simulated phones (threads in two client processes,
+one keep-alive connection per phone):
+
+1. saturation (closed loop, every phone sends as fast as it is answered): requests/s and
+   latency of `GET ping/` (the trivial endpoint: same middleware, tenant resolution, device-token
+   auth and throttle, no work) and of `POST events/`, each phone playing whole calls
+   (`call.started`, `call.answered`, `call.ended`; the tenant has no Bitrix24 portal, so the
+   lookup of `call.started` answers "unavailable" at once);
+2. paced (open loop at half the measured event capacity, Poisson arrivals spread over the
+   phones): the latency a phone sees when the server is busy but not overrun.
+
+No Celery worker runs: the outbox rows are written (that is part of ingestion) and wait.
+Client and server share the machine's cores, so the absolute figures are lower bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "bench.localhost"
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _setup(devices: int) -> tuple[str, list[str]]:
+    """A fresh database with tenant `bench` and its devices; returns (database name, tokens)."""
+    import psycopg
+
+    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"simtrix_bench_events_{secrets.token_hex(3)}"
+    with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    os.environ.update(
+        DATABASE_URL=_with_db(server, name),
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench-secret"),
+        DJANGO_DEBUG="0",
+        SIMTRIX_LOG_LEVEL="WARNING",
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simtrix.settings")
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    import redis
+    from django.core.management import call_command
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    from calls.models import CallSettings
+    from calls.services import device_register
+    from tenants.services import TenantSpec, tenant_provision
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
+    tenant_provision(
+        TenantSpec(schema="bench", name="Bench", domain=HOST, timezone="Europe/Warsaw")
+    )
+    tokens = []
+    with schema_context("bench"):
+        # The default 600 requests/min per device would throttle a closed loop.
+        CallSettings.objects.update_or_create(singleton=1, defaults={"throttle_per_minute": 10**7})
+        for index in range(devices):
+            _, token = device_register(
+                name=f"Phone {index}",
+                phone_number=f"+48500{index:06d}",
+                bitrix24_user_id=5,
+                country="PL",
+            )
+            tokens.append(token)
+    connection.close()
+    return name, tokens
+
+
+def _drop(name: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    server = os.environ["DATABASE_URL"]
+    with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- Load generation (runs in client processes) -----------------------------------------------
+
+
+def _lifecycle(call_id: str) -> list[dict[str, Any]]:
+    """The three events of one answered call, as a phone sends them."""
+    now = datetime.now(UTC)
+    return [
+        {"call_id": call_id, "type": "call.started", "occurred_at": now.isoformat(),
+         "direction": "incoming", "phone_number": "+48 600 111 222"},
+        {"call_id": call_id, "type": "call.answered",
+         "occurred_at": (now + timedelta(seconds=5)).isoformat()},
+        {"call_id": call_id, "type": "call.ended", "outcome": "answered", "duration_seconds": 60,
+         "occurred_at": (now + timedelta(seconds=65)).isoformat()},
+    ]  # fmt: skip
+
+
+Sample = tuple[str, float, int]  # (kind, seconds, HTTP status)
+
+
+def _phone(  # noqa: PLR0917 - a thread target
+    port: int,
+    token: str,
+    mode: str,
+    phase: str,
+    deadline: float,
+    rate: float,
+    index: int,
+    out: list[Sample],
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Host": HOST, "Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    rng = random.Random(index)
+    pending: list[dict[str, Any]] = []
+    calls = 0
+    next_at = time.monotonic()
+    while time.monotonic() < deadline:
+        if mode == "paced":
+            next_at += rng.expovariate(rate)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if time.monotonic() >= deadline:
+                break
+        if phase == "ping":
+            kind, method, path, body = "ping", "GET", "/api/bridge/v1/ping/", None
+        else:
+            if not pending:
+                calls += 1
+                pending = _lifecycle(f"{mode}-{index}-{calls}-{uuid.uuid4().hex[:6]}")
+            event = {"event_id": str(uuid.uuid4()), **pending.pop(0)}
+            kind = "started" if event["type"] == "call.started" else "later"
+            method, path, body = "POST", "/api/bridge/v1/events/", json.dumps(event)
+        began = time.perf_counter()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            status = 0
+        out.append((kind, time.perf_counter() - began, status))
+
+
+def _client_process(args: tuple[int, list[str], str, str, float, float, int]) -> list[Sample]:
+    port, tokens, mode, phase, seconds, rate, offset = args
+    deadline = time.monotonic() + seconds
+    results: list[list[Sample]] = [[] for _ in tokens]
+    threads = [
+        threading.Thread(
+            target=_phone,
+            args=(port, token, mode, phase, deadline, rate, offset + i, results[i]),
+        )
+        for i, token in enumerate(tokens)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [item for per_phone in results for item in per_phone]
+
+
+def _summary(samples: list[Sample], elapsed: float) -> dict[str, Any]:
+    latencies = sorted(duration for _, duration, _ in samples)
+    ok = sum(1 for _, _, status in samples if 200 <= status < 300)
+    return {
+        "requests": len(samples),
+        "ok": ok,
+        "per_second": ok / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+    }
+
+
+def _drive(  # noqa: PLR0917
+    pool: Any, port: int, tokens: list[str], mode: str, phase: str, seconds: float, rate: float
+) -> dict[str, dict[str, Any]]:
+    """Runs one load phase; returns a summary for all requests and per kind of request."""
+    halves = [tokens[: len(tokens) // 2], tokens[len(tokens) // 2 :]]
+    jobs = [
+        (port, half, mode, phase, seconds, rate, i * len(halves[0]))
+        for i, half in enumerate(halves)
+    ]
+    started = time.monotonic()
+    samples = [item for chunk in pool.map(_client_process, jobs) for item in chunk]
+    elapsed = time.monotonic() - started
+    result = {"all": _summary(samples, elapsed)}
+    for kind in sorted({kind for kind, _, _ in samples}):
+        result[kind] = _summary([s for s in samples if s[0] == kind], elapsed)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    options = parser.parse_args()
+
+    database, tokens = _setup(options.devices)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "simtrix.wsgi:application", "-b", f"127.0.0.1:{port}",
+         "-w", str(options.workers), "-k", "gthread", "--threads", str(options.threads),
+         "--keep-alive", "30", "--log-level", "warning", "--backlog", "512"],
+        cwd=REPO, env=dict(os.environ),
+    )  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    load = os.getloadavg()[0]
+    try:
+        _wait_up(port, tokens[0])
+        context = multiprocessing.get_context("fork")
+        with context.Pool(2) as pool:
+            _drive(pool, port, tokens, "closed", "ping", 2, 0)  # warm-up: connections, caches
+            ping = _drive(pool, port, tokens, "closed", "ping", options.seconds, 0)
+            events = _drive(pool, port, tokens, "closed", "events", options.seconds, 0)
+            # Half the measured event capacity, spread over the phones as Poisson arrivals.
+            rate = events["all"]["per_second"] / 2 / len(tokens)
+            ping_paced = _drive(pool, port, tokens, "paced", "ping", options.seconds, rate)
+            events_paced = _drive(pool, port, tokens, "paced", "events", options.seconds, rate)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        _drop(database)
+    rows = {
+        "ping (trivial), saturated": ping["all"],
+        "events, all kinds, saturated": events["all"],
+        "  call.started, saturated": events["started"],
+        "  answered/ended, saturated": events["later"],
+        "ping (trivial), paced": ping_paced["all"],
+        "events, all kinds, paced": events_paced["all"],
+        "  call.started, paced": events_paced["started"],
+        "  answered/ended, paced": events_paced["later"],
+    }
+    print(f"\n{options.devices} devices, gunicorn {options.workers} workers x {options.threads} "
+          f"threads (gthread), {os.cpu_count()} CPUs shared with the client, load average "
+          f"{load:.1f} at start\n")  # fmt: skip
+    print(f"{'endpoint / load':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, row in rows.items():
+        print(f"{name:34} {row['per_second']:8.0f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} "
+              f"{row['requests'] - row['ok']:8d}")  # fmt: skip
+    ratio = events["all"]["per_second"] / ping["all"]["per_second"]
+    print(f"\nratio events/s : ping/s (saturated) = {ratio:.2f} (target >= 0.5)")
+    print(f"paced at {rate * len(tokens):.0f} events/s: answered/ended p99 = "
+          f"{events_paced['later']['p99_ms']:.1f} ms (target < 50 ms)")  # fmt: skip
+    return 0
+
+
+def _wait_up(port: int, token: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/bridge/v1/ping/",
+                         headers={"Host": HOST, "Authorization": f"Bearer {token}"})  # fmt: skip
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("gunicorn did not come up")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

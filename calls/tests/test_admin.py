@@ -1,0 +1,263 @@
+"""The tenant admin: devices with tokens shown once, and the read-only call log for support."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils import timezone
+
+from calls.models import Call, CallEvent, CallNote, Device
+from calls.services import SUPPORT_GROUP, SUPPORT_VIEW_MODELS, call_note_add, support_group_ensure
+from calls.tests.conftest import T0, Bridge, ended, started
+from calls.tests.test_audio import make_audio
+from tenants.models import Tenant
+
+
+def _login(user: User) -> Client:
+    client = Client(HTTP_HOST="alpha.localhost")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_client_alpha(alpha: Tenant) -> Client:
+    return _login(User.objects.create_superuser("boss", password="pw"))
+
+
+@pytest.fixture
+def support_client(alpha: Tenant) -> Client:
+    support_group_ensure()
+    user = User.objects.create_user("helpdesk", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=SUPPORT_GROUP))
+    return _login(user)
+
+
+@pytest.fixture
+def calls_made(bridge: Bridge) -> None:
+    """Three calls of Marta's phone and one of Ewa's."""
+    bridge.send(
+        ended("a", direction="incoming", phone_number="+48 600 111 222", outcome="answered")
+    )
+    bridge.send(ended("m", direction="incoming", phone_number="601222333", outcome="missed",
+                      duration_seconds=0, at=T0 + timedelta(days=3)))  # fmt: skip
+    bridge.send(ended("o", direction="outgoing", phone_number="+48602333444", outcome="busy",
+                      duration_seconds=0, at=T0 + timedelta(days=5)))  # fmt: skip
+    Call.objects.filter(call_id="a").update(crm_status="found")
+    Call.objects.filter(call_id="m").update(crm_status="not_found")
+    from calls.services import device_register
+
+    _, token = device_register(
+        name="Ewa's phone", phone_number="+48500100300", bitrix24_user_id=9, country="PL"
+    )
+    Bridge(token).send(ended("e", direction="incoming", phone_number="+48603444555"))
+
+
+def _listed(client: Client, query: str = "") -> list[str]:
+    response = client.get(f"/admin/calls/call/{query}")
+    assert response.status_code == 200, response.content[:500]
+    ids = [c.pk for c in response.context["cl"].result_list]
+    return sorted(Call.objects.filter(pk__in=ids).values_list("call_id", flat=True))
+
+
+# --- Devices ------------------------------------------------------------------------------
+
+
+def test_adding_a_device_shows_its_token_once_with_a_qr_code(admin_client_alpha: Client) -> None:
+    response = admin_client_alpha.post(
+        "/admin/calls/device/add/",
+        {"name": "Anna's phone", "phone_number": "600 700 800", "bitrix24_user_id": 3},
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    token = re.search(r'value="(stx_[^"]+)"', html).group(1)
+    assert "<svg" in html
+    assert "simtrix://connect?server=http%3A%2F%2Falpha.localhost%2Fapi%2Fbridge%2Fv1%2F" in html
+    assert "no-store" in response["Cache-Control"]
+    device = Device.objects.get(name="Anna's phone")
+    assert device.phone_number == "+48600700800"
+    assert token not in str(Device.objects.filter(pk=device.pk).values().get())
+    assert Bridge(token).get("ping/").json() == {"device": "Anna's phone"}
+    # The device's page never shows it again.
+    assert token not in admin_client_alpha.get(f"/admin/calls/device/{device.pk}/change/")\
+        .content.decode()  # fmt: skip
+
+
+def test_rotating_shows_the_new_token_and_kills_the_old(
+    admin_client_alpha: Client, device_and_token: tuple[Device, str]
+) -> None:
+    device, old = device_and_token
+    response = admin_client_alpha.post(
+        "/admin/calls/device/", {"action": "rotate_tokens", "_selected_action": [device.pk]}
+    )
+    new = re.search(r'value="(stx_[^"]+)"', response.content.decode()).group(1)
+    assert Bridge(old).get("ping/").status_code == 401
+    assert Bridge(new).get("ping/").status_code == 200
+
+
+def test_revoking_from_the_admin(admin_client_alpha: Client, device_and_token: tuple) -> None:
+    device, token = device_and_token
+    admin_client_alpha.post(
+        "/admin/calls/device/", {"action": "revoke_tokens", "_selected_action": [device.pk]}
+    )
+    assert Bridge(token).get("ping/").status_code == 401
+
+
+def test_silent_devices_are_shown(admin_client_alpha: Client, device: Device) -> None:
+    quiet = Device.objects.create(
+        name="Quiet", phone_number="+48500000001", bitrix24_user_id=3, token_hash="q" * 64,
+        last_seen_at=timezone.now() - timedelta(hours=2),
+    )  # fmt: skip
+    Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+    response = admin_client_alpha.get("/admin/calls/device/?heartbeat=silent")
+    assert [d.pk for d in response.context["cl"].result_list] == [quiet.pk]
+    assert "silent" in response.content.decode()
+    alive = admin_client_alpha.get("/admin/calls/device/?heartbeat=alive")
+    assert [d.pk for d in alive.context["cl"].result_list] == [device.pk]
+
+
+# --- Call log -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("calls_made")
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["a", "e", "m", "o"]),
+        ("?direction__exact=outgoing", ["o"]),
+        ("?outcome__exact=missed", ["m"]),
+        ("?agent=9", ["e"]),
+        ("?caller=known", ["a"]),
+        ("?caller=unknown", ["m"]),
+        ("?started_from=2026-11-23&started_to=2026-11-24", ["m"]),
+        ("?started_from=2026-11-25", ["o"]),
+        ("?started_to=2026-11-21", ["a", "e"]),
+        ("?q=600+111+222", ["a"]),
+        ("?q=0048600111222", ["a"]),
+        ("?q=%2B48+601-222-333", ["m"]),
+        ("?q=602333", ["o"]),
+    ],
+)
+def test_call_log_filters_and_number_search(
+    admin_client_alpha: Client, query: str, expected: list[str]
+) -> None:
+    assert _listed(admin_client_alpha, query) == expected
+
+
+@pytest.mark.usefixtures("calls_made")
+def test_device_filter(admin_client_alpha: Client, device: Device) -> None:
+    assert _listed(admin_client_alpha, f"?device__id__exact={device.pk}") == ["a", "m", "o"]
+
+
+@pytest.mark.usefixtures("calls_made")
+def test_csv_export_of_the_filtered_list(admin_client_alpha: Client) -> None:
+    response = admin_client_alpha.get("/admin/calls/call/export.csv?direction__exact=incoming")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:3] == ["Started", "Direction", "Number"]
+    assert sorted(row[-1] for row in rows[1:]) == ["a", "e", "m"]
+    assert "+48600111222" in {row[2] for row in rows[1:]}
+
+
+@pytest.mark.usefixtures("calls_made")
+def test_call_page_shows_the_whole_audit_trail(
+    admin_client_alpha: Client, bridge: Bridge, settings: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from crm.models import RequestLog
+
+    settings.MEDIA_ROOT = tmp_path
+    call = Call.objects.get(call_id="a")
+    bridge.send(started("a"))
+    call_note_add(call=call, text="Call back about the invoice")
+    wav = make_audio(tmp_path, "wav", ["-codec:a", "pcm_s16le"])
+    assert bridge.put("calls/a/recording/", wav.read_bytes(), content_type="audio/wav")\
+        .status_code == 201  # fmt: skip
+    RequestLog.objects.create(method="telephony.externalcall.register", http_status=200,
+                              call_id=call.pk, params={"TYPE": 2})  # fmt: skip
+    response = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/change/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    for needle in [
+        "Bridge events as received (2)",
+        str(CallEvent.objects.filter(call=call).first().event_id),
+        "State transitions",
+        "call.ended created the call",
+        "telephony.externalcall.register",
+        "Call back about the invoice",
+        f'<audio controls preload="none" src="/admin/calls/call/{call.pk}/recording/"',
+    ]:
+        assert needle in html, needle
+    audio = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/recording/")
+    assert audio.status_code == 200
+    assert audio["Content-Type"] == "audio/wav"
+    assert b"".join(audio.streaming_content) == wav.read_bytes()
+
+
+@pytest.mark.usefixtures("calls_made")
+def test_nothing_in_the_call_log_can_be_edited_or_deleted(admin_client_alpha: Client) -> None:
+    call = Call.objects.get(call_id="a")
+    before = list(Call.objects.values())
+    page = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert 'name="_save"' not in page
+    assert admin_client_alpha.post(f"/admin/calls/call/{call.pk}/change/", {"outcome": "missed"})\
+        .status_code == 403  # fmt: skip
+    assert admin_client_alpha.post(f"/admin/calls/call/{call.pk}/delete/", {"post": "yes"})\
+        .status_code == 403  # fmt: skip
+    assert admin_client_alpha.get("/admin/calls/call/add/").status_code == 403
+    changelist = admin_client_alpha.get("/admin/calls/call/")
+    assert "delete_selected" not in changelist.content.decode()
+    event = CallEvent.objects.first()
+    assert admin_client_alpha.post(f"/admin/calls/callevent/{event.pk}/delete/", {"post": "yes"})\
+        .status_code == 403  # fmt: skip
+    assert list(Call.objects.values()) == before
+
+
+@pytest.mark.usefixtures("calls_made")
+def test_support_group_can_look_but_not_touch(support_client: Client, device: Device) -> None:
+    call = Call.objects.get(call_id="a")
+    assert support_client.get("/admin/calls/call/").status_code == 200
+    assert support_client.get(f"/admin/calls/call/{call.pk}/change/").status_code == 200
+    assert support_client.get("/admin/calls/call/export.csv").status_code == 200
+    assert support_client.get("/admin/calls/device/").status_code == 200
+    assert (
+        support_client.post(
+            f"/admin/calls/device/{device.pk}/change/",
+            {"name": "hacked", "phone_number": "+48500100200", "bitrix24_user_id": 5},
+        ).status_code
+        == 403
+    )
+    assert support_client.get("/admin/calls/device/add/").status_code == 403
+    assert Device.objects.get(pk=device.pk).name == "Marta's phone"
+
+
+def test_support_group_has_view_rights_on_every_audit_model(alpha: Tenant) -> None:
+    support_group_ensure()
+    group = Group.objects.get(name=SUPPORT_GROUP)
+    granted = set(group.permissions.values_list("content_type__app_label", "codename"))
+    assert {(app, f"view_{model}") for app, model in SUPPORT_VIEW_MODELS} <= granted
+    assert all(codename.startswith("view_") for _, codename in granted)
+
+
+def test_data_migration_gave_the_provisioned_tenant_its_support_rights(alpha: Tenant) -> None:
+    group = Group.objects.get(name=SUPPORT_GROUP)
+    assert group.permissions.filter(content_type__app_label="calls", codename="view_call").exists()
+
+
+def test_call_settings_are_one_editable_row(admin_client_alpha: Client) -> None:
+    response = admin_client_alpha.get("/admin/calls/callsettings/")
+    assert response.status_code == 302
+    page = admin_client_alpha.get(response["Location"])
+    assert page.status_code == 200
+    assert "retention_days" in page.content.decode()
+    assert admin_client_alpha.get("/admin/calls/callsettings/add/").status_code == 403
+
+
+def test_notes_are_visible_in_the_admin_only_as_part_of_the_call(alpha: Tenant) -> None:
+    assert CallNote._meta.app_label == "calls"

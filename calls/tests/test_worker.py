@@ -1,0 +1,142 @@
+"""Reliability with a real Celery worker: Bitrix24 goes down in the middle of a call, comes back,
+and the call is finished in Bitrix24 exactly once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from calls.models import Call, CallEvent, CallNote, CallRecording, CallTransition, Device
+from calls.services import device_register
+from calls.tests.conftest import T0, Bridge, ended, started
+from calls.tests.test_bitrix24 import FINISH, REGISTER, ok_requests
+from scenarios.models import ActionRun, CallPlan
+from scenarios.outbox import runs_dispatch
+
+pytestmark = pytest.mark.worker
+
+
+def _wipe_alpha() -> None:
+    with schema_context("alpha"):
+        for model in (CallTransition, CallEvent, CallNote, CallRecording, ActionRun, CallPlan):
+            model.objects.all().delete()
+        Call.objects.all().delete()
+        Device.objects.all().delete()
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 40) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with schema_context("alpha"):
+            if condition():
+                return True
+            # The beat's job, done here: resend due runs (backoff made shorter to save time).
+            ActionRun.objects.filter(status="scheduled", due_at__gt=timezone.now()).update(
+                due_at=timezone.now()
+            )
+            runs_dispatch()
+        time.sleep(0.3)
+    return False
+
+
+def test_portal_down_during_the_call_is_finished_once_after_it_comes_back(
+    committed_db: Callable, celery_worker: str, alpha_portal: Any
+) -> None:
+    committed_db(_wipe_alpha)
+    with schema_context("alpha"):
+        _, token = device_register(
+            name="Marta's phone", phone_number="+48500100200", bitrix24_user_id=5, country="PL"
+        )
+    bridge = Bridge(token)
+    alpha_portal.set_fault("down")
+    assert bridge.send(started()).status_code == 201
+    assert bridge.send(ended()).status_code == 200
+
+    def failed_once() -> bool:
+        return (
+            ActionRun.objects.filter(attempts__gte=1, status="scheduled")
+            .exclude(last_error="")
+            .exists()
+        )
+
+    assert _wait(failed_once), "the worker never tried while the portal was down"
+    with schema_context("alpha"):
+        assert Call.objects.get().b24_finished_at is None
+
+    alpha_portal.clear_faults()
+
+    def finished() -> bool:
+        return Call.objects.filter(b24_finished_at__isnull=False).exists() and not (
+            ActionRun.objects.filter(action_type__in=["register_call", "log_call"])
+            .exclude(status="done")
+            .exists()
+        )
+
+    assert _wait(finished), "the call was not finished after the portal came back"
+    time.sleep(1)  # any duplicate message would land now
+    assert len(ok_requests(alpha_portal, REGISTER)) == 1
+    assert len(ok_requests(alpha_portal, FINISH)) == 1
+    assert len(alpha_portal.calls()["finished"]) == 1
+    with schema_context("alpha"):
+        call = Call.objects.get()
+        assert call.b24_log_mode == Call.LogMode.TELEPHONY
+        assert call.b24_activity_id in alpha_portal.state.activities
+
+
+def test_due_runs_are_resent_by_the_beat_every_second_in_every_tenant(
+    alpha: Any, settings: pytest.FixtureRequest
+) -> None:
+    # What stands in for the beat above; also makes this module runnable on its own (a `db`
+    # test makes pytest-django set up the test database that committed_db then uses).
+    entry = settings.CELERY_BEAT_SCHEDULE["dispatch-due-actions"]
+    assert (entry["task"], entry["schedule"]) == ("scenarios.dispatch_due", 1.0)
+
+
+def test_the_same_event_sent_concurrently_is_stored_once(committed_db: Callable) -> None:
+    """Idempotency is the unique constraint's job: racing twins give one event, one answer."""
+    import threading
+
+    from django.db import connection
+
+    committed_db(_wipe_alpha)
+    with schema_context("alpha"):
+        _, token = device_register(
+            name="Racing phone", phone_number="+48500100201", bitrix24_user_id=5, country="PL"
+        )
+    payloads = {"ended": ended("race-1", direction="incoming", phone_number="+48600111333"),
+                "started": started("race-1")}  # fmt: skip
+    answers: list[tuple[str, int, str]] = []
+    barrier = threading.Barrier(6)
+
+    def send(kind: str) -> None:
+        try:
+            barrier.wait()
+            response = Bridge(token).send(payloads[kind])
+            answers.append(
+                (kind, response.status_code, json.dumps(response.json(), sort_keys=True))
+            )
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=send, args=(kind,)) for kind in ["ended"] * 4 + ["started"] * 2
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with schema_context("alpha"):
+        assert Call.objects.filter(call_id="race-1").count() == 1
+        assert CallEvent.objects.filter(call__call_id="race-1").count() == 2
+        call = Call.objects.get(call_id="race-1")
+        assert (call.status, call.outcome, call.started_at) == ("ended", "answered", T0)
+    assert len(answers) == 6
+    for kind in payloads:
+        # Every copy got the answer the stored one got: same status, same body.
+        assert len({(status, body) for k, status, body in answers if k == kind}) == 1
