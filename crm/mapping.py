@@ -170,3 +170,36 @@ def phone_values(fields: dict[str, Any]) -> list[str]:
     if isinstance(values, dict):
         values = list(values.values())
     return [str(v.get("VALUE")) for v in values if isinstance(v, dict) and v.get("VALUE")]
+
+
+# Domain names of the fields routing rules read most; any other field (UF_* included) keeps the
+# name the admin sees in Bitrix24.
+ROUTING_ENTITY_FIELDS = {
+    "responsible": "ASSIGNED_BY_ID",
+    "type": "TYPE_ID",
+    "source": "SOURCE_ID",
+    "status": "STATUS_ID",
+}
+
+
+def routing_facts(lookup: Any) -> dict[str, Any]:
+    """What routing rules may read about a caller (see scenarios/routing.py), from a lookup."""
+    fields = dict(lookup.entity_fields or {})
+    entity = {**fields, **{name: fields.get(b24) for name, b24 in ROUTING_ENTITY_FIELDS.items()}}
+    if lookup.entity is not None and lookup.entity.type == "company":
+        entity["type"] = fields.get("COMPANY_TYPE")
+    return {
+        "entity_type": lookup.entity.type if lookup.entity is not None else "",
+        "entity": entity,
+        "responsible_id": lookup.responsible.id if lookup.responsible else None,
+        "deals": [
+            {
+                **deal.fields,
+                "id": deal.id,
+                "pipeline": str(deal.category_id),
+                "stage": deal.stage_id,
+                "responsible": deal.assigned_by_id,
+            }
+            for deal in lookup.deals
+        ],
+    }

@@ -1,6 +1,280 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+class Trigger(models.TextChoices):
+    """Which calls a scenario is for: one scenario per outcome, plus the unknown number."""
+
+    INCOMING_ANSWERED = "incoming_answered", "Incoming call answered"
+    INCOMING_MISSED = "incoming_missed", "Incoming call missed"
+    INCOMING_REJECTED = "incoming_rejected", "Incoming call rejected"
+    OUTGOING_ANSWERED = "outgoing_answered", "Outgoing call answered"
+    OUTGOING_NOT_ANSWERED = (
+        "outgoing_not_answered",
+        "Outgoing call not answered (busy, no answer, failed, cancelled)",
+    )
+    UNKNOWN_NUMBER = "unknown_number", "Unknown number (caller not in the CRM)"
+
+
+class Scenario(models.Model):
+    """What SIMtrix does in Bitrix24 for one kind of call: an ordered list of actions."""
+
+    trigger = models.CharField(max_length=32, choices=Trigger, unique=True)
+    name = models.CharField(max_length=100)
+    is_active = models.BooleanField(
+        "active",
+        default=True,
+        help_text="An inactive scenario plans nothing (calls stay unlogged).",
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["trigger"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ActionType(models.TextChoices):
+    LOG_CALL = "log_call", "Log the call (timeline activity)"
+    SHOW_CARD = "show_card", "Open the CRM card while it rings"
+    NOTIFY = "notify", "Bitrix24 notification"
+    CALLBACK_TASK = "callback_task", "Callback task"
+    TRIGGER_AUTOMATION = "trigger_automation", "Trigger an automation rule"
+    CREATE_LEAD = "create_lead", "Create a lead"
+    CREATE_DEAL = "create_deal", "Create a deal with a new contact"
+    TIMELINE_COMMENT = "timeline_comment", "Timeline comment"
+    POST_CALL_SYNC = "post_call_sync", "Post-call sync (notes and recording)"
+
+
+class ScenarioAction(models.Model):
+    """One step of a scenario. Which fields matter depends on the type (see `clean`)."""
+
+    class Timing(models.TextChoices):
+        IMMEDIATELY = "immediately", "Immediately"
+        DELAY = "delay", "After a delay (from the end of the call)"
+        AFTER_PREVIOUS = "after_previous", "After the previous action has finished (+ delay)"
+
+    class Hours(models.TextChoices):
+        ALWAYS = "always", "Always"
+        OPEN = "open", "Only during office hours"
+        CLOSED = "closed", "Only outside office hours"
+
+    class Responsible(models.TextChoices):
+        CRM = "crm", "The CRM responsible"
+        AGENT = "agent", "The device's agent"
+        ROUTED = "routed", "The routed user"
+        FIXED = "fixed", "A fixed user"
+        ROUND_ROBIN = "round_robin", "Round-robin over users"
+
+    class CardFor(models.TextChoices):
+        ROUTED = "routed", "The routed user"
+        AGENT = "agent", "The device's agent"
+        BOTH = "both", "Both"
+
+    class AutomationTarget(models.TextChoices):
+        ENTITY = "entity", "The caller's CRM entity"
+        DEAL = "deal", "The caller's open deal (skipped when there is none)"
+
+    class Recipient(models.TextChoices):
+        RESPONSIBLE = "responsible", "The responsible user"
+        AGENT = "agent", "The device's agent"
+
+    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="actions")
+    position = models.PositiveIntegerField(default=0)
+    action_type = models.CharField("type", max_length=32, choices=ActionType)
+    is_active = models.BooleanField("active", default=True)
+    timing = models.CharField(max_length=16, choices=Timing, default=Timing.IMMEDIATELY)
+    delay_minutes = models.PositiveIntegerField(default=0)
+    delay_in_working_time = models.BooleanField(
+        default=False, help_text="Count the delay in office hours only (nights, weekends skipped)."
+    )
+    hours = models.CharField(
+        "when",
+        max_length=8,
+        choices=Hours,
+        default=Hours.ALWAYS,
+        help_text="Office hours are judged at the moment the call started.",
+    )
+    responsible = models.CharField(max_length=16, choices=Responsible, blank=True)
+    users = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Bitrix24 user ids: the fixed user, the round-robin set (empty = every agent "
+        "with a bridge device) or extra notification recipients.",
+    )
+    recipients = models.JSONField(
+        default=list, blank=True, help_text="Notification recipients: responsible, agent."
+    )
+    card_for = models.CharField(max_length=8, choices=CardFor, blank=True)
+    title_template = models.CharField(max_length=255, blank=True)
+    text_template = models.TextField(blank=True)
+    deadline_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Task deadline, counted from when the task is created."
+    )
+    deadline_in_working_time = models.BooleanField(default=False)
+    skip_if_reached = models.BooleanField(
+        default=True,
+        help_text="Callback task: skip it when the caller was reached meanwhile by an answered "
+        "call in either direction.",
+    )
+    automation_code = models.CharField(max_length=100, blank=True)
+    automation_target = models.CharField(max_length=8, choices=AutomationTarget, blank=True)
+    lead_status_id = models.CharField("lead status", max_length=50, blank=True)
+    lead_source_id = models.CharField("lead source", max_length=50, blank=True)
+    pipeline_id = models.PositiveIntegerField("pipeline", null=True, blank=True)
+    stage_id = models.CharField("stage", max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["scenario", "position", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_type_display()} ({self.scenario.trigger})"
+
+    def clean(self) -> None:
+        from scenarios.configuration import action_errors
+
+        try:
+            # In an admin inline the scenario may be new (unsaved) but already attached.
+            trigger = self.scenario.trigger
+        except Scenario.DoesNotExist:
+            trigger = ""
+        errors = action_errors(self.as_config(), trigger=trigger)
+        if errors:
+            by_field: dict[str | None, list[str]] = {}
+            for key, message in errors.items():
+                by_field.setdefault(key if key in _FIELD_NAMES else None, []).append(message)
+            raise ValidationError(by_field)
+
+    def as_config(self) -> dict:
+        """The action's settings as plain data (export, run parameters, validation)."""
+        return {name: getattr(self, name) for name in CONFIG_FIELDS}
+
+
+# The settings of an action, in export order; `position` and `scenario` come from the context.
+CONFIG_FIELDS = (
+    "action_type",
+    "is_active",
+    "timing",
+    "delay_minutes",
+    "delay_in_working_time",
+    "hours",
+    "responsible",
+    "users",
+    "recipients",
+    "card_for",
+    "title_template",
+    "text_template",
+    "deadline_minutes",
+    "deadline_in_working_time",
+    "skip_if_reached",
+    "automation_code",
+    "automation_target",
+    "lead_status_id",
+    "lead_source_id",
+    "pipeline_id",
+    "stage_id",
+)
+_FIELD_NAMES = frozenset(CONFIG_FIELDS)
+
+
+class OfficeHours(models.Model):
+    """One opening period of a weekday, in the tenant's timezone (several = a lunch break)."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0
+        TUESDAY = 1
+        WEDNESDAY = 2
+        THURSDAY = 3
+        FRIDAY = 4
+        SATURDAY = 5
+        SUNDAY = 6
+
+    weekday = models.PositiveSmallIntegerField(choices=Weekday)
+    opens_at = models.TimeField()
+    closes_at = models.TimeField(help_text="00:00 means midnight (the end of the day).")
+
+    class Meta:
+        ordering = ["weekday", "opens_at"]
+        verbose_name = "office hours"
+        verbose_name_plural = "office hours"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.get_weekday_display()} {self.opens_at:%H:%M}-{self.closes_at:%H:%M}"
+            if self.opens_at and self.closes_at
+            else self.get_weekday_display()
+        )
+
+    def clean(self) -> None:
+        from scenarios.configuration import hours_errors
+
+        errors = hours_errors(
+            [
+                *OfficeHours.objects.exclude(pk=self.pk).values_list(
+                    "weekday", "opens_at", "closes_at"
+                ),
+                (self.weekday, self.opens_at, self.closes_at),
+            ]
+        )
+        if errors:
+            raise ValidationError(errors[0])
+
+
+class Holiday(models.Model):
+    """A day the office is closed; `every_year` repeats it on the same date each year."""
+
+    date = models.DateField(unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    every_year = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["date"]
+
+    def __str__(self) -> str:
+        return f"{self.date:%Y-%m-%d} {self.name}".strip()
+
+
+class CallPlan(models.Model):
+    """A planning phase done for a call: planning is once per phase, whatever events repeat.
+
+    `start`: the caller is known (ring-time card, unknown-number scenario); `end`: the outcome's
+    scenario. The unique constraint makes concurrent events plan a phase exactly once.
+    """
+
+    class Phase(models.TextChoices):
+        START = "start"
+        END = "end"
+
+    call = models.ForeignKey("calls.Call", on_delete=models.CASCADE, related_name="plans")
+    phase = models.CharField(max_length=8, choices=Phase)
+    trigger = models.CharField(max_length=32, blank=True)
+    office_open = models.BooleanField(null=True)
+    planned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["planned_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "phase"], name="scenarios_plan_call_phase")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phase} of call {self.call_id}"
+
+
+class RoundRobinCursor(models.Model):
+    """Who got the last assignment from one set of users (row-locked while choosing)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    last_user_id = models.PositiveIntegerField(null=True, blank=True)
+    assignments = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.last_user_id}"
 
 
 class ActionRun(models.Model):
@@ -21,6 +295,9 @@ class ActionRun(models.Model):
 
     call = models.ForeignKey("calls.Call", on_delete=models.CASCADE, related_name="action_runs")
     action_type = models.CharField(max_length=32)
+    label = models.CharField(
+        max_length=150, blank=True, help_text="Which scenario step planned it, for people."
+    )
     params = models.JSONField(default=dict, blank=True)
     dedupe_key = models.CharField(
         max_length=200, unique=True, help_text="Planning the same work twice yields one row."
@@ -34,6 +311,7 @@ class ActionRun(models.Model):
         help_text="Runs once this one has finished (a chain).",
     )
     delay_seconds = models.PositiveIntegerField(default=0)
+    delay_in_working_time = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status, default=Status.SCHEDULED)
     due_at = models.DateTimeField(
         null=True, blank=True, help_text="Empty while waiting on 'after'."

@@ -9,6 +9,10 @@
   rely on broker ETAs: Redis redelivers unacknowledged ETA messages after its visibility timeout.
 - Handlers must be idempotent per run (they use `run_intent_key(run)` for Bitrix24 creates),
   because a run whose worker died mid-way is executed again.
+- A chained run (`after`) becomes due when its predecessor finishes, its delay counted in the
+  tenant's working time when `delay_in_working_time` is set (scenarios.worktime).
+- Transient failures retry with exponential backoff and jitter (settings
+  SIMTRIX_RUN_BACKOFF_BASE_SECONDS / _CAP_SECONDS / SIMTRIX_RUN_MAX_ATTEMPTS), then fail.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[ActionRun], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}
 
-BACKOFF_BASE_SECONDS = 5
-BACKOFF_CAP_SECONDS = 600
-MAX_ATTEMPTS = 8
+# Defaults of the settings SIMTRIX_RUN_BACKOFF_BASE_SECONDS, ..._CAP_SECONDS, ..._MAX_ATTEMPTS:
+# with them a run survives about an hour of Bitrix24 being down before it is `failed`.
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 600.0
+MAX_ATTEMPTS = 12
 # A chain goes on after these; a failed predecessor holds its successors until it is retried.
 FINISHED_OK = (ActionRun.Status.DONE, ActionRun.Status.SKIPPED)
 
@@ -73,6 +79,15 @@ def _send(run_ids: list[int]) -> None:
         run_action_task.delay(run_id)
 
 
+def _delayed(*, base: datetime, delay_seconds: int, working_time: bool) -> datetime:
+    if not working_time:
+        return base + timedelta(seconds=delay_seconds)
+    from scenarios.selectors import work_schedule
+    from scenarios.worktime import due_at
+
+    return due_at(work_schedule(), base=base, delay_seconds=delay_seconds, working_time=True)
+
+
 def run_plan(
     *,
     call_id: int,
@@ -82,22 +97,26 @@ def run_plan(
     params: dict[str, Any] | None = None,
     after: ActionRun | None = None,
     delay_seconds: int = 0,
+    delay_in_working_time: bool = False,
+    label: str = "",
 ) -> ActionRun:
     """Plans work for a call (idempotent by dedupe_key); call inside the event's transaction."""
     now = timezone.now()
     if after is not None and after.status in FINISHED_OK and due_at is None:
         # The predecessor finished before this run was planned: count the delay from now.
-        due_at = now + timedelta(seconds=delay_seconds)
+        due_at = _delayed(base=now, delay_seconds=delay_seconds, working_time=delay_in_working_time)
     sendable = due_at is not None and due_at <= now
     run, created = ActionRun.objects.get_or_create(
         dedupe_key=dedupe_key,
         defaults={
             "call_id": call_id,
             "action_type": action_type,
+            "label": label,
             "params": params or {},
             "due_at": due_at,
             "after": after,
             "delay_seconds": delay_seconds,
+            "delay_in_working_time": delay_in_working_time,
             "dispatched_at": now if sendable else None,
         },
     )
@@ -112,8 +131,15 @@ def run_cancel(*, run_ids: list[int], reason: str) -> int:
     )
 
 
+def _max_attempts() -> int:
+    return getattr(settings, "SIMTRIX_RUN_MAX_ATTEMPTS", MAX_ATTEMPTS)
+
+
 def _backoff(attempts: int) -> timedelta:
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    base = getattr(settings, "SIMTRIX_RUN_BACKOFF_BASE_SECONDS", BACKOFF_BASE_SECONDS)
+    cap = getattr(settings, "SIMTRIX_RUN_BACKOFF_CAP_SECONDS", BACKOFF_CAP_SECONDS)
+    ceiling = min(cap, base * 2 ** max(attempts - 1, 0))
+    # "Equal jitter": never less than half the step, so a flood of retries spreads out.
     return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
@@ -152,7 +178,7 @@ def run_execute(run_id: int) -> str:
         return ActionRun.Status.SKIPPED
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        if _is_transient(exc) and run.attempts < MAX_ATTEMPTS:
+        if _is_transient(exc) and run.attempts < _max_attempts():
             logger.warning("run %s (%s) failed, will retry: %s", run.pk, run.action_type, error)
             mine.update(
                 status=ActionRun.Status.SCHEDULED,
@@ -175,7 +201,11 @@ def _release_successors(run: ActionRun) -> None:
     for successor in ActionRun.objects.filter(
         after=run, status=ActionRun.Status.SCHEDULED, due_at__isnull=True
     ):
-        due_at = now + timedelta(seconds=successor.delay_seconds)
+        due_at = _delayed(
+            base=now,
+            delay_seconds=successor.delay_seconds,
+            working_time=successor.delay_in_working_time,
+        )
         updated = ActionRun.objects.filter(pk=successor.pk, due_at__isnull=True).update(
             due_at=due_at, dispatched_at=now if due_at <= now else None
         )

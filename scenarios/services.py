@@ -1,31 +1,326 @@
-"""What a call causes in Bitrix24: the planning side of the scenario engine."""
+"""What a call causes in Bitrix24: the planning side of the scenario engine, and the writes of
+its configuration (import, defaults, round-robin)."""
 
 from __future__ import annotations
 
+from datetime import datetime, time
+from typing import Any
+
+from django.db import transaction
 from django.utils import timezone
 
 from calls.models import Call
-from scenarios.outbox import run_plan
+from scenarios.configuration import (
+    ACTION_DEFAULTS,
+    CREATION_TYPES,
+    DEFAULT_CONFIGURATION,
+    WEEKDAYS,
+    ConfigError,
+    config_errors,
+)
+from scenarios.models import (
+    ActionRun,
+    CallPlan,
+    Holiday,
+    OfficeHours,
+    RoundRobinCursor,
+    Scenario,
+    ScenarioAction,
+    Trigger,
+)
+from scenarios.outbox import FINISHED_OK, run_plan
+from scenarios.planning import (
+    NOT_FOUND,
+    RESOLVED,
+    CallFacts,
+    Step,
+    office_open_at,
+    plan_end,
+    plan_start,
+)
+from scenarios.selectors import (
+    Directory,
+    agents,
+    callback_tasks_open,
+    scenario_config,
+    work_schedule,
+)
+from scenarios.worktime import WorkSchedule, due_at
+
+
+def call_facts(call: Call) -> CallFacts:
+    return CallFacts(
+        direction=call.direction,
+        phone_number=call.phone_number,
+        ended=call.status == Call.Status.ENDED,
+        outcome=call.outcome,
+        started_at=call.started_at,
+        ended_at=call.ended_at,
+        crm=call.crm or {},
+        route=call.route or {},
+        agent_id=call.device.bitrix24_user_id,
+    )
+
+
+def call_run_key(call_id: int, step_key: str) -> str:
+    return f"call:{call_id}:{step_key}"
 
 
 def scenario_on_call_event(*, call: Call, event_type: str) -> None:
     """Plans the work a call event causes; runs inside the transaction that recorded the event.
 
-    Baseline lifecycle: the call is registered in Bitrix24 as soon as it is known, and finished
-    (which writes the timeline activity) once it has ended.
+    Planning follows the call's state, not the event, so events in any order and any number of
+    times plan the same runs: each phase is planned once (a `CallPlan` row) and each run has a
+    dedupe key.
     """
+    if not call.phone_number or not call.direction:
+        # Without a readable number there is nothing to look up, create or log in Bitrix24;
+        # without the direction (a lone call.ended that did not say it) the outcome's scenario
+        # is unknown: the call is planned when the event that tells arrives.
+        return
     now = timezone.now()
-    register = run_plan(
-        call_id=call.pk,
-        action_type="register_call",
-        dedupe_key=f"call:{call.pk}:register_call",
-        due_at=now,
-    )
-    if call.status == Call.Status.ENDED:
+    facts = call_facts(call)
+    if facts.crm_status not in RESOLVED:
+        # The lookup at call.started ran out of time or Bitrix24 was down: look again in the
+        # background; its handler calls back here once the caller is known.
         run_plan(
             call_id=call.pk,
-            action_type="log_call",
-            dedupe_key=f"call:{call.pk}:log_call",
-            due_at=None,
-            after=register,
+            action_type="lookup_caller",
+            dedupe_key=call_run_key(call.pk, "lookup_caller"),
+            due_at=now,
+            label="Look the caller up in Bitrix24",
         )
+        return
+    planned = set(CallPlan.objects.filter(call=call).values_list("phase", flat=True))
+    want_end = call.status == Call.Status.ENDED and bool(call.outcome)
+    if CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end):
+        return
+    config = scenario_config()
+    schedule = work_schedule()
+    office_open = office_open_at(schedule, facts, now)
+    if CallPlan.Phase.START not in planned:
+        unknown = facts.crm_status == NOT_FOUND
+        _, created = CallPlan.objects.get_or_create(
+            call=call,
+            phase=CallPlan.Phase.START,
+            defaults={
+                "office_open": office_open,
+                "trigger": Trigger.UNKNOWN_NUMBER if unknown else "",
+            },
+        )
+        if created:
+            steps, _ = plan_start(facts=facts, config=config, office_open=office_open, now=now)
+            _steps_write(call=call, steps=steps, schedule=schedule, now=now)
+    if want_end and CallPlan.Phase.END not in planned:
+        plan, created = CallPlan.objects.get_or_create(
+            call=call, phase=CallPlan.Phase.END, defaults={"office_open": office_open}
+        )
+        if created:
+            anchor = (
+                ActionRun.objects.filter(
+                    call=call,
+                    action_type__in=CREATION_TYPES,
+                    dedupe_key__startswith=call_run_key(call.pk, "unknown:"),
+                )
+                .values_list("dedupe_key", flat=True)
+                .first()
+            )
+            registered = ActionRun.objects.filter(
+                dedupe_key=call_run_key(call.pk, "register_call")
+            ).exists()
+            trigger, steps = plan_end(
+                facts=facts,
+                config=config,
+                office_open=office_open,
+                now=now,
+                anchor=anchor.split(":", 2)[2] if anchor else None,
+                registered="register_call" if registered else None,
+            )
+            plan.trigger = trigger or ""
+            plan.save(update_fields=["trigger"])
+            _steps_write(call=call, steps=steps, schedule=schedule, now=now)
+            if call.outcome == Call.Outcome.ANSWERED:
+                _callback_completions_plan(call=call, now=now)
+
+
+def _steps_write(*, call: Call, steps: list[Step], schedule: WorkSchedule, now: datetime) -> None:
+    runs: dict[str, ActionRun] = {}
+    for step in steps:
+        predecessor = None
+        if step.after:
+            predecessor = (
+                runs.get(step.after)
+                or ActionRun.objects.filter(dedupe_key=call_run_key(call.pk, step.after)).first()
+            )
+        if predecessor is None or predecessor.status in FINISHED_OK:
+            due = due_at(
+                schedule,
+                base=step.base_at or now,
+                delay_seconds=step.delay_seconds,
+                working_time=step.working_time,
+            )
+            predecessor = None
+        else:
+            due = None
+        runs[step.key] = run_plan(
+            call_id=call.pk,
+            action_type=step.action_type,
+            dedupe_key=call_run_key(call.pk, step.key),
+            due_at=due,
+            params=step.params,
+            after=predecessor,
+            delay_seconds=step.delay_seconds,
+            delay_in_working_time=step.working_time,
+            label=step.label,
+        )
+
+
+def _callback_completions_plan(*, call: Call, now: datetime) -> None:
+    """The caller was reached: the callback tasks left by earlier calls are done in Bitrix24."""
+    for task_run in callback_tasks_open(
+        phone_number=call.phone_number, before=call.started_at or now
+    ):
+        run_plan(
+            call_id=call.pk,
+            action_type="complete_callback_task",
+            # One completion per task, whichever call reached the caller first.
+            dedupe_key=f"callback-done:{task_run.pk}",
+            due_at=now,
+            params={"task_run_id": task_run.pk, "task_id": task_run.result["task_id"]},
+            label="The caller was reached: complete the callback task",
+        )
+
+
+# --- Round-robin ---------------------------------------------------------------------------------
+
+
+def round_robin_pick(*, key: str, candidates: list[int], peek: bool = False) -> int | None:
+    """The next user of the set after the one who got the last assignment.
+
+    The cursor row is locked while choosing, so concurrent calls take turns instead of getting
+    the same user; inactive users must already be filtered out of `candidates`.
+    """
+    ordered = sorted(set(candidates))
+    if not ordered:
+        return None
+    if peek:
+        cursor = RoundRobinCursor.objects.filter(key=key).first()
+        last = cursor.last_user_id if cursor else None
+        return next((user for user in ordered if last is not None and user > last), ordered[0])
+    with transaction.atomic():
+        RoundRobinCursor.objects.get_or_create(key=key)
+        cursor = RoundRobinCursor.objects.select_for_update().get(key=key)
+        last = cursor.last_user_id
+        chosen = next((user for user in ordered if last is not None and user > last), ordered[0])
+        cursor.last_user_id = chosen
+        cursor.assignments += 1
+        cursor.save(update_fields=["last_user_id", "assignments", "updated_at"])
+    return chosen
+
+
+class Unresolvable(Exception):
+    """No user can be found for the action (the reason is shown on the run)."""
+
+
+def responsible_resolve(
+    *, config: dict[str, Any], facts: CallFacts, known: Directory, peek: bool
+) -> tuple[int, str]:
+    """The user an action is for, by its strategy, and a note on how it was found.
+
+    `peek` (the simulator) shows the next round-robin user without taking the turn.
+    """
+    strategy = config.get("responsible") or ScenarioAction.Responsible.CRM
+    users = list(config.get("users") or [])
+    if strategy == ScenarioAction.Responsible.CRM:
+        user = facts.responsible_id
+        problem = known.user_problem(user) if user else "the caller has no CRM responsible"
+        if user and not problem:
+            return user, "CRM responsible"
+        if not facts.agent_id:
+            raise Unresolvable(f"{problem} and the device has no agent")
+        return facts.agent_id, f"device's agent ({problem})"
+    if strategy == ScenarioAction.Responsible.AGENT:
+        if not facts.agent_id:
+            raise Unresolvable("the device has no agent")
+        return facts.agent_id, "device's agent"
+    if strategy == ScenarioAction.Responsible.ROUTED:
+        user = facts.routed_user_id or facts.agent_id
+        if not user:
+            raise Unresolvable("the call has no routed user")
+        return user, "routed user" if facts.routed_user_id else "device's agent (no route)"
+    if strategy == ScenarioAction.Responsible.FIXED:
+        if not users:
+            raise Unresolvable("no fixed user is configured")
+        problem = known.user_problem(users[0])
+        if problem:
+            raise Unresolvable(problem)
+        return users[0], "fixed user"
+    # Round-robin over the chosen users, or over every agent carrying a bridge device.
+    candidates = users or agents()
+    key = "users:" + ",".join(map(str, sorted(set(users)))) if users else "agents"
+    if known.synced:
+        candidates = [user for user in candidates if known.users.get(user)]
+    chosen = round_robin_pick(key=key, candidates=candidates, peek=peek)
+    if chosen is None:
+        raise Unresolvable("no active user in the round-robin set")
+    return chosen, "round-robin"
+
+
+# --- Configuration -----------------------------------------------------------------------------
+
+
+def config_import(*, data: Any) -> dict[str, int]:
+    """Replaces the tenant's whole scenario configuration; invalid input changes nothing."""
+    errors = config_errors(data)
+    if errors:
+        raise ConfigError(errors)
+    hours = data.get("office_hours", {})
+    with transaction.atomic():
+        Scenario.objects.all().delete()
+        OfficeHours.objects.all().delete()
+        Holiday.objects.all().delete()
+        OfficeHours.objects.bulk_create(
+            OfficeHours(
+                weekday=WEEKDAYS.index(period["weekday"]),
+                opens_at=time.fromisoformat(period["opens_at"]),
+                closes_at=time.fromisoformat(period["closes_at"]),
+            )
+            for period in hours.get("weekly", [])
+        )
+        Holiday.objects.bulk_create(
+            Holiday(
+                date=holiday["date"],
+                name=holiday.get("name", ""),
+                every_year=holiday.get("every_year", False),
+            )
+            for holiday in hours.get("holidays", [])
+        )
+        actions = 0
+        for item in data.get("scenarios", []):
+            scenario = Scenario.objects.create(
+                trigger=item["trigger"],
+                name=item["name"].strip(),
+                is_active=item.get("is_active", True),
+                description=item.get("description", ""),
+            )
+            ScenarioAction.objects.bulk_create(
+                ScenarioAction(
+                    scenario=scenario, position=(index + 1) * 10, **{**ACTION_DEFAULTS, **action}
+                )
+                for index, action in enumerate(item.get("actions", []))
+            )
+            actions += len(item.get("actions", []))
+    return {
+        "scenarios": len(data.get("scenarios", [])),
+        "actions": actions,
+        "office_hours": len(hours.get("weekly", [])),
+        "holidays": len(hours.get("holidays", [])),
+    }
+
+
+def scenarios_install_defaults() -> bool:
+    """The default scenarios of operations.md, for a tenant that has none yet."""
+    if Scenario.objects.exists():
+        return False
+    config_import(data=DEFAULT_CONFIGURATION)
+    return True

@@ -128,6 +128,31 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("SIMTRIX_MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 
+# Call recordings go through Django's storage API: local files under MEDIA_ROOT by default, or an
+# S3-compatible bucket (AWS, MinIO, Ceph...) through django-storages when SIMTRIX_S3_BUCKET is set.
+# Credentials come from SIMTRIX_S3_ACCESS_KEY_ID / SIMTRIX_S3_SECRET_ACCESS_KEY (or boto3's usual
+# environment); files are private and served to support staff through the admin only.
+SIMTRIX_S3_BUCKET = env.str("SIMTRIX_S3_BUCKET", default="")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if SIMTRIX_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": SIMTRIX_S3_BUCKET,
+            "endpoint_url": env.str("SIMTRIX_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("SIMTRIX_S3_REGION", default="") or None,
+            "access_key": env.str("SIMTRIX_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("SIMTRIX_S3_SECRET_ACCESS_KEY", default="") or None,
+            "location": env.str("SIMTRIX_S3_PREFIX", default="simtrix"),
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+
 # --- Cache and Celery: both on Redis, both tenant-aware -----------------------------------
 
 CACHES = {
@@ -157,9 +182,17 @@ CELERY_BEAT_SCHEDULER = "tenant_schemas_celery.db_scheduler:TenantAwareDatabaseS
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # No "tenant_schemas" key: the tenant-aware scheduler sends it once per tenant.
     "dispatch-due-actions": {"task": "scenarios.dispatch_due", "schedule": 1.0},
+    # Deletes recordings older than each tenant's retention (calls.CallSettings.retention_days).
+    "expire-recordings": {"task": "calls.recordings_expire", "schedule": 3600.0},
+    # Mirrors each tenant's Bitrix24 users, pipelines, stages, lead statuses and sources.
+    "crm-directory-sync": {"task": "crm.directory_sync", "schedule": 3600.0},
 }
 SIMTRIX_RUN_LEASE_SECONDS = env.int("SIMTRIX_RUN_LEASE_SECONDS", default=180)
 SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", default=30)
+# Transient failures of a planned action: exponential backoff with jitter, base/cap in seconds.
+SIMTRIX_RUN_BACKOFF_BASE_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_BASE_SECONDS", default=5.0)
+SIMTRIX_RUN_BACKOFF_CAP_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_CAP_SECONDS", default=600.0)
+SIMTRIX_RUN_MAX_ATTEMPTS = env.int("SIMTRIX_RUN_MAX_ATTEMPTS", default=12)
 
 # --- API -----------------------------------------------------------------------------------
 

@@ -121,7 +121,9 @@ def tenant_defaults_install(*, bitrix24_webhook: str) -> None:
     """What every new tenant starts with; runs inside the tenant's schema."""
     from calls.services import support_group_ensure
     from crm.services import connection_set_webhook
+    from scenarios.services import scenarios_install_defaults
 
     if bitrix24_webhook:
         connection_set_webhook(webhook_url=bitrix24_webhook)
     support_group_ensure()
+    scenarios_install_defaults()

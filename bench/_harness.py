@@ -1,0 +1,163 @@
+"""What the scenario benchmarks share: a throwaway database with tenants on a sandbox portal.
+
+Nothing here is faked: real PostgreSQL (a database created for the run and dropped after),
+real Redis (a DB number of its own), the HTTPS Bitrix24 sandbox in this process, and Celery
+worker/beat processes started like the operations contract says.
+
+Environment: DATABASE_URL (the server to create the throwaway database on; default
+postgres://postgres@127.0.0.1:5432/postgres), BENCH_REDIS_URL (default redis://127.0.0.1:6379/9;
+it is flushed).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _server_url() -> str:
+    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextmanager
+def throwaway_environment(*, tenants: int, rate_limited: bool = False) -> Iterator[Any]:
+    """Creates the database, provisions `tenants` tenants connected to a sandbox; yields it."""
+    name = f"simtrix_bench_{secrets.token_hex(4)}"
+    admin_url = _with_db(_server_url(), "postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    ca_bundle = os.path.join(tempfile.gettempdir(), f"simtrix-bench-ca-{os.getpid()}.pem")
+    os.environ.update(
+        DATABASE_URL=_with_db(_server_url(), name),
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench"),
+        DJANGO_SETTINGS_MODULE="simtrix.settings",
+        REQUESTS_CA_BUNDLE=ca_bundle,
+        SIMTRIX_LOG_LEVEL="WARNING",
+    )
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from crm.sandbox import SandboxPortal
+
+    portal = None
+    try:
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+        call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
+        portal = SandboxPortal(
+            seed=True,
+            drain_per_second=2.0 if rate_limited else None,
+            bucket_size=50 if rate_limited else None,
+        ).start()
+        shutil.copyfile(portal.ca_cert_path, ca_bundle)
+        schemas = [f"bench{index:02d}" for index in range(tenants)]
+        for schema in schemas:
+            _tenant_make(schema, portal, rate_limited=rate_limited)
+        connection.close()
+        yield Environment(portal=portal, schemas=schemas, database=name)
+    finally:
+        if portal is not None:
+            portal.stop()
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Environment:
+    def __init__(self, *, portal: Any, schemas: list[str], database: str) -> None:
+        self.portal = portal
+        self.schemas = schemas
+        self.database = database
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "simtrix", *args],
+            cwd=REPO,
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _tenant_make(schema: str, portal: Any, *, rate_limited: bool) -> None:
+    from django_tenants.utils import schema_context
+
+    from calls.services import device_register
+    from crm.models import Bitrix24Connection
+    from crm.services import directory_sync
+    from tenants.services import TenantSpec, tenant_provision
+
+    tenant_provision(
+        TenantSpec(
+            schema=schema,
+            name=schema,
+            domain=f"{schema}.localhost",
+            bitrix24_webhook=portal.webhook_url(1),
+            timezone="Europe/Warsaw",
+            country="PL",
+        )
+    )
+    with schema_context(schema):
+        if not rate_limited:
+            # One sandbox serves every tenant here; a real portal per tenant would not share.
+            Bitrix24Connection.objects.filter(singleton=1).update(
+                rate_limit_per_second=10000, rate_limit_burst=10000
+            )
+        directory_sync()
+        device_register(
+            name=f"{schema} phone", phone_number="+48500100300", bitrix24_user_id=9, country="PL"
+        )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

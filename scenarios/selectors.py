@@ -1,0 +1,267 @@
+"""Reads of the scenario engine: configuration, office hours, runs, directory checks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q
+
+from calls.models import Call, Device
+from scenarios.configuration import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEEKDAYS,
+    action_to_data,
+)
+from scenarios.models import ActionRun, ActionType, Holiday, OfficeHours, Scenario, ScenarioAction
+from scenarios.planning import ScenarioConfig
+from scenarios.worktime import WorkSchedule
+
+Action = ScenarioAction
+
+
+_timezones: dict[str, tuple[float, str]] = {}
+
+
+def tenant_timezone() -> str:
+    """The current tenant's timezone, also where `schema_context` left only a schema name."""
+    named = getattr(getattr(connection, "tenant", None), "timezone", None)
+    if named:
+        return named
+    schema = connection.schema_name
+    cached = _timezones.get(schema)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    from tenants.models import Tenant
+
+    found = Tenant.objects.filter(schema_name=schema).values_list("timezone", flat=True).first()
+    _timezones[schema] = (time.monotonic() + 60, found or "UTC")
+    return found or "UTC"
+
+
+def work_schedule() -> WorkSchedule:
+    """The current tenant's office hours and holidays."""
+    weekly: dict[int, list[tuple[Any, Any]]] = {}
+    for period in OfficeHours.objects.order_by("weekday", "opens_at"):
+        weekly.setdefault(period.weekday, []).append((period.opens_at, period.closes_at))
+    holidays = list(Holiday.objects.values_list("date", "every_year"))
+    return WorkSchedule(
+        timezone=tenant_timezone(),
+        weekly={day: tuple(periods) for day, periods in weekly.items()},
+        holidays=frozenset(day for day, every_year in holidays if not every_year),
+        yearly_holidays=frozenset(
+            (day.month, day.day) for day, every_year in holidays if every_year
+        ),
+    )
+
+
+def scenario_config() -> ScenarioConfig:
+    """The active scenarios with their active actions, as planning reads them."""
+    scenarios: dict[str, tuple[str, tuple[dict[str, Any], ...]]] = {}
+    for scenario in Scenario.objects.filter(is_active=True).prefetch_related("actions"):
+        actions = tuple(
+            {**action.as_config(), "id": action.pk, "position": action.position}
+            for action in scenario.actions.all()
+            if action.is_active
+        )
+        scenarios[scenario.trigger] = (scenario.name, actions)
+    return ScenarioConfig(scenarios=scenarios)
+
+
+def config_export() -> dict[str, Any]:
+    """The tenant's whole scenario configuration in the documented JSON format."""
+    from django.utils import timezone
+
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "exported_at": timezone.now().isoformat(timespec="seconds"),
+        "office_hours": {
+            "weekly": [
+                {
+                    "weekday": WEEKDAYS[period.weekday],
+                    "opens_at": f"{period.opens_at:%H:%M}",
+                    "closes_at": f"{period.closes_at:%H:%M}",
+                }
+                for period in OfficeHours.objects.order_by("weekday", "opens_at")
+            ],
+            "holidays": [
+                {"date": holiday.date.isoformat(), "name": holiday.name, "every_year": True}
+                if holiday.every_year
+                else {"date": holiday.date.isoformat(), "name": holiday.name}
+                for holiday in Holiday.objects.order_by("date")
+            ],
+        },
+        "scenarios": [
+            {
+                "trigger": scenario.trigger,
+                "name": scenario.name,
+                "is_active": scenario.is_active,
+                "description": scenario.description,
+                "actions": [
+                    action_to_data(action.as_config()) for action in scenario.actions.all()
+                ],
+            }
+            for scenario in Scenario.objects.prefetch_related("actions").order_by("trigger")
+        ],
+    }
+
+
+# --- Runs ---------------------------------------------------------------------------------------
+
+
+def agents() -> list[int]:
+    """The Bitrix24 users who carry an active bridge device ("the tenant's agents")."""
+    return sorted(
+        set(
+            Device.objects.filter(revoked_at__isnull=True).values_list(
+                "bitrix24_user_id", flat=True
+            )
+        )
+    )
+
+
+def call_reached_since(*, phone_number: str, since: datetime, exclude_call_id: int) -> Call | None:
+    """An answered call with this number, in either direction, that started after `since`
+    (one still in progress counts: the caller is on the line)."""
+    if not phone_number:
+        return None
+    return (
+        Call.objects.filter(phone_number=phone_number, started_at__gt=since)
+        .filter(Q(outcome=Call.Outcome.ANSWERED) | Q(answered_at__isnull=False))
+        .exclude(pk=exclude_call_id)
+        .order_by("started_at")
+        .first()
+    )
+
+
+def callback_tasks_open(*, phone_number: str, before: datetime) -> list[ActionRun]:
+    """Callback tasks created in Bitrix24 for this number by calls before `before`."""
+    return list(
+        ActionRun.objects.filter(
+            action_type=ActionType.CALLBACK_TASK,
+            status=ActionRun.Status.DONE,
+            call__phone_number=phone_number,
+            result__has_key="task_id",
+        )
+        .filter(Q(call__started_at__lt=before) | Q(call__started_at__isnull=True))
+        .exclude(result__has_key="completed")
+    )
+
+
+# --- Bitrix24 directory checks --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What crm's synced directory says exists; `synced` False means nothing can be judged."""
+
+    synced: bool = False
+    users: dict[int, bool] = field(default_factory=dict)  # id -> active
+    names: dict[int, str] = field(default_factory=dict)
+    lead_statuses: tuple[str, ...] = ()  # in the portal's order
+    lead_sources: frozenset[str] = frozenset()
+    pipelines: frozenset[int] = frozenset()
+    stages: dict[int, tuple[str, ...]] = field(default_factory=dict)  # pipeline -> stage ids
+
+    def user_problem(self, user_id: int) -> str | None:
+        if not self.synced:
+            return None
+        if user_id not in self.users:
+            return f"Bitrix24 user {user_id} no longer exists"
+        if not self.users[user_id]:
+            return f"Bitrix24 user {user_id} is inactive"
+        return None
+
+    def user_name(self, user_id: int) -> str:
+        return self.names.get(user_id, "")
+
+
+def directory() -> Directory:
+    """crm's synced Bitrix24 directory (users, lead statuses and sources, pipelines, stages).
+
+    Rows Bitrix24 no longer has are kept by crm with `removed` set; here they count as gone.
+    """
+    from crm.selectors import (
+        directory_lead_sources,
+        directory_lead_statuses,
+        directory_pipelines,
+        directory_stages,
+        directory_users,
+    )
+
+    users = list(directory_users(active_only=False).values_list("id", "active", "name"))
+    if not users:
+        return Directory()  # never synced: nothing can be called missing
+    stages: dict[int, list[str]] = {}
+    for pipeline_id, stage_id in (
+        directory_stages().order_by("sort").values_list("pipeline_id", "stage_id")
+    ):
+        stages.setdefault(pipeline_id, []).append(stage_id)
+    return Directory(
+        synced=True,
+        users={user_id: active for user_id, active, _ in users},
+        names={user_id: name for user_id, _, name in users},
+        lead_statuses=tuple(
+            directory_lead_statuses().order_by("sort").values_list("status_id", flat=True)
+        ),
+        lead_sources=frozenset(directory_lead_sources().values_list("source_id", flat=True)),
+        pipelines=frozenset(directory_pipelines().values_list("id", flat=True)),
+        stages={pipeline: tuple(ids) for pipeline, ids in stages.items()},
+    )
+
+
+def action_reference_problems(
+    config: dict[str, Any], *, known: Directory, for_execution: bool = False
+) -> list[str]:
+    """Users, statuses, sources, pipelines or stages the action names that Bitrix24 lacks.
+
+    Round-robin passes over users who left by design: in the admin they are flagged, but they
+    do not stop the action from running (`for_execution`).
+    """
+    if not known.synced:
+        return []
+    problems = []
+    kind = config["action_type"]
+    round_robin = config.get("responsible") == Action.Responsible.ROUND_ROBIN
+    if kind == ActionType.NOTIFY or config.get("responsible") in (
+        Action.Responsible.FIXED,
+        Action.Responsible.ROUND_ROBIN,
+    ):
+        for user_id in config.get("users") or []:
+            problem = known.user_problem(user_id)
+            if problem is None or (round_robin and for_execution):
+                continue
+            problems.append(problem)
+    if kind == ActionType.CREATE_LEAD:
+        status = config.get("lead_status_id")
+        if status and status not in known.lead_statuses:
+            problems.append(f"lead status {status!r} no longer exists")
+        source = config.get("lead_source_id")
+        if source and source not in known.lead_sources:
+            problems.append(f"lead source {source!r} no longer exists")
+    if kind == ActionType.CREATE_DEAL:
+        pipeline = config.get("pipeline_id")
+        if pipeline is not None and pipeline not in known.pipelines:
+            problems.append(f"pipeline {pipeline} no longer exists")
+        stage = config.get("stage_id")
+        if stage and stage not in known.stages.get(pipeline or 0, ()):
+            problems.append(f"stage {stage!r} no longer exists in pipeline {pipeline or 0}")
+    return problems
+
+
+def actions_with_problems() -> dict[int, list[str]]:
+    """Configured actions whose references are gone, by action id (for the admin's flags)."""
+    known = directory()
+    if not known.synced:
+        return {}
+    flagged = {}
+    for action in ScenarioAction.objects.all():
+        problems = action_reference_problems(action.as_config(), known=known)
+        if problems:
+            flagged[action.pk] = problems
+    return flagged

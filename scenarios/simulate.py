@@ -1,0 +1,318 @@
+"""The admin's "simulate" page: what the scenarios would do for an imagined call.
+
+It runs the real planning (`planning.plan_start` / `plan_end`) on imagined call facts and
+resolves users the way the handlers would, but writes nothing and never calls Bitrix24: the
+caller is taken from the last call with that number (or what the form says), round-robin only
+peeks at whose turn it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django import forms
+from django.utils import timezone
+
+from calls.models import Call, Device
+from calls.phones import InvalidPhoneNumber, phone_to_e164
+from scenarios.configuration import CREATION_TYPES
+from scenarios.models import ActionType, ScenarioAction, Trigger
+from scenarios.planning import (
+    CallFacts,
+    Step,
+    office_open_at,
+    plan_end,
+    plan_start,
+    steps_expected_due,
+)
+from scenarios.selectors import (
+    Directory,
+    action_reference_problems,
+    agents,
+    directory,
+    scenario_config,
+    tenant_timezone,
+    work_schedule,
+)
+from scenarios.services import Unresolvable, responsible_resolve
+
+Action = ScenarioAction
+OUTCOMES = [
+    ("incoming:answered", "Incoming call, answered"),
+    ("incoming:missed", "Incoming call, missed"),
+    ("incoming:rejected", "Incoming call, rejected"),
+    ("outgoing:answered", "Outgoing call, answered"),
+    ("outgoing:no_answer", "Outgoing call, no answer"),
+    ("outgoing:busy", "Outgoing call, busy"),
+    ("outgoing:failed", "Outgoing call, failed"),
+    ("outgoing:cancelled", "Outgoing call, cancelled"),
+]
+RING_SECONDS = 20
+
+
+class SimulateForm(forms.Form):
+    outcome = forms.ChoiceField(choices=OUTCOMES)
+    phone_number = forms.CharField(max_length=32, initial="+48600111222")
+    at = forms.DateTimeField(
+        label="call starts at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
+        help_text="In the tenant's timezone.",
+    )
+    duration_seconds = forms.IntegerField(min_value=0, initial=120, label="talk time (s)")
+    device = forms.ModelChoiceField(queryset=Device.objects.none(), required=False)
+    caller = forms.ChoiceField(
+        choices=[
+            ("auto", "As the last call from this number was looked up"),
+            ("known", "Known in the CRM"),
+            ("unknown", "Not in the CRM"),
+        ]
+    )
+    responsible_id = forms.IntegerField(
+        required=False, min_value=1, label="CRM responsible (when known)"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["device"].queryset = Device.objects.filter(revoked_at__isnull=True)
+        tz = ZoneInfo(tenant_timezone())
+        self.fields["at"].initial = timezone.now().astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+
+    def clean_phone_number(self) -> str:
+        from calls.selectors import tenant_country
+
+        try:
+            return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
+        except InvalidPhoneNumber as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def simulation_kwargs(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        direction, outcome = data["outcome"].split(":")
+        at = data["at"]
+        # The form's naive time is the tenant's wall clock, whatever Django's own timezone.
+        at = at.replace(tzinfo=None).replace(tzinfo=ZoneInfo(tenant_timezone()))
+        return {
+            "direction": direction,
+            "outcome": outcome,
+            "phone_number": data["phone_number"],
+            "at": at,
+            "duration_seconds": data["duration_seconds"] if outcome == "answered" else 0,
+            "device": data.get("device"),
+            "caller": data["caller"],
+            "responsible_id": data.get("responsible_id"),
+        }
+
+
+@dataclass
+class SimulatedStep:
+    phase: str
+    label: str
+    action_type: str
+    due_at: datetime
+    offset: str
+    waits_for: str = ""
+    users: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    planned: bool = True
+
+
+@dataclass
+class Simulation:
+    trigger: str
+    trigger_label: str
+    office_open: bool
+    caller: str
+    timezone: str
+    started_at: datetime
+    ended_at: datetime
+    steps: list[SimulatedStep]
+
+
+def _caller_crm(*, phone_number: str, caller: str, responsible_id: int | None) -> tuple[dict, str]:
+    if caller == "unknown":
+        return {"status": "not_found"}, "not in the CRM (as chosen)"
+    if caller == "known":
+        crm = {
+            "status": "found",
+            "entity": {"type": "contact", "id": 0, "name": "(simulated caller)", "url": ""},
+            "responsible": {"id": responsible_id, "name": ""} if responsible_id else None,
+            "deals": [],
+        }
+        return crm, "known in the CRM (as chosen)"
+    last = (
+        Call.objects.filter(phone_number=phone_number, crm_status__in=["found", "not_found"])
+        .order_by("-started_at", "-pk")
+        .first()
+    )
+    if last is None:
+        return {"status": "not_found"}, "never seen by SIMtrix: treated as not in the CRM"
+    entity = (last.crm or {}).get("entity") or {}
+    what = f"{entity.get('type')} {entity.get('name')}" if entity else "not in the CRM"
+    return last.crm, f"as looked up on {last.started_at:%Y-%m-%d %H:%M}: {what}"
+
+
+def _offset(start: datetime, moment: datetime) -> str:
+    seconds = int((moment - start).total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    parts += [f"{hours}h"] if hours else []
+    parts += [f"{minutes}min"] if minutes else []
+    parts += [f"{secs}s"] if secs and not days else []
+    return sign + (" ".join(parts) or "0s")
+
+
+def _user_label(user_id: int | None, known: Directory) -> str:
+    if not user_id:
+        return "-"
+    name = known.user_name(user_id)
+    return f"{name} ({user_id})" if name else f"user {user_id}"
+
+
+def simulate(
+    *,
+    direction: str,
+    outcome: str,
+    phone_number: str,
+    at: datetime,
+    duration_seconds: int,
+    device: Device | None,
+    caller: str,
+    responsible_id: int | None = None,
+) -> Simulation:
+    device = device or Device.objects.filter(revoked_at__isnull=True).first()
+    crm, caller_note = _caller_crm(
+        phone_number=phone_number, caller=caller, responsible_id=responsible_id
+    )
+    ended_at = at + timedelta(seconds=(duration_seconds or RING_SECONDS))
+    agent = device.bitrix24_user_id if device else None
+    ringing = CallFacts(
+        direction=direction,
+        phone_number=phone_number,
+        ended=False,
+        started_at=at,
+        crm=crm,
+        route={"user": {"id": agent}} if agent else {},
+        agent_id=agent,
+    )
+    config = scenario_config()
+    schedule = work_schedule()
+    known = directory()
+    office_open = office_open_at(schedule, ringing, at)
+    start_steps, anchor = plan_start(facts=ringing, config=config, office_open=office_open, now=at)
+    ended = replace(ringing, ended=True, outcome=outcome, ended_at=ended_at)
+    registered = "register_call" if any(s.key == "register_call" for s in start_steps) else None
+    trigger, end_steps = plan_end(
+        facts=ended,
+        config=config,
+        office_open=office_open,
+        now=ended_at,
+        anchor=anchor,
+        registered=registered,
+    )
+    due = steps_expected_due(start_steps + end_steps, schedule)
+    labels = {step.key: step.label for step in start_steps + end_steps}
+
+    result: list[SimulatedStep] = []
+    facts = ended
+    for phase, steps in (("while ringing", start_steps), ("after the call", end_steps)):
+        for step in steps:
+            simulated = SimulatedStep(
+                phase=phase,
+                label=step.label,
+                action_type=step.action_type,
+                due_at=due[step.key],
+                offset=_offset(at, due[step.key]),
+                waits_for=labels.get(step.after, "") if step.after else "",
+            )
+            facts = _describe(simulated, step, facts, known)
+            result.append(simulated)
+    result += _not_planned(trigger, ringing, config, office_open, at)
+    tz = tenant_timezone()
+    return Simulation(
+        trigger=trigger or "",
+        trigger_label=Trigger(trigger).label if trigger else "no scenario for this outcome",
+        office_open=office_open,
+        caller=caller_note,
+        timezone=tz,
+        started_at=at.astimezone(ZoneInfo(tz)),
+        ended_at=ended_at.astimezone(ZoneInfo(tz)),
+        steps=[replace(step, due_at=step.due_at.astimezone(ZoneInfo(tz))) for step in result],
+    )
+
+
+def _describe(
+    simulated: SimulatedStep, step: Step, facts: CallFacts, known: Directory
+) -> CallFacts:
+    """Fills in users and notes; returns the facts as later steps see them (a new lead)."""
+    config = step.params.get("action") or {}
+    kind = step.action_type
+    if kind in ("register_call", "hide_card"):
+        simulated.users = [_user_label(u, known) for u in step.params.get("show_to", [])]
+        return facts
+    if kind == ActionType.LOG_CALL:
+        simulated.users = [_user_label(facts.agent_id, known)]
+        return facts
+    simulated.notes += action_reference_problems(config, known=known, for_execution=True)
+    if kind in (ActionType.CALLBACK_TASK, *CREATION_TYPES) or (
+        kind == ActionType.NOTIFY and Action.Recipient.RESPONSIBLE in config.get("recipients", [])
+    ):
+        try:
+            user, how = responsible_resolve(config=config, facts=facts, known=known, peek=True)
+        except Unresolvable as exc:
+            simulated.notes.append(f"would be skipped: {exc}")
+        else:
+            simulated.users.append(f"{_user_label(user, known)} - {how}")
+            if kind in CREATION_TYPES:
+                # The outcome's scenario sees the new lead, owned by this user.
+                facts = replace(
+                    facts,
+                    crm={"status": "found", "responsible": {"id": user}, "entity": {}},
+                )
+    if kind == ActionType.NOTIFY:
+        if Action.Recipient.AGENT in config.get("recipients", []):
+            simulated.users.append(f"{_user_label(facts.agent_id, known)} - device's agent")
+        simulated.users += [_user_label(u, known) for u in config.get("users") or []]
+    if kind == ActionType.CALLBACK_TASK and config.get("skip_if_reached", True):
+        simulated.notes.append("skipped if the caller is reached by an answered call before")
+    if kind == ActionType.POST_CALL_SYNC:
+        simulated.notes.append("carries the notes and the recording into the activity")
+    if config.get("responsible") == Action.Responsible.ROUND_ROBIN:
+        simulated.notes.append(
+            f"round-robin over {config.get('users') or agents()}; shown: whose turn it is now"
+        )
+    return facts
+
+
+def _not_planned(
+    trigger: str | None, facts: CallFacts, config: Any, office_open: bool, at: datetime
+) -> list[SimulatedStep]:
+    """Actions left out by their office-hours condition, so the page explains their absence."""
+    skipped = []
+    triggers = [trigger] if trigger else []
+    if facts.crm_status == "not_found":
+        triggers.insert(0, Trigger.UNKNOWN_NUMBER)
+    for name in triggers:
+        for action in config.actions(name):
+            wanted = action["hours"]
+            if wanted == Action.Hours.ALWAYS or (wanted == Action.Hours.OPEN) == office_open:
+                continue
+            skipped.append(
+                SimulatedStep(
+                    phase="not planned",
+                    label=f"{Trigger(name).label}: {ActionType(action['action_type']).label}",
+                    action_type=action["action_type"],
+                    due_at=at,
+                    offset="",
+                    notes=[f"only {Action.Hours(wanted).label.lower()[5:]}"],
+                    planned=False,
+                )
+            )
+    return skipped
