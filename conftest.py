@@ -67,6 +67,10 @@ def beta(tenants: dict[str, Tenant]) -> Tenant:
 
 @pytest.fixture(autouse=True)
 def _public_schema_between_tests() -> Iterator[None]:
+    from tenants.middleware import tenant_cache_clear
+
+    # Rolled-back tests fire no signals: a host cached by one test must not serve the next.
+    tenant_cache_clear()
     yield
     connection.set_schema_to_public()
 

@@ -78,6 +78,12 @@ TENANT_CREATION_FAKES_MIGRATIONS = True
 PUBLIC_SCHEMA_URLCONF = "simtrix.urls_public"
 ROOT_URLCONF = "simtrix.urls_tenant"
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+# Issue `SET search_path` once per connection and schema instead of before every query (half the
+# round trips of a bridge event). django-tenants forgets the cached path on rollback, savepoint
+# rollback and close, where PostgreSQL discards a SET (tenants/tests/test_search_path.py).
+TENANT_LIMIT_SET_CALLS = True
+# How long a process trusts its host -> tenant mapping; changes in the same process apply at once.
+SIMTRIX_TENANT_CACHE_SECONDS = env.int("SIMTRIX_TENANT_CACHE_SECONDS", default=10)
 
 DATABASES = {"default": env.db_url("DATABASE_URL")}
 # A Unix-socket directory arrives percent-encoded in the URL's host (the embedded PostgreSQL).

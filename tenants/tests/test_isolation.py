@@ -51,6 +51,23 @@ def test_inactive_tenant_is_not_served(alpha: Tenant, beta: Tenant) -> None:
     assert Client(HTTP_HOST="beta.localhost").get("/admin/login/").status_code == 404
 
 
+def test_host_lookup_is_cached_and_a_deactivation_applies_at_once(
+    alpha: Tenant, beta: Tenant
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="beta.localhost")
+    assert client.get("/admin/login/").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/admin/login/").status_code == 200
+    assert not any("tenants_domain" in query["sql"] for query in queries.captured_queries)
+    with schema_context("public"):
+        beta.is_active = False
+        beta.save(update_fields=["is_active"])
+    assert client.get("/admin/login/").status_code == 404
+
+
 def test_public_admin_is_not_served_on_tenant_hosts(alpha: Tenant) -> None:
     with schema_context("public"):
         User.objects.create_superuser("operator", password="pw-operator-1")
