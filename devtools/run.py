@@ -66,7 +66,11 @@ def _wait_for_web(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/admin/login/", timeout=1)
+            # The operators' admin answers on the public host, localhost.
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{WEB_PORT}/admin/login/", headers={"Host": "localhost"}
+            )
+            urllib.request.urlopen(request, timeout=1)
             return
         except OSError:
             time.sleep(0.3)
@@ -79,6 +83,8 @@ def main() -> int:
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
+    # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     with services_env() as env:
         env.setdefault("DJANGO_DEBUG", "1")

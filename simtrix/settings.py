@@ -53,6 +53,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served locally: self-hosted servers may be offline
     # In both lists: tenant schedules must live in the tenant's schema, global ones in public.
     "django_celery_beat",
 ]
@@ -192,6 +193,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "expire-recordings": {"task": "calls.recordings_expire", "schedule": 3600.0},
     # Mirrors each tenant's Bitrix24 users, pipelines, stages, lead statuses and sources.
     "crm-directory-sync": {"task": "crm.directory_sync", "schedule": 3600.0},
+    # Users' Bitrix24 work-day status, for tenants that route by it (scenarios.RoutingSettings).
+    "routing-availability": {"task": "scenarios.availability_refresh", "schedule": 60.0},
 }
 SIMTRIX_RUN_LEASE_SECONDS = env.int("SIMTRIX_RUN_LEASE_SECONDS", default=180)
 SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", default=30)
@@ -213,6 +216,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The API the SIMtrix Android bridge app uses to report calls.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
