@@ -13,11 +13,11 @@ import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from calls.models import Call, CallRecording
-from calls.selectors import caller_lookup, tenant_timezone
+from calls.selectors import caller_lookup_with_facts, tenant_timezone
 from calls.services import (
     call_b24_logged,
     call_b24_registered,
@@ -83,11 +83,15 @@ def _require_whole_call(call: Call) -> None:
 def _lookup_if_needed(call: Call) -> None:
     if call.crm_status in RESOLVED:
         return
-    crm = caller_lookup(phone_number=call.phone_number, budget_s=math.inf)
+    crm, facts = caller_lookup_with_facts(phone_number=call.phone_number, budget_s=math.inf)
     if crm.get("status") not in RESOLVED:
         # A call's CRM binding is fixed at register (REFERENCE 7.16): wait rather than bind none.
         raise Bitrix24TransientError("the caller lookup did not complete", code="LOOKUP_PENDING")
-    call_crm_set(call=call, crm=crm)
+    with transaction.atomic():
+        # Locked: storing the caller may route the call (a round-robin turn is taken once).
+        locked = Call.objects.select_for_update().select_related("device").get(pk=call.pk)
+        call_crm_set(call=locked, crm=crm, facts=facts)
+    call.refresh_from_db()
 
 
 def _register(call: Call, *, intent_key: str, show: bool) -> str:

@@ -66,21 +66,51 @@ def device_is_silent(*, device: Device, now: datetime | None = None) -> bool:
 # --- CRM data for the bridge -------------------------------------------------------------
 
 
-def caller_lookup(*, phone_number: str, budget_s: float | None) -> dict[str, Any]:
-    """The bridge contract's `crm` object for a number (E.164).
+def caller_lookup_with_facts(
+    *, phone_number: str, budget_s: float | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The bridge contract's `crm` object for a number (E.164), and the caller's routing facts
+    (crm.mapping.routing_facts; None unless the lookup found or ruled out the caller).
 
     `budget_s=None` is the tenant's lookup budget (answering the bridge); `math.inf` waits for
     Bitrix24 (background work)."""
     from crm.errors import Bitrix24Error
+    from crm.mapping import routing_facts
     from crm.selectors import crm_find_by_phone
 
     if not phone_number:
-        return {"status": "not_found"}
+        return {"status": "not_found"}, _NO_CALLER
     try:
-        return crm_find_by_phone(phone=phone_number, budget_s=budget_s).as_api()
+        lookup = crm_find_by_phone(phone=phone_number, budget_s=budget_s)
     except Bitrix24Error:
         # Not connected or refused: the bridge still gets its answer; the background retries.
-        return {"status": "unavailable", "entity": None, "responsible": None, "deals": []}
+        return {"status": "unavailable", "entity": None, "responsible": None, "deals": []}, None
+    facts = routing_facts(lookup) if lookup.status in ("found", "not_found") else None
+    return lookup.as_api(), facts
+
+
+# What routing knows of a caller without a readable number.
+_NO_CALLER: dict[str, Any] = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
+
+
+def caller_lookup(*, phone_number: str, budget_s: float | None) -> dict[str, Any]:
+    """The bridge contract's `crm` object for a number (see caller_lookup_with_facts)."""
+    return caller_lookup_with_facts(phone_number=phone_number, budget_s=budget_s)[0]
+
+
+def routing_facts_from_crm(crm: dict[str, Any]) -> dict[str, Any] | None:
+    """What routing can still read from a stored `crm` object when the lookup itself is gone
+    (the type, the responsible and the deals' ids, not their fields)."""
+    if crm.get("status") not in ("found", "not_found"):
+        return None
+    entity = crm.get("entity") or {}
+    responsible = (crm.get("responsible") or {}).get("id")
+    return {
+        "entity_type": entity.get("type") or "",
+        "entity": {"responsible": str(responsible) if responsible else None},
+        "responsible_id": responsible,
+        "deals": [{"id": deal.get("id")} for deal in crm.get("deals") or []],
+    }
 
 
 def agent_names(*, user_ids: list[int]) -> dict[int, str]:
@@ -90,20 +120,32 @@ def agent_names(*, user_ids: list[int]) -> dict[int, str]:
     return dict(Bitrix24User.objects.filter(pk__in=user_ids).values_list("pk", "name"))
 
 
-def _agent_name(user_id: int) -> str:
-    return agent_names(user_ids=[user_id]).get(user_id, "")
+def route_public(route: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The bridge contract's `route` object: whom the call should go to and the rule's name.
+
+    The call's stored route also holds the audit trail of the decision (explanation, the next
+    member of the queue, who was unavailable), which the bridge does not need."""
+    if not route or not route.get("user"):
+        return None
+    return {"user": route["user"], "rule": route.get("rule")}
 
 
-def call_route_for(*, device: Device, crm: dict[str, Any] | None) -> dict[str, Any]:
-    """Who should take the call: the bridge contract's `route` object.
+def call_route_preview(
+    *, device: Device, facts: dict[str, Any] | None, crm: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The route an incoming call from this caller would take now, without taking a turn
+    (the bridge's lookup: nothing is called, so nothing is assigned)."""
+    from scenarios.services import route_decide_call
 
-    Routing by CRM data is a separate piece of work (issue 6) that replaces this function; until
-    then every call goes to the agent who carries the phone it rang on, under no rule ("Others").
-    """
-    return {
-        "user": {"id": device.bitrix24_user_id, "name": _agent_name(device.bitrix24_user_id)},
-        "rule": None,
-    }
+    return route_public(
+        route_decide_call(
+            facts=facts,
+            crm_status=crm.get("status", ""),
+            direction=Call.Direction.INCOMING,
+            agent_id=device.bitrix24_user_id,
+            peek=True,
+        )
+    )
 
 
 # --- The call resource ------------------------------------------------------------------------
@@ -151,7 +193,7 @@ def call_resource(*, call: Call) -> dict[str, Any]:
         "ended_at": _iso(call.ended_at),
         "duration_seconds": call.duration_seconds,
         "crm": call.crm or {"status": "pending"},
-        "route": call.route or None,
+        "route": route_public(call.route),
         "recording": (
             {"uploaded_at": _iso(recording.uploaded_at), "format": recording.original_format}
             if recording is not None
@@ -182,12 +224,15 @@ def call_audit_trail(*, call: Call) -> dict[str, Any]:
     """Everything support staff need on one call's page, in the order things happened."""
     from crm.models import RequestLog
     from scenarios.models import ActionRun
+    from scenarios.selectors import route_explain
 
     try:
         recording: CallRecording | None = call.recording
     except CallRecording.DoesNotExist:
         recording = None
     return {
+        "route": call.route or {},
+        "route_rows": route_explain(call.route or {}),
         "events": list(call.events.order_by("received_at", "pk")),
         "transitions": list(call.transitions.select_related("event").order_by("at", "pk")),
         "runs": list(ActionRun.objects.filter(call=call).order_by("pk")),

@@ -33,10 +33,10 @@ from calls.models import (
 from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_resource,
-    call_route_for,
     call_settings_forget,
     call_settings_get,
-    caller_lookup,
+    caller_lookup_with_facts,
+    routing_facts_from_crm,
     tenant_country,
 )
 from calls.tokens import token_generate, token_hash
@@ -156,7 +156,44 @@ _CRM_RANK = {"found": 2, "not_found": 2, "pending": 1, "unavailable": 1}
 def _snapshot(call: Call) -> dict[str, Any]:
     fields = ["direction", "phone_number", "phone_raw", "status", "outcome", "started_at"]
     fields += ["answered_at", "ended_at", "duration_seconds", "crm_status"]
-    return {name: getattr(call, name) for name in fields}
+    snapshot = {name: getattr(call, name) for name in fields}
+    route = call.route or {}
+    snapshot["routed_to"] = (route.get("user") or {}).get("id")
+    snapshot["route_rule"] = route.get("rule")
+    return snapshot
+
+
+def _route_wanted(call: Call) -> bool:
+    """A call is routed once; a provisional route (decided without the caller's CRM data, or
+    before the direction was known) is decided again when more is known."""
+    route = call.route or {}
+    if not route:
+        return True
+    if not route.get("provisional"):
+        return False
+    return bool(call.direction) and (
+        call.direction != Call.Direction.INCOMING or call.crm_status in ("found", "not_found")
+    )
+
+
+def _route_refresh(call: Call, *, facts: dict[str, Any] | None) -> bool:
+    """Decides the call's route if it has none yet or only a provisional one (in the caller's
+    transaction: a round-robin turn is taken only if the call is recorded)."""
+    from scenarios.services import route_decide_call
+
+    if not _route_wanted(call):
+        return False
+    if facts is None and call.phone_number:
+        facts = routing_facts_from_crm(call.crm or {})
+    elif facts is None and call.crm_status in ("found", "not_found"):
+        facts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
+    call.route = route_decide_call(
+        facts=facts,
+        crm_status=call.crm_status,
+        direction=call.direction,
+        agent_id=call.device.bitrix24_user_id,
+    )
+    return True
 
 
 def _jsonable(value: Any) -> Any:
@@ -172,16 +209,24 @@ def call_event_receive(
     budget) before anything is written, so no lock is held while Bitrix24 answers.
     """
     digest = _body_hash(raw)
-    crm = None
+    crm = caller = None
     if lookup and event.type == STARTED:
         # Don't ask Bitrix24 again for a resent call.started: check for a replay first.
         receipt = _replay(device=device, event_id=event.event_id, digest=digest)
         if receipt is not None:
             return receipt
-        crm = caller_lookup(phone_number=_e164_or_blank(event.phone_number), budget_s=None)
+        crm, caller = caller_lookup_with_facts(
+            phone_number=_e164_or_blank(event.phone_number), budget_s=None
+        )
     try:
         return _event_apply(
-            device=device, event=event, call_id=call_id, raw=raw, digest=digest, crm=crm
+            device=device,
+            event=event,
+            call_id=call_id,
+            raw=raw,
+            digest=digest,
+            crm=crm,
+            caller=caller,
         )
     except IntegrityError:
         # The event_id is taken (a resend, or a concurrent twin that committed first): the
@@ -211,7 +256,9 @@ def _event_apply(
     raw: dict[str, Any],
     digest: str,
     crm: dict[str, Any] | None,
+    caller: dict[str, Any] | None = None,
 ) -> EventReceipt:
+    """`crm` and `caller` (its routing facts) come from the lookup at call.started."""
     from scenarios.services import scenario_on_call_event
 
     # The row lock serialises every event of one call, whatever order they come in; the
@@ -232,9 +279,9 @@ def _event_apply(
     ):
         call.crm = crm
         call.crm_status = crm.get("status", "")
-        call.route = call_route_for(device=device, crm=crm)
-    if not call.route:
-        call.route = call_route_for(device=device, crm=call.crm or None)
+    else:
+        caller = None  # what the call already knows is as good: route by that
+    _route_refresh(call, facts=caller)
     call.save()
     scenario_on_call_event(call=call, event_type=event.type)
 
@@ -277,20 +324,63 @@ def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call:
         head = f"{event.type}: {before['status']} -> {call.status}"
     else:
         head = f"{event.type} updated the call"
-    return f"{head}, outcome {call.outcome}" if call.outcome else head
+    head = f"{head}, outcome {call.outcome}" if call.outcome else head
+    route = call.route or {}
+    if (before["routed_to"], before["route_rule"]) != (
+        (route.get("user") or {}).get("id"),
+        route.get("rule"),
+    ):
+        from scenarios.services import route_rule_explanation
+
+        head = f"{head}; {route_rule_explanation(route)}"
+    return head[:300]
 
 
 # --- Bitrix24 lifecycle bookkeeping (written by the outbox handlers) --------------------------
 
 
-def call_crm_set(*, call: Call, crm: dict[str, Any]) -> None:
-    """Stores a later (background) lookup when it knows more than what the call has."""
+def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | None = None) -> None:
+    """Stores a later (background) lookup when it knows more than what the call has, and
+    routes the call if it was routed only provisionally (the caller was not known in time).
+
+    Run it with the call's row locked (select_for_update) inside a transaction when it may
+    route: the round-robin turn is then taken once."""
     if _CRM_RANK.get(crm.get("status", ""), 0) < _CRM_RANK.get(call.crm_status, 0):
         return
     call.crm, call.crm_status = crm, crm.get("status", "")
-    call.route = call.route or call_route_for(device=call.device, crm=crm)
+    before = dict(call.route or {})
+    routed = _route_refresh(call, facts=facts)
     Call.objects.filter(pk=call.pk).update(
         crm=call.crm, crm_status=call.crm_status, route=call.route
+    )
+    if routed:
+        from scenarios.services import route_rule_explanation
+
+        CallTransition.objects.create(
+            call=call,
+            source=CallTransition.Source.BITRIX24,
+            from_status=call.status,
+            to_status=call.status,
+            changes={
+                "routed_to": [(before.get("user") or {}).get("id"), call.route["user"]["id"]],
+                "route_rule": [before.get("rule"), call.route.get("rule")],
+            },
+            description=f"{route_rule_explanation(call.route)} once the caller was known"[:300],
+        )
+
+
+def call_audit_note(
+    *, call: Call, description: str, changes: dict[str, Any] | None = None
+) -> CallTransition:
+    """Something SIMtrix did in Bitrix24 for the call, for the audit trail (e.g. a transfer
+    that made the answering agent the lead's responsible)."""
+    return CallTransition.objects.create(
+        call=call,
+        source=CallTransition.Source.BITRIX24,
+        from_status=call.status,
+        to_status=call.status,
+        changes=changes or {},
+        description=description[:300],
     )
 
 
@@ -585,6 +675,9 @@ SUPPORT_VIEW_MODELS = [
     ("calls", "callrecording"),
     ("calls", "callsettings"),
     ("scenarios", "actionrun"),
+    ("scenarios", "routingrule"),
+    ("scenarios", "routingcondition"),
+    ("scenarios", "routingsettings"),
     ("crm", "requestlog"),
 ]
 

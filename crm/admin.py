@@ -14,6 +14,7 @@ from crm.models import (
     Bitrix24Connection,
     Bitrix24User,
     Department,
+    EntityField,
     Intent,
     LeadSource,
     LeadStatus,
@@ -237,8 +238,17 @@ class IntentAdmin(ReadOnlyAdmin):
 
 @admin.register(Bitrix24User)
 class Bitrix24UserAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "email", "active", "inner_phone", "removed", "seen_at"]
-    list_filter = ["active", "removed"]
+    list_display = [
+        "id",
+        "name",
+        "email",
+        "active",
+        "timeman_status",
+        "inner_phone",
+        "removed",
+        "seen_at",
+    ]
+    list_filter = ["active", "timeman_status", "removed"]
     search_fields = ["name", "email", "=id"]
 
 
@@ -270,3 +280,10 @@ class LeadStatusAdmin(ReadOnlyAdmin):
 class LeadSourceAdmin(ReadOnlyAdmin):
     list_display = ["source_id", "name", "sort", "removed"]
     list_filter = ["removed"]
+
+
+@admin.register(EntityField)
+class EntityFieldAdmin(ReadOnlyAdmin):
+    list_display = ["entity_type", "name", "title", "type", "multiple", "custom", "removed"]
+    list_filter = ["entity_type", "custom", "removed"]
+    search_fields = ["name", "title"]

@@ -179,6 +179,17 @@ def entity_update(b24_type: str, entity_id: int, fields: dict[str, Any]) -> Req[
     return Req(f"crm.{b24_type.lower()}.update", {"id": int(entity_id), "fields": fields}, _bool)
 
 
+def _field_map(value: Any) -> dict[str, dict[str, Any]]:
+    """``crm.*.fields``: field name -> its description (``[]`` when a portal has none)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, dict)}
+
+
+def entity_fields(b24_type: str) -> Req[dict[str, dict[str, Any]]]:
+    return Req(f"crm.{b24_type.lower()}.fields", {}, _field_map)
+
+
 def category_list(entity_type_id: int = 2, start: int = 0) -> Req[list[dict[str, Any]]]:
     def parse(value: Any) -> list[dict[str, Any]]:
         if isinstance(value, dict):
@@ -265,6 +276,15 @@ def department_get(start: int = 0) -> Req[list[dict[str, Any]]]:
     # No `sort`/`order`: ID order is the default, and the sandbox reads `sort` as a filter on
     # the SORT field (reported).
     return Req("department.get", {"START": start}, _rows)
+
+
+def timeman_status(user_id: int) -> Req[str]:
+    """A user's work-day status: OPENED, CLOSED, PAUSED, EXPIRED (REFERENCE 5.7)."""
+    return Req(
+        "timeman.status",
+        {"USER_ID": int(user_id)},
+        lambda value: str((value or {}).get("STATUS") or "") if isinstance(value, dict) else "",
+    )
 
 
 def task_add(fields: dict[str, Any]) -> Req[int]:

@@ -1,9 +1,15 @@
-"""The portal's users, departments, pipelines, stages, lead statuses and sources, mirrored.
+"""The portal's users, departments, pipelines, stages, lead statuses, sources and CRM fields,
+mirrored.
 
 ``directory_sync`` fetches everything with as few requests as the portal allows: one ``batch``
-with the first page of each list, then one more batch with every remaining page (the first
-answers tell how many rows there are). Rows that disappeared from the portal are kept and
-marked ``removed``, so a setting can tell that the user or stage it names no longer exists.
+with the first page of each list and the field lists of contacts, companies, leads and deals,
+then one more batch with every remaining page (the first answers tell how many rows there
+are). Rows that disappeared from the portal are kept and marked ``removed``, so a setting can
+tell that the user, stage or field it names no longer exists. Once a sync is committed the
+``crm.signals.directory_synced`` signal tells the settings that name such rows to check them.
+
+``directory_timeman_refresh`` reads users' work-day status (``timeman.status``), which
+``user.get`` does not return, for routing by availability.
 """
 
 from __future__ import annotations
@@ -19,11 +25,19 @@ from crm.cache import once_per
 from crm.client import Bitrix24Client, Req
 from crm.domain import DirectorySyncResult
 from crm.errors import Bitrix24Error
-from crm.mapping import as_int, stage_category, stage_semantics, user_name
+from crm.mapping import (
+    ENTITY_TYPES,
+    as_int,
+    b24_type,
+    stage_category,
+    stage_semantics,
+    user_name,
+)
 from crm.models import (
     Bitrix24Connection,
     Bitrix24User,
     Department,
+    EntityField,
     LeadSource,
     LeadStatus,
     Pipeline,
@@ -41,15 +55,31 @@ _LISTS: dict[str, Any] = {
     "statuses": lambda start: b24.status_list(start=start),
 }
 USER_PHONE_FIELDS = ("WORK_PHONE", "PERSONAL_MOBILE", "PERSONAL_PHONE")
+# Field lists travel in the first batch; the key of each is "fields:<domain type>".
+_FIELDS_PREFIX = "fields:"
 
 
-def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    """Every row of every directory list, and how many HTTP requests that took."""
-    first = client.run_batch({name: build(0) for name, build in _LISTS.items()})
+def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, Any], int]:
+    """Every row of every directory list, and how many HTTP requests that took.
+
+    Field lists are under ``"fields"`` by domain entity type; a type whose list could not be
+    read is absent (its fields are then left as they were, not marked removed).
+    """
+    field_reqs = {
+        f"{_FIELDS_PREFIX}{entity_type}": b24.entity_fields(b24_type(entity_type))
+        for entity_type in ENTITY_TYPES
+    }
+    first = client.run_batch({**{name: build(0) for name, build in _LISTS.items()}, **field_reqs})
     requests = 1
-    rows: dict[str, list[dict[str, Any]]] = {}
+    rows: dict[str, Any] = {"fields": {}}
     more: dict[str, Req[Any]] = {}
     for name, value in first.items():
+        if name.startswith(_FIELDS_PREFIX):
+            if isinstance(value, Bitrix24Error):
+                logger.warning("Field list %s not synced: %s", name, value)
+            else:
+                rows["fields"][name.removeprefix(_FIELDS_PREFIX)] = value
+            continue
         if isinstance(value, Bitrix24Error):
             raise value
         rows[name] = list(value)
@@ -77,7 +107,10 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
     removed: dict[str, int] = {}
     with transaction.atomic():
         users = [_user(row, country, now) for row in data["users"] if as_int(row.get("ID"))]
-        removed["users"] = _upsert(Bitrix24User, users, ["id"], now)
+        # user.get does not return the work-day status (timeman.status does, see
+        # directory_timeman_refresh): keep what that found unless this portal sent it.
+        keep = () if any("TIMEMAN_STATUS" in row for row in data["users"]) else ("timeman_status",)
+        removed["users"] = _upsert(Bitrix24User, users, ["id"], now, keep=keep)
         departments = [
             _department(r, now) for r in data["departments"] if as_int(r.get("ID")) is not None
         ]
@@ -128,7 +161,23 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
         removed["stages"] = _upsert(Stage, stages, ["stage_id"], now)
         removed["lead_statuses"] = _upsert(LeadStatus, statuses, ["status_id"], now)
         removed["lead_sources"] = _upsert(LeadSource, sources, ["source_id"], now)
+        fields = [
+            _entity_field(entity_type, name, info, now)
+            for entity_type, described in data["fields"].items()
+            for name, info in described.items()
+        ]
+        removed["fields"] = _upsert(
+            EntityField,
+            fields,
+            ["entity_type", "name"],
+            now,
+            scope={"entity_type__in": list(data["fields"])},
+        )
         Bitrix24Connection.objects.filter(singleton=1).update(directory_synced_at=now)
+    from crm.signals import directory_synced
+
+    # After the commit: receivers read the new directory (and may write their own rows).
+    directory_synced.send(sender=directory_sync, removed=removed)
     return DirectorySyncResult(
         users=len(users),
         departments=len(departments),
@@ -138,15 +187,32 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
         lead_sources=len(sources),
         removed=removed,
         requests=requests,
+        fields=len(fields),
     )
 
 
-def _upsert(model: Any, rows: list[Any], unique: list[str], now: Any) -> int:
-    """Insert or update ``rows``; mark every row not seen in this sync removed."""
+def _upsert(
+    model: Any,
+    rows: list[Any],
+    unique: list[str],
+    now: Any,
+    *,
+    keep: tuple[str, ...] = (),
+    scope: dict[str, Any] | None = None,
+) -> int:
+    """Insert or update ``rows``; mark every row not seen in this sync removed.
+
+    ``keep``: columns an existing row keeps (this sync does not know them); ``scope``: only
+    rows matching it can be marked removed (the part of the table this sync did read).
+    """
     fields = [
         f.name
         for f in model._meta.concrete_fields
-        if not f.primary_key and f.name not in unique and f.name != "id"
+        if not f.primary_key
+        and f.name not in unique
+        and f.name != "id"
+        and f.name not in keep
+        and f.editable
     ]
     # Two rows with one unique key would make the upsert fail; the last one wins.
     by_key = {tuple(getattr(r, u) for u in unique): r for r in rows}
@@ -157,7 +223,8 @@ def _upsert(model: Any, rows: list[Any], unique: list[str], now: Any) -> int:
             unique_fields=unique,
             update_fields=[f if f != "pipeline" else "pipeline_id" for f in fields],
         )
-    return model.objects.filter(seen_at__lt=now, removed=False).update(removed=True)
+    stale = model.objects.filter(seen_at__lt=now, removed=False)
+    return stale.filter(**(scope or {})).update(removed=True)
 
 
 def _user(row: dict[str, Any], country: str, now: Any) -> Bitrix24User:
@@ -184,6 +251,21 @@ def _user(row: dict[str, Any], country: str, now: Any) -> Bitrix24User:
         phones=phones,
         department_ids=[int(d) for d in row.get("UF_DEPARTMENT") or [] if as_int(d) is not None],
         timeman_status=str(row.get("TIMEMAN_STATUS") or "")[:16],
+        seen_at=now,
+        removed=False,
+    )
+
+
+def _entity_field(entity_type: str, name: str, info: dict[str, Any], now: Any) -> EntityField:
+    # For user fields `title` is the UF_* name; the label people know is listLabel/formLabel.
+    label = info.get("listLabel") or info.get("formLabel") or info.get("title") or ""
+    return EntityField(
+        entity_type=entity_type,
+        name=name[:100],
+        title=str(label)[:255],
+        type=str(info.get("type") or "")[:32],
+        multiple=bool(info.get("isMultiple")),
+        custom=name.startswith("UF_"),
         seen_at=now,
         removed=False,
     )
@@ -242,3 +324,45 @@ def names_for(
         logger.info("Directory lacks %s; syncing it in the background", unknown)
         transaction.on_commit(directory_sync_task.delay)
     return users, stages, pipelines
+
+
+# Statuses timeman.status answers; anything else (UNAVAILABLE, NOT_INSTALLED, an error) is kept
+# as unknown, which routing treats as available.
+TIMEMAN_STATUSES = frozenset({"OPENED", "CLOSED", "PAUSED", "EXPIRED"})
+
+
+def directory_timeman_refresh(
+    *, user_ids: list[int] | None = None, client: Bitrix24Client | None = None
+) -> dict[int, str]:
+    """Reads the work-day status of ``user_ids`` (default: every active user) into the directory.
+
+    One ``timeman.status`` command per user, 50 to a batch. A user whose status cannot be read
+    (no ``timeman`` scope, time tracking off) gets an empty status. Returns id -> status.
+    """
+    ids = list(
+        dict.fromkeys(
+            user_ids
+            if user_ids is not None
+            else Bitrix24User.objects.filter(active=True, removed=False).values_list(
+                "id", flat=True
+            )
+        )
+    )
+    if not ids:
+        return {}
+    client = client or Bitrix24Client()
+    statuses: dict[int, str] = {}
+    for offset in range(0, len(ids), 50):
+        chunk = ids[offset : offset + 50]
+        results = client.run_batch({f"u{user}": b24.timeman_status(user) for user in chunk})
+        for user in chunk:
+            value = results.get(f"u{user}")
+            status = value if isinstance(value, str) and value in TIMEMAN_STATUSES else ""
+            statuses[user] = status
+    now = timezone.now()
+    with transaction.atomic():
+        for status in set(statuses.values()):
+            Bitrix24User.objects.filter(
+                id__in=[user for user, value in statuses.items() if value == status]
+            ).update(timeman_status=status, timeman_checked_at=now)
+    return statuses

@@ -137,6 +137,7 @@ class DirectorySyncResult:
     lead_sources: int
     removed: dict[str, int] = field(default_factory=dict)
     requests: int = 0
+    fields: int = 0  # CRM entity fields (incl. UF_*) of the types whose lists were read
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

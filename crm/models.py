@@ -219,7 +219,15 @@ class Bitrix24User(DirectoryRow):
         default=list, blank=True, help_text='[{"kind": "WORK_PHONE", "value": ..., "e164": ...}]'
     )
     department_ids = models.JSONField(default=list, blank=True)
-    timeman_status = models.CharField(max_length=16, blank=True)
+    timeman_status = models.CharField(
+        "work-day status",
+        max_length=16,
+        blank=True,
+        help_text="TIMEMAN_STATUS: OPENED, CLOSED, PAUSED, EXPIRED (empty = not known).",
+    )
+    timeman_checked_at = models.DateTimeField(
+        "work-day status checked", null=True, blank=True, editable=False
+    )
 
     class Meta:
         ordering = ["name"]
@@ -289,3 +297,28 @@ class LeadSource(DirectoryRow):
 
     def __str__(self) -> str:
         return self.name
+
+
+class EntityField(DirectoryRow):
+    """A field of a CRM entity type as ``crm.*.fields`` describes it (custom UF_* fields too).
+
+    Mirrored so that a setting naming a field (a routing condition) can tell when it was deleted
+    in Bitrix24.
+    """
+
+    entity_type = models.CharField(max_length=16, help_text="contact, company, lead or deal")
+    name = models.CharField(max_length=100, help_text="As Bitrix24 names it, e.g. UF_CRM_REGION.")
+    title = models.CharField(max_length=255, blank=True)
+    type = models.CharField(max_length=32, blank=True)
+    multiple = models.BooleanField(default=False)
+    custom = models.BooleanField(default=False, help_text="A user field (UF_*).")
+
+    class Meta:
+        ordering = ["entity_type", "-custom", "name"]
+        verbose_name = "CRM field"
+        constraints = [
+            models.UniqueConstraint(fields=["entity_type", "name"], name="crm_entityfield_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type}.{self.name}" + (f" ({self.title})" if self.title else "")

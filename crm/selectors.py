@@ -19,6 +19,7 @@ from crm.models import (
     Bitrix24Connection,
     Bitrix24User,
     Department,
+    EntityField,
     LeadSource,
     LeadStatus,
     Pipeline,
@@ -144,6 +145,21 @@ def directory_lead_sources(*, include_removed: bool = False) -> QuerySet[LeadSou
     return rows if include_removed else rows.filter(removed=False)
 
 
+def directory_entity_fields(
+    *, entity_types: Iterable[str] | None = None, include_removed: bool = False
+) -> QuerySet[EntityField]:
+    """Fields of contacts, companies, leads and deals as last synced (``crm.*.fields``)."""
+    rows = EntityField.objects.all()
+    if entity_types is not None:
+        rows = rows.filter(entity_type__in=list(entity_types))
+    return rows if include_removed else rows.filter(removed=False)
+
+
+def directory_fields_synced() -> set[str]:
+    """The entity types whose field list has been synced at least once."""
+    return set(EntityField.objects.values_list("entity_type", flat=True).distinct())
+
+
 # Choices for settings forms: (value, label).
 
 
@@ -173,6 +189,17 @@ def lead_status_first() -> str | None:
 
 def lead_source_choices() -> list[tuple[str, str]]:
     return [(s.source_id, s.name) for s in directory_lead_sources()]
+
+
+def department_choices() -> list[tuple[int, str]]:
+    return [(d.id, d.name) for d in directory_departments()]
+
+
+def department_members(*, department_id: int) -> list[int]:
+    """Active users of a department (Bitrix24's UF_DEPARTMENT), by id."""
+    return sorted(
+        user.id for user in directory_users() if department_id in (user.department_ids or [])
+    )
 
 
 def directory_missing(

@@ -38,7 +38,7 @@ from crm.connections import (
     connection_set_webhook,
     connection_test,
 )
-from crm.directory import directory_sync
+from crm.directory import directory_sync, directory_timeman_refresh
 from crm.domain import FinishedCall, RegisteredCall
 from crm.mapping import (
     ACTIVITY_DIRECTIONS,
@@ -90,6 +90,7 @@ __all__ = [
     "crm_task_create",
     "crm_timeline_comment_add",
     "directory_sync",
+    "directory_timeman_refresh",
     "history_prune",
 ]
 

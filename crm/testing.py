@@ -9,9 +9,9 @@
 ``alpha_portal`` (function)
     The sandbox reset to its seed (no faults, standard rate limit), tenant ``alpha`` connected to
     it through the admin webhook (user 1) with default settings, alpha's directory synced
-    (users, pipelines, stages, lead statuses and sources), alpha's cached lookups and the portal's
-    limiter cleared, and both request logs emptied (the sandbox's and alpha's ``RequestLog``,
-    with alpha's ``Intent`` rows), so a test counts only its own requests
+    (users, pipelines, stages, lead statuses, sources, CRM fields), alpha's cached lookups and
+    the portal's limiter cleared, and both request logs emptied (the sandbox's and alpha's
+    ``RequestLog``, with alpha's ``Intent`` rows), so a test counts only its own requests
     (``portal.state.query_requests()``; ``in_batch=False`` for HTTP requests). Returns the
     portal. Works with ``db`` (its writes are rolled back with the test) and with
     ``committed_db`` (they are committed).
@@ -129,6 +129,7 @@ def _restore(snapshot: dict[str, Any] | None) -> None:
             models.LeadSource,
             models.Bitrix24User,
             models.Department,
+            models.EntityField,
         ):
             model.objects.all().delete()
         if snapshot is None:

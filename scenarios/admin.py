@@ -387,3 +387,7 @@ class RoundRobinCursorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Routing by CRM data: rules, settings and the test box (registered on import).
+from scenarios import admin_routing  # noqa: E402, F401

@@ -379,6 +379,8 @@ def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
 
 _LOG = {"action_type": "log_call"}
 _CARD_FOR_AGENT = {"action_type": "show_card", "card_for": "agent"}
+# An incoming call's card also opens for the user it is routed to (issue 6).
+_CARD_FOR_BOTH = {"action_type": "show_card", "card_for": "both"}
 _POST_CALL_SYNC = {"action_type": "post_call_sync", "timing": "delay", "delay_minutes": 5}
 
 DEFAULT_CONFIGURATION: dict[str, Any] = {
@@ -394,7 +396,7 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
         {
             "trigger": Trigger.INCOMING_ANSWERED,
             "name": "Incoming call answered",
-            "actions": [_LOG, _CARD_FOR_AGENT, _POST_CALL_SYNC],
+            "actions": [_LOG, _CARD_FOR_BOTH, _POST_CALL_SYNC],
         },
         {
             "trigger": Trigger.INCOMING_MISSED,
@@ -403,7 +405,7 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
                 _LOG,
                 {
                     "action_type": "notify",
-                    "responsible": "crm",
+                    "responsible": "routed",
                     "recipients": ["responsible"],
                     "text_template": "Missed call from {caller} ({number}) at {time}. {link}",
                 },
@@ -411,7 +413,7 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
                     "action_type": "callback_task",
                     "timing": "delay",
                     "delay_minutes": 30,
-                    "responsible": "crm",
+                    "responsible": "routed",
                     "title_template": "Call back {caller} ({number})",
                     "text_template": "Missed call from {number} at {time}. {link}",
                     "deadline_minutes": 120,

@@ -138,20 +138,24 @@ def lookup_caller(run: ActionRun) -> dict[str, Any]:
     """Looks the caller up without a budget, stores it on the call, and plans what follows."""
     from calls.services import call_crm_set
     from crm.errors import Bitrix24TransientError
+    from crm.mapping import routing_facts
     from crm.services import crm_find_by_phone
     from scenarios.services import scenario_on_call_event
 
     call = _call(run)
+    facts = None
     if call.crm_status not in RESOLVED:
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
         if lookup.status not in RESOLVED:
             raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
         crm = lookup.as_api()
+        facts = routing_facts(lookup)
     else:
         crm = call.crm
     with transaction.atomic():
         locked = Call.objects.select_for_update().select_related("device").get(pk=call.pk)
-        call_crm_set(call=locked, crm=crm)
+        # Routes the call too, if it was routed only provisionally (not known in time).
+        call_crm_set(call=locked, crm=crm, facts=facts)
         scenario_on_call_event(call=locked, event_type="crm.lookup")
     return {"status": crm["status"]}
 
@@ -467,3 +471,35 @@ def hide_card(run: ActionRun) -> dict[str, Any]:
     users = (register.params.get("show_to") if register else None) or [call.device.bitrix24_user_id]
     crm_call_hide(b24_call_id=call.b24_call_id, user_ids=users)
     return {"hidden_for": users}
+
+
+@action_handler("transfer_responsible")
+def transfer_responsible(run: ActionRun) -> dict[str, Any]:
+    """The agent who answered becomes the lead's responsible (seed 004), in the audit trail."""
+    from calls.services import call_audit_note
+    from crm.services import crm_entity_set_responsible
+
+    call = _call(run)
+    entity = _entity(call)
+    if not entity or entity.get("type") != "lead":
+        raise ActionSkipped("The caller is not a lead: only a lead's responsible is updated.")
+    agent = int(run.params["user_id"])
+    responsible = ((call.crm or {}).get("responsible") or {}).get("id")
+    if responsible == agent:
+        raise ActionSkipped("The agent who answered is already the lead's responsible.")
+    known = directory()
+    problem = known.user_problem(agent)
+    if problem:
+        raise ActionSkipped(f"The agent cannot be made responsible: {problem}.")
+    lead = _crm_ref(entity)
+    crm_entity_set_responsible(entity=lead, user_id=agent)
+    before = (
+        f"{known.user_name(responsible) or 'user'} ({responsible})" if responsible else "nobody"
+    )
+    call_audit_note(
+        call=call,
+        description=f"Lead {lead[1]}: responsible changed from {before} to "
+        f"{known.user_name(agent) or 'user'} ({agent}), who answered the call (transfer)",
+        changes={"lead_responsible": [responsible, agent]},
+    )
+    return {"lead": lead[1], "from": responsible, "to": agent}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+from typing import Any
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 
@@ -330,3 +332,189 @@ class ActionRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action_type} for call {self.call_id} ({self.status})"
+
+
+# --- Routing by CRM data (issue 6) ------------------------------------------------------------
+
+
+class RoutingSettings(models.Model):
+    """How incoming calls are routed, besides the rules. Exactly one row per tenant schema."""
+
+    class OthersTarget(models.TextChoices):
+        AGENT = "agent", "The device's agent (who carries the phone it rang on)"
+        USER = "user", "A fixed user"
+
+    class MissedTo(models.TextChoices):
+        ROUTED = "routed", "The routed user"
+        NEXT = "next", "The next member of the queue"
+
+    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    responsible_first = models.BooleanField(
+        "route identified callers to their responsible user",
+        default=True,
+        help_text="As Bitrix24's own telephony: before the rules, a caller found in the CRM goes "
+        "to the entity's responsible user when they are available.",
+    )
+    use_timeman = models.BooleanField(
+        "use the work-day status for availability",
+        default=False,
+        help_text="Users whose Bitrix24 work day is closed, paused or expired (TIMEMAN_STATUS) "
+        "count as unavailable. Read every minute; needs the 'timeman' scope.",
+    )
+    others_target = models.CharField(
+        '"Others" target',
+        max_length=8,
+        choices=OthersTarget,
+        default=OthersTarget.AGENT,
+        help_text="Where callers go that match no rule (unknown numbers included).",
+    )
+    others_user_id = models.PositiveIntegerField(
+        '"Others" user',
+        null=True,
+        blank=True,
+        help_text="Bitrix24 user for 'A fixed user' (the device's agent if they are unavailable).",
+    )
+    missed_to = models.CharField(
+        "missed calls go to",
+        max_length=8,
+        choices=MissedTo,
+        default=MissedTo.ROUTED,
+        help_text="Whom the missed-call scenario treats as the routed user (notifications, "
+        "callback tasks) when the routed user did not answer.",
+    )
+    transfer_updates_responsible = models.BooleanField(
+        "a transfer makes the answering agent the lead's responsible",
+        default=False,
+        help_text="When an incoming call is answered by an agent other than the lead's "
+        "responsible user, that agent becomes the lead's responsible in Bitrix24.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "routing settings"
+        verbose_name_plural = "routing settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(singleton=1), name="scenarios_routing_settings_singleton"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return "Routing settings"
+
+    def clean(self) -> None:
+        if self.others_target == self.OthersTarget.USER and not self.others_user_id:
+            raise ValidationError({"others_user_id": "Choose the user for 'A fixed user'."})
+
+
+class RoutingRule(models.Model):
+    """One rule: when all its conditions hold, the call goes to its target. Applied in order."""
+
+    class Target(models.TextChoices):
+        RESPONSIBLE = "responsible", "The responsible user of the matched entity or deal"
+        USER = "user", "A specific user"
+        ROUND_ROBIN = "round_robin", "Round-robin over users or a department"
+        QUEUE = "queue", "A queue of users (the first available)"
+
+    name = models.CharField(max_length=100, unique=True, help_text="Shown to the bridge.")
+    position = models.PositiveIntegerField(default=0, help_text="Rules apply in this order.")
+    enabled = models.BooleanField(default=True)
+    target = models.CharField(max_length=16, choices=Target)
+    users = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Bitrix24 user ids: the specific user, the round-robin set or the queue (in "
+        "order).",
+    )
+    department_id = models.PositiveIntegerField(
+        "department",
+        null=True,
+        blank=True,
+        help_text="Round-robin over the active members of this Bitrix24 department.",
+    )
+    broken_reason = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Set when something the rule names no longer exists in Bitrix24; the rule is "
+        "skipped until it is fixed.",
+    )
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        verbose_name = "routing rule"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.broken_reason)
+
+    def clean(self) -> None:
+        from scenarios.routing import target_errors
+
+        errors = target_errors(
+            target=self.target, users=self.users, department_id=self.department_id
+        )
+        if errors:
+            raise ValidationError(errors)
+
+
+class RoutingCondition(models.Model):
+    """One condition of a rule: a field of the caller's CRM data, an operator and values."""
+
+    class Source(models.TextChoices):
+        ENTITY_TYPE = "entity_type", "Caller type (contact, company or lead)"
+        ENTITY = "entity", "A field of the caller's entity"
+        DEAL = "deal", "A field of an open deal (any open deal matches)"
+
+    class Operator(models.TextChoices):
+        EQUALS = "equals", "equals"
+        NOT_EQUALS = "not_equals", "does not equal"
+        CONTAINS = "contains", "contains (every value given)"
+        NOT_CONTAINS = "not_contains", "does not contain"
+        EMPTY = "empty", "is empty"
+        NOT_EMPTY = "not_empty", "is not empty"
+
+    rule = models.ForeignKey(RoutingRule, on_delete=models.CASCADE, related_name="conditions")
+    position = models.PositiveIntegerField(default=0)
+    source = models.CharField(max_length=16, choices=Source)
+    field = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="responsible, type, source, status, a deal's pipeline or stage, or any field "
+        "as Bitrix24 names it (UF_CRM_...). Empty for the caller type.",
+    )
+    operator = models.CharField(max_length=16, choices=Operator)
+    values = models.JSONField(default=list, blank=True)
+    broken_reason = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        ordering = ["rule", "position", "pk"]
+
+    def __str__(self) -> str:
+        return self.as_condition().describe()
+
+    def as_condition(self) -> Any:
+        from scenarios.routing import Condition
+
+        return Condition(
+            self.source, self.field, self.operator, tuple(str(v) for v in self.values or [])
+        )
+
+    def clean(self) -> None:
+        from scenarios.routing import condition_errors
+
+        errors = condition_errors(
+            source=self.source, field=self.field, operator=self.operator, values=self.values
+        )
+        if errors:
+            # The admin edits `values` through other form fields: report it for the row.
+            raise ValidationError(
+                {
+                    name if name in ("source", "field", "operator") else NON_FIELD_ERRORS: message
+                    for name, message in errors.items()
+                }
+            )

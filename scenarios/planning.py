@@ -140,7 +140,7 @@ def card_users(facts: CallFacts, action: dict[str, Any]) -> list[int]:
         wanted.append(facts.routed_user_id or facts.agent_id)
     if action["card_for"] in (Action.CardFor.AGENT, Action.CardFor.BOTH):
         wanted.append(facts.agent_id)
-    return [user for user in wanted if user]
+    return [user for user in dict.fromkeys(wanted) if user]
 
 
 def plan_start(

@@ -12,10 +12,14 @@ them):
 A rule matches when all its entity conditions hold and, if it has deal conditions, one open deal
 satisfies all of them ("any open deal matches", the same deal for every deal condition, so
 "pipeline = Contracts and stage = Negotiation" means one deal in that pipeline and stage).
+
+The database side (rules as rows, availability, round-robin turns, the broken-rule check) is in
+`scenarios.services` / `scenarios.selectors`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +42,30 @@ OPERATORS = {
 SOURCE_ENTITY_TYPE = "entity_type"
 SOURCE_ENTITY = "entity"
 SOURCE_DEAL = "deal"
+SOURCES = (SOURCE_ENTITY_TYPE, SOURCE_ENTITY, SOURCE_DEAL)
+CALLER_TYPES = ("contact", "company", "lead")
+VALUELESS = (EMPTY, NOT_EMPTY)
+TARGET_RESPONSIBLE = "responsible"
+TARGET_USER = "user"
+TARGET_ROUND_ROBIN = "round_robin"
+TARGET_QUEUE = "queue"
+RESPONSIBLE_RULE = "Responsible user"
+OTHERS_RULE = "Others"
+
+# Fields in domain terms (crm.mapping.routing_facts); any other name is a Bitrix24 field name.
+ENTITY_FIELDS = {
+    "responsible": "responsible user",
+    "type": "type (contact or company type)",
+    "source": "source",
+    "status": "status (leads)",
+}
+DEAL_FIELDS = {
+    "pipeline": "pipeline",
+    "stage": "stage",
+    "responsible": "responsible user",
+    "id": "deal id",
+}
+FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,54 @@ class Condition:
         )
         values = ", ".join(self.values)
         return f"{subject} {OPERATORS.get(self.operator, self.operator)} {values}".strip()
+
+
+def condition_errors(*, source: str, field: str, operator: str, values: Any) -> dict[str, str]:
+    """Problems of one condition's settings, by field name (admin forms and imports)."""
+    errors: dict[str, str] = {}
+    if source not in SOURCES:
+        errors["source"] = f"must be one of {list(SOURCES)}"
+    if operator not in OPERATORS:
+        errors["operator"] = f"must be one of {list(OPERATORS)}"
+    if not isinstance(values, list | tuple) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in values
+    ):
+        return {**errors, "values": "must be a list of values"}
+    if source == SOURCE_ENTITY_TYPE:
+        if field:
+            errors["field"] = "leave it empty: the condition reads the caller's type"
+        unknown = [v for v in values if str(v) not in CALLER_TYPES]
+        if unknown:
+            errors["values"] = f"caller types are {', '.join(CALLER_TYPES)}; not {unknown}"
+    elif source in (SOURCE_ENTITY, SOURCE_DEAL) and not FIELD_NAME_RE.match(field or ""):
+        errors["field"] = "name the field (e.g. stage, source or UF_CRM_REGION)"
+    if operator in VALUELESS and values:
+        errors["values"] = f"'{OPERATORS[operator]}' takes no values"
+    elif operator in OPERATORS and operator not in VALUELESS and not values:
+        errors.setdefault("values", f"'{OPERATORS[operator]}' needs at least one value")
+    return errors
+
+
+def target_errors(*, target: str, users: Any, department_id: int | None) -> dict[str, str]:
+    """Problems of a rule's target settings, by field name."""
+    if target not in (TARGET_RESPONSIBLE, TARGET_USER, TARGET_ROUND_ROBIN, TARGET_QUEUE):
+        return {"target": "choose a target"}
+    if not isinstance(users, list) or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in users
+    ):
+        return {"users": "must be a list of Bitrix24 user ids"}
+    errors = {}
+    if target == TARGET_RESPONSIBLE and (users or department_id):
+        errors["target"] = "the responsible user is found from the CRM: choose no users"
+    elif target == TARGET_USER and len(users) != 1:
+        errors["users"] = "choose exactly one user"
+    elif target == TARGET_QUEUE and not users:
+        errors["users"] = "choose the queue's users, in order"
+    elif target == TARGET_ROUND_ROBIN and bool(users) == bool(department_id):
+        errors["users"] = "choose either users or a department to go round"
+    elif target != TARGET_ROUND_ROBIN and department_id:
+        errors["department_id"] = "a department is for round-robin only"
+    return errors
 
 
 @dataclass(frozen=True)
@@ -161,6 +237,7 @@ class Rule:
     target: str  # responsible | user | round_robin | queue
     user_ids: tuple[int, ...] = ()
     broken: bool = False
+    broken_reason: str = ""
 
 
 @dataclass
@@ -169,14 +246,6 @@ class RouteDecision:
     rule: str
     rule_id: int | None = None
     explanation: list[dict[str, Any]] = field(default_factory=list)
-
-
-TARGET_RESPONSIBLE = "responsible"
-TARGET_USER = "user"
-TARGET_ROUND_ROBIN = "round_robin"
-TARGET_QUEUE = "queue"
-RESPONSIBLE_RULE = "Responsible user"
-OTHERS_RULE = "Others"
 
 
 def route_decide(
@@ -191,8 +260,9 @@ def route_decide(
     """The user an incoming call goes to, and why.
 
     Order: the caller's responsible user (when the tenant routes identified callers to them and
-    they are available), then the enabled, unbroken rules in order, then "Others". A rule whose
-    target is unavailable falls through to the next member of its queue, then to "Others".
+    they are available), then the enabled, unbroken rules in order (the first that matches
+    decides), then "Others". A matched rule whose target is unavailable falls through to the
+    next member of its queue, then to "Others".
     """
     explanation: list[dict[str, Any]] = []
     responsible = facts.get("responsible_id")
@@ -203,9 +273,14 @@ def route_decide(
         )
         if available:
             return RouteDecision(int(responsible), RESPONSIBLE_RULE, None, explanation)
+    elif responsible_first:
+        explanation.append({"step": RESPONSIBLE_RULE, "skipped": "no responsible user known"})
     for rule in rules:
         if rule.broken:
-            explanation.append({"rule": rule.name, "skipped": "broken: refers to removed data"})
+            skipped = {"rule": rule.name, "skipped": "broken: refers to removed data"}
+            if rule.broken_reason:
+                skipped["reason"] = rule.broken_reason
+            explanation.append(skipped)
             continue
         outcome = rule_evaluate(rule.conditions, facts)
         step: dict[str, Any] = {
@@ -225,8 +300,13 @@ def route_decide(
         else:
             chosen = available[0] if available else None
         if chosen is not None:
+            step["chosen"] = chosen
             return RouteDecision(chosen, rule.name, rule.id, explanation)
+        # The rule applies but nobody of it can take the call: "Others", not the next rule
+        # (a caller in negotiation must not end up with whoever a later rule names).
         step["fell_through"] = "no available target"
+        break
+    explanation.append({"step": OTHERS_RULE, "user_id": others_user_id})
     return RouteDecision(others_user_id, OTHERS_RULE, None, explanation)
 
 

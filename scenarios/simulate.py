@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from calls.models import Call, Device
 from calls.phones import InvalidPhoneNumber, phone_to_e164
+from calls.selectors import routing_facts_from_crm
 from scenarios.configuration import CREATION_TYPES
 from scenarios.models import ActionType, ScenarioAction, Trigger
 from scenarios.planning import (
@@ -37,7 +38,12 @@ from scenarios.selectors import (
     tenant_timezone,
     work_schedule,
 )
-from scenarios.services import Unresolvable, responsible_resolve
+from scenarios.services import (
+    Unresolvable,
+    responsible_resolve,
+    route_decide_call,
+    route_effective,
+)
 
 Action = ScenarioAction
 OUTCOMES = [
@@ -193,13 +199,23 @@ def simulate(
     )
     ended_at = at + timedelta(seconds=(duration_seconds or RING_SECONDS))
     agent = device.bitrix24_user_id if device else None
+    route: dict[str, Any] = {}
+    if agent:
+        # Who the call would be routed to now (no round-robin turn is taken).
+        route = route_decide_call(
+            facts=routing_facts_from_crm(crm),
+            crm_status=crm.get("status", ""),
+            direction=direction,
+            agent_id=agent,
+            peek=True,
+        )
     ringing = CallFacts(
         direction=direction,
         phone_number=phone_number,
         ended=False,
         started_at=at,
         crm=crm,
-        route={"user": {"id": agent}} if agent else {},
+        route=route,
         agent_id=agent,
     )
     config = scenario_config()
@@ -207,7 +223,13 @@ def simulate(
     known = directory()
     office_open = office_open_at(schedule, ringing, at)
     start_steps, anchor = plan_start(facts=ringing, config=config, office_open=office_open, now=at)
-    ended = replace(ringing, ended=True, outcome=outcome, ended_at=ended_at)
+    ended = replace(
+        ringing,
+        ended=True,
+        outcome=outcome,
+        ended_at=ended_at,
+        route=route_effective(route=route, direction=direction, ended=True, outcome=outcome),
+    )
     registered = "register_call" if any(s.key == "register_call" for s in start_steps) else None
     trigger, end_steps = plan_end(
         facts=ended,

@@ -145,7 +145,10 @@ class CrmSerializer(serializers.Serializer):
 class RouteSerializer(serializers.Serializer):
     user = PersonSerializer(help_text="Who should take the call.")
     rule = serializers.CharField(
-        allow_null=True, help_text="The routing rule that matched; null for 'Others'."
+        allow_null=True,
+        help_text="Why: the name of the routing rule that matched, 'Responsible user' (the "
+        "caller's responsible, when the tenant routes identified callers to them) or 'Others' "
+        "(no rule matched, or the CRM did not answer in time); null for outgoing calls.",
     )
 
 

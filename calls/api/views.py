@@ -45,8 +45,8 @@ from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_for_device,
     call_resource,
-    call_route_for,
-    caller_lookup,
+    call_route_preview,
+    caller_lookup_with_facts,
     tenant_country,
 )
 from calls.services import (
@@ -216,8 +216,8 @@ class LookupView(BridgeView):
             )
         except InvalidPhoneNumber as exc:
             raise ValidationError({"phone_number": [str(exc)]}) from exc
-        crm = caller_lookup(phone_number=number, budget_s=None)
-        route = call_route_for(device=self.device, crm=crm)
+        crm, facts = caller_lookup_with_facts(phone_number=number, budget_s=None)
+        route = call_route_preview(device=self.device, facts=facts, crm=crm)
         return Response({"phone_number": number, "crm": crm, "route": route})
 
 

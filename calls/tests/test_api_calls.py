@@ -58,8 +58,9 @@ def test_lookup_answers_with_e164_crm_status_and_route(bridge: Bridge, device: D
     body = response.json()
     assert body["phone_number"] == "+48600111222"
     assert body["crm"]["status"] in {"found", "not_found", "pending", "unavailable"}
+    # No CRM answer (alpha is not connected here): to "Others", the device's agent.
     assert body["route"]["user"]["id"] == device.bitrix24_user_id
-    assert body["route"]["rule"] is None
+    assert body["route"]["rule"] == "Others"
 
 
 def test_unknown_call_is_404(bridge: Bridge) -> None:

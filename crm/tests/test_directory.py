@@ -135,7 +135,62 @@ def test_history_older_than_the_retention_is_pruned(portal: Any) -> None:
     Intent.objects.update(updated_at=old)
     directory_sync()
 
-    # One batch request and its four commands are old; the second sync's five rows stay.
-    assert history_prune() == {"requests": 5, "intents": 1}
-    assert RequestLog.objects.count() == 5
+    # One batch request and its eight commands (four lists, four field lists) are old; the
+    # second sync's nine rows stay.
+    assert history_prune() == {"requests": 9, "intents": 1}
+    assert RequestLog.objects.count() == 9
     assert list(Intent.objects.values_list("key", flat=True)) == ["old-ambiguous"]
+
+
+def test_crm_field_lists_are_mirrored_in_the_same_request(portal: Any) -> None:
+    from crm.models import EntityField
+    from crm.selectors import directory_entity_fields, directory_fields_synced
+
+    result = directory_sync()
+
+    assert result.requests == 1
+    assert directory_fields_synced() == {"contact", "company", "lead", "deal"}
+    sim = EntityField.objects.get(entity_type="contact", name="UF_CRM_PREFERRED_SIM")
+    assert (sim.title, sim.type, sim.custom) == ("Preferred SIM", "string", True)
+    assert sim.removed is False
+    assert directory_entity_fields(entity_types=["deal"]).filter(name="STAGE_ID").exists()
+    assert result.fields == EntityField.objects.count()
+
+    with portal.state.lock:
+        del portal.state.uf_fields["CONTACT"]["UF_CRM_PREFERRED_SIM"]
+    result = directory_sync()
+    assert result.removed["fields"] == 1
+    sim.refresh_from_db()
+    assert sim.removed is True
+
+
+def test_directory_sync_tells_the_listeners_once_committed(portal: Any) -> None:
+    from crm.signals import directory_synced
+
+    heard: list[dict[str, int]] = []
+
+    def listener(**kwargs: Any) -> None:
+        heard.append(kwargs["removed"])
+
+    directory_synced.connect(listener, dispatch_uid="test-listener")
+    try:
+        portal.control.delete_stage("C1:NEGOTIATION", category_id=1)
+        directory_sync()
+    finally:
+        directory_synced.disconnect(dispatch_uid="test-listener")
+    assert [removed["stages"] for removed in heard] == [1]
+
+
+def test_work_day_statuses_are_read_in_one_batch_and_kept(portal: Any) -> None:
+    from crm.services import directory_timeman_refresh
+    from crm.tests.conftest import top_level
+
+    portal.control.set_timeman_status(3, "EXPIRED")
+    statuses = directory_timeman_refresh()
+
+    assert statuses == {1: "OPENED", 3: "EXPIRED", 5: "OPENED", 9: "PAUSED", 11: "CLOSED"}
+    assert [r["method"] for r in top_level(portal)] == ["batch"]
+    piotr = directory_user(user_id=3)
+    assert (piotr.timeman_status, piotr.timeman_checked_at is not None) == ("EXPIRED", True)
+    # A user timeman.status does not know gets no status (unknown), not an error.
+    assert directory_timeman_refresh(user_ids=[404]) == {404: ""}

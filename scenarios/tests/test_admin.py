@@ -174,9 +174,11 @@ def test_simulate_shows_the_actions_their_due_times_and_users(
     callback = by_action["Incoming call missed: Callback task"]
     # 10 minutes left on Friday (the call rang 20 s), 20 on Monday morning.
     assert callback[1] == "Mon 2026-11-23 09:20:20"
-    assert "user 5 - CRM responsible" in callback[5]
-    assert "user 5 - CRM responsible" in by_action["Incoming call missed: Bitrix24 notification"][5]
-    assert by_action["While it rings: open the CRM card"][5] == "user 9"
+    # Routed to the caller's responsible (routing's default), who the actions are for.
+    assert "user 5 - routed user" in callback[5]
+    assert "user 5 - routed user" in by_action["Incoming call missed: Bitrix24 notification"][5]
+    # The card opens for the routed user and for the agent whose phone rings.
+    assert by_action["While it rings: open the CRM card"][5] == "user 5, user 9"
     assert not ActionRun.objects.exists()
 
 
@@ -264,8 +266,9 @@ def test_simulating_an_unknown_number_shows_the_lead_first_and_who_gets_it(
     lead = result.steps[0]
     assert lead.users == ["user 9 - round-robin"]
     callback = next(s for s in result.steps if s.action_type == "callback_task")
-    # The task goes to the new lead's responsible, 30 minutes after the end (plain time).
-    assert callback.users == ["user 9 - CRM responsible"]
+    # The unknown caller is routed to "Others" (the agent), whom the task is for, 30 minutes
+    # after the end (plain time).
+    assert callback.users == ["user 9 - routed user"]
     assert callback.offset == "+30min 20s"
     [left_out] = [s for s in result.steps if not s.planned]
     assert (left_out.action_type, left_out.notes) == ("notify", ["only during office hours"])

@@ -56,7 +56,8 @@ def test_answered_known_call_pops_the_card_then_logs_and_syncs_after_five_minute
     call = call_event(call_make(device))
     planned = runs(call)
     assert list(planned) == ["register_call"]
-    assert planned["register_call"].params == {"show_to": [9]}  # the default: the agent
+    # The default: the routed user and the agent, here both 9 (the call's route is the agent).
+    assert planned["register_call"].params == {"show_to": [9]}
     assert planned["register_call"].due_at is not None
 
     call_end(call, "answered", talk=95)

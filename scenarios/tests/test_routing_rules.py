@@ -147,7 +147,8 @@ def test_unavailable_target_falls_through_queue_then_to_others() -> None:
     assert _decide([queue], is_available=lambda user: user == 3).user_id == 3
     nobody = _decide([queue], is_available=lambda user: user == 1)
     assert (nobody.user_id, nobody.rule) == (1, "Others")
-    assert nobody.explanation[-1]["fell_through"] == "no available target"
+    assert nobody.explanation[-2]["fell_through"] == "no available target"
+    assert nobody.explanation[-1] == {"step": "Others", "user_id": 1}
 
 
 def test_broken_rule_is_skipped_not_half_applied() -> None:
