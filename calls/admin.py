@@ -41,6 +41,7 @@ from calls.services import (
     device_revoke,
     device_rotate_token,
 )
+from tenants.admin_utils import ReadOnlyAdmin
 
 
 def _qr_svg(data: str) -> str:
@@ -321,19 +322,6 @@ CSV_COLUMNS = [
 class _Echo:
     def write(self, value: str) -> str:
         return value
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Audit rows: visible, never added, changed or deleted through the admin."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Call)

@@ -22,6 +22,7 @@ from crm.models import (
     RequestLog,
     Stage,
 )
+from tenants.admin_utils import ReadOnlyAdmin
 
 
 class ConnectionForm(forms.ModelForm):
@@ -180,19 +181,6 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             f"{result.lead_statuses} lead statuses, {result.lead_sources} sources"
             + (f"; {removed} no longer exist in Bitrix24." if removed else "."),
         )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Mirrored or audit data: it changes only through SIMtrix itself."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(RequestLog)

@@ -1,0 +1,24 @@
+"""Admin building blocks shared by the apps' admins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit and mirrored rows: visible, never added, changed or deleted through the admin.
+
+    They change only through SIMtrix itself (the bridge, the outbox, the directory sync).
+    """
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
