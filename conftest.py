@@ -36,7 +36,35 @@ def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(
+    request: pytest.FixtureRequest,
+    django_test_environment: None,
+    django_db_blocker: pytest.FixtureRequest,
+    django_db_modify_db_settings: None,
+) -> Iterator[None]:
+    """Always a test database, even when no selected test asks for `db`.
+
+    pytest-django only creates it for tests marked for the database; a run of `committed_db`
+    tests alone would otherwise write into the database DATABASE_URL names.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    verbosity = request.config.option.verbose
+    with django_db_blocker.unblock():
+        config = setup_databases(
+            verbosity=verbosity, interactive=False, aliases={"default"}, serialized_aliases=set()
+        )
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=verbosity)
+
+
+@pytest.fixture(scope="session")
 def tenants(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> dict[str, Tenant]:
+    if not connection.settings_dict["NAME"].startswith("test_"):
+        raise RuntimeError(
+            "Tests must run on a test database, not " + connection.settings_dict["NAME"]
+        )
     with django_db_blocker.unblock():
         made = {}
         for schema in ("alpha", "beta"):
