@@ -94,7 +94,9 @@ def _lookup_if_needed(call: Call) -> None:
     call.refresh_from_db()
 
 
-def _register(call: Call, *, intent_key: str, show: bool) -> str:
+def _register(
+    call: Call, *, intent_key: str, show: bool, also_show: list[int] | None = None
+) -> str:
     """Registers the call (once) and returns its Bitrix24 call id."""
     from crm.services import crm_call_register
 
@@ -113,6 +115,7 @@ def _register(call: Call, *, intent_key: str, show: bool) -> str:
         external_call_id=_external_call_id(call),
         entity=_entity(call),
         show=show,
+        also_show=also_show or (),
     )
     entity_type, entity_id = registered.entity or ("", None)
     call_b24_registered(
@@ -138,15 +141,21 @@ def register_call(run: ActionRun) -> dict[str, Any]:
     # A card is only worth showing while the phone still rings or talks.
     ringing = call.status != Call.Status.ENDED
     already = bool(call.b24_call_id)
+    others = [user for user in show_to if user != agent or already]
+    # Cards for other users ride in the register's own request (one batch) when it is sent now.
+    with_register = others if ringing and not already else []
     try:
         b24_call_id = _register(
-            call, intent_key=run_intent_key(run), show=ringing and agent in show_to
+            call,
+            intent_key=run_intent_key(run),
+            show=ringing and agent in show_to,
+            also_show=with_register,
         )
     except Bitrix24AuthTypeDenied as exc:
         raise ActionSkipped(f"telephony refused ({exc.code}); log_call logs an activity") from exc
-    others = [user for user in show_to if user != agent or already]
     shown: list[int] = [agent] if ringing and agent in show_to and not already else []
-    if ringing and others:
+    shown += with_register
+    if ringing and others and not with_register:
         crm_call_show(b24_call_id=b24_call_id, user_ids=others)
         shown += others
     return {"b24_call_id": b24_call_id, "entity": _entity(call), "shown_to": shown}

@@ -24,6 +24,8 @@ How each non-idempotent request is made safe to retry (see ``crm.intents``):
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
@@ -40,6 +42,8 @@ from crm.connections import (
 )
 from crm.directory import directory_sync, directory_timeman_refresh
 from crm.domain import FinishedCall, RegisteredCall
+from crm.errors import Bitrix24Error
+from crm.intents import intent_run
 from crm.mapping import (
     ACTIVITY_DIRECTIONS,
     CLIENT_TYPES,
@@ -61,6 +65,8 @@ from crm.models import Bitrix24Connection, Intent, RequestLog
 from crm.operations import CrmBatch, Deferred, Op, batchable, crm_batch, op_run
 from crm.phones import phone_to_e164
 from crm.selectors import crm_find_by_phone, tenant_country
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CrmBatch",
@@ -197,26 +203,59 @@ def crm_call_register(
     external_call_id: str,
     entity: tuple[str, int] | None,
     show: bool,
+    also_show: Sequence[int] = (),
 ) -> RegisteredCall:
     """Registers the call in Bitrix24 telephony (``telephony.externalCall.register``).
 
     Bind ``entity`` (from the lookup) explicitly: Bitrix24 fixes the call's CRM binding here and
     its own auto-search misses numbers stored in other formats. Auth modes that refuse
     telephony raise ``Bitrix24AuthTypeDenied``: fall back to ``crm_activity_log_call``.
+    ``show`` pops the card for ``user_id``; ``also_show`` pops it for other users in the same
+    HTTP request (a ``batch`` whose ``show`` takes the new call's id from the register).
     """
-    return op_run(
-        _register_op(
-            intent_key=intent_key,
-            user_id=user_id,
-            phone=phone,
-            direction=direction,
-            started_at=started_at,
-            line_number=line_number,
-            external_call_id=external_call_id,
-            entity=entity,
-            show=show,
-        )
+    op = _register_op(
+        intent_key=intent_key,
+        user_id=user_id,
+        phone=phone,
+        direction=direction,
+        started_at=started_at,
+        line_number=line_number,
+        external_call_id=external_call_id,
+        entity=entity,
+        show=show,
     )
+    if not also_show:
+        return op_run(op)
+    client = Bitrix24Client()
+    finder = op.find_existing
+
+    def send() -> Any:
+        results = client.run_batch(
+            {
+                "register": op.req,
+                "show": b24.externalcall_show(
+                    b24.batch_reference("register", "CALL_ID"), list(also_show)
+                ),
+            },
+            halt=True,
+            intent_key=intent_key,
+        )
+        registered = results["register"]
+        if isinstance(registered, Bitrix24Error):
+            raise registered
+        if isinstance(results["show"], Bitrix24Error):
+            # The card is a courtesy while it rings; the call itself is registered.
+            logger.warning("showing the card failed: %s", results["show"])
+        return registered
+
+    raw = intent_run(
+        key=intent_key,
+        method=op.req.method,
+        send=send,
+        find_existing=(lambda: finder(client)) if finder else None,
+        resend_window=op.resend_window,
+    )
+    return op.to_result(raw)
 
 
 def _show_op(*, b24_call_id: str, user_ids: list[int]) -> Op[bool]:

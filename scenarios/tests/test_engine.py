@@ -82,7 +82,7 @@ def test_answered_call_is_logged_with_the_card_and_notes_synced_after_five_minut
     phone.started("a-1", number=ANNA)
     wait_for(settled("a-1"))
     # While it rings, the card pops for Ewa (SHOW=1 on register) and for Marta, Anna's
-    # responsible, whom the call is routed to (show).
+    # responsible, whom the call is routed to (show, in the register's own batch).
     [active] = alpha_portal.calls()["active"]
     assert sorted(active["SHOWN_TO"]) == [5, 9]
     phone.ended("a-1", outcome="answered", talk=272)
@@ -91,8 +91,14 @@ def test_answered_call_is_logged_with_the_card_and_notes_synced_after_five_minut
     assert {t: r.status for t, r in runs.items()} == {
         "register_call": "done", "log_call": "done", "post_call_sync": "scheduled",
     }  # fmt: skip
-    # Lookup, register (with Ewa's card), show (Marta's card), finish: four requests.
-    assert len(top_level_requests(alpha_portal)) == 4, top_level_requests(alpha_portal)
+    # Lookup, register (Ewa's card) + show (Marta's card) in one batch, finish: three requests.
+    requests = top_level_requests(alpha_portal)
+    assert requests == ["batch", "batch", "telephony.externalcall.finish"], requests
+    register_batch = [
+        r["method"] for r in alpha_portal.state.query_requests(in_batch=True)
+        if r["method"].startswith("telephony.")
+    ]  # fmt: skip
+    assert register_batch == ["telephony.externalcall.register", "telephony.externalcall.show"]
     [finished] = finished_calls(alpha_portal)
     stat = finished["STATISTIC"]
     assert (stat["CRM_ENTITY_TYPE"], stat["CRM_ENTITY_ID"], stat["CALL_DURATION"]) == (
@@ -121,12 +127,10 @@ def test_missed_call_notifies_the_responsible_and_creates_the_callback_task_afte
     assert {t: r.status for t, r in runs.items()} == {
         "register_call": "done", "log_call": "done", "notify": "done", "callback_task": "scheduled",
     }  # fmt: skip
-    # Lookup, register, notify, finish; and, if the card was still worth showing when the
-    # register ran (the call ends at once here), show for Marta, the routed user.
+    # Lookup, register (with Marta's card in its batch while it still rang), notify, finish.
     requests = top_level_requests(alpha_portal)
-    shown = requests.count("telephony.externalcall.show")
-    assert shown in (0, 1), requests
-    assert len(requests) == 4 + shown, requests
+    assert "telephony.externalcall.show" not in requests
+    assert len(requests) == 4, requests
     [notification] = alpha_portal.state.notifications.values()
     assert notification["USER_ID"] == 5
     assert notification["MESSAGE"].startswith("Missed call from Anna Kowalska (+48600111222)")
