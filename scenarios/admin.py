@@ -18,7 +18,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from scenarios.configuration import CREATION_TYPES, TEMPLATE_VARIABLES, ConfigError
+from scenarios.configuration import (
+    CREATION_TYPES,
+    TEMPLATE_VARIABLES,
+    ConfigError,
+    config_export,
+    config_import,
+)
 from scenarios.models import (
     CONFIG_FIELDS,
     ActionRun,
@@ -29,8 +35,7 @@ from scenarios.models import (
     ScenarioAction,
 )
 from scenarios.outbox import run_retry
-from scenarios.selectors import actions_with_problems, config_export, tenant_timezone
-from scenarios.services import config_import
+from scenarios.selectors import actions_with_problems, tenant_timezone
 
 Action = ScenarioAction
 
@@ -233,11 +238,15 @@ class ScenarioAdmin(admin.ModelAdmin):
             except ConfigError as exc:
                 errors = exc.errors
             else:
-                messages.success(
-                    request,
-                    "Configuration imported: {scenarios} scenarios, {actions} actions, "
-                    "{office_hours} office-hour periods, {holidays} holidays.".format(**counts),
-                )
+                messages.success(request, _import_summary(counts))
+                if counts.get("routing_rules_broken"):
+                    messages.warning(
+                        request,
+                        "{routing_rules_broken} imported routing rule(s) name what Bitrix24 "
+                        "does not have and are skipped until fixed (see Routing rules).".format(
+                            **counts
+                        ),
+                    )
                 return HttpResponseRedirect(reverse("admin:scenarios_scenario_changelist"))
         context = {
             **self.admin_site.each_context(request),
@@ -268,6 +277,20 @@ class ScenarioAdmin(admin.ModelAdmin):
         # Due times read in the tenant's wall-clock time, as the form took them.
         with timezone.override(ZoneInfo(tenant_timezone())):
             return response.render()
+
+
+def _import_summary(counts: dict[str, int]) -> str:
+    summary = (
+        "Configuration imported: {scenarios} scenarios, {actions} actions, "
+        "{office_hours} office-hour periods, {holidays} holidays".format(**counts)
+    )
+    if "routing_rules" in counts:
+        summary += ", {routing_rules} routing rules".format(**counts)
+    if "routing_settings" in counts:
+        summary += ", the routing settings"
+    if "routing_rules" not in counts and "routing_settings" not in counts:
+        summary += "; routing left as it was (the file has none)"
+    return summary + "."
 
 
 class ConfigImportForm(forms.Form):

@@ -1,8 +1,11 @@
 """A tenant's scenario configuration as plain data: validation, the JSON format, the defaults.
 
-Pure: nothing here touches the database. The admin forms, the import command and the installer
-all validate through `config_errors` / `action_errors`, so a rule is written once and every entry
-point gives the same message. The format is documented in docs/configuration.md.
+Pure, except the last section: the whole document's export and import (`config_export`,
+`config_import`), which add the routing rules and settings to what
+`selectors.scenario_config_export` and `services.scenario_config_import` write. The admin forms,
+the import command and the installer all validate through `config_errors` / `action_errors`, so
+a rule is written once and every entry point gives the same message. The format is documented
+in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -13,7 +16,19 @@ import string
 from datetime import date, time
 from typing import Any
 
-from scenarios.models import CONFIG_FIELDS, ActionType, ScenarioAction, Trigger
+from django.db import models, transaction
+
+from scenarios.models import (
+    CONFIG_FIELDS,
+    ActionType,
+    RoundRobinCursor,
+    RoutingCondition,
+    RoutingRule,
+    RoutingSettings,
+    ScenarioAction,
+    Trigger,
+)
+from scenarios.routing import OPERATORS, SOURCES, condition_errors, target_errors
 
 FORMAT_NAME = "simtrix-configuration"
 FORMAT_VERSION = 1
@@ -219,15 +234,32 @@ def hours_errors(periods: list[tuple[int, time | None, time | None]]) -> list[st
 # --- The JSON format ------------------------------------------------------------------------
 
 
-def _field_default(name: str) -> Any:
-    field = ScenarioAction._meta.get_field(name)
+def _field_default(model: type[models.Model], name: str) -> Any:
+    field = model._meta.get_field(name)
     if field.has_default():
         return field.get_default()
     return None if field.null else ""
 
 
 # What an action field holds when an imported action leaves it out.
-ACTION_DEFAULTS: dict[str, Any] = {name: _field_default(name) for name in CONFIG_FIELDS[1:]}
+ACTION_DEFAULTS: dict[str, Any] = {
+    name: _field_default(ScenarioAction, name) for name in CONFIG_FIELDS[1:]
+}
+# The routing settings in export order, with what one left out of `routing.settings` holds.
+ROUTING_SETTINGS_DEFAULTS: dict[str, Any] = {
+    name: _field_default(RoutingSettings, name)
+    for name in (
+        "responsible_first",
+        "use_timeman",
+        "others_target",
+        "others_user_id",
+        "missed_to",
+        "transfer_updates_responsible",
+    )
+}
+RULE_KEYS = ("name", "enabled", "target", "users", "department_id", "conditions")
+CONDITION_KEYS = ("source", "field", "operator", "values")
+MAX_ID = 2**31 - 1  # a PositiveIntegerField column (department, "Others" user)
 
 
 def action_to_data(config: dict[str, Any]) -> dict[str, Any]:
@@ -257,17 +289,26 @@ def config_errors(data: Any) -> list[str]:
         errors.append(f"format: must be {FORMAT_NAME!r}")
     if data.get("version") != FORMAT_VERSION:
         errors.append(f"version: must be {FORMAT_VERSION}")
-    unknown = set(data) - {"format", "version", "exported_at", "office_hours", "scenarios"}
+    unknown = set(data) - {
+        "format",
+        "version",
+        "exported_at",
+        "office_hours",
+        "scenarios",
+        "routing",
+    }
     if unknown:
         errors.append(f"unknown keys: {sorted(unknown)}")
     errors += _office_hours_errors(data.get("office_hours", {}))
+    # An export made before routing was part of the document has no "routing": it is optional.
+    routing_errors = _routing_errors(data["routing"]) if "routing" in data else []
     scenarios = data.get("scenarios", [])
     if not isinstance(scenarios, list):
-        return [*errors, "scenarios: must be a list"]
+        return [*errors, "scenarios: must be a list", *routing_errors]
     seen: set[str] = set()
     for index, scenario in enumerate(scenarios):
         errors += _scenario_errors(scenario, f"scenarios[{index}]", seen)
-    return errors
+    return errors + routing_errors
 
 
 def _office_hours_errors(hours: Any) -> list[str]:
@@ -375,6 +416,115 @@ def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
     return errors
 
 
+def _is_db_id(value: Any) -> bool:
+    return _is_whole(value, minimum=1) and value <= MAX_ID
+
+
+def _routing_errors(routing: Any) -> list[str]:
+    """`routing`: each of `settings` and `rules` is optional; one left out is left untouched."""
+    if not isinstance(routing, dict):
+        return ["routing: must be an object with 'settings' and/or 'rules'"]
+    errors = []
+    unknown = set(routing) - {"settings", "rules"}
+    if unknown:
+        errors.append(f"routing: unknown keys {sorted(unknown)}")
+    if "settings" in routing:
+        errors += _routing_settings_errors(routing["settings"])
+    if "rules" in routing:
+        rules = routing["rules"]
+        if not isinstance(rules, list):
+            return [*errors, "routing.rules: must be a list"]
+        names: set[str] = set()
+        for index, rule in enumerate(rules):
+            errors += _routing_rule_errors(rule, f"routing.rules[{index}]", names)
+    return errors
+
+
+def _routing_settings_errors(settings: Any) -> list[str]:
+    where = "routing.settings"
+    if not isinstance(settings, dict):
+        return [f"{where}: must be an object"]
+    errors = []
+    unknown = set(settings) - set(ROUTING_SETTINGS_DEFAULTS)
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)}")
+    values = {**ROUTING_SETTINGS_DEFAULTS, **settings}
+    for name in ("responsible_first", "use_timeman", "transfer_updates_responsible"):
+        if not isinstance(values[name], bool):
+            errors.append(f"{where}.{name}: must be true or false")
+    choices = {
+        "others_target": RoutingSettings.OthersTarget.values,
+        "missed_to": RoutingSettings.MissedTo.values,
+    }
+    for name, allowed in choices.items():
+        if values[name] not in allowed:
+            errors.append(f"{where}.{name}: must be one of {allowed}")
+    user = values["others_user_id"]
+    if user is not None and not _is_db_id(user):
+        errors.append(f"{where}.others_user_id: must be a Bitrix24 user id or null")
+    elif user is None and values["others_target"] == RoutingSettings.OthersTarget.USER:
+        errors.append(f"{where}.others_user_id: 'others_target' 'user' needs the user's id")
+    return errors
+
+
+def _routing_rule_errors(rule: Any, where: str, names: set[str]) -> list[str]:
+    if not isinstance(rule, dict):
+        return [f"{where}: must be an object"]
+    errors = []
+    unknown = set(rule) - set(RULE_KEYS)
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (the order is the list's order)")
+    name = rule.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
+        errors.append(f"{where}.name: must be non-empty text of at most 100 characters")
+    elif name.strip() in names:
+        errors.append(f"{where}.name: {name.strip()!r} appears twice (rule names are unique)")
+    else:
+        names.add(name.strip())
+    if not isinstance(rule.get("enabled", True), bool):
+        errors.append(f"{where}.enabled: must be true or false")
+    target, department = rule.get("target"), rule.get("department_id")
+    if department is not None and not _is_db_id(department):
+        errors.append(f"{where}.department_id: must be a Bitrix24 department id or null")
+    elif target not in RoutingRule.Target.values:
+        errors.append(
+            f"{where}.target: unknown target {target!r}; use one of {RoutingRule.Target.values}"
+        )
+    else:
+        problems = target_errors(
+            target=target, users=rule.get("users", []), department_id=department
+        )
+        errors += [f"{where}.{field}: {message}" for field, message in problems.items()]
+    conditions = rule.get("conditions", [])
+    if not isinstance(conditions, list):
+        return [*errors, f"{where}.conditions: must be a list"]
+    for index, condition in enumerate(conditions):
+        errors += _routing_condition_errors(condition, f"{where}.conditions[{index}]")
+    return errors
+
+
+def _routing_condition_errors(condition: Any, where: str) -> list[str]:
+    if not isinstance(condition, dict) or not {"source", "operator"} <= set(condition):
+        return [f"{where}: must be an object with source, operator and optionally field, values"]
+    unknown = set(condition) - set(CONDITION_KEYS)
+    if unknown:
+        return [f"{where}: unknown keys {sorted(unknown)}"]
+    source, operator = condition["source"], condition["operator"]
+    field = condition.get("field", "")
+    errors = {}
+    if not isinstance(source, str) or source not in SOURCES:
+        errors["source"] = f"unknown source {source!r}; use one of {list(SOURCES)}"
+    if not isinstance(operator, str) or operator not in OPERATORS:
+        errors["operator"] = f"unknown operator {operator!r}; use one of {list(OPERATORS)}"
+    if not isinstance(field, str):
+        errors["field"] = "must be text (a field's name)"
+    if not errors:
+        errors = condition_errors(
+            source=source, field=field, operator=operator, values=condition.get("values", [])
+        )
+    return [f"{where}.{name}: {message}" for name, message in errors.items()]
+
+
 # --- The defaults of operations.md ------------------------------------------------------------
 
 _LOG = {"action_type": "log_call"}
@@ -450,3 +600,108 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
         },
     ],
 }
+
+
+# --- The whole document: scenarios, office hours and routing ------------------------------------
+
+
+def routing_rule_to_data(rule: RoutingRule) -> dict[str, Any]:
+    """A rule as the document holds it; its position is its place in the list."""
+    return {
+        "name": rule.name,
+        "enabled": rule.enabled,
+        "target": rule.target,
+        "users": list(rule.users or []),
+        "department_id": rule.department_id,
+        "conditions": [
+            {
+                "source": condition.source,
+                "field": condition.field,
+                "operator": condition.operator,
+                "values": list(condition.values or []),
+            }
+            for condition in rule.conditions.all()
+        ],
+    }
+
+
+def config_export() -> dict[str, Any]:
+    """The tenant's whole configuration: `selectors.scenario_config_export` plus the routing."""
+    from scenarios.selectors import routing_settings_get, scenario_config_export
+
+    settings = routing_settings_get()
+    rules = RoutingRule.objects.prefetch_related("conditions").order_by("position", "pk")
+    return {
+        **scenario_config_export(),
+        "routing": {
+            "settings": {name: getattr(settings, name) for name in ROUTING_SETTINGS_DEFAULTS},
+            "rules": [routing_rule_to_data(rule) for rule in rules],
+        },
+    }
+
+
+def config_import(*, data: Any) -> dict[str, int]:
+    """Replaces the tenant's whole configuration, routing included; invalid input changes
+    nothing (every problem is found before the first write, and all is one transaction).
+
+    `routing.settings` and `routing.rules` each replace their part when present; a document
+    without them (an export from before routing was in the document) leaves routing as it is.
+    Rules naming what the synced Bitrix24 directory lacks are imported and marked broken, as
+    scenario actions are imported and flagged: a configuration moves between tenants whose
+    portals differ, and the next directory sync heals what exists there.
+    """
+    from scenarios.services import scenario_config_import
+
+    errors = config_errors(data)
+    if errors:
+        raise ConfigError(errors)
+    routing = data.get("routing", {})
+    with transaction.atomic():
+        counts = scenario_config_import(data=data)
+        if "settings" in routing:
+            RoutingSettings.objects.update_or_create(
+                singleton=1, defaults={**ROUTING_SETTINGS_DEFAULTS, **routing["settings"]}
+            )
+            counts["routing_settings"] = 1
+        if "rules" in routing:
+            counts.update(_routing_rules_replace(routing["rules"]))
+    return counts
+
+
+def _routing_rules_replace(rules: list[dict[str, Any]]) -> dict[str, int]:
+    from scenarios.services import routing_rules_check
+
+    gone = list(RoutingRule.objects.values_list("pk", flat=True))
+    RoutingRule.objects.all().delete()  # their conditions too
+    # Turns are kept per rule id: the replaced rules' cursors would never be read again.
+    RoundRobinCursor.objects.filter(key__in=[f"route:{pk}" for pk in gone]).delete()
+    created, conditions = [], 0
+    for index, item in enumerate(rules, start=1):
+        rule = RoutingRule.objects.create(
+            name=item["name"].strip(),
+            position=index * 10,
+            enabled=item.get("enabled", True),
+            target=item["target"],
+            users=item.get("users", []),
+            department_id=item.get("department_id"),
+        )
+        RoutingCondition.objects.bulk_create(
+            RoutingCondition(
+                rule=rule,
+                position=(number + 1) * 10,
+                source=condition["source"],
+                field=condition.get("field", ""),
+                operator=condition["operator"],
+                # Stored as the admin stores them (the evaluator compares text anyway).
+                values=[str(value) for value in condition.get("values", [])],
+            )
+            for number, condition in enumerate(item.get("conditions", []))
+        )
+        conditions += len(item.get("conditions", []))
+        created.append(rule.pk)
+    broken = routing_rules_check(rule_ids=created)
+    return {
+        "routing_rules": len(created),
+        "routing_conditions": conditions,
+        "routing_rules_broken": broken,
+    }

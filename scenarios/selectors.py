@@ -93,8 +93,9 @@ def scenario_config() -> ScenarioConfig:
     return ScenarioConfig(scenarios=scenarios)
 
 
-def config_export() -> dict[str, Any]:
-    """The tenant's whole scenario configuration in the documented JSON format."""
+def scenario_config_export() -> dict[str, Any]:
+    """Scenarios, office hours and holidays in the documented JSON format (routing excluded:
+    `configuration.config_export` gives the whole document)."""
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

@@ -364,8 +364,12 @@ def responsible_resolve(
 # --- Configuration -----------------------------------------------------------------------------
 
 
-def config_import(*, data: Any) -> dict[str, int]:
-    """Replaces the tenant's whole scenario configuration; invalid input changes nothing."""
+def scenario_config_import(*, data: Any) -> dict[str, int]:
+    """Replaces the scenarios, office hours and holidays; invalid input changes nothing.
+
+    The scenario part of a configuration document: `configuration.config_import` imports the
+    whole document (routing included) and is what the admin and the commands call.
+    """
     errors = config_errors(data)
     if errors:
         raise ConfigError(errors)
@@ -417,7 +421,7 @@ def scenarios_install_defaults() -> bool:
     """The default scenarios of operations.md, for a tenant that has none yet."""
     if Scenario.objects.exists():
         return False
-    config_import(data=DEFAULT_CONFIGURATION)
+    scenario_config_import(data=DEFAULT_CONFIGURATION)
     return True
 
 

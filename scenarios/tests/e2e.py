@@ -155,7 +155,7 @@ def alpha_wipe() -> None:
     from crm.models import Intent, RequestLog
     from scenarios.configuration import DEFAULT_CONFIGURATION
     from scenarios.models import ActionRun, CallPlan, RoundRobinCursor
-    from scenarios.services import config_import
+    from scenarios.services import scenario_config_import
 
     with schema_context("alpha"):
         ActionRun.objects.filter(after__isnull=False).delete()
@@ -166,7 +166,7 @@ def alpha_wipe() -> None:
         RoundRobinCursor.objects.all().delete()
         RequestLog.objects.all().delete()
         Intent.objects.all().delete()
-        config_import(data=DEFAULT_CONFIGURATION)
+        scenario_config_import(data=DEFAULT_CONFIGURATION)
 
 
 class Worker:

@@ -12,10 +12,10 @@ from django.test import Client
 from django.utils import timezone
 
 from calls.models import Device
-from scenarios.configuration import DEFAULT_CONFIGURATION
+from scenarios.configuration import DEFAULT_CONFIGURATION, config_export
 from scenarios.models import ActionRun, RoundRobinCursor, Scenario, ScenarioAction
 from scenarios.outbox import run_plan
-from scenarios.selectors import config_export
+from scenarios.selectors import scenario_config_export
 from scenarios.tests.conftest import call_make
 from tenants.models import Tenant
 
@@ -131,17 +131,18 @@ def test_export_from_the_list_action_and_the_button(admin: Client) -> None:
         expected = config_export()
         expected.pop("exported_at")
         assert data == expected
+        assert data["routing"]["rules"] == []  # the whole document, routing included
 
 
 def test_import_page_shows_every_problem_and_changes_nothing(admin: Client) -> None:
-    before = config_export()
+    before = scenario_config_export()
     bad = {**DEFAULT_CONFIGURATION, "scenarios": [{"trigger": "sometimes", "name": ""}]}
     response = admin.post("/admin/scenarios/scenario/import/", {"text": json.dumps(bad)})
     text = response.content.decode()
     assert response.status_code == 200
     assert "scenarios[0].trigger: must be one of" in text
     assert "scenarios[0].name: must be non-empty text" in text
-    after = config_export()
+    after = scenario_config_export()
     before.pop("exported_at")
     after.pop("exported_at")
     assert before == after

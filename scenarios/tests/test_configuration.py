@@ -22,13 +22,13 @@ from scenarios.configuration import (
     template_render,
 )
 from scenarios.models import Holiday, OfficeHours, Scenario, ScenarioAction
-from scenarios.selectors import config_export
-from scenarios.services import config_import
+from scenarios.selectors import scenario_config_export
+from scenarios.services import scenario_config_import
 from tenants.models import Tenant
 
 
 def _snapshot() -> dict[str, Any]:
-    data = config_export()
+    data = scenario_config_export()
     data.pop("exported_at")
     return data
 
@@ -41,7 +41,7 @@ def test_export_then_import_gives_back_the_same_configuration(alpha: Tenant) -> 
     )  # fmt: skip
     Holiday.objects.create(date="2026-12-25", name="Christmas", every_year=True)
     before = _snapshot()
-    counts = config_import(data=json.loads(json.dumps(config_export())))
+    counts = scenario_config_import(data=json.loads(json.dumps(scenario_config_export())))
     assert counts == {"scenarios": 6, "actions": 13, "office_hours": 5, "holidays": 1}
     assert _snapshot() == before
     exported = next(s for s in before["scenarios"] if s["trigger"] == "incoming_missed")
@@ -64,7 +64,7 @@ def test_an_invalid_import_changes_nothing_and_says_everything_that_is_wrong(
     bad["scenarios"][2]["trigger"] = "incoming_answered"
     bad["scenarios"][5]["actions"][0]["colour"] = "red"
     with pytest.raises(ConfigError) as raised:
-        config_import(data=bad)
+        scenario_config_import(data=bad)
     assert raised.value.errors == [
         "office_hours.weekly: monday: opening periods overlap",
         "scenarios[1].actions[3].text_template: unknown placeholder {who}; use one of {caller}, "

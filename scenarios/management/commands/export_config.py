@@ -5,13 +5,16 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from scenarios.selectors import config_export
+from scenarios.configuration import config_export
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 
 
 class Command(JsonCommand):
-    help = "Prints a tenant's whole scenario configuration as JSON (see docs/configuration.md)."
+    help = (
+        "Prints a tenant's whole configuration (scenarios, office hours, routing) as JSON "
+        "(see docs/configuration.md)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--schema", required=True)

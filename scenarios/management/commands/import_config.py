@@ -8,16 +8,16 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from scenarios.configuration import ConfigError
-from scenarios.services import config_import
+from scenarios.configuration import ConfigError, config_import
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 
 
 class Command(JsonCommand):
     help = (
-        "Replaces a tenant's whole scenario configuration with a JSON file (or '-' for stdin). "
-        "Invalid input changes nothing."
+        "Replaces a tenant's whole configuration (scenarios, office hours, routing) with a JSON "
+        "file (or '-' for stdin). A file without 'routing' leaves routing as it is. Invalid "
+        "input changes nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
