@@ -25,6 +25,7 @@ from scenarios.configuration import (
     config_export,
     config_import,
 )
+from scenarios.forms import UserIdsField
 from scenarios.models import (
     CONFIG_FIELDS,
     ActionRun,
@@ -38,31 +39,6 @@ from scenarios.outbox import run_retry
 from scenarios.selectors import actions_with_problems, tenant_timezone
 
 Action = ScenarioAction
-
-
-class UserIdsField(forms.CharField):
-    """Bitrix24 user ids typed as "5, 9, 11"; stored as a JSON list of ints."""
-
-    def prepare_value(self, value: Any) -> str:
-        if isinstance(value, list):
-            return ", ".join(str(user) for user in value)
-        if isinstance(value, str) and value.startswith("["):
-            try:
-                return ", ".join(str(user) for user in json.loads(value))
-            except ValueError:
-                return value
-        return value or ""
-
-    def to_python(self, value: Any) -> list[int]:
-        text = super().to_python(value) or ""
-        users = []
-        for part in text.replace(";", ",").replace(" ", ",").split(","):
-            if not part:
-                continue
-            if not part.isdigit() or int(part) <= 0:
-                raise forms.ValidationError(f"{part!r} is not a Bitrix24 user id.")
-            users.append(int(part))
-        return list(dict.fromkeys(users))
 
 
 class ScenarioActionForm(forms.ModelForm):

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
+from scenarios.forms import UserIdsField
 from scenarios.models import RoutingCondition, RoutingRule, RoutingSettings
 from scenarios.routing import (
     CALLER_TYPES,
@@ -41,26 +42,6 @@ from scenarios.services import (
 def _user_label(user_id: int, names: dict[int, str]) -> str:
     name = names.get(user_id)
     return f"{name} ({user_id})" if name else f"user {user_id}"
-
-
-class UserIdsField(forms.CharField):
-    """Bitrix24 user ids in order ("9, 3, 5": a queue's order matters), from the directory."""
-
-    def prepare_value(self, value: Any) -> str:
-        if isinstance(value, list):
-            return ", ".join(str(user) for user in value)
-        return value or ""
-
-    def to_python(self, value: Any) -> list[int]:
-        text = super().to_python(value) or ""
-        users = []
-        for part in text.replace(";", ",").replace(" ", ",").split(","):
-            if not part:
-                continue
-            if not part.isdigit() or int(part) <= 0:
-                raise forms.ValidationError(f"{part!r} is not a Bitrix24 user id.")
-            users.append(int(part))
-        return list(dict.fromkeys(users))
 
 
 def _directory_value_choices() -> list[tuple[str, list[tuple[str, str]]]]:
