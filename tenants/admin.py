@@ -8,11 +8,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from tenants.models import Domain, Tenant
-from tenants.services import ProvisioningError, TenantSpec, tenant_provision
+from tenants.services import (
+    ProvisioningError,
+    TenantSpec,
+    tenant_provision,
+    tenant_spec_validate,
+)
 
 
 class PublicAdminSite(admin.AdminSite):
@@ -56,6 +60,11 @@ class TenantCreationForm(forms.ModelForm):
             timezone=cleaned["timezone"],
             country=cleaned["default_country"].upper(),
         )
+        # The same checks as provision_tenant, shown on the form instead of failing the save.
+        try:
+            tenant_spec_validate(self.spec)
+        except ProvisioningError as exc:
+            raise forms.ValidationError(str(exc)) from exc
         return cleaned
 
     def validate_unique(self) -> None:
@@ -96,20 +105,10 @@ class TenantAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        try:
-            created = tenant_provision(form.spec)
-        except ProvisioningError as exc:
-            raise ValidationError(str(exc)) from exc
+        created = tenant_provision(form.spec)
         obj.pk = created.pk
         obj.refresh_from_db()
         messages.success(request, f"Tenant {created.name} provisioned at {form.spec.domain}.")
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except ValidationError as exc:
-            messages.error(request, exc.messages[0])
-            return super().add_view(request, form_url, extra_context)
 
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         # Deleting a tenant drops a schema full of call history: deactivate instead.
