@@ -159,24 +159,33 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def call_actions(*, call: Call) -> list[dict[str, Any]]:
+_RUN_COLUMNS = ("action_type", "status", "due_at", "done_at", "result", "dedupe_key")
+
+
+def call_runs(*, call: Call) -> list[dict[str, Any]]:
+    """The call's runs (the columns the call resource shows, and dedupe_key), oldest first."""
     from scenarios.models import ActionRun
 
+    return list(ActionRun.objects.filter(call=call).order_by("pk").values(*_RUN_COLUMNS))
+
+
+def call_actions(*, call: Call, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The call resource's `actions`; from `runs` (call_runs) when already read."""
     actions = []
-    for run in ActionRun.objects.filter(call=call).order_by("pk"):
+    for run in call_runs(call=call) if runs is None else runs:
         action: dict[str, Any] = {
-            "type": run.action_type,
-            "status": run.status,
-            "due_at": _iso(run.due_at),
-            "done_at": _iso(run.done_at),
+            "type": run["action_type"],
+            "status": run["status"],
+            "due_at": _iso(run["due_at"]),
+            "done_at": _iso(run["done_at"]),
         }
-        if run.result:
-            action["result"] = run.result
+        if run["result"]:
+            action["result"] = run["result"]
         actions.append(action)
     return actions
 
 
-def call_resource(*, call: Call) -> dict[str, Any]:
+def call_resource(*, call: Call, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The call as the bridge contract describes it (GET /calls/{call_id}/)."""
     try:
         recording: CallRecording | None = call.recording
@@ -199,7 +208,7 @@ def call_resource(*, call: Call) -> dict[str, Any]:
             if recording is not None
             else None
         ),
-        "actions": call_actions(call=call),
+        "actions": call_actions(call=call, runs=runs),
     }
 
 

@@ -20,7 +20,7 @@ from calls.audio import (
     audio_convert_to_mp3,
     audio_format_sniff,
 )
-from calls.lifecycle import STARTED, EventFacts, call_state_from
+from calls.lifecycle import STARTED, CallState, EventFacts, call_state_from
 from calls.models import (
     Call,
     CallEvent,
@@ -33,6 +33,7 @@ from calls.models import (
 from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_resource,
+    call_runs,
     call_settings_forget,
     call_settings_get,
     caller_lookup_with_facts,
@@ -137,17 +138,33 @@ def _replay(*, device: Device, event_id: str, digest: str) -> EventReceipt | Non
     return EventReceipt("duplicate", stored.response_status or 200, stored.response_body or {})
 
 
-def _facts_of(stored: CallEvent) -> EventFacts:
-    body = stored.body
-    return EventFacts(
-        event_id=str(stored.event_id),
-        type=stored.type,
-        occurred_at=stored.occurred_at,
-        direction=body.get("direction") or "",
-        phone_number=body.get("phone_number") or "",
-        outcome=body.get("outcome") or "",
-        duration_seconds=body.get("duration_seconds"),
-    )
+def _facts_stored(call: Call) -> list[EventFacts]:
+    """What the call's stored events say (in no particular order: call_state_from sorts)."""
+    rows = CallEvent.objects.filter(call=call).order_by()
+    return [
+        EventFacts(
+            event_id=str(event_id),
+            type=type_,
+            occurred_at=occurred_at,
+            direction=body.get("direction") or "",
+            phone_number=body.get("phone_number") or "",
+            outcome=body.get("outcome") or "",
+            duration_seconds=body.get("duration_seconds"),
+        )
+        for event_id, type_, occurred_at, body in rows.values_list(
+            "event_id", "type", "occurred_at", "body"
+        )
+    ]
+
+
+# The call's fields an event may change (its state, the CRM lookup, the route).
+_EVENT_FIELDS = (
+    *CallState.__dataclass_fields__,
+    "phone_number",
+    "crm",
+    "crm_status",
+    "route",
+)
 
 
 _CRM_RANK = {"found": 2, "not_found": 2, "pending": 1, "unavailable": 1}
@@ -266,9 +283,11 @@ def _event_apply(
     locking = Call.objects.select_for_update(of=("self",)).select_related("recording")
     call, created = locking.get_or_create(device=device, call_id=call_id)
     call.device = device  # already loaded: spares the planner a query
+    if created:
+        Call.recording.related.set_cached_value(call, None)  # a new call has no recording yet
     before = _snapshot(call)
-    stored_events = call.events.only("call_id", "event_id", "type", "occurred_at", "body")
-    facts = [_facts_of(stored) for stored in stored_events] if not created else []
+    saved = {name: getattr(call, name) for name in _EVENT_FIELDS}
+    facts = [] if created else _facts_stored(call)
     facts.append(event)
     state = call_state_from(facts)
     for name, value in state.as_dict().items():
@@ -282,11 +301,17 @@ def _event_apply(
     else:
         caller = None  # what the call already knows is as good: route by that
     _route_refresh(call, facts=caller)
-    call.save()
-    scenario_on_call_event(call=call, event_type=event.type)
+    changed = [name for name in _EVENT_FIELDS if getattr(call, name) != saved[name]]
+    if changed:
+        call.save(update_fields=[*changed, "updated_at"])
+    # The call's runs as they were (the response lists them); read again only if planning
+    # wrote any.
+    runs = [] if created else call_runs(call=call)
+    if scenario_on_call_event(call=call, event_type=event.type, runs=runs):
+        runs = None
 
     http_status = 201 if created else 200
-    body = call_resource(call=call)
+    body = call_resource(call=call, runs=runs)
     stored = CallEvent.objects.create(
         event_id=event.event_id,
         device=device,

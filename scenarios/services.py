@@ -108,35 +108,43 @@ def call_run_key(call_id: int, step_key: str) -> str:
     return f"call:{call_id}:{step_key}"
 
 
-def scenario_on_call_event(*, call: Call, event_type: str) -> None:
+def scenario_on_call_event(
+    *, call: Call, event_type: str, runs: list[dict[str, Any]] | None = None
+) -> bool:
     """Plans the work a call event causes; runs inside the transaction that recorded the event.
 
     Planning follows the call's state, not the event, so events in any order and any number of
     times plan the same runs: each phase is planned once (a `CallPlan` row) and each run has a
     dedupe key.
+
+    `runs` are the call's runs already read in this transaction (their `dedupe_key` at least):
+    a run among them is not planned again. Returns False when certainly nothing was written.
     """
     if not call.phone_number or not call.direction:
         # Without a readable number there is nothing to look up, create or log in Bitrix24;
         # without the direction (a lone call.ended that did not say it) the outcome's scenario
         # is unknown: the call is planned when the event that tells arrives.
-        return
+        return False
     now = timezone.now()
     facts = call_facts(call)
     if facts.crm_status not in RESOLVED:
         # The lookup at call.started ran out of time or Bitrix24 was down: look again in the
         # background; its handler calls back here once the caller is known.
+        key = call_run_key(call.pk, "lookup_caller")
+        if runs is not None and any(run["dedupe_key"] == key for run in runs):
+            return False  # planned already (runs are never deleted)
         run_plan(
             call_id=call.pk,
             action_type="lookup_caller",
-            dedupe_key=call_run_key(call.pk, "lookup_caller"),
+            dedupe_key=key,
             due_at=now,
             label="Look the caller up in Bitrix24",
         )
-        return
+        return True
     planned = set(CallPlan.objects.filter(call=call).values_list("phase", flat=True))
     want_end = call.status == Call.Status.ENDED and bool(call.outcome)
     if CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end):
-        return
+        return False
     config = scenario_config()
     schedule = work_schedule()
     office_open = office_open_at(schedule, facts, now)
@@ -184,6 +192,7 @@ def scenario_on_call_event(*, call: Call, event_type: str) -> None:
             if call.outcome == Call.Outcome.ANSWERED:
                 _callback_completions_plan(call=call, now=now)
                 _responsible_transfer_plan(call=call, now=now, anchor=anchor)
+    return True
 
 
 def _steps_write(*, call: Call, steps: list[Step], schedule: WorkSchedule, now: datetime) -> None:
