@@ -170,14 +170,17 @@ _EVENT_FIELDS = (
 _CRM_RANK = {"found": 2, "not_found": 2, "pending": 1, "unavailable": 1}
 
 
-def _snapshot(call: Call) -> dict[str, Any]:
-    fields = ["direction", "phone_number", "phone_raw", "status", "outcome", "started_at"]
-    fields += ["answered_at", "ended_at", "duration_seconds", "crm_status"]
-    snapshot = {name: getattr(call, name) for name in fields}
-    route = call.route or {}
-    snapshot["routed_to"] = (route.get("user") or {}).get("id")
-    snapshot["route_rule"] = route.get("rule")
-    return snapshot
+def _event_values(call: Call) -> dict[str, Any]:
+    return {name: getattr(call, name) for name in _EVENT_FIELDS}
+
+
+def _audit_view(values: dict[str, Any]) -> dict[str, Any]:
+    """What a transition records of the call's values: the route as who and which rule."""
+    view = {name: value for name, value in values.items() if name not in ("crm", "route")}
+    route = values["route"] or {}
+    view["routed_to"] = (route.get("user") or {}).get("id")
+    view["route_rule"] = route.get("rule")
+    return view
 
 
 def _route_wanted(call: Call) -> bool:
@@ -285,8 +288,7 @@ def _event_apply(
     call.device = device  # already loaded: spares the planner a query
     if created:
         Call.recording.related.set_cached_value(call, None)  # a new call has no recording yet
-    before = _snapshot(call)
-    saved = {name: getattr(call, name) for name in _EVENT_FIELDS}
+    saved = _event_values(call)
     facts = [] if created else _facts_stored(call)
     facts.append(event)
     state = call_state_from(facts)
@@ -301,7 +303,8 @@ def _event_apply(
     else:
         caller = None  # what the call already knows is as good: route by that
     _route_refresh(call, facts=caller)
-    changed = [name for name in _EVENT_FIELDS if getattr(call, name) != saved[name]]
+    current = _event_values(call)
+    changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]
     if changed:
         call.save(update_fields=[*changed, "updated_at"])
     # The call's runs as they were (the response lists them); read again only if planning
@@ -323,7 +326,7 @@ def _event_apply(
         response_status=http_status,
         response_body=body,
     )
-    after = _snapshot(call)
+    before, after = _audit_view(saved), _audit_view(current)
     changes = {
         name: [_jsonable(before[name]), _jsonable(after[name])]
         for name in after
