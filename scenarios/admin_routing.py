@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
+from scenarios.configuration import ROUTING_SETTINGS_DEFAULTS
 from scenarios.forms import UserIdsField
 from scenarios.models import RoutingCondition, RoutingRule, RoutingSettings
 from scenarios.routing import (
@@ -382,14 +383,7 @@ class RouteTestForm(forms.Form):
 class RoutingSettingsAdmin(admin.ModelAdmin):
     """The one settings row: the list page opens it."""
 
-    fields = [
-        "responsible_first",
-        "use_timeman",
-        "others_target",
-        "others_user_id",
-        "missed_to",
-        "transfer_updates_responsible",
-    ]
+    fields = list(ROUTING_SETTINGS_DEFAULTS)  # the settings the configuration document carries
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "others_user_id":
