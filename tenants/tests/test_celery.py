@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from calls.models import Device
+from calls.models import Call, CallRecording, CallTransition, Device
 from calls.services import device_register
-from calls.tasks import device_mark_seen_task
+from calls.tasks import recordings_expire_task
 
 pytestmark = pytest.mark.worker
 
@@ -23,40 +24,51 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 20) -> bool:
     return False
 
 
+def _old_recording(schema: str) -> int:
+    """A call whose recording is older than the tenant's retention (90 days by default)."""
+    with schema_context(schema):
+        device, _ = device_register(
+            name=f"{schema} phone", phone_number="+48600111222", bitrix24_user_id=5, country="PL"
+        )
+        call = Call.objects.create(device=device, call_id=f"{schema}-1", direction="incoming")
+        recording = CallRecording.objects.create(
+            call=call,
+            original_format="mp3",
+            sha256="0" * 64,
+            uploaded_at=timezone.now() - timedelta(days=365),
+        )
+        return recording.pk
+
+
+def _delete_rows(schema: str) -> None:
+    with schema_context(schema):
+        CallTransition.objects.all().delete()
+        CallRecording.objects.all().delete()
+        Call.objects.all().delete()
+        Device.objects.all().delete()
+
+
 def test_real_worker_runs_a_task_in_the_schema_that_queued_it(
     celery_worker: str, committed_db: Callable
 ) -> None:
-    devices = {}
+    recordings = {}
     for schema in ("alpha", "beta"):
-        with schema_context(schema):
-            device, _ = device_register(
-                name=f"{schema} phone", phone_number="+48600111222", bitrix24_user_id=5,
-                country="PL",
-            )  # fmt: skip
-            devices[schema] = device.pk
-            committed_db(lambda schema=schema: _delete_devices(schema))
-    # The same primary key in both schemas: only the schema tells the worker which row is meant.
-    with schema_context("beta"):
-        Device.objects.filter(pk=devices["beta"]).update(id=devices["alpha"])
-        devices["beta"] = devices["alpha"]
+        committed_db(lambda schema=schema: _delete_rows(schema))
+        recordings[schema] = _old_recording(schema)
 
-    sent_at = timezone.now()
     with schema_context("alpha"):
-        device_mark_seen_task.delay(devices["alpha"], "9.9.9")
+        recordings_expire_task.delay()
 
-    def alpha_seen() -> bool:
+    def alpha_expired() -> bool:
         with schema_context("alpha"):
-            return Device.objects.filter(pk=devices["alpha"], app_version="9.9.9").exists()
+            return CallRecording.objects.filter(
+                pk=recordings["alpha"], deleted_at__isnull=False
+            ).exists()
 
-    assert _wait_for(alpha_seen), "the worker did not update alpha's device"
+    assert _wait_for(alpha_expired), "the worker did not apply alpha's retention"
     with schema_context("alpha"):
-        assert Device.objects.get(pk=devices["alpha"]).last_seen_at >= sent_at
+        assert CallTransition.objects.filter(changes__has_key="recording_deleted").count() == 1
+    # Beta's recording is just as old: only the schema the task was queued in tells them apart.
     with schema_context("beta"):
-        beta_device = Device.objects.get(pk=devices["beta"])
-        assert beta_device.app_version == ""
-        assert beta_device.last_seen_at is None
-
-
-def _delete_devices(schema: str) -> None:
-    with schema_context(schema):
-        Device.objects.all().delete()
+        assert CallRecording.objects.get(pk=recordings["beta"]).deleted_at is None
+        assert not CallTransition.objects.exists()
