@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from calls.models import Call, CallRecording, CallSettings, Device
 from calls.phones import InvalidPhoneNumber, phone_to_e164
+from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
 
 SETTINGS_CACHE_SECONDS = 10.0
@@ -159,14 +160,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-_RUN_COLUMNS = ("action_type", "status", "due_at", "done_at", "result", "dedupe_key")
-
-
 def call_runs(*, call: Call) -> list[dict[str, Any]]:
     """The call's runs (the columns the call resource shows, and dedupe_key), oldest first."""
-    from scenarios.models import ActionRun
-
-    return list(ActionRun.objects.filter(call=call).order_by("pk").values(*_RUN_COLUMNS))
+    return call_runs_read(call_id=call.pk)
 
 
 def call_actions(*, call: Call, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ from calls.audio import (
 from calls.lifecycle import STARTED, CallState, EventFacts, call_state_from
 from calls.models import (
     Call,
-    CallEvent,
     CallNote,
     CallRecording,
     CallSettings,
@@ -33,13 +32,13 @@ from calls.models import (
 from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_resource,
-    call_runs,
     call_settings_forget,
     call_settings_get,
     caller_lookup_with_facts,
     routing_facts_from_crm,
     tenant_country,
 )
+from calls.sql import LockedCall, call_insert, call_lock, event_record, event_stored
 from calls.tokens import token_generate, token_hash
 
 logger = logging.getLogger(__name__)
@@ -126,34 +125,28 @@ def _body_hash(raw: dict[str, Any]) -> str:
 
 
 def _replay(*, device: Device, event_id: str, digest: str) -> EventReceipt | None:
-    stored = (
-        CallEvent.objects.filter(event_id=event_id)
-        .only("device_id", "body_hash", "response_status", "response_body")
-        .first()
-    )
+    stored = event_stored(event_id=event_id)
     if stored is None:
         return None
-    if stored.device_id != device.pk or stored.body_hash != digest:
+    device_id, body_hash, response_status, response_body = stored
+    if device_id != device.pk or body_hash != digest:
         raise EventConflict("This event_id was already used for a different event.")
-    return EventReceipt("duplicate", stored.response_status or 200, stored.response_body or {})
+    return EventReceipt("duplicate", response_status or 200, response_body or {})
 
 
-def _facts_stored(call: Call) -> list[EventFacts]:
+def _facts_stored(events: list[dict[str, Any]]) -> list[EventFacts]:
     """What the call's stored events say (in no particular order: call_state_from sorts)."""
-    rows = CallEvent.objects.filter(call=call).order_by()
     return [
         EventFacts(
-            event_id=str(event_id),
-            type=type_,
-            occurred_at=occurred_at,
-            direction=body.get("direction") or "",
-            phone_number=body.get("phone_number") or "",
-            outcome=body.get("outcome") or "",
-            duration_seconds=body.get("duration_seconds"),
+            event_id=event["event_id"],
+            type=event["type"],
+            occurred_at=event["occurred_at"],
+            direction=event["body"].get("direction") or "",
+            phone_number=event["body"].get("phone_number") or "",
+            outcome=event["body"].get("outcome") or "",
+            duration_seconds=event["body"].get("duration_seconds"),
         )
-        for event_id, type_, occurred_at, body in rows.values_list(
-            "event_id", "type", "occurred_at", "body"
-        )
+        for event in events
     ]
 
 
@@ -281,15 +274,12 @@ def _event_apply(
     """`crm` and `caller` (its routing facts) come from the lookup at call.started."""
     from scenarios.services import scenario_on_call_event
 
-    # The row lock serialises every event of one call, whatever order they come in; the
-    # recording comes along in the same query (the response shows it).
-    locking = Call.objects.select_for_update(of=("self",)).select_related("recording")
-    call, created = locking.get_or_create(device=device, call_id=call_id)
+    # The row lock serialises every event of one call, whatever order they come in.
+    locked = _call_locked(device=device, call_id=call_id, likely_new=event.type == STARTED)
+    call, created = locked.call, locked.created
     call.device = device  # already loaded: spares the planner a query
-    if created:
-        Call.recording.related.set_cached_value(call, None)  # a new call has no recording yet
     saved = _event_values(call)
-    facts = [] if created else _facts_stored(call)
+    facts = _facts_stored(locked.stored_events)
     facts.append(event)
     state = call_state_from(facts)
     for name, value in state.as_dict().items():
@@ -305,44 +295,63 @@ def _event_apply(
     _route_refresh(call, facts=caller)
     current = _event_values(call)
     changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]
-    if changed:
-        call.save(update_fields=[*changed, "updated_at"])
     # The call's runs as they were (the response lists them); read again only if planning
     # wrote any.
-    runs = [] if created else call_runs(call=call)
-    if scenario_on_call_event(call=call, event_type=event.type, runs=runs):
+    runs: list[dict[str, Any]] | None = locked.runs
+    if scenario_on_call_event(call=call, event_type=event.type, runs=runs, planned=locked.planned):
         runs = None
 
     http_status = 201 if created else 200
     body = call_resource(call=call, runs=runs)
-    stored = CallEvent.objects.create(
-        event_id=event.event_id,
-        device=device,
-        call=call,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        body=raw,
-        body_hash=digest,
-        response_status=http_status,
-        response_body=body,
-    )
     before, after = _audit_view(saved), _audit_view(current)
     changes = {
         name: [_jsonable(before[name]), _jsonable(after[name])]
         for name in after
         if before[name] != after[name]
     }
+    transition = None
     if changes or created:
-        CallTransition.objects.create(
-            call=call,
-            event=stored,
-            source=CallTransition.Source.BRIDGE,
-            from_status="" if created else before["status"],
-            to_status=call.status,
-            changes=changes,
-            description=_describe(event=event, created=created, before=before, call=call),
-        )
+        transition = {
+            "source": CallTransition.Source.BRIDGE,
+            "from_status": "" if created else before["status"],
+            "to_status": call.status,
+            "changes": changes,
+            "description": _describe(event=event, created=created, before=before, call=call),
+        }
+    event_record(
+        call=call,
+        changed=changed,
+        event={
+            "event_id": event.event_id,
+            "device": device.pk,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "body": raw,
+            "body_hash": digest,
+            "response_status": http_status,
+            "response_body": body,
+        },
+        transition=transition,
+    )
     return EventReceipt("accepted", http_status, body)
+
+
+def _call_locked(*, device: Device, call_id: str, likely_new: bool) -> LockedCall:
+    """The call, row-locked for this transaction, created if new. Tries first what is likely
+    (call.started usually creates its call) so the common case is one statement."""
+    if not likely_new:
+        locked = call_lock(device_id=device.pk, call_id=call_id)
+        if locked is not None:
+            return locked
+    while True:
+        created = call_insert(device_id=device.pk, call_id=call_id)
+        if created is not None:
+            return LockedCall(call=created, created=True)
+        # It exists (or a concurrent event just created it: the insert waited for that
+        # transaction to end): lock it.
+        locked = call_lock(device_id=device.pk, call_id=call_id)
+        if locked is not None:
+            return locked
 
 
 def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call: Call) -> str:

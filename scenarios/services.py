@@ -109,7 +109,11 @@ def call_run_key(call_id: int, step_key: str) -> str:
 
 
 def scenario_on_call_event(
-    *, call: Call, event_type: str, runs: list[dict[str, Any]] | None = None
+    *,
+    call: Call,
+    event_type: str,
+    runs: list[dict[str, Any]] | None = None,
+    planned: set[str] | None = None,
 ) -> bool:
     """Plans the work a call event causes; runs inside the transaction that recorded the event.
 
@@ -118,7 +122,8 @@ def scenario_on_call_event(
     dedupe key.
 
     `runs` are the call's runs already read in this transaction (their `dedupe_key` at least):
-    a run among them is not planned again. Returns False when certainly nothing was written.
+    a run among them is not planned again; `planned`, its planned phases when already read.
+    Returns False when certainly nothing was written.
     """
     if not call.phone_number or not call.direction:
         # Without a readable number there is nothing to look up, create or log in Bitrix24;
@@ -141,7 +146,8 @@ def scenario_on_call_event(
             label="Look the caller up in Bitrix24",
         )
         return True
-    planned = set(CallPlan.objects.filter(call=call).values_list("phase", flat=True))
+    if planned is None:
+        planned = set(CallPlan.objects.filter(call=call).values_list("phase", flat=True))
     want_end = call.status == Call.Status.ENDED and bool(call.outcome)
     if CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end):
         return False
