@@ -95,10 +95,13 @@ def beta(tenants: dict[str, Tenant]) -> Tenant:
 
 @pytest.fixture(autouse=True)
 def _public_schema_between_tests() -> Iterator[None]:
+    from tenants.memo import tenant_memo_clear
     from tenants.middleware import tenant_cache_clear
 
-    # Rolled-back tests fire no signals: a host cached by one test must not serve the next.
+    # Rolled-back tests fire no signals: a host or a setting cached by one test must not
+    # serve the next.
     tenant_cache_clear()
+    tenant_memo_clear()
     yield
     connection.set_schema_to_public()
 

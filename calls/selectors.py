@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,9 +13,7 @@ from calls.models import Call, CallRecording, CallSettings, Device
 from calls.phones import InvalidPhoneNumber, phone_to_e164
 from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
-
-SETTINGS_CACHE_SECONDS = 10.0
-_settings_cache: dict[str, tuple[float, CallSettings]] = {}
+from tenants.memo import tenant_memo, tenant_memo_forget
 
 
 def device_for_token(*, token: str) -> Device | None:
@@ -26,19 +23,20 @@ def device_for_token(*, token: str) -> Device | None:
     return Device.objects.filter(token_hash=token_hash(token), revoked_at__isnull=True).first()
 
 
+CALL_SETTINGS_MEMO = "calls.settings"
+
+
 def call_settings_get(*, fresh: bool = False) -> CallSettings:
     """The tenant's call settings; memoised per process for a few seconds (read per request)."""
-    schema = connection.schema_name
-    cached = _settings_cache.get(schema)
-    if not fresh and cached is not None and cached[0] > time.monotonic():
-        return cached[1]
-    settings = CallSettings.objects.filter(singleton=1).first() or CallSettings()
-    _settings_cache[schema] = (time.monotonic() + SETTINGS_CACHE_SECONDS, settings)
-    return settings
+    return tenant_memo(
+        CALL_SETTINGS_MEMO,
+        lambda: CallSettings.objects.filter(singleton=1).first() or CallSettings(),
+        fresh=fresh,
+    )
 
 
 def call_settings_forget() -> None:
-    _settings_cache.pop(connection.schema_name, None)
+    tenant_memo_forget(CALL_SETTINGS_MEMO)
 
 
 def tenant_country() -> str:

@@ -44,6 +44,7 @@ from crm.models import (
     Stage,
 )
 from crm.phones import InvalidPhoneNumber, phone_to_e164
+from tenants.memo import tenant_memo_forget
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ _LISTS: dict[str, Any] = {
 USER_PHONE_FIELDS = ("WORK_PHONE", "PERSONAL_MOBILE", "PERSONAL_PHONE")
 # Field lists travel in the first batch; the key of each is "fields:<domain type>".
 _FIELDS_PREFIX = "fields:"
+
+# The name under which other apps memoise what they read of the directory (tenants.memo);
+# forgotten whenever a sync writes it.
+DIRECTORY_MEMO = "crm.directory"
 
 
 def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, Any], int]:
@@ -177,6 +182,7 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
     from crm.signals import directory_synced
 
     # After the commit: receivers read the new directory (and may write their own rows).
+    tenant_memo_forget(DIRECTORY_MEMO)
     directory_synced.send(sender=directory_sync, removed=removed)
     return DirectorySyncResult(
         users=len(users),
@@ -365,4 +371,5 @@ def directory_timeman_refresh(
             Bitrix24User.objects.filter(
                 id__in=[user for user, value in statuses.items() if value == status]
             ).update(timeman_status=status, timeman_checked_at=now)
+    tenant_memo_forget(DIRECTORY_MEMO)
     return statuses

@@ -9,9 +9,16 @@ class ScenariosConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the handlers of the scenario action types with the outbox.
+        from django.db.models.signals import post_delete, post_save
+
         from crm.signals import directory_synced
         from scenarios import handlers  # noqa: F401
-        from scenarios.services import routing_on_directory_synced
+        from scenarios.models import RoutingSettings
+        from scenarios.services import routing_on_directory_synced, routing_settings_forget
 
         # Rules naming what Bitrix24 no longer has are marked broken after every sync.
         directory_synced.connect(routing_on_directory_synced, dispatch_uid="scenarios-routing")
+        for signal in (post_save, post_delete):
+            signal.connect(
+                routing_settings_forget, sender=RoutingSettings, dispatch_uid="routing-settings"
+            )

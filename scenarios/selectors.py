@@ -41,6 +41,7 @@ from scenarios.routing import (
     Rule,
 )
 from scenarios.worktime import WorkSchedule
+from tenants.memo import tenant_memo
 
 Action = ScenarioAction
 
@@ -246,7 +247,19 @@ TIMEMAN_FRESH_FOR = timedelta(minutes=10)
 
 def routing_directory(*, with_fields: bool = True) -> Directory:
     """`directory()` plus what routing rules are checked against (departments, CRM fields;
-    not needed to route a call: `with_fields=False`) and routed by (work-day statuses)."""
+    not needed to route a call: `with_fields=False`) and routed by (work-day statuses).
+
+    Without the fields it is read for every call, so memoised in the process for a few
+    seconds (tenants.memo); crm forgets it when it syncs the directory or work-day statuses.
+    """
+    from crm.directory import DIRECTORY_MEMO
+
+    if not with_fields:
+        return tenant_memo(DIRECTORY_MEMO, lambda: _routing_directory(with_fields=False))
+    return _routing_directory(with_fields=True)
+
+
+def _routing_directory(*, with_fields: bool) -> Directory:
     from crm.models import Bitrix24User
     from crm.selectors import directory_departments, directory_entity_fields
 
@@ -335,9 +348,16 @@ def actions_with_problems() -> dict[int, list[str]]:
 TIMEMAN_UNAVAILABLE = frozenset({"CLOSED", "PAUSED", "EXPIRED"})
 
 
+ROUTING_SETTINGS_MEMO = "scenarios.routing_settings"
+
+
 def routing_settings_get() -> RoutingSettings:
-    """The tenant's routing settings (the defaults when none were saved)."""
-    return RoutingSettings.objects.filter(singleton=1).first() or RoutingSettings()
+    """The tenant's routing settings (the defaults when none were saved); read for every call,
+    so memoised in the process for a few seconds (tenants.memo)."""
+    return tenant_memo(
+        ROUTING_SETTINGS_MEMO,
+        lambda: RoutingSettings.objects.filter(singleton=1).first() or RoutingSettings(),
+    )
 
 
 def routing_rules(*, known: Directory | None = None) -> list[Rule]:

@@ -46,6 +46,7 @@ from scenarios.planning import (
 )
 from scenarios.routing import OTHERS_RULE, Rule, route_decide
 from scenarios.selectors import (
+    ROUTING_SETTINGS_MEMO,
     Directory,
     agents,
     callback_tasks_open,
@@ -58,6 +59,7 @@ from scenarios.selectors import (
     work_schedule,
 )
 from scenarios.worktime import WorkSchedule, due_at
+from tenants.memo import tenant_memo_forget
 
 logger = logging.getLogger(__name__)
 
@@ -603,6 +605,11 @@ def routing_rules_check(*, rule_ids: list[int] | None = None) -> int:
 
 def routing_on_directory_synced(**kwargs: Any) -> None:
     routing_rules_check()
+
+
+def routing_settings_forget(**kwargs: Any) -> None:
+    """The routing settings changed: this process reads them again (others within seconds)."""
+    tenant_memo_forget(ROUTING_SETTINGS_MEMO)
 
 
 def routing_rule_move(*, rule_id: int, step: int) -> bool:

@@ -365,3 +365,16 @@ def test_work_day_statuses_are_refreshed_every_minute_for_every_tenant() -> None
     entry = settings.CELERY_BEAT_SCHEDULE["routing-availability"]
     assert (entry["task"], entry["schedule"]) == ("scenarios.availability_refresh", 60.0)
     assert "tenant_schemas" not in entry  # the tenant-aware scheduler sends it per tenant
+
+
+def test_routing_settings_are_memoised_and_a_saved_change_is_seen_at_once(portal: Any) -> None:
+    from scenarios.selectors import routing_settings_get
+
+    settings_set(responsible_first=True)
+    assert routed(ANNA) == (5, "Responsible user")
+    RoutingSettings.objects.filter(singleton=1).update(responsible_first=False)
+    assert routing_settings_get().responsible_first is True  # memoised: not read per call
+    RoutingSettings.objects.get(singleton=1).save()  # the admin saves: forgotten at once
+    assert routing_settings_get().responsible_first is False
+    RoutingSettings.objects.all().delete()
+    assert routing_settings_get().responsible_first is True  # the default again
