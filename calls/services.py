@@ -284,7 +284,8 @@ def _event_apply(
     state = call_state_from(facts)
     for name, value in state.as_dict().items():
         setattr(call, name, value)
-    call.phone_number = _e164_or_blank(state.phone_raw)
+    if created or state.phone_raw != saved["phone_raw"]:
+        call.phone_number = _e164_or_blank(state.phone_raw)
     if crm is not None and _CRM_RANK.get(crm.get("status", ""), 0) >= _CRM_RANK.get(
         call.crm_status, 0
     ):

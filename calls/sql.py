@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
@@ -30,6 +31,16 @@ def _table(model: type[Model]) -> str:
 
 def _column(model: type[Model], name: str) -> str:
     return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def _fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """Runs a statement of this module as a server-side prepared statement (PostgreSQL plans
+    it once per connection, not per event) and returns its first row."""
+    with connection.cursor():
+        pass  # connects, and sets the tenant's search_path (django-tenants)
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone() if cursor.description else None
 
 
 def _pk(model: type[Model]) -> str:
@@ -85,9 +96,8 @@ def _runs_sql() -> str:
 
 def call_runs_read(*, call_id: int) -> list[dict[str, Any]]:
     """The call's runs (RUN_COLUMNS), oldest first."""
-    with connection.cursor() as cursor:
-        cursor.execute(_runs_sql(), [call_id])
-        return _runs_parsed(cursor.fetchone()[0])
+    row = _fetchone(_runs_sql(), [call_id])
+    return _runs_parsed(row[0] if row else [])
 
 
 @cache
@@ -131,9 +141,7 @@ def _timestamp(value: str | None) -> datetime | None:
 
 def call_lock(*, device_id: int, call_id: str) -> LockedCall | None:
     """The call, row-locked until the transaction ends, or None if it does not exist yet."""
-    with connection.cursor() as cursor:
-        cursor.execute(_lock_sql(), [device_id, call_id])
-        row = cursor.fetchone()
+    row = _fetchone(_lock_sql(), [device_id, call_id])
     if row is None:
         return None
     width = len(_CALL_FIELDS)
@@ -180,9 +188,7 @@ def instance_insert(instance: Model, *, unique: tuple[str, ...]) -> bool:
         for f in model._meta.concrete_fields
         if not f.primary_key
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(model, unique), values)
-        row = cursor.fetchone()
+    row = _fetchone(_insert_sql(model, unique), values)
     if row is None:
         return False
     instance.pk = row[0]
@@ -223,8 +229,7 @@ def event_record(
     sql = _record_sql(
         tuple(changed), tuple(event), tuple(transition) if transition is not None else None
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    _fetchone(sql, params)
 
 
 @cache
@@ -255,16 +260,18 @@ def _record_sql(
     return f"WITH {', '.join(parts)} {statement}" if parts else statement
 
 
+@cache
+def _stored_sql() -> str:
+    columns = ", ".join(
+        _column(CallEvent, name)
+        for name in ("device", "body_hash", "response_status", "response_body")
+    )
+    return f"SELECT {columns} FROM {_table(CallEvent)} WHERE {_column(CallEvent, 'event_id')} = %s"
+
+
 def event_stored(*, event_id: str) -> tuple[int, str, int | None, Any] | None:
     """(device id, body hash, response status, response body) of a stored event, if any."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_column(CallEvent, 'device')}, {_column(CallEvent, 'body_hash')}, "
-            f"{_column(CallEvent, 'response_status')}, {_column(CallEvent, 'response_body')} "
-            f"FROM {_table(CallEvent)} WHERE {_column(CallEvent, 'event_id')} = %s",
-            [event_id],
-        )
-        row = cursor.fetchone()
+    row = _fetchone(_stored_sql(), [event_id])
     if row is None:
         return None
     body_field = CallEvent._meta.get_field("response_body")

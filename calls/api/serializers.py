@@ -74,6 +74,20 @@ class EventSerializer(serializers.Serializer):
         help_text="Talk time in seconds (0 unless answered). Required on call.ended.",
     )
 
+    @property
+    def fields(self) -> Any:
+        """The fields, built once per process and shared by every event's serializer.
+
+        DRF deep-copies and binds a serializer's fields for each instance, which cost more than
+        validating an event. These fields keep nothing per request (no instance, no context,
+        no partial updates), so sharing them changes no answer."""
+        cls = type(self)
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:
+            shared = serializers.Serializer.fields.func(cls())  # type: ignore[attr-defined]
+            cls._shared_fields = shared
+        return shared
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         required = {
             STARTED: ("direction", "phone_number"),

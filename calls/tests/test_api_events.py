@@ -299,3 +299,38 @@ def test_throttled_device_gets_429_with_retry_after(bridge: Bridge, alpha: Tenan
     finally:
         call_settings_forget()
         _throttle_reset()
+
+
+def test_event_serializers_share_fields_but_never_answers() -> None:
+    """The fields are built once per process (speed); each event still gets its own errors
+    and values, whatever was validated before it, on any thread."""
+    import threading
+
+    from calls.api.serializers import EventSerializer
+
+    bad = {**ended(), "outcome": "lost", "occurred_at": "2026-11-21T14:32:05"}
+    first, second = EventSerializer(data=bad), EventSerializer(data=started())
+    assert first.fields is second.fields
+    assert not first.is_valid()
+    assert set(first.errors) == {"outcome", "occurred_at"}
+    assert second.is_valid(), second.errors
+    assert second.validated_data["direction"] == "incoming"
+
+    failures: list[str] = []
+
+    def validate(index: int) -> None:
+        for round_ in range(200):
+            valid = (index + round_) % 2 == 0
+            data = {**started(call_id=f"t{index}-{round_}")} if valid else {**bad}
+            serializer = EventSerializer(data=data)
+            if serializer.is_valid() != valid:
+                failures.append(f"{index}/{round_}: {serializer.errors}")
+            elif valid and serializer.validated_data["call_id"] != f"t{index}-{round_}":
+                failures.append(f"{index}/{round_}: another event's value")
+
+    threads = [threading.Thread(target=validate, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
