@@ -9,7 +9,7 @@ the same set of events always gives the same call, and a repeated event changes 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 STARTED = "call.started"
@@ -51,7 +51,8 @@ class CallState:
     duration_seconds: int | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # Shallow (the values are immutable): dataclasses.asdict deep-copies, per event.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def call_state_from(events: Iterable[EventFacts]) -> CallState:

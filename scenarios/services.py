@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -110,6 +110,11 @@ def call_run_key(call_id: int, step_key: str) -> str:
     return f"call:{call_id}:{step_key}"
 
 
+# When the lookup at call.started found Bitrix24 unavailable, the background lookup waits this
+# long (then retries with the outbox's backoff).
+LOOKUP_RETRY_AFTER = timedelta(seconds=5)
+
+
 def scenario_on_call_event(
     *,
     call: Call,
@@ -140,11 +145,14 @@ def scenario_on_call_event(
         key = call_run_key(call.pk, "lookup_caller")
         if runs is not None and any(run["dedupe_key"] == key for run in runs):
             return False  # planned already (runs are never deleted)
+        # Bitrix24 just refused or is down (or not connected): asking again at once would fail
+        # the same way, for every ringing phone. Slow (pending) or not asked yet: at once.
+        retry = facts.crm_status == "unavailable"
         run_plan(
             call_id=call.pk,
             action_type="lookup_caller",
             dedupe_key=key,
-            due_at=now,
+            due_at=now + LOOKUP_RETRY_AFTER if retry else now,
             label="Look the caller up in Bitrix24",
         )
         return True

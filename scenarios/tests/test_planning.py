@@ -138,6 +138,19 @@ def test_a_lookup_still_pending_is_finished_in_the_background_first(device: Devi
     assert not CallPlan.objects.filter(call=call).exists()
 
 
+@pytest.mark.parametrize(("status", "delay"), [("pending", 0), ("unavailable", 5)])
+def test_the_background_lookup_waits_a_little_when_bitrix24_was_unavailable(
+    device: Device, status: str, delay: int
+) -> None:
+    before = timezone.now()
+    call = call_event(call_make(device, crm={"status": status}))
+    lookup = runs(call)["lookup_caller"]
+    assert before + timedelta(seconds=delay) <= lookup.due_at
+    assert lookup.due_at <= timezone.now() + timedelta(seconds=delay)
+    # Due now: sent to a worker when the event's transaction commits; later: the dispatcher's.
+    assert (lookup.dispatched_at is not None) is (delay == 0)
+
+
 def test_inactive_scenario_plans_nothing(device: Device) -> None:
     Scenario.objects.filter(trigger=Trigger.INCOMING_REJECTED).update(is_active=False)
     call = call_end(call_make(device), "rejected")
