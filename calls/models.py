@@ -56,7 +56,12 @@ class Call(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="calls")
+    # Indexed by the (device, call_id) unique constraint: every bridge event finds its call by
+    # it. No other index starts with the device, so the planner cannot pick one that scans all
+    # of a device's calls (it did, on tables not yet analyzed, e.g. a new tenant's).
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="calls", db_index=False
+    )
     call_id = models.CharField(max_length=64, help_text="The bridge's own id of the call.")
     direction = models.CharField(max_length=16, choices=Direction, blank=True)
     phone_number = models.CharField(
@@ -112,7 +117,6 @@ class Call(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "call_id"], name="calls_call_device_call_id")
         ]
-        indexes = [models.Index(fields=["device", "-started_at"], name="calls_call_device_started")]
 
     def __str__(self) -> str:
         return f"{self.direction or 'call'} {self.phone_number or self.phone_raw} ({self.call_id})"
