@@ -109,6 +109,12 @@ class Call(models.Model):
     b24_log_note = models.TextField(
         blank=True, verbose_name="logging note", help_text="Why the call was logged the way it was."
     )
+    version = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Incremented by every bridge event and every write of the CRM lookup or route: "
+        "an event is written only if the call is still the version it read.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

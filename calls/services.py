@@ -4,13 +4,15 @@ import hashlib
 import json
 import logging
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.files.base import ContentFile, File
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from calls.audio import (
@@ -38,7 +40,7 @@ from calls.selectors import (
     routing_facts_from_crm,
     tenant_country,
 )
-from calls.sql import LockedCall, call_insert, call_lock, event_record, event_stored
+from calls.sql import LockedCall, call_insert, call_read, event_record, event_stored
 from calls.tokens import token_generate, token_hash
 
 logger = logging.getLogger(__name__)
@@ -260,7 +262,14 @@ def _e164_or_blank(raw: str) -> str:
         return ""  # a hidden or unreadable number ("Private number") has no CRM match
 
 
-@transaction.atomic
+class _CallChanged(Exception):
+    """The call changed (or was created) after this event read it: read it again."""
+
+
+# Attempts at recording one event when other events of its call keep winning the race.
+_EVENT_ATTEMPTS = 50
+
+
 def _event_apply(
     *,
     device: Device,
@@ -271,11 +280,52 @@ def _event_apply(
     crm: dict[str, Any] | None,
     caller: dict[str, Any] | None = None,
 ) -> EventReceipt:
-    """`crm` and `caller` (its routing facts) come from the lookup at call.started."""
-    from scenarios.services import scenario_on_call_event
+    """`crm` and `caller` (its routing facts) come from the lookup at call.started.
 
-    # The row lock serialises every event of one call, whatever order they come in.
-    locked = _call_locked(device=device, call_id=call_id, likely_new=event.type == STARTED)
+    Optimistic: the call is read without a lock, and the event is written only if the call's
+    `version` is still the one read (one statement: the call's changes, the event, its
+    transition); else it is read and computed again. Two events of a call are thus applied one
+    after the other, whatever order they come in, without a row lock (whose tuple write cost
+    more than the rest of the read). A transaction is opened only when the event also writes
+    elsewhere: a new call, a round-robin turn, planned runs.
+    """
+    likely_new = event.type == STARTED
+    for _ in range(_EVENT_ATTEMPTS):
+        try:
+            if likely_new:
+                with transaction.atomic():
+                    created = call_insert(device_id=device.pk, call_id=call_id)
+                    if created is None:
+                        raise _CallChanged  # it exists: read it, outside this transaction
+                    return _event_record(
+                        LockedCall(call=created, created=True),
+                        device=device, event=event, raw=raw, digest=digest,
+                        crm=crm, caller=caller,
+                    )  # fmt: skip
+            locked = call_read(device_id=device.pk, call_id=call_id)
+            if locked is None:
+                likely_new = True
+                continue
+            return _event_record(
+                locked, device=device, event=event, raw=raw, digest=digest, crm=crm, caller=caller
+            )
+        except _CallChanged:
+            likely_new = False
+    raise RuntimeError(f"call {call_id}: other events kept changing it; not recorded")
+
+
+def _event_record(
+    locked: LockedCall,
+    *,
+    device: Device,
+    event: EventFacts,
+    raw: dict[str, Any],
+    digest: str,
+    crm: dict[str, Any] | None,
+    caller: dict[str, Any] | None,
+) -> EventReceipt:
+    from scenarios.services import scenario_on_call_event, scenario_planning_due
+
     call, created = locked.call, locked.created
     call.device = device  # already loaded: spares the planner a query
     saved = _event_values(call)
@@ -293,66 +343,62 @@ def _event_apply(
         call.crm_status = crm.get("status", "")
     else:
         caller = None  # what the call already knows is as good: route by that
-    _route_refresh(call, facts=caller)
-    current = _event_values(call)
-    changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]
-    # The call's runs as they were (the response lists them); read again only if planning
-    # wrote any.
-    runs: list[dict[str, Any]] | None = locked.runs
-    if scenario_on_call_event(call=call, event_type=event.type, runs=runs, planned=locked.planned):
-        runs = None
-
-    http_status = 201 if created else 200
-    body = call_resource(call=call, runs=runs)
-    before, after = _audit_view(saved), _audit_view(current)
-    changes = {
-        name: [_jsonable(before[name]), _jsonable(after[name])]
-        for name in after
-        if before[name] != after[name]
-    }
-    transition = None
-    if changes or created:
-        transition = {
-            "source": CallTransition.Source.BRIDGE,
-            "from_status": "" if created else before["status"],
-            "to_status": call.status,
-            "changes": changes,
-            "description": _describe(event=event, created=created, before=before, call=call),
-        }
-    event_record(
-        call=call,
-        changed=changed,
-        event={
-            "event_id": event.event_id,
-            "device": device.pk,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "body": raw,
-            "body_hash": digest,
-            "response_status": http_status,
-            "response_body": body,
-        },
-        transition=transition,
+    writes_elsewhere = (
+        created
+        or _route_wanted(call)
+        or scenario_planning_due(call=call, runs=locked.runs, planned=locked.planned)
     )
+    # A round-robin turn and planned runs are kept only if the event is recorded. (A new call is
+    # inserted in a transaction already. Called inside a caller's transaction, the event gets a
+    # savepoint: a reused event_id must not abort the caller's.)
+    transactional = not created and (writes_elsewhere or connection.in_atomic_block)
+    with transaction.atomic() if transactional else nullcontext():
+        _route_refresh(call, facts=caller)
+        current = _event_values(call)
+        changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]
+        # The call's runs as they were (the response lists them); read again only if planning
+        # wrote any.
+        runs: list[dict[str, Any]] | None = locked.runs
+        if writes_elsewhere and scenario_on_call_event(
+            call=call, event_type=event.type, runs=runs, planned=locked.planned
+        ):
+            runs = None
+
+        http_status = 201 if created else 200
+        body = call_resource(call=call, runs=runs)
+        before, after = _audit_view(saved), _audit_view(current)
+        changes = {
+            name: [_jsonable(before[name]), _jsonable(after[name])]
+            for name in after
+            if before[name] != after[name]
+        }
+        transition = None
+        if changes or created:
+            transition = {
+                "source": CallTransition.Source.BRIDGE,
+                "from_status": "" if created else before["status"],
+                "to_status": call.status,
+                "changes": changes,
+                "description": _describe(event=event, created=created, before=before, call=call),
+            }
+        recorded = event_record(
+            call=call,
+            changed=changed,
+            event={
+                "event_id": event.event_id,
+                "device": device.pk,
+                "type": event.type,
+                "occurred_at": event.occurred_at,
+                "body": raw,
+                "body_hash": digest,
+                "response_status": http_status,
+                "response_body": body,
+            },
+            transition=transition,
+        )
+        if not recorded:
+            raise _CallChanged  # (inside the transaction: what it wrote is undone)
     return EventReceipt("accepted", http_status, body)
-
-
-def _call_locked(*, device: Device, call_id: str, likely_new: bool) -> LockedCall:
-    """The call, row-locked for this transaction, created if new. Tries first what is likely
-    (call.started usually creates its call) so the common case is one statement."""
-    if not likely_new:
-        locked = call_lock(device_id=device.pk, call_id=call_id)
-        if locked is not None:
-            return locked
-    while True:
-        created = call_insert(device_id=device.pk, call_id=call_id)
-        if created is not None:
-            return LockedCall(call=created, created=True)
-        # It exists (or a concurrent event just created it: the insert waited for that
-        # transaction to end): lock it.
-        locked = call_lock(device_id=device.pk, call_id=call_id)
-        if locked is not None:
-            return locked
 
 
 def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call: Call) -> str:
@@ -388,8 +434,9 @@ def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | Non
     call.crm, call.crm_status = crm, crm.get("status", "")
     before = dict(call.route or {})
     routed = _route_refresh(call, facts=facts)
+    # A new version: an event that read the call before this must read it again.
     Call.objects.filter(pk=call.pk).update(
-        crm=call.crm, crm_status=call.crm_status, route=call.route
+        crm=call.crm, crm_status=call.crm_status, route=call.route, version=F("version") + 1
     )
     if routed:
         from scenarios.services import route_rule_explanation

@@ -1,12 +1,13 @@
 """The statements of the bridge's hot path (every bridge event), as SQL built from the models.
 
 Recording one event used to take ten ORM statements. On a 2-core server the ORM's query
-compilation (about 0.5 ms a statement) and the round trips cost more than the work itself, so the
-event path uses three statements: lock the call and read everything an event needs (its stored
-events, its runs, its planned phases, its recording) in one; create the call when it is new
-(`ON CONFLICT DO NOTHING`: no savepoint); and write the call's changes, the event and its
-transition in one. Table and column names come from the models' metadata, and values go through
-the fields' own `get_db_prep_save`, so the SQL follows the models.
+compilation (about 0.5 ms a statement) and the round trips cost more than the work itself, so an
+event of a known call takes two statements: read everything it needs (the call with its stored
+events, runs, planned phases and recording) in one; write the call's changes, the event and its
+transition in one, only if the call's `version` is still the one read (optimistic concurrency:
+no row lock). A new call is inserted with `ON CONFLICT DO NOTHING` (no savepoint). Table and
+column names come from the models' metadata, and values go through the fields' own
+`get_db_prep_save`, so the SQL follows the models.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ _CALL_FIELDS = tuple(f for f in Call._meta.concrete_fields)
 
 @dataclass
 class LockedCall:
-    """A call row-locked for this transaction, with what an event needs to know of it."""
+    """A call as an event read it (or created it), with what the event needs to know of it."""
 
     call: Call
     created: bool = False
@@ -101,7 +102,7 @@ def call_runs_read(*, call_id: int) -> list[dict[str, Any]]:
 
 
 @cache
-def _lock_sql() -> str:
+def _read_sql() -> str:
     from scenarios.models import CallPlan
 
     columns = ", ".join(f"c.{connection.ops.quote_name(f.column)}" for f in _CALL_FIELDS)
@@ -123,7 +124,6 @@ def _lock_sql() -> str:
         LEFT JOIN {_table(CallRecording)} rec
             ON rec.{_column(CallRecording, "call")} = c.{_pk(Call)}
         WHERE c.{_column(Call, "device")} = %s AND c.{_column(Call, "call_id")} = %s
-        FOR UPDATE OF c
     """
 
 
@@ -139,9 +139,10 @@ def _timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def call_lock(*, device_id: int, call_id: str) -> LockedCall | None:
-    """The call, row-locked until the transaction ends, or None if it does not exist yet."""
-    row = _fetchone(_lock_sql(), [device_id, call_id])
+def call_read(*, device_id: int, call_id: str) -> LockedCall | None:
+    """The call as it is now (no lock: its `version` tells event_record whether it is still
+    so), or None if it does not exist yet."""
+    row = _fetchone(_read_sql(), [device_id, call_id])
     if row is None:
         return None
     width = len(_CALL_FIELDS)
@@ -213,38 +214,47 @@ def event_record(
     changed: list[str],
     event: dict[str, Any],
     transition: dict[str, Any] | None,
-) -> None:
-    """One statement: the call's changed columns, the event as received, and its transition.
+) -> bool:
+    """One statement: the call's changed columns, the event as received, and its transition,
+    if the call's `version` is still `call.version` (returns False and writes nothing if not).
 
     A reused event_id fails the event's unique constraint, and with it the whole statement."""
     now = timezone.now()
-    params: list[Any] = []
+    updates = {name: getattr(call, name) for name in changed}
     if changed:
-        call.updated_at = now
-        updates = {name: getattr(call, name) for name in [*changed, "updated_at"]}
-        params += [*_prepared(Call, updates), call.pk]
+        updates["updated_at"] = now
+    params: list[Any] = [*_prepared(Call, updates), call.pk, call.version]
     params += _prepared(CallEvent, {**event, "call": call.pk, "received_at": now})
     if transition is not None:
         params += _prepared(CallTransition, {**transition, "call": call.pk, "at": now})
     sql = _record_sql(
-        tuple(changed), tuple(event), tuple(transition) if transition is not None else None
+        tuple(updates), tuple(event), tuple(transition) if transition is not None else None
     )
-    _fetchone(sql, params)
+    if _fetchone(sql, params) is None:
+        return False
+    if changed:
+        call.updated_at = now
+    call.version += 1
+    return True
 
 
 @cache
 def _record_sql(
-    changed: tuple[str, ...], event: tuple[str, ...], transition: tuple[str, ...] | None
+    updates: tuple[str, ...], event: tuple[str, ...], transition: tuple[str, ...] | None
 ) -> str:
-    parts: list[str] = []
-    if changed:
-        assignments = ", ".join(f"{_column(Call, name)} = %s" for name in [*changed, "updated_at"])
-        parts.append(f"updated AS (UPDATE {_table(Call)} SET {assignments} WHERE {_pk(Call)} = %s)")
+    version = _column(Call, "version")
+    assignments = ", ".join(
+        [*(f"{_column(Call, name)} = %s" for name in updates), f"{version} = {version} + 1"]
+    )
+    parts = [
+        f"updated AS (UPDATE {_table(Call)} SET {assignments} "
+        f"WHERE {_pk(Call)} = %s AND {version} = %s RETURNING {_pk(Call)})"
+    ]
     event_names = [*event, "call", "received_at"]
     insert_event = (
         f"INSERT INTO {_table(CallEvent)} "
         f"({', '.join(_column(CallEvent, name) for name in event_names)}) "
-        f"VALUES ({', '.join(['%s'] * len(event_names))}) RETURNING {_pk(CallEvent)}"
+        f"SELECT {', '.join(['%s'] * len(event_names))} FROM updated RETURNING {_pk(CallEvent)}"
     )
     if transition is None:
         statement = insert_event
@@ -255,9 +265,10 @@ def _record_sql(
         statement = (
             f"INSERT INTO {_table(CallTransition)} "
             f"({columns}, {_column(CallTransition, 'event')}) "
-            f"SELECT {', '.join(['%s'] * len(names))}, stored.{_pk(CallEvent)} FROM stored"
+            f"SELECT {', '.join(['%s'] * len(names))}, stored.{_pk(CallEvent)} FROM stored "
+            f"RETURNING {_pk(CallTransition)}"
         )
-    return f"WITH {', '.join(parts)} {statement}" if parts else statement
+    return f"WITH {', '.join(parts)} {statement}"
 
 
 @cache

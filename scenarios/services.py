@@ -115,6 +115,18 @@ def call_run_key(call_id: int, step_key: str) -> str:
 LOOKUP_RETRY_AFTER = timedelta(seconds=5)
 
 
+def scenario_planning_due(*, call: Call, runs: list[dict[str, Any]], planned: set[str]) -> bool:
+    """Whether scenario_on_call_event would plan anything for the call as it now is, given its
+    runs and planned phases as read (a pure check: the bridge opens a transaction only then)."""
+    if not call.phone_number or not call.direction:
+        return False
+    if call_facts(call).crm_status not in RESOLVED:
+        key = call_run_key(call.pk, "lookup_caller")
+        return not any(run["dedupe_key"] == key for run in runs)
+    want_end = call.status == Call.Status.ENDED and bool(call.outcome)
+    return not (CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end))
+
+
 def scenario_on_call_event(
     *,
     call: Call,

@@ -140,3 +140,61 @@ def test_the_same_event_sent_concurrently_is_stored_once(committed_db: Callable)
     for kind in payloads:
         # Every copy got the answer the stored one got: same status, same body.
         assert len({(status, body) for k, status, body in answers if k == kind}) == 1
+
+
+def test_events_of_one_call_sent_at_once_all_count_and_converge(committed_db: Callable) -> None:
+    """No row lock: an event is written only if its call is still the version it read, else it
+    reads again. Every event of a call racing the others is kept, and the call ends the same as
+    when they come one by one."""
+    import threading
+    from datetime import timedelta
+
+    from django.db import connection
+
+    from calls.tests.conftest import event
+
+    committed_db(_wipe_alpha)
+    with schema_context("alpha"):
+        _, token = device_register(
+            name="Busy phone", phone_number="+48500100202", bitrix24_user_id=5, country="PL"
+        )
+    calls = [f"burst-{n}" for n in range(5)]
+    payloads = [
+        payload
+        for call_id in calls
+        for payload in (
+            started(call_id),
+            event("call.answered", call_id, at=T0 + timedelta(seconds=10)),
+            ended(call_id, at=T0 + timedelta(seconds=70), duration_seconds=60),
+            # The phone's retry of the end, under a new event_id (a repeat, not a resend).
+            ended(call_id, at=T0 + timedelta(seconds=70), duration_seconds=60),
+        )
+    ]
+    statuses: list[int] = []
+    barrier = threading.Barrier(len(payloads))
+
+    def send(payload: dict[str, Any]) -> None:
+        try:
+            barrier.wait()
+            statuses.append(Bridge(token).send(payload).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(payload,)) for payload in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * (len(payloads) - len(calls)) + [201] * len(calls)
+    with schema_context("alpha"):
+        for call_id in calls:
+            call = Call.objects.get(call_id=call_id)
+            assert (call.status, call.outcome, call.duration_seconds) == ("ended", "answered", 60)
+            assert (call.started_at, call.answered_at) == (T0, T0 + timedelta(seconds=10))
+            assert CallEvent.objects.filter(call=call).count() == 4
+            # Every event was written over the version the one before it left.
+            assert call.version >= 4
+            transitions = CallTransition.objects.filter(call=call, source="bridge")
+            assert transitions.order_by("at", "pk").last().to_status == "ended"
+            # One lookup run for the call, however many events raced to plan it.
+            assert ActionRun.objects.filter(call=call, action_type="lookup_caller").count() == 1
