@@ -40,7 +40,14 @@ from calls.selectors import (
     routing_facts_from_crm,
     tenant_country,
 )
-from calls.sql import LockedCall, call_insert, call_read, event_record, event_stored
+from calls.sql import (
+    LockedCall,
+    call_insert,
+    call_new,
+    call_read,
+    event_record,
+    event_stored,
+)
 from calls.tokens import token_generate, token_hash
 
 logger = logging.getLogger(__name__)
@@ -293,12 +300,10 @@ def _event_apply(
     for _ in range(_EVENT_ATTEMPTS):
         try:
             if likely_new:
+                new = call_new(device_id=device.pk, call_id=call_id)
                 with transaction.atomic():
-                    created = call_insert(device_id=device.pk, call_id=call_id)
-                    if created is None:
-                        raise _CallChanged  # it exists: read it, outside this transaction
                     return _event_record(
-                        LockedCall(call=created, created=True),
+                        LockedCall(call=new, created=True),
                         device=device, event=event, raw=raw, digest=digest,
                         crm=crm, caller=caller,
                     )  # fmt: skip
@@ -356,6 +361,9 @@ def _event_record(
         _route_refresh(call, facts=caller)
         current = _event_values(call)
         changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]
+        # A new call is stored as its first event says (no insert-then-update of its indexes).
+        if created and not call_insert(call):
+            raise _CallChanged  # created meanwhile by another event: read it
         # The call's runs as they were (the response lists them); read again only if planning
         # wrote any.
         runs: list[dict[str, Any]] | None = locked.runs
@@ -383,7 +391,7 @@ def _event_record(
             }
         recorded = event_record(
             call=call,
-            changed=changed,
+            changed=None if created else changed,
             event={
                 "event_id": event.event_id,
                 "device": device.pk,

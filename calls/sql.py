@@ -198,63 +198,79 @@ def instance_insert(instance: Model, *, unique: tuple[str, ...]) -> bool:
     return True
 
 
-def call_insert(*, device_id: int, call_id: str) -> Call | None:
-    """Creates the call (locked by this transaction until it ends); None if it exists already,
-    e.g. created meanwhile by a concurrent event of the same call."""
+def call_new(*, device_id: int, call_id: str) -> Call:
+    """A call not stored yet (call_insert stores it, with what its first event says)."""
     call = Call(device_id=device_id, call_id=call_id)
-    if not instance_insert(call, unique=("device", "call_id")):
-        return None
     Call.recording.related.set_cached_value(call, None)  # a new call has no recording yet
     return call
+
+
+def call_insert(call: Call) -> bool:
+    """Stores the new call (locked by this transaction until it ends); False if it exists
+    already, e.g. created meanwhile by a concurrent event of the same call."""
+    return instance_insert(call, unique=("device", "call_id"))
 
 
 def event_record(
     *,
     call: Call,
-    changed: list[str],
+    changed: list[str] | None,
     event: dict[str, Any],
     transition: dict[str, Any] | None,
 ) -> bool:
     """One statement: the call's changed columns, the event as received, and its transition,
     if the call's `version` is still `call.version` (returns False and writes nothing if not).
+    A call inserted by this transaction (`changed` is None) is not updated.
 
     A reused event_id fails the event's unique constraint, and with it the whole statement."""
     now = timezone.now()
-    updates = {name: getattr(call, name) for name in changed}
-    if changed:
-        updates["updated_at"] = now
-    params: list[Any] = [*_prepared(Call, updates), call.pk, call.version]
+    params: list[Any] = []
+    updates: dict[str, Any] | None = None
+    if changed is not None:
+        updates = {name: getattr(call, name) for name in changed}
+        if changed:
+            updates["updated_at"] = now
+        params += [*_prepared(Call, updates), call.pk, call.version]
     params += _prepared(CallEvent, {**event, "call": call.pk, "received_at": now})
     if transition is not None:
         params += _prepared(CallTransition, {**transition, "call": call.pk, "at": now})
     sql = _record_sql(
-        tuple(updates), tuple(event), tuple(transition) if transition is not None else None
+        tuple(updates) if updates is not None else None,
+        tuple(event),
+        tuple(transition) if transition is not None else None,
     )
     if _fetchone(sql, params) is None:
         return False
     if changed:
         call.updated_at = now
-    call.version += 1
+    if changed is not None:
+        call.version += 1
     return True
 
 
 @cache
 def _record_sql(
-    updates: tuple[str, ...], event: tuple[str, ...], transition: tuple[str, ...] | None
+    updates: tuple[str, ...] | None, event: tuple[str, ...], transition: tuple[str, ...] | None
 ) -> str:
-    version = _column(Call, "version")
-    assignments = ", ".join(
-        [*(f"{_column(Call, name)} = %s" for name in updates), f"{version} = {version} + 1"]
-    )
-    parts = [
-        f"updated AS (UPDATE {_table(Call)} SET {assignments} "
-        f"WHERE {_pk(Call)} = %s AND {version} = %s RETURNING {_pk(Call)})"
-    ]
+    parts = []
     event_names = [*event, "call", "received_at"]
+    values = ", ".join(["%s"] * len(event_names))
+    if updates is None:
+        source = f"VALUES ({values})"
+    else:
+        version = _column(Call, "version")
+        assignments = ", ".join(
+            [*(f"{_column(Call, name)} = %s" for name in updates), f"{version} = {version} + 1"]
+        )
+        parts.append(
+            f"updated AS (UPDATE {_table(Call)} SET {assignments} "
+            f"WHERE {_pk(Call)} = %s AND {version} = %s RETURNING {_pk(Call)})"
+        )
+        source = f"SELECT {values} FROM updated"
     insert_event = (
         f"INSERT INTO {_table(CallEvent)} "
         f"({', '.join(_column(CallEvent, name) for name in event_names)}) "
-        f"SELECT {', '.join(['%s'] * len(event_names))} FROM updated RETURNING {_pk(CallEvent)}"
+        f"{source} RETURNING {_pk(CallEvent)}"
     )
     if transition is None:
         statement = insert_event
@@ -268,7 +284,7 @@ def _record_sql(
             f"SELECT {', '.join(['%s'] * len(names))}, stored.{_pk(CallEvent)} FROM stored "
             f"RETURNING {_pk(CallTransition)}"
         )
-    return f"WITH {', '.join(parts)} {statement}"
+    return f"WITH {', '.join(parts)} {statement}" if parts else statement
 
 
 @cache
