@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from django.db import connection
-from django.db.models import Model
+from django.db.models import JSONField, Model
 from django.utils import timezone
 
 from calls.models import Call, CallEvent, CallRecording, CallTransition
@@ -40,8 +40,8 @@ def _fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     with connection.cursor():
         pass  # connects, and sets the tenant's search_path (django-tenants)
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone() if cursor.description else None
+        cursor.execute(sql, params, prepare=True)  # every statement here returns rows
+        return cursor.fetchone()
 
 
 def _pk(model: type[Model]) -> str:
@@ -49,10 +49,19 @@ def _pk(model: type[Model]) -> str:
 
 
 def _prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
+    """The values as query parameters. Only JSON needs the field's adaptation: psycopg takes
+    strings, numbers, aware datetimes and None as they are (and the fields' own preparation of
+    each value cost more than the statement's planning)."""
+    json_fields = _json_fields(model)
     return [
-        model._meta.get_field(name).get_db_prep_save(value, connection)
+        json_fields[name].get_db_prep_save(value, connection) if name in json_fields else value
         for name, value in values.items()
     ]
+
+
+@cache
+def _json_fields(model: type[Model]) -> dict[str, Any]:
+    return {f.name: f for f in model._meta.concrete_fields if isinstance(f, JSONField)}
 
 
 _CALL_FIELDS = tuple(f for f in Call._meta.concrete_fields)
