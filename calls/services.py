@@ -41,7 +41,7 @@ from calls.selectors import (
     tenant_country,
 )
 from calls.sql import (
-    LockedCall,
+    CallSnapshot,
     call_insert,
     call_new,
     call_read,
@@ -303,16 +303,16 @@ def _event_apply(
                 new = call_new(device_id=device.pk, call_id=call_id)
                 with transaction.atomic():
                     return _event_record(
-                        LockedCall(call=new, created=True),
+                        CallSnapshot(call=new, created=True),
                         device=device, event=event, raw=raw, digest=digest,
                         crm=crm, caller=caller,
                     )  # fmt: skip
-            locked = call_read(device_id=device.pk, call_id=call_id)
-            if locked is None:
+            read = call_read(device_id=device.pk, call_id=call_id)
+            if read is None:
                 likely_new = True
                 continue
             return _event_record(
-                locked, device=device, event=event, raw=raw, digest=digest, crm=crm, caller=caller
+                read, device=device, event=event, raw=raw, digest=digest, crm=crm, caller=caller
             )
         except _CallChanged:
             likely_new = False
@@ -320,7 +320,7 @@ def _event_apply(
 
 
 def _event_record(
-    locked: LockedCall,
+    read: CallSnapshot,
     *,
     device: Device,
     event: EventFacts,
@@ -331,10 +331,10 @@ def _event_record(
 ) -> EventReceipt:
     from scenarios.services import scenario_on_call_event, scenario_planning_due
 
-    call, created = locked.call, locked.created
+    call, created = read.call, read.created
     call.device = device  # already loaded: spares the planner a query
     saved = _event_values(call)
-    facts = _facts_stored(locked.stored_events)
+    facts = _facts_stored(read.stored_events)
     facts.append(event)
     state = call_state_from(facts)
     for name, value in state.as_dict().items():
@@ -351,7 +351,7 @@ def _event_record(
     writes_elsewhere = (
         created
         or _route_wanted(call)
-        or scenario_planning_due(call=call, runs=locked.runs, planned=locked.planned)
+        or scenario_planning_due(call=call, runs=read.runs, planned=read.planned)
     )
     # A round-robin turn and planned runs are kept only if the event is recorded. (A new call is
     # inserted in a transaction already. Called inside a caller's transaction, the event gets a
@@ -366,9 +366,9 @@ def _event_record(
             raise _CallChanged  # created meanwhile by another event: read it
         # The call's runs as they were (the response lists them); read again only if planning
         # wrote any.
-        runs: list[dict[str, Any]] | None = locked.runs
+        runs: list[dict[str, Any]] | None = read.runs
         if writes_elsewhere and scenario_on_call_event(
-            call=call, event_type=event.type, runs=runs, planned=locked.planned
+            call=call, event_type=event.type, runs=runs, planned=read.planned
         ):
             runs = None
 

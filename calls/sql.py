@@ -68,7 +68,7 @@ _CALL_FIELDS = tuple(f for f in Call._meta.concrete_fields)
 
 
 @dataclass
-class LockedCall:
+class CallSnapshot:
     """A call as an event read it (or created it), with what the event needs to know of it."""
 
     call: Call
@@ -148,7 +148,7 @@ def _timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def call_read(*, device_id: int, call_id: str) -> LockedCall | None:
+def call_read(*, device_id: int, call_id: str) -> CallSnapshot | None:
     """The call as it is now (no lock: its `version` tells event_record whether it is still
     so), or None if it does not exist yet."""
     row = _fetchone(_read_sql(), [device_id, call_id])
@@ -171,7 +171,7 @@ def call_read(*, device_id: int, call_id: str) -> LockedCall | None:
     Call.recording.related.set_cached_value(call, recording)
     for event in events:
         event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
-    return LockedCall(
+    return CallSnapshot(
         call=call, stored_events=events, runs=_runs_parsed(runs), planned=set(planned)
     )
 
