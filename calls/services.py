@@ -43,6 +43,7 @@ from calls.selectors import (
 from calls.sql import (
     CallSnapshot,
     call_insert,
+    call_lock,
     call_new,
     call_read,
     event_record,
@@ -358,6 +359,8 @@ def _event_record(
     # savepoint: a reused event_id must not abort the caller's.)
     transactional = not created and (writes_elsewhere or connection.in_atomic_block)
     with transaction.atomic() if transactional else nullcontext():
+        if writes_elsewhere and not created:
+            call_lock(call=call)
         _route_refresh(call, facts=caller)
         current = _event_values(call)
         changed = [name for name in _EVENT_FIELDS if current[name] != saved[name]]

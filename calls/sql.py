@@ -214,6 +214,18 @@ def call_new(*, device_id: int, call_id: str) -> Call:
     return call
 
 
+@cache
+def _lock_sql() -> str:
+    return f"SELECT {_pk(Call)} FROM {_table(Call)} WHERE {_pk(Call)} = %s FOR UPDATE"
+
+
+def call_lock(*, call: Call) -> None:
+    """Row-locks the call until the transaction ends: an event that routes or plans takes the
+    call's lock before a round-robin cursor or a run, in the order the outbox handlers take
+    them (call first), so the two cannot deadlock."""
+    _fetchone(_lock_sql(), [call.pk])
+
+
 def call_insert(call: Call) -> bool:
     """Stores the new call (locked by this transaction until it ends); False if it exists
     already, e.g. created meanwhile by a concurrent event of the same call."""
