@@ -299,22 +299,22 @@ def _event_apply(
     """
     likely_new = event.type == STARTED
     for _ in range(_EVENT_ATTEMPTS):
-        try:
-            if likely_new:
-                new = call_new(device_id=device.pk, call_id=call_id)
-                with transaction.atomic():
-                    return _event_record(
-                        CallSnapshot(call=new, created=True),
-                        device=device, event=event, raw=raw, digest=digest,
-                        crm=crm, caller=caller,
-                    )  # fmt: skip
-            read = call_read(device_id=device.pk, call_id=call_id)
-            if read is None:
+        if likely_new:
+            snapshot: CallSnapshot | None = CallSnapshot(
+                call=call_new(device_id=device.pk, call_id=call_id), created=True
+            )
+        else:
+            snapshot = call_read(device_id=device.pk, call_id=call_id)
+            if snapshot is None:
                 likely_new = True
                 continue
-            return _event_record(
-                read, device=device, event=event, raw=raw, digest=digest, crm=crm, caller=caller
-            )
+        try:
+            # A new call is inserted in a transaction, with what its first event plans.
+            with transaction.atomic() if snapshot.created else nullcontext():
+                return _event_record(
+                    snapshot, device=device, event=event, raw=raw, digest=digest,
+                    crm=crm, caller=caller,
+                )  # fmt: skip
         except _CallChanged:
             likely_new = False
     raise RuntimeError(f"call {call_id}: other events kept changing it; not recorded")
