@@ -115,16 +115,38 @@ def call_run_key(call_id: int, step_key: str) -> str:
 LOOKUP_RETRY_AFTER = timedelta(seconds=5)
 
 
+def _plannable(call: Call) -> bool:
+    # Without a readable number there is nothing to look up, create or log in Bitrix24; without
+    # the direction (a lone call.ended that did not say it) the outcome's scenario is unknown:
+    # the call is planned when the event that tells arrives.
+    return bool(call.phone_number and call.direction)
+
+
+def _lookup_planned(call: Call, runs: list[dict[str, Any]] | None) -> bool:
+    """The background lookup is among the call's runs as read (runs are never deleted)."""
+    key = call_run_key(call.pk, "lookup_caller")
+    return runs is not None and any(run["dedupe_key"] == key for run in runs)
+
+
+def _wants_end(call: Call) -> bool:
+    return call.status == Call.Status.ENDED and bool(call.outcome)
+
+
+def _phases_planned(call: Call, planned: set[str]) -> bool:
+    """Every phase the call can be planned for now is planned already."""
+    return CallPlan.Phase.START in planned and (
+        CallPlan.Phase.END in planned or not _wants_end(call)
+    )
+
+
 def scenario_planning_due(*, call: Call, runs: list[dict[str, Any]], planned: set[str]) -> bool:
     """Whether scenario_on_call_event would plan anything for the call as it now is, given its
     runs and planned phases as read (a pure check: the bridge opens a transaction only then)."""
-    if not call.phone_number or not call.direction:
+    if not _plannable(call):
         return False
     if call_facts(call).crm_status not in RESOLVED:
-        key = call_run_key(call.pk, "lookup_caller")
-        return not any(run["dedupe_key"] == key for run in runs)
-    want_end = call.status == Call.Status.ENDED and bool(call.outcome)
-    return not (CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end))
+        return not _lookup_planned(call, runs)
+    return not _phases_planned(call, planned)
 
 
 def scenario_on_call_event(
@@ -144,35 +166,31 @@ def scenario_on_call_event(
     a run among them is not planned again; `planned`, its planned phases when already read.
     Returns False when certainly nothing was written.
     """
-    if not call.phone_number or not call.direction:
-        # Without a readable number there is nothing to look up, create or log in Bitrix24;
-        # without the direction (a lone call.ended that did not say it) the outcome's scenario
-        # is unknown: the call is planned when the event that tells arrives.
+    if not _plannable(call):
         return False
     now = timezone.now()
     facts = call_facts(call)
     if facts.crm_status not in RESOLVED:
         # The lookup at call.started ran out of time or Bitrix24 was down: look again in the
         # background; its handler calls back here once the caller is known.
-        key = call_run_key(call.pk, "lookup_caller")
-        if runs is not None and any(run["dedupe_key"] == key for run in runs):
-            return False  # planned already (runs are never deleted)
+        if _lookup_planned(call, runs):
+            return False
         # Bitrix24 just refused or is down (or not connected): asking again at once would fail
         # the same way, for every ringing phone. Slow (pending) or not asked yet: at once.
         retry = facts.crm_status == "unavailable"
         run_plan(
             call_id=call.pk,
             action_type="lookup_caller",
-            dedupe_key=key,
+            dedupe_key=call_run_key(call.pk, "lookup_caller"),
             due_at=now + LOOKUP_RETRY_AFTER if retry else now,
             label="Look the caller up in Bitrix24",
         )
         return True
     if planned is None:
         planned = set(CallPlan.objects.filter(call=call).values_list("phase", flat=True))
-    want_end = call.status == Call.Status.ENDED and bool(call.outcome)
-    if CallPlan.Phase.START in planned and (CallPlan.Phase.END in planned or not want_end):
+    if _phases_planned(call, planned):
         return False
+    want_end = _wants_end(call)
     config = scenario_config()
     schedule = work_schedule()
     office_open = office_open_at(schedule, facts, now)
