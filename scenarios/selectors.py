@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,23 +45,19 @@ from tenants.memo import tenant_memo
 Action = ScenarioAction
 
 
-_timezones: dict[str, tuple[float, str]] = {}
-
-
 def tenant_timezone() -> str:
     """The current tenant's timezone, also where `schema_context` left only a schema name."""
     named = getattr(getattr(connection, "tenant", None), "timezone", None)
     if named:
         return named
-    schema = connection.schema_name
-    cached = _timezones.get(schema)
-    if cached and cached[0] > time.monotonic():
-        return cached[1]
     from tenants.models import Tenant
 
-    found = Tenant.objects.filter(schema_name=schema).values_list("timezone", flat=True).first()
-    _timezones[schema] = (time.monotonic() + 60, found or "UTC")
-    return found or "UTC"
+    def load() -> str:
+        schema = connection.schema_name
+        found = Tenant.objects.filter(schema_name=schema).values_list("timezone", flat=True)
+        return found.first() or "UTC"
+
+    return tenant_memo("tenants.timezone", load, seconds=60)
 
 
 def work_schedule() -> WorkSchedule:

@@ -19,14 +19,17 @@ T = TypeVar("T")
 _memo: dict[tuple[str, str], tuple[float, Any]] = {}
 
 
-def tenant_memo(name: str, load: Callable[[], T], *, fresh: bool = False) -> T:
-    """`load()`'s value for the current tenant, at most MEMO_SECONDS old (`fresh`: load now)."""
+def tenant_memo(
+    name: str, load: Callable[[], T], *, fresh: bool = False, seconds: float | None = None
+) -> T:
+    """`load()`'s value for the current tenant, at most `seconds` (default MEMO_SECONDS) old
+    (`fresh`: load now)."""
     key = (connection.schema_name, name)
     cached = _memo.get(key)
     if not fresh and cached is not None and cached[0] > time.monotonic():
         return cached[1]
     value = load()
-    _memo[key] = (time.monotonic() + MEMO_SECONDS, value)
+    _memo[key] = (time.monotonic() + (MEMO_SECONDS if seconds is None else seconds), value)
     return value
 
 

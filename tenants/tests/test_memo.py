@@ -34,3 +34,11 @@ def test_a_memo_expires(tenants: dict[str, Tenant], monkeypatch: pytest.MonkeyPa
     with schema_context("alpha"):
         assert tenant_memo("expiring", lambda: 1) == 1
         assert tenant_memo("expiring", lambda: 2) == 2
+
+
+def test_a_memo_may_keep_its_own_time(tenants: dict[str, Tenant]) -> None:
+    with schema_context("alpha"):
+        assert tenant_memo("long", lambda: 1, seconds=60) == 1
+        assert tenant_memo("long", lambda: 2, seconds=60) == 1
+        assert tenant_memo("short", lambda: 1, seconds=0) == 1
+        assert tenant_memo("short", lambda: 2, seconds=0) == 2
