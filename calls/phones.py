@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 
@@ -9,8 +11,11 @@ class InvalidPhoneNumber(ValueError):
     pass
 
 
+@lru_cache(maxsize=4096)
 def phone_to_e164(raw: str, *, country: str) -> str:
-    """Parses a number as a phone shows it or a person types it; refuses non-numbers."""
+    """Parses a number as a phone shows it or a person types it; refuses non-numbers.
+
+    Memoised: a call.started parses its number for the lookup, for crm and for the call."""
     try:
         parsed = phonenumbers.parse(raw, country)
     except phonenumbers.NumberParseException as exc:
