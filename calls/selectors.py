@@ -158,15 +158,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def call_runs(*, call: Call) -> list[dict[str, Any]]:
-    """The call's runs (the columns the call resource shows, and dedupe_key), oldest first."""
-    return call_runs_read(call_id=call.pk)
-
-
 def call_actions(*, call: Call, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The call resource's `actions`; from `runs` (call_runs) when already read."""
+    """The call resource's `actions`; from `runs` (call_runs_read) when already read."""
     actions = []
-    for run in call_runs(call=call) if runs is None else runs:
+    for run in call_runs_read(call_id=call.pk) if runs is None else runs:
         action: dict[str, Any] = {
             "type": run["action_type"],
             "status": run["status"],
