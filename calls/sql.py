@@ -5,8 +5,9 @@ compilation (about 0.5 ms a statement) and the round trips cost more than the wo
 event of a known call takes two statements: read everything it needs (the call with its stored
 events, runs, planned phases and recording) in one; write the call's changes, the event and its
 transition in one, only if the call's `version` is still the one read (optimistic concurrency:
-no row lock). A new call is inserted with `ON CONFLICT DO NOTHING` (no savepoint). Table and
-column names come from the models' metadata, and values go through the fields' own
+no row lock, unless the event also routes or plans). A new call is inserted with
+`ON CONFLICT DO NOTHING` (no savepoint). Table and column names come from the models' metadata,
+and JSON values (all values, for inserted instances) go through the fields' own
 `get_db_prep_save`, so the SQL follows the models.
 """
 
