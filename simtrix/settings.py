@@ -92,6 +92,12 @@ DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The bridge's hot path (calls/sql.py) runs as server-side prepared statements (Django's own
+# queries bind on the client and are never prepared). Off behind a pooler that cannot keep
+# prepared statements (PgBouncer in transaction mode before 1.21).
+DATABASES["default"]["OPTIONS"] = {
+    "prepare_threshold": 0 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else None
+}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
