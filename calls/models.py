@@ -132,7 +132,11 @@ class CallEvent(models.Model):
     """A bridge event exactly as received, with the answer it got (idempotency by event_id)."""
 
     event_id = models.UUIDField(unique=True)
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: nothing looks events up by device (the call log goes through calls),
+    # and every event would pay for it.
+    device = models.ForeignKey(
+        Device, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events")
     type = models.CharField(max_length=32)
     occurred_at = models.DateTimeField()
@@ -158,8 +162,14 @@ class CallTransition(models.Model):
         RECORDING = "recording", "Recording"
 
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="transitions")
+    # No index of its own: transitions are read by call, and events are never deleted.
     event = models.ForeignKey(
-        CallEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="transitions"
+        CallEvent,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="transitions",
+        db_index=False,
     )
     source = models.CharField(max_length=16, choices=Source, default=Source.BRIDGE)
     from_status = models.CharField(max_length=16, blank=True)
