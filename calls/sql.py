@@ -39,9 +39,10 @@ def _fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     """Runs a statement of this module as a server-side prepared statement (PostgreSQL plans
     it once per connection and search_path, not per event) and returns its first row.
 
-    Django's connections are opened with prepared statements off unless OPTIONS sets
-    `prepare_threshold` (settings: DATABASE_PREPARED_STATEMENTS); psycopg then ignores
-    `prepare=True`, and the statement is parsed and planned for every event."""
+    Django opens connections with prepared statements off unless OPTIONS sets
+    `prepare_threshold` (settings.py does, from DATABASE_PREPARED_STATEMENTS). When they are
+    off, psycopg ignores `prepare=True` and PostgreSQL parses and plans the statement for every
+    event."""
     with connection.cursor():
         pass  # connects, and sets the tenant's search_path (django-tenants)
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
