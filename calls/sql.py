@@ -13,6 +13,7 @@ and JSON values (all values, for inserted instances) go through the fields' own
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,9 +46,22 @@ def _fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     event."""
     with connection.cursor():
         pass  # connects, and sets the tenant's search_path (django-tenants)
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors:
+        cursor = _cursor(connection.connection)
         cursor.execute(sql, params, prepare=True)  # every statement here returns rows
         return cursor.fetchone()
+
+
+# A cursor's adapters remember how to dump and load each type; a new cursor per statement
+# looked them all up again. Kept per thread, as Django keeps its connections.
+_local = threading.local()
+
+
+def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
+    cursor = getattr(_local, "cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        cursor = _local.cursor = psycopg.Cursor(raw)
+    return cursor
 
 
 def _pk(model: type[Model]) -> str:

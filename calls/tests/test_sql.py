@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import psycopg
 from django.db import connection
 from django_tenants.utils import schema_context
 
 from calls.models import Call, Device
 from calls.services import device_register
-from calls.sql import _read_sql
+from calls.sql import _cursor, _read_sql
 from calls.tests.conftest import T0, Bridge, event, started
 from tenants.models import Tenant
 
@@ -70,3 +71,23 @@ def test_a_prepared_statement_reads_the_schema_of_the_tenant_it_runs_for(
     assert alpha_call.phone_number == "+48600111222"
     assert (alpha_call.status, alpha_call.answered_at) == (Call.Status.ENDED, None)
     assert len(_prepared_reads()) == 1
+
+
+def test_the_kept_cursor_follows_the_connection_it_was_made_for(alpha: Tenant) -> None:
+    with connection.cursor():
+        pass
+    kept = _cursor(connection.connection)
+    assert _cursor(connection.connection) is kept
+
+    # A new connection (CONN_MAX_AGE, a failed health check) gets a cursor of its own.
+    replacement = psycopg.connect(**connection.get_connection_params())
+    try:
+        cursor = _cursor(replacement)
+        assert cursor is not kept
+        assert cursor.connection is replacement
+        assert cursor.execute("SELECT 1", prepare=True).fetchone() == (1,)
+        replacement.close()
+        # Back on Django's connection: its own cursor again, not the closed one.
+        assert _cursor(connection.connection).connection is connection.connection
+    finally:
+        replacement.close()
