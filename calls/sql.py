@@ -84,7 +84,10 @@ def _json_fields(model: type[Model]) -> dict[str, Any]:
     return {f.name: f for f in model._meta.concrete_fields if isinstance(f, JSONField)}
 
 
-_CALL_FIELDS = tuple(f for f in Call._meta.concrete_fields)
+_CALL_FIELDS = tuple(Call._meta.concrete_fields)
+_CALL_ATTNAMES = [f.attname for f in _CALL_FIELDS]
+# What converts each column's value as read (the JSON fields), looked up once, not per event.
+_CALL_CONVERTERS = tuple(getattr(f, "from_db_value", None) for f in _CALL_FIELDS)
 
 
 @dataclass
@@ -158,10 +161,10 @@ def _read_sql() -> str:
 
 def _call_from_row(row: Sequence[Any]) -> Call:
     values = [
-        f.from_db_value(value, None, connection) if hasattr(f, "from_db_value") else value
-        for f, value in zip(_CALL_FIELDS, row, strict=False)
+        value if convert is None else convert(value, None, connection)
+        for convert, value in zip(_CALL_CONVERTERS, row, strict=False)
     ]
-    return Call.from_db(connection.alias, [f.attname for f in _CALL_FIELDS], values)
+    return Call.from_db(connection.alias, _CALL_ATTNAMES, values)
 
 
 def _timestamp(value: str | None) -> datetime | None:
