@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from calls import services
+from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(
@@ -27,4 +28,12 @@ def recording_convert_task(recording_id: int, version: int) -> bool:
 
 @shared_task(name="calls.recordings_expire", ignore_result=True, expires=3000)
 def recordings_expire_task() -> int:
+    if not in_tenant_schema("calls.recordings_expire"):
+        return 0
     return services.recordings_expire()
+
+
+@shared_task(name="calls.recordings_expire_all", ignore_result=True, expires=1800)
+def recordings_expire_all_task() -> int:
+    """Hourly, in public: the retention, queued once for every active tenant."""
+    return tenants_each(recordings_expire_task)

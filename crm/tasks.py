@@ -8,6 +8,7 @@ import random
 from celery import Task, shared_task
 
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured
+from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(name="crm.lookup_refresh", bind=True, max_retries=4, soft_time_limit=60, time_limit=90)
@@ -32,6 +33,8 @@ def directory_sync_task(self: Task) -> dict | None:
     from crm.directory import directory_sync
     from crm.services import history_prune
 
+    if not in_tenant_schema("crm.directory_sync"):
+        return None
     history_prune()
     try:
         return directory_sync().as_dict()
@@ -42,3 +45,9 @@ def directory_sync_task(self: Task) -> dict | None:
             countdown = exc.retry_after or 30 * 2**self.request.retries
             raise self.retry(exc=exc, countdown=countdown + random.uniform(0, 5)) from exc
         raise
+
+
+@shared_task(name="crm.directory_sync_all", ignore_result=True, expires=1800)
+def directory_sync_all_task() -> int:
+    """Hourly, in public: the directory sync, queued once for every active tenant."""
+    return tenants_each(directory_sync_task)

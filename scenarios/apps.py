@@ -14,6 +14,7 @@ class ScenariosConfig(AppConfig):
         from crm.signals import directory_synced
         from scenarios import handlers  # noqa: F401
         from scenarios.models import RoutingSettings
+        from scenarios.schedule import schedule_on_routing_settings_saved
         from scenarios.services import routing_on_directory_synced, routing_settings_forget
 
         # Rules naming what Bitrix24 no longer has are marked broken after every sync.
@@ -22,3 +23,9 @@ class ScenariosConfig(AppConfig):
             signal.connect(
                 routing_settings_forget, sender=RoutingSettings, dispatch_uid="routing-settings"
             )
+        # Beat reads from public which tenants want the work-day refresh every minute.
+        post_save.connect(
+            schedule_on_routing_settings_saved,
+            sender=RoutingSettings,
+            dispatch_uid="routing-settings-schedule",
+        )

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
+from django.utils import timezone
 
 
 class Trigger(models.TextChoices):
@@ -326,12 +328,23 @@ class ActionRun(models.Model):
     done_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # A run due for longer than this and not started is late (the admin, outbox_status, readyz).
+    LATE_AFTER = timedelta(minutes=1)
+
     class Meta:
         ordering = ["due_at", "pk"]
         indexes = [models.Index(fields=["status", "due_at"], name="scenarios_run_due")]
 
     def __str__(self) -> str:
         return f"{self.action_type} for call {self.call_id} ({self.status})"
+
+    @property
+    def late_by(self) -> timedelta | None:
+        """How long past due a scheduled run is, once it counts as late."""
+        if self.status != self.Status.SCHEDULED or self.due_at is None:
+            return None
+        overdue = timezone.now() - self.due_at
+        return overdue if overdue > self.LATE_AFTER else None
 
 
 # --- Routing by CRM data (issue 6) ------------------------------------------------------------

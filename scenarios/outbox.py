@@ -4,9 +4,14 @@
   Celery only after commit.
 - `run_execute` claims the row with a conditional UPDATE (status scheduled -> running) that must
   touch exactly one row, so a duplicate or late message does nothing.
-- `runs_dispatch` (every second, per tenant) sends due rows that were never sent or whose
-  message was lost, and takes back runs whose worker died (lease expired). Long delays never
-  rely on broker ETAs: Redis redelivers unacknowledged ETA messages after its visibility timeout.
+- Whatever makes a run need attention at some moment (planned, sent, retried, released) also
+  writes `outbox_wake(at=...)` in the same transaction: a row in the public index that
+  scenarios.schedule's dispatcher reads, so it visits only tenants with something due.
+- `runs_dispatch` (one tenant, when the dispatcher visits it) sends due rows that were never
+  sent or whose message was lost, and takes back runs whose worker died (lease expired). Runs
+  due within the next tick are sent with that short ETA, so they start on time; long delays
+  never rely on broker ETAs (Redis redelivers unacknowledged ETA messages after its visibility
+  timeout).
 - Handlers must be idempotent per run (they use `run_intent_key(run)` for Bitrix24 creates),
   because a run whose worker died mid-way is executed again.
 - A chained run (`after`) becomes due when its predecessor finishes, its delay counted in the
@@ -24,12 +29,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from calls.sql import instance_insert
 from scenarios.models import ActionRun
+from tenants.models import OutboxWake, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,9 @@ BACKOFF_CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 12
 # A chain goes on after these; a failed predecessor holds its successors until it is retried.
 FINISHED_OK = (ActionRun.Status.DONE, ActionRun.Status.SKIPPED)
+# A message sent with an ETA may reach a worker whose clock is a little ahead of the sender's.
+CLAIM_EARLY = timedelta(seconds=1)
+LATE_AFTER = ActionRun.LATE_AFTER
 
 
 class ActionSkipped(Exception):
@@ -65,19 +74,36 @@ def run_intent_key(run: ActionRun, suffix: str = "") -> str:
     return f"run:{run.pk}{':' + suffix if suffix else ''}"
 
 
-def _lease() -> timedelta:
+def lease() -> timedelta:
     return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_LEASE_SECONDS", 180))
 
 
-def _redispatch_after() -> timedelta:
+def redispatch_after() -> timedelta:
     return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_REDISPATCH_SECONDS", 30))
 
 
-def _send(run_ids: list[int]) -> None:
-    from scenarios.tasks import run_action_task
+def _send(run_ids: list[int], *, etas: dict[int, datetime] | None = None) -> None:
+    from scenarios.tasks import run_action_task  # Celery: the task calls back here
 
+    now = timezone.now()
     for run_id in run_ids:
-        run_action_task.delay(run_id)
+        eta = (etas or {}).get(run_id)
+        run_action_task.apply_async((run_id,), eta=eta if eta is not None and eta > now else None)
+
+
+def outbox_wake(*, at: datetime) -> None:
+    """The dispatcher is to look at the current tenant's outbox by `at`.
+
+    Part of the caller's transaction, like the run it is written for: committed together or not
+    at all. An insert, so concurrent events of one tenant never wait on one another.
+    """
+    tenant = Tenant.objects.filter(schema_name=connection.schema_name).values("pk")
+    OutboxWake.objects.create(tenant_id=Subquery(tenant), at=at)
+
+
+def _sent_wake(now: datetime) -> None:
+    """A run was just sent: if its message is lost, it is due again after the window."""
+    outbox_wake(at=now + redispatch_after())
 
 
 def _delayed(*, base: datetime, delay_seconds: int, working_time: bool) -> datetime:
@@ -122,9 +148,12 @@ def run_plan(
     # Planning runs with every call event: one statement rather than get_or_create's four.
     created = instance_insert(run, unique=("dedupe_key",))
     if not created:
-        run = ActionRun.objects.get(dedupe_key=dedupe_key)
-    if created and sendable:
+        return ActionRun.objects.get(dedupe_key=dedupe_key)
+    if sendable:
+        _sent_wake(now)
         transaction.on_commit(lambda: _send([run.pk]))
+    elif due_at is not None:
+        outbox_wake(at=due_at)
     return run
 
 
@@ -161,7 +190,7 @@ def run_execute(run_id: int) -> str:
     """Executes one run if it is still due and unclaimed; returns its resulting status."""
     now = timezone.now()
     claimed = ActionRun.objects.filter(
-        pk=run_id, status=ActionRun.Status.SCHEDULED, due_at__lte=now
+        pk=run_id, status=ActionRun.Status.SCHEDULED, due_at__lte=now + CLAIM_EARLY
     ).update(status=ActionRun.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
     if claimed != 1:
         return "not-claimed"
@@ -183,12 +212,15 @@ def run_execute(run_id: int) -> str:
         error = f"{type(exc).__name__}: {exc}"
         if _is_transient(exc) and run.attempts < _max_attempts():
             logger.warning("run %s (%s) failed, will retry: %s", run.pk, run.action_type, error)
-            mine.update(
-                status=ActionRun.Status.SCHEDULED,
-                due_at=timezone.now() + _backoff(run.attempts),
-                dispatched_at=None,
-                last_error=error,
-            )
+            due_at = timezone.now() + _backoff(run.attempts)
+            with transaction.atomic():
+                if mine.update(
+                    status=ActionRun.Status.SCHEDULED,
+                    due_at=due_at,
+                    dispatched_at=None,
+                    last_error=error,
+                ):
+                    outbox_wake(at=due_at)
             return ActionRun.Status.SCHEDULED
         logger.error("run %s (%s) failed for good: %s", run.pk, run.action_type, error)
         mine.update(status=ActionRun.Status.FAILED, last_error=error, done_at=timezone.now())
@@ -209,9 +241,12 @@ def _release_successors(run: ActionRun) -> None:
             delay_seconds=successor.delay_seconds,
             working_time=successor.delay_in_working_time,
         )
-        updated = ActionRun.objects.filter(pk=successor.pk, due_at__isnull=True).update(
-            due_at=due_at, dispatched_at=now if due_at <= now else None
-        )
+        with transaction.atomic():
+            updated = ActionRun.objects.filter(pk=successor.pk, due_at__isnull=True).update(
+                due_at=due_at, dispatched_at=now if due_at <= now else None
+            )
+            if updated:
+                outbox_wake(at=now + redispatch_after() if due_at <= now else due_at)
         if updated and due_at <= now:
             _send([successor.pk])
 
@@ -224,26 +259,36 @@ def run_retry(*, run_ids: list[int]) -> int:
             "pk", flat=True
         )
     )
-    updated = ActionRun.objects.filter(pk__in=ids, status=ActionRun.Status.FAILED).update(
-        status=ActionRun.Status.SCHEDULED, due_at=now, dispatched_at=now, attempts=0, done_at=None
-    )
-    transaction.on_commit(lambda: _send(ids))
+    with transaction.atomic():
+        updated = ActionRun.objects.filter(pk__in=ids, status=ActionRun.Status.FAILED).update(
+            status=ActionRun.Status.SCHEDULED,
+            due_at=now,
+            dispatched_at=now,
+            attempts=0,
+            done_at=None,
+        )
+        if updated:
+            _sent_wake(now)
+        transaction.on_commit(lambda: _send(ids))
     return updated
 
 
-def runs_dispatch(*, limit: int = 500) -> int:
-    """Sends every due run that has no message in flight; takes back runs of dead workers."""
+def runs_dispatch(*, limit: int = 500, lookahead: timedelta = timedelta(0)) -> int:
+    """Sends every run due by now + `lookahead` that has no message in flight (those due later
+    than now with that ETA); takes back runs of dead workers. One tenant: the current schema."""
     now = timezone.now()
-    ActionRun.objects.filter(status=ActionRun.Status.RUNNING, claimed_at__lt=now - _lease()).update(
+    ActionRun.objects.filter(status=ActionRun.Status.RUNNING, claimed_at__lt=now - lease()).update(
         status=ActionRun.Status.SCHEDULED, due_at=now, dispatched_at=None
     )
-    due = list(
-        ActionRun.objects.filter(status=ActionRun.Status.SCHEDULED, due_at__lte=now)
-        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - _redispatch_after()))
+    due = dict(
+        ActionRun.objects.filter(status=ActionRun.Status.SCHEDULED, due_at__lte=now + lookahead)
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - redispatch_after()))
         .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "due_at")[:limit]
     )
     if due:
-        ActionRun.objects.filter(pk__in=due).update(dispatched_at=now)
-        _send(due)
+        with transaction.atomic():
+            ActionRun.objects.filter(pk__in=due).update(dispatched_at=now)
+            _sent_wake(now)
+        _send(list(due), etas=due)
     return len(due)

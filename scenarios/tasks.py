@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from scenarios import outbox
+from scenarios import outbox, schedule
+from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(name="scenarios.run_action", acks_late=True, ignore_result=True)
@@ -11,8 +12,14 @@ def run_action_task(run_id: int) -> str:
 
 
 @shared_task(name="scenarios.dispatch_due", ignore_result=True, expires=5)
-def dispatch_due_task() -> int:
-    return outbox.runs_dispatch()
+def dispatch_due_task() -> int | None:
+    """Every second, in public: visits the tenants with due work (scenarios.schedule)."""
+    return schedule.outbox_dispatch()
+
+
+@shared_task(name="scenarios.outbox_sweep", ignore_result=True, expires=300)
+def outbox_sweep_task() -> int:
+    return schedule.outbox_sweep()
 
 
 @shared_task(
@@ -22,4 +29,12 @@ def availability_refresh_task() -> int:
     """Reads the Bitrix24 work-day status of the tenant's users when routing uses it."""
     from scenarios.services import routing_availability_refresh
 
+    if not in_tenant_schema("scenarios.availability_refresh"):
+        return 0
     return routing_availability_refresh()
+
+
+@shared_task(name="scenarios.availability_refresh_all", ignore_result=True, expires=50)
+def availability_refresh_all_task() -> int:
+    """Every minute, in public: the refresh, queued for the tenants that route by it."""
+    return tenants_each(availability_refresh_task, schemas=schedule.availability_schemas())

@@ -54,7 +54,8 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served locally: self-hosted servers may be offline
-    # In both lists: tenant schedules must live in the tenant's schema, global ones in public.
+    # Public only: the schedule is the operators'. Nothing a tenant stores may choose the schema
+    # a task runs in (scenarios.schedule).
     "django_celery_beat",
 ]
 TENANT_APPS = [
@@ -63,7 +64,6 @@ TENANT_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.admin",
-    "django_celery_beat",
     "crm",
     "calls",
     "scenarios",
@@ -174,7 +174,13 @@ CACHES = {
         "LOCATION": REDIS_URL,
         # Prefixes every key with the current schema, so tenants never read each other's entries.
         "KEY_FUNCTION": "django_tenants.cache.make_key",
-    }
+    },
+    # Keys of no tenant, the same whichever schema asks (the dispatcher's heartbeat and lock).
+    "shared": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "simtrix-shared",
+    },
 }
 
 CELERY_BROKER_URL = REDIS_URL
@@ -191,16 +197,20 @@ CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-CELERY_BEAT_SCHEDULER = "tenant_schemas_celery.db_scheduler:TenantAwareDatabaseScheduler"
+# The plain database scheduler, in the public schema. Every entry is one task in public that
+# decides which tenants have work (scenarios.schedule): beat never sends a task per tenant.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    # No "tenant_schemas" key: the tenant-aware scheduler sends it once per tenant.
-    "dispatch-due-actions": {"task": "scenarios.dispatch_due", "schedule": 1.0},
+    # Visits only the tenants whose outbox has something due (the public OutboxWake index).
+    "outbox-dispatch": {"task": "scenarios.dispatch_due", "schedule": 1.0},
+    # Belt and braces: every tenant's outbox is looked at once in a while, due or not.
+    "outbox-sweep": {"task": "scenarios.outbox_sweep", "schedule": 600.0},
     # Deletes recordings older than each tenant's retention (calls.CallSettings.retention_days).
-    "expire-recordings": {"task": "calls.recordings_expire", "schedule": 3600.0},
+    "expire-recordings": {"task": "calls.recordings_expire_all", "schedule": 3600.0},
     # Mirrors each tenant's Bitrix24 users, pipelines, stages, lead statuses and sources.
-    "crm-directory-sync": {"task": "crm.directory_sync", "schedule": 3600.0},
-    # Users' Bitrix24 work-day status, for tenants that route by it (scenarios.RoutingSettings).
-    "routing-availability": {"task": "scenarios.availability_refresh", "schedule": 60.0},
+    "crm-directory-sync": {"task": "crm.directory_sync_all", "schedule": 3600.0},
+    # Users' Bitrix24 work-day status, for tenants that route by it (TenantSchedule).
+    "routing-availability": {"task": "scenarios.availability_refresh_all", "schedule": 60.0},
 }
 SIMTRIX_RUN_LEASE_SECONDS = env.int("SIMTRIX_RUN_LEASE_SECONDS", default=180)
 SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", default=30)
@@ -208,6 +218,8 @@ SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", defau
 SIMTRIX_RUN_BACKOFF_BASE_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_BASE_SECONDS", default=5.0)
 SIMTRIX_RUN_BACKOFF_CAP_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_CAP_SECONDS", default=600.0)
 SIMTRIX_RUN_MAX_ATTEMPTS = env.int("SIMTRIX_RUN_MAX_ATTEMPTS", default=12)
+# /readyz answers 503 when the dispatcher's last pass is older than this.
+SIMTRIX_DISPATCHER_STALE_SECONDS = env.int("SIMTRIX_DISPATCHER_STALE_SECONDS", default=30)
 
 # --- API -----------------------------------------------------------------------------------
 

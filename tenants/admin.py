@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -128,3 +129,19 @@ class DomainAdmin(admin.ModelAdmin):
 
 public_site.register(User, UserAdmin)
 public_site.register(Group, GroupAdmin)
+
+
+def _scheduler_admin_to_operators() -> None:
+    """Beat's models live in public only and are edited here, never in a tenant's admin: a
+    header stored there once ran a job in another tenant's schema, and a clashing name stopped
+    beat for every tenant."""
+    import django_celery_beat.admin  # noqa: F401 — registers its models on admin.site
+
+    for model in apps.get_app_config("django_celery_beat").get_models():
+        if admin.site.is_registered(model):
+            model_admin = admin.site.get_model_admin(model)
+            admin.site.unregister(model)
+            public_site.register(model, type(model_admin))
+
+
+_scheduler_admin_to_operators()

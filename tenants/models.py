@@ -43,3 +43,47 @@ class Domain(DomainMixin):
 
     def __str__(self) -> str:
         return self.domain
+
+
+# --- What the scheduler knows without entering a tenant's schema (public) ---------------------
+
+
+class OutboxWake(models.Model):
+    """ "Look at this tenant's outbox at `at`": the index the dispatcher reads, in public.
+
+    Whoever makes a run need attention sooner (planned, retried, released, sent) inserts a row in
+    the same transaction; the dispatcher deletes a tenant's due rows when it visits it, then adds
+    one for the tenant's next need. Rows are only inserted and deleted, never updated, so
+    concurrent writers never wait for one another and a row written by a transaction that has
+    not committed yet is never lost: the dispatcher cannot delete what it cannot see.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["at"], name="tenants_wake_at")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class TenantSchedule(models.Model):
+    """One row per tenant: its periodic needs, and its outbox as the dispatcher last saw it."""
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, primary_key=True, related_name="schedule"
+    )
+    availability_refresh = models.BooleanField(
+        default=False, help_text="Routes by the Bitrix24 work-day status: read every minute."
+    )
+    outbox_visited_at = models.DateTimeField(null=True, blank=True)
+    outbox_oldest_due_at = models.DateTimeField(
+        null=True, blank=True, help_text="The oldest run that was due and not started."
+    )
+    outbox_late = models.PositiveIntegerField(
+        default=0, help_text="Runs due for more than a minute and not started."
+    )
+
+    def __str__(self) -> str:
+        return f"schedule of {self.tenant_id}"

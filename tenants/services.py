@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django_tenants.utils import schema_context, schema_exists
 
-from tenants.models import Domain, Tenant
+from tenants.models import Domain, Tenant, TenantSchedule
 from tenants.validators import (
     validate_country,
     validate_domain,
@@ -112,6 +112,7 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
         )
         tenant.save(verbosity=0)
         Domain.objects.create(domain=spec.domain, tenant=tenant, is_primary=True)
+        TenantSchedule.objects.create(tenant=tenant)
         with schema_context(spec.schema):
             tenant_defaults_install(bitrix24_webhook=spec.bitrix24_webhook)
     return tenant

@@ -211,8 +211,9 @@ def test_retention_deletes_old_audio_but_keeps_the_record(  # noqa: PLR0917 - fi
 
 def test_retention_task_is_scheduled_for_every_tenant(settings: pytest.FixtureRequest) -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["expire-recordings"]
-    assert entry["task"] == "calls.recordings_expire"
-    assert "tenant_schemas" not in entry  # the tenant-aware beat sends it once per tenant
+    # One task in public queues the retention in every active tenant (tenants.fanout).
+    assert entry["task"] == "calls.recordings_expire_all"
+    assert "tenant_schemas" not in entry
 
 
 # --- Notes and heartbeat --------------------------------------------------------------------

@@ -62,7 +62,8 @@ def test_directory_sync_task_runs_in_the_tenant(
 
 def test_directory_sync_is_scheduled_hourly_for_every_tenant() -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["crm-directory-sync"]
-    assert entry["task"] == "crm.directory_sync"
+    # One task in public queues the sync in every active tenant (tenants.fanout).
+    assert entry["task"] == "crm.directory_sync_all"
     assert entry["schedule"] == 3600.0
     assert "tenant_schemas" not in entry
 

@@ -72,3 +72,31 @@ def test_real_worker_runs_a_task_in_the_schema_that_queued_it(
     with schema_context("beta"):
         assert CallRecording.objects.get(pk=recordings["beta"]).deleted_at is None
         assert not CallTransition.objects.exists()
+
+
+def test_a_periodic_job_from_public_reaches_every_active_tenant_and_no_other(
+    celery_worker: str, committed_db: Callable
+) -> None:
+    """What beat sends hourly: one task in public, queued by it once in each active tenant."""
+    from calls.tasks import recordings_expire_all_task
+    from tenants.models import Tenant
+
+    recordings = {}
+    for schema in ("alpha", "beta"):
+        committed_db(lambda schema=schema: _delete_rows(schema))
+        recordings[schema] = _old_recording(schema)
+    Tenant.objects.filter(schema_name="beta").update(is_active=False)
+    committed_db(lambda: Tenant.objects.filter(schema_name="beta").update(is_active=True))
+
+    recordings_expire_all_task.delay()  # from public, like beat
+
+    def alpha_expired() -> bool:
+        with schema_context("alpha"):
+            return CallRecording.objects.filter(
+                pk=recordings["alpha"], deleted_at__isnull=False
+            ).exists()
+
+    assert _wait_for(alpha_expired), "the hourly retention did not reach alpha"
+    time.sleep(1)  # beta's, were it queued, would be done by now
+    with schema_context("beta"):
+        assert CallRecording.objects.get(pk=recordings["beta"]).deleted_at is None

@@ -1,0 +1,52 @@
+"""Periodic per-tenant jobs, queued from one task in the public schema.
+
+Beat sends one task in public; that task names the tenants the job is for and queues the job
+once in each of their schemas (tenant-schemas-celery carries the schema in the message). What
+the job is for is decided here, from public rows, never from anything stored in a tenant's own
+schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+
+class _Task(Protocol):
+    name: str
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def active_tenant_schemas() -> list[str]:
+    return list(
+        Tenant.objects.filter(is_active=True)
+        .exclude(schema_name=get_public_schema_name())
+        .values_list("schema_name", flat=True)
+    )
+
+
+def tenants_each(task: _Task, *, schemas: Iterable[str] | None = None) -> int:
+    """Queues `task` once in each of `schemas` (default: every active tenant); how many."""
+    count = 0
+    for schema in active_tenant_schemas() if schemas is None else schemas:
+        with schema_context(schema):
+            task.apply_async()
+        count += 1
+    return count
+
+
+def in_tenant_schema(job: str) -> bool:
+    """A per-tenant job run in public (by a stray or forged message) does nothing, loudly."""
+    if connection.schema_name == get_public_schema_name():
+        logger.error("%s is a per-tenant job and was run in the public schema: ignored", job)
+        return False
+    return True
