@@ -36,7 +36,8 @@ from scenarios.models import (
     ScenarioAction,
 )
 from scenarios.outbox import run_retry
-from scenarios.selectors import actions_with_problems, tenant_timezone
+from scenarios.selectors import actions_with_problems, runs_attention, runs_late, tenant_timezone
+from scenarios.templatetags.outbox_tags import duration_text
 
 Action = ScenarioAction
 
@@ -322,6 +323,19 @@ class CallFilter(admin.SimpleListFilter):
         return queryset.filter(call_id=int(value)) if value and value.isdigit() else queryset
 
 
+class LateFilter(admin.SimpleListFilter):
+    """Runs due for more than a minute and not started (?late=yes); the admin home links here."""
+
+    title = "lateness"
+    parameter_name = "late"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Late (due over a minute ago, not started)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ActionRun]) -> QuerySet[ActionRun]:
+        return runs_late(queryset) if self.value() == "yes" else queryset
+
+
 @admin.register(ActionRun)
 class ActionRunAdmin(admin.ModelAdmin):
     """The outbox, read-only except for retrying failed runs."""
@@ -331,13 +345,13 @@ class ActionRunAdmin(admin.ModelAdmin):
         "call_link",
         "action_type",
         "label",
-        "status",
+        "status_shown",
         "due_at",
         "done_at",
         "attempts",
         "error",
     ]
-    list_filter = [CallFilter, "status", "action_type"]
+    list_filter = [CallFilter, LateFilter, "status", "action_type"]
     search_fields = ["call__call_id", "call__phone_number", "label", "dedupe_key"]
     list_select_related = ["call"]
     date_hierarchy = "created_at"
@@ -366,6 +380,28 @@ class ActionRunAdmin(admin.ModelAdmin):
     @admin.display(description="last error / reason")
     def error(self, obj: ActionRun) -> str:
         return obj.last_error[:120]
+
+    @admin.display(description="status", ordering="status")
+    def status_shown(self, obj: ActionRun) -> str:
+        late = obj.late_by
+        if late is None:
+            return obj.get_status_display()
+        return format_html(
+            '{} <strong class="errornote" style="padding:0 4px">late by {}</strong>',
+            obj.get_status_display(),
+            duration_text(late),
+        )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        attention = runs_attention()
+        if attention["late"]:
+            messages.warning(
+                request,
+                f"{attention['late']} run(s) are late: due over a minute ago and not started "
+                f"(the oldest by {duration_text(attention['oldest_late_by'])}). Background work is "
+                "not being picked up: check that the worker and beat are running.",
+            )
+        return super().changelist_view(request, extra_context)
 
     @admin.action(description="Retry the selected failed runs", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[ActionRun]) -> None:

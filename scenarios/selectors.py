@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, Device
@@ -200,6 +200,29 @@ class Directory:
 
     def user_name(self, user_id: int) -> str:
         return self.names.get(user_id, "")
+
+
+def runs_late(runs: QuerySet[ActionRun] | None = None) -> QuerySet[ActionRun]:
+    """Runs due for longer than ActionRun.LATE_AFTER and not started."""
+    runs = ActionRun.objects.all() if runs is None else runs
+    return runs.filter(
+        status=ActionRun.Status.SCHEDULED, due_at__lt=timezone.now() - ActionRun.LATE_AFTER
+    )
+
+
+def runs_attention() -> dict[str, Any]:
+    """What in the outbox needs someone: late runs (and by how long the oldest) and failed ones."""
+    now = timezone.now()
+    late = Q(status=ActionRun.Status.SCHEDULED, due_at__lt=now - ActionRun.LATE_AFTER)
+    row = ActionRun.objects.filter(
+        status__in=[ActionRun.Status.SCHEDULED, ActionRun.Status.FAILED]
+    ).aggregate(
+        late=Count("pk", filter=late),
+        oldest_late=Min("due_at", filter=late),
+        failed=Count("pk", filter=Q(status=ActionRun.Status.FAILED)),
+    )
+    oldest = row.pop("oldest_late")
+    return {**row, "oldest_late_by": now - oldest if oldest else None}
 
 
 def directory() -> Directory:

@@ -10,6 +10,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 admin.site.site_header = "SIMtrix"
 admin.site.site_title = "SIMtrix"
 admin.site.index_title = "Calls, scenarios and Bitrix24"
+# The home page opens with what needs someone (late or failed background work).
+admin.site.index_template = "admin/tenant_index.html"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -1,0 +1,32 @@
+"""The admin home's "needs attention" box for the outbox (late and failed runs)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import template
+from django.db import connection
+from django_tenants.utils import get_public_schema_name
+
+from scenarios.selectors import runs_attention
+
+register = template.Library()
+
+
+@register.filter(name="duration")
+def duration_text(value: timedelta | None) -> str:
+    """5 min 12 s, 2 h 5 min: how long something has waited, for people."""
+    if value is None:
+        return ""
+    seconds = int(value.total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@register.inclusion_tag("admin/scenarios/outbox_attention.html")
+def outbox_attention() -> dict[str, Any]:
+    if connection.schema_name == get_public_schema_name():
+        return {"attention": None}
+    return {"attention": runs_attention()}
