@@ -5,9 +5,12 @@ from __future__ import annotations
 from django.urls import path
 from django.views.generic import RedirectView
 
+from simtrix.health import healthz, readyz
 from tenants.admin import public_site
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", public_site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

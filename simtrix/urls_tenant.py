@@ -7,6 +7,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from simtrix.health import healthz, readyz
+
 admin.site.site_header = "SIMtrix"
 admin.site.site_title = "SIMtrix"
 admin.site.index_title = "Calls, scenarios and Bitrix24"
@@ -14,6 +16,8 @@ admin.site.index_title = "Calls, scenarios and Bitrix24"
 admin.site.index_template = "admin/tenant_index.html"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/bridge/v1/", include("calls.api.urls")),
     path("bitrix24/", include("crm.urls")),
