@@ -25,6 +25,31 @@ def index_existing_tenants(apps, schema_editor):
             OutboxWake.objects.create(tenant=tenant, at=now)
 
 
+def drop_tenant_schedules(apps, schema_editor):
+    """Beat's tables in tenant schemas (and the template) held schedules a tenant admin could
+    write, headers included; beat no longer reads them. Dropped, with their migration records."""
+    from django.conf import settings
+
+    Tenant = apps.get_model("tenants", "Tenant")
+    schemas = [*Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)]
+    schemas.append(settings.TENANT_BASE_SCHEMA)
+    with schema_editor.connection.cursor() as cursor:
+        for schema in schemas:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+                " AND tablename LIKE 'django\\_celery\\_beat\\_%%'",
+                [schema],
+            )
+            for (table,) in cursor.fetchall():
+                cursor.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}" CASCADE')
+            cursor.execute("SELECT to_regclass(%s)", [f'"{schema}".django_migrations'])
+            if cursor.fetchone()[0]:
+                cursor.execute(
+                    f'DELETE FROM "{schema}".django_migrations WHERE app = %s',
+                    ["django_celery_beat"],
+                )
+
+
 def drop_fan_out_entries(apps, schema_editor):
     """The tenant-aware scheduler's code entries ("name@__all_tenants_only__") would keep firing
     under the plain one, in the public schema: the failure this migration's issue is about."""
@@ -63,4 +88,5 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(index_existing_tenants, migrations.RunPython.noop),
         migrations.RunPython(drop_fan_out_entries, migrations.RunPython.noop),
+        migrations.RunPython(drop_tenant_schedules, migrations.RunPython.noop),
     ]
