@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -106,6 +107,34 @@ def _sent_wake(now: datetime) -> None:
     outbox_wake(at=now + redispatch_after())
 
 
+@dataclass
+class _SendOnCommit:
+    """The runs an event's transaction sends once it commits, and the wake it wrote for them.
+
+    One per transaction and tenant: the runs planned after the first join it, and so does their
+    wake when it is no earlier (the dispatcher, visiting at the first, reads them all). Found in
+    Django's `connection.run_on_commit`, the list of the current transaction's callbacks, which
+    Django empties when the transaction ends and prunes when a savepoint rolls back: so the
+    wake row this stands for is there exactly while this is.
+    """
+
+    schema: str
+    wake_at: datetime
+    run_ids: list[int] = field(default_factory=list)
+
+    def __call__(self) -> None:
+        _send(self.run_ids)
+
+
+def _send_on_commit() -> _SendOnCommit | None:
+    if not connection.in_atomic_block:
+        return None
+    for _, callback, _ in connection.run_on_commit:
+        if isinstance(callback, _SendOnCommit) and callback.schema == connection.schema_name:
+            return callback
+    return None
+
+
 def _delayed(*, base: datetime, delay_seconds: int, working_time: bool) -> datetime:
     if not working_time:
         return base + timedelta(seconds=delay_seconds)
@@ -149,10 +178,16 @@ def run_plan(
     created = instance_insert(run, unique=("dedupe_key",))
     if not created:
         return ActionRun.objects.get(dedupe_key=dedupe_key)
-    if sendable:
-        _sent_wake(now)
-        transaction.on_commit(lambda: _send([run.pk]))
-    elif due_at is not None:
+    pending = _send_on_commit()
+    if sendable and pending is not None:
+        pending.run_ids.append(run.pk)
+    elif sendable:
+        pending = _SendOnCommit(
+            schema=connection.schema_name, wake_at=now + redispatch_after(), run_ids=[run.pk]
+        )
+        outbox_wake(at=pending.wake_at)
+        transaction.on_commit(pending)
+    elif due_at is not None and (pending is None or due_at < pending.wake_at):
         outbox_wake(at=due_at)
     return run
 

@@ -134,6 +134,34 @@ def test_a_retried_run_wakes_its_tenant_at_its_backoff(
     assert _wakes(alpha) == [run.due_at]
 
 
+def test_an_event_planning_several_runs_writes_one_wake_for_them(
+    alpha: Tenant, index: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    call = _call()
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = _plan(call, "register")
+        _plan(call, "log")
+        _plan(call, "sync", due_in=300)  # later than the first wake: read at that visit
+        soon = _plan(call, "lookup", due_in=5)  # earlier: a wake of its own
+    assert len(callbacks) == 1  # and one callback sends both immediate runs
+    assert _wakes(alpha) == [soon.due_at, first.dispatched_at + outbox.redispatch_after()]
+
+
+def test_a_wake_rolled_back_with_its_savepoint_is_written_again(alpha: Tenant, index: None) -> None:
+    call = _call()
+
+    def planned_then_undone() -> None:
+        with transaction.atomic():
+            _plan(call, "undone")
+            raise RuntimeError
+
+    with transaction.atomic():
+        with pytest.raises(RuntimeError):
+            planned_then_undone()
+        kept = _plan(call, "kept")
+    assert _wakes(alpha) == [kept.dispatched_at + outbox.redispatch_after()]
+
+
 def test_nothing_is_written_to_the_index_when_the_transaction_rolls_back(
     alpha: Tenant, index: None
 ) -> None:
