@@ -38,8 +38,11 @@ def _with_db(url: str, name: str) -> str:
 
 
 @contextmanager
-def throwaway_environment(*, tenants: int, rate_limited: bool = False) -> Iterator[Any]:
-    """Creates the database, provisions `tenants` tenants connected to a sandbox; yields it."""
+def throwaway_environment(
+    *, tenants: int, rate_limited: bool = False, bare_tenants: int = 0
+) -> Iterator[Any]:
+    """Creates the database, provisions `tenants` tenants connected to a sandbox (and
+    `bare_tenants` more with no Bitrix24, provisioned two at a time); yields it."""
     name = f"simtrix_bench_{secrets.token_hex(4)}"
     admin_url = _with_db(_server_url(), "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -78,7 +81,10 @@ def throwaway_environment(*, tenants: int, rate_limited: bool = False) -> Iterat
         for schema in schemas:
             _tenant_make(schema, portal, rate_limited=rate_limited)
         connection.close()
-        yield Environment(portal=portal, schemas=schemas, database=name)
+        bare = [f"idle{index:04d}" for index in range(bare_tenants)]
+        if bare:
+            _bare_tenants_make(bare)
+        yield Environment(portal=portal, schemas=schemas, database=name, bare=bare)
     finally:
         if portal is not None:
             portal.stop()
@@ -90,15 +96,22 @@ def throwaway_environment(*, tenants: int, rate_limited: bool = False) -> Iterat
 
 
 class Environment:
-    def __init__(self, *, portal: Any, schemas: list[str], database: str) -> None:
+    def __init__(
+        self, *, portal: Any, schemas: list[str], database: str, bare: list[str] | None = None
+    ) -> None:
         self.portal = portal
         self.schemas = schemas
+        self.bare = bare or []
         self.database = database
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """`celery -A simtrix ARGS...` (worker, beat), in the environment's settings."""
+        return self.start_module("celery", "-A", "simtrix", *args)
+
+    def start_module(self, module: str, *args: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "simtrix", *args],
+            [sys.executable, "-m", module, *args],
             cwd=REPO,
             env=dict(os.environ),
             stdout=subprocess.DEVNULL,
@@ -147,12 +160,48 @@ def _tenant_make(schema: str, portal: Any, *, rate_limited: bool) -> None:
         )
 
 
+def _bare_tenant_make(schema: str) -> None:
+    from tenants.services import TenantSpec, tenant_provision
+
+    tenant_provision(TenantSpec(schema=schema, name=schema, domain=f"{schema}.localhost"))
+
+
+def _bare_tenants_make(schemas: list[str]) -> None:
+    """Cloning a schema is PostgreSQL's work (~1 s each): two at a time on two cores."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from django.db import connections
+
+    connections.close_all()  # the children open their own
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done, _ in enumerate(pool.map(_bare_tenant_make, schemas, chunksize=10), start=1):
+            if done % 100 == 0:
+                print(f"  {done} idle tenants provisioned", flush=True)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
+
+
+def lateness_table(named: list[tuple[str, list[float]]], *, digits: int = 2) -> str:
+    """p50/p90/p99/max of each named list of seconds."""
+
+    def cell(value: float) -> str:
+        return f"{value:.{digits}f}"
+
+    rows = [
+        [
+            name, len(values), cell(percentile(values, 0.5)), cell(percentile(values, 0.9)),
+            cell(percentile(values, 0.99)), cell(max(values)) if values else "-",
+        ]
+        for name, values in named
+    ]  # fmt: skip
+    return table(rows, ["lateness", "runs", "p50", "p90", "p99", "max"])
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
