@@ -13,7 +13,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -164,3 +166,79 @@ def celery_worker(
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# --- The admin in a real browser -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def web_server(
+    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
+) -> Iterator[int]:
+    """The project's WSGI application on 127.0.0.1 in a thread of the test process (it sees
+    what `committed_db` tests commit); yields the port. `<schema>.localhost:<port>` is a
+    tenant's host: browsers resolve every `*.localhost` to the loopback address."""
+    import threading
+
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    class OneRequestHandler(WSGIRequestHandler):
+        """One request a connection: its thread then ends and closes its database connection
+        (ThreadedWSGIServer.close_request), so none outlives the test database."""
+
+        def handle(self) -> None:
+            self.handle_one_request()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadedWSGIServer(("127.0.0.1", 0), OneRequestHandler, allow_reuse_address=False)
+    server.set_app(get_wsgi_application())
+    # Request threads are joined by server_close(), so their database connections are closed
+    # before the test database is dropped.
+    server.daemon_threads = False
+    server.block_on_close = True
+    thread = threading.Thread(target=server.serve_forever, name="web-server", daemon=True)
+    with django_db_blocker.unblock():
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (`apt-get install chromium`; .ci/run installs it), or SIMTRIX_CHROMIUM."""
+    import shutil
+
+    return os.environ.get("SIMTRIX_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture
+def browser() -> Callable[[], Any]:
+    """`with browser() as page:` a headless Chromium page, driven by Playwright.
+
+    Set data up before the block and check rows after it: Playwright's sync API runs an event
+    loop in this thread while the block lasts, and Django refuses its ORM there (rightly: such
+    calls would get database connections of their own that nobody closes).
+    """
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("no Chromium: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no Chromium on this machine: apt-get install chromium (CI always has it)")
+
+    @contextmanager
+    def open_page() -> Iterator[Any]:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+            try:
+                yield launched.new_context(locale="en-GB").new_page()
+            finally:
+                launched.close()
+
+    return open_page
