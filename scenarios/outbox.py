@@ -50,7 +50,8 @@ BACKOFF_CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 12
 # A chain goes on after these; a failed predecessor holds its successors until it is retried.
 FINISHED_OK = (ActionRun.Status.DONE, ActionRun.Status.SKIPPED)
-# A message sent with an ETA may reach a worker whose clock is a little ahead of the sender's.
+# A run sent with its ETA is claimed although the worker's timer may fire a moment early (it
+# converts the ETA to its monotonic clock); eager mode, in tests, ignores ETAs altogether.
 CLAIM_EARLY = timedelta(seconds=1)
 LATE_AFTER = ActionRun.LATE_AFTER
 

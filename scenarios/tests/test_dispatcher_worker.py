@@ -147,8 +147,11 @@ def test_beat_and_a_worker_past_several_rereads_run_every_planned_run_once(
             deadline = time.monotonic() + 90
             while not finished() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            # Beat goes on past the last run: a re-read after it must not break anything either.
-            time.sleep(3)
+            # Beat goes on until it has re-read its schedule a few times (a slow machine starts
+            # it late), and past the last run: a re-read after it must not break anything.
+            while log.read_text().count("Forcing full sync") < 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2.5)
         finally:
             beat.terminate()
             try:
@@ -161,6 +164,8 @@ def test_beat_and_a_worker_past_several_rereads_run_every_planned_run_once(
     runs = _runs(ids)
     seen = [(run.status, run.attempts, run.due_at, run.claimed_at, run.last_error) for run in runs]
     assert [(run.status, run.attempts) for run in runs] == [("done", 1)] * len(ids), seen
-    # Exactly once in Bitrix24, and none before it was due.
+    # Exactly once in Bitrix24, and none before it was due: a run the dispatcher sent without
+    # its ETA would start up to 1.5 s early; a worker's timer may fire a few microseconds early.
     assert len(ok_requests(alpha_portal, NOTIFY)) == len(ids)
-    assert all(run.claimed_at is not None and run.claimed_at >= run.due_at for run in runs), seen
+    early = timedelta(milliseconds=50)
+    assert all(run.claimed_at and run.claimed_at >= run.due_at - early for run in runs), seen
