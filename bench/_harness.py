@@ -42,7 +42,7 @@ def throwaway_environment(
     *, tenants: int, rate_limited: bool = False, bare_tenants: int = 0
 ) -> Iterator[Any]:
     """Creates the database, provisions `tenants` tenants connected to a sandbox (and
-    `bare_tenants` more with no Bitrix24, provisioned two at a time); yields it."""
+    `bare_tenants` more with no Bitrix24: then all made by _schemas_clone); yields it."""
     name = f"simtrix_bench_{secrets.token_hex(4)}"
     admin_url = _with_db(_server_url(), "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -78,12 +78,13 @@ def throwaway_environment(
         ).start()
         shutil.copyfile(portal.ca_cert_path, ca_bundle)
         schemas = [f"bench{index:02d}" for index in range(tenants)]
-        for schema in schemas:
-            _tenant_make(schema, portal, rate_limited=rate_limited)
-        connection.close()
         bare = [f"idle{index:04d}" for index in range(bare_tenants)]
         if bare:
-            _bare_tenants_make(bare)
+            # Many tenants: schemas made from the template's DDL (see _schemas_clone).
+            _schemas_clone(schemas + bare)
+        for schema in schemas:
+            _tenant_make(schema, portal, rate_limited=rate_limited, provisioned=bool(bare))
+        connection.close()
         yield Environment(portal=portal, schemas=schemas, database=name, bare=bare)
     finally:
         if portal is not None:
@@ -130,24 +131,30 @@ class Environment:
                 process.kill()
 
 
-def _tenant_make(schema: str, portal: Any, *, rate_limited: bool) -> None:
+def _tenant_make(schema: str, portal: Any, *, rate_limited: bool, provisioned: bool) -> None:
+    """A tenant connected to the sandbox with a device (`provisioned`: its schema and rows exist
+    already, made by _schemas_clone; its defaults are installed here)."""
     from django_tenants.utils import schema_context
 
     from calls.services import device_register
     from crm.models import Bitrix24Connection
     from crm.services import directory_sync
-    from tenants.services import TenantSpec, tenant_provision
+    from tenants.services import TenantSpec, tenant_defaults_install, tenant_provision
 
-    tenant_provision(
-        TenantSpec(
-            schema=schema,
-            name=schema,
-            domain=f"{schema}.localhost",
-            bitrix24_webhook=portal.webhook_url(1),
-            timezone="Europe/Warsaw",
-            country="PL",
+    if provisioned:
+        with schema_context(schema):
+            tenant_defaults_install(bitrix24_webhook=portal.webhook_url(1))
+    else:
+        tenant_provision(
+            TenantSpec(
+                schema=schema,
+                name=schema,
+                domain=f"{schema}.localhost",
+                bitrix24_webhook=portal.webhook_url(1),
+                timezone="Europe/Warsaw",
+                country="PL",
+            )
         )
-    )
     with schema_context(schema):
         if not rate_limited:
             # One sandbox serves every tenant here; a real portal per tenant would not share.
@@ -160,24 +167,47 @@ def _tenant_make(schema: str, portal: Any, *, rate_limited: bool) -> None:
         )
 
 
-def _bare_tenant_make(schema: str) -> None:
-    from tenants.services import TenantSpec, tenant_provision
+def _schemas_clone(schemas: list[str]) -> None:
+    """Tenants' schemas and rows, made fast: django-tenants' clone reads the catalog, which
+    grows with every schema (8 s a clone at 90 tenants, and climbing), so the template's DDL is
+    dumped once and replayed under each name; the rows (tenant, domain, schedule) are the ORM's.
+    Provisioning itself is not what these benchmarks measure."""
+    import re
+    import subprocess
 
-    tenant_provision(TenantSpec(schema=schema, name=schema, domain=f"{schema}.localhost"))
+    from django.conf import settings
+    from django.db import connection
 
+    from tenants.models import Domain, Tenant, TenantSchedule
+    from tenants.services import tenant_public_ensure, tenant_template_ensure
 
-def _bare_tenants_make(schemas: list[str]) -> None:
-    """Cloning a schema is PostgreSQL's work (~1 s each): two at a time on two cores."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from django.db import connections
-
-    connections.close_all()  # the children open their own
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-        for done, _ in enumerate(pool.map(_bare_tenant_make, schemas, chunksize=10), start=1):
-            if done % 100 == 0:
-                print(f"  {done} idle tenants provisioned", flush=True)
+    tenant_public_ensure()
+    tenant_template_ensure()
+    template = settings.TENANT_BASE_SCHEMA
+    ddl = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "-n", template, os.environ["DATABASE_URL"]],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # psql's meta-commands (\restrict ... in recent pg_dump) are not SQL.
+    ddl = "\n".join(line for line in ddl.splitlines() if not line.startswith("\\"))
+    pattern = re.compile(rf"\b{re.escape(template)}\b")
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        for done, schema in enumerate(schemas, start=1):
+            conn.execute(pattern.sub(schema, ddl))
+            migrations = f'"{schema}".django_migrations'
+            conn.execute(f'INSERT INTO {migrations} SELECT * FROM "{template}".django_migrations')
+            if done % 200 == 0:
+                print(f"  {done} schemas made", flush=True)
+    tenants = Tenant.objects.bulk_create(
+        [Tenant(schema_name=schema, name=schema, timezone="Europe/Warsaw") for schema in schemas]
+    )
+    Domain.objects.bulk_create(
+        [Domain(tenant=t, domain=f"{t.schema_name}.localhost", is_primary=True) for t in tenants]
+    )
+    TenantSchedule.objects.bulk_create([TenantSchedule(tenant=t) for t in tenants])
+    connection.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -13,7 +13,7 @@ A visit, in the tenant's schema:
 
 Step 3 reads after step 1 deleted, so a run committed before the delete is seen in step 3, and
 one committed after it kept its own wake: nothing is lost between the two. Every pass records a
-heartbeat in Redis (readyz, outbox_status). A sweep every ten minutes wakes every tenant once,
+heartbeat in Redis (readyz, outbox_status). A sweep every hour wakes every tenant once,
 so work that predates the index (an upgrade, a restored backup) is found too.
 
 Periodic per-tenant jobs are queued from public the same way (tenants.fanout): for every active
