@@ -76,6 +76,11 @@ def run_intent_key(run: ActionRun, suffix: str = "") -> str:
     return f"run:{run.pk}{':' + suffix if suffix else ''}"
 
 
+def late_filter(now: datetime) -> Q:
+    """Runs due for longer than LATE_AFTER and not started: late."""
+    return Q(status=ActionRun.Status.SCHEDULED, due_at__lt=now - LATE_AFTER)
+
+
 def lease() -> timedelta:
     return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_LEASE_SECONDS", 180))
 

@@ -37,7 +37,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from scenarios.models import ActionRun
-from scenarios.outbox import LATE_AFTER, lease, outbox_wake, redispatch_after, runs_dispatch
+from scenarios.outbox import late_filter, lease, outbox_wake, redispatch_after, runs_dispatch
 from tenants.fanout import active_tenant_schemas
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
@@ -81,7 +81,7 @@ def outbox_state(*, now: datetime) -> OutboxState:
     row = ActionRun.objects.filter(status__in=[Status.SCHEDULED, Status.RUNNING]).aggregate(
         next_at=Min(attention),
         due=Count("pk", filter=due),
-        late=Count("pk", filter=due & Q(due_at__lt=now - LATE_AFTER)),
+        late=Count("pk", filter=late_filter(now)),
         oldest_due_at=Min("due_at", filter=due),
     )
     return OutboxState(**row)

@@ -27,6 +27,7 @@ from scenarios.models import (
     Scenario,
     ScenarioAction,
 )
+from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig
 from scenarios.routing import (
     CALLER_TYPES,
@@ -205,15 +206,13 @@ class Directory:
 def runs_late(runs: QuerySet[ActionRun] | None = None) -> QuerySet[ActionRun]:
     """Runs due for longer than ActionRun.LATE_AFTER and not started."""
     runs = ActionRun.objects.all() if runs is None else runs
-    return runs.filter(
-        status=ActionRun.Status.SCHEDULED, due_at__lt=timezone.now() - ActionRun.LATE_AFTER
-    )
+    return runs.filter(late_filter(timezone.now()))
 
 
 def runs_attention() -> dict[str, Any]:
     """What in the outbox needs someone: late runs (and by how long the oldest) and failed ones."""
     now = timezone.now()
-    late = Q(status=ActionRun.Status.SCHEDULED, due_at__lt=now - ActionRun.LATE_AFTER)
+    late = late_filter(now)
     row = ActionRun.objects.filter(
         status__in=[ActionRun.Status.SCHEDULED, ActionRun.Status.FAILED]
     ).aggregate(
