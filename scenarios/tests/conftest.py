@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +31,16 @@ KNOWN = {
     "deals": [{"id": 71, "title": "Legal review", "pipeline": "Contracts", "stage": "Talks"}],
 }
 UNKNOWN = {"status": "not_found", "entity": None, "responsible": None, "deals": []}
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Celery tasks run in the test's own process and transaction, at once (ETAs ignored)."""
+    from simtrix.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
 
 
 @pytest.fixture

@@ -17,15 +17,6 @@ Status = ActionRun.Status
 
 
 @pytest.fixture
-def eager() -> Iterator[None]:
-    from simtrix.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
-@pytest.fixture
 def call(alpha: Tenant) -> Call:
     device, _ = device_register(
         name="Phone", phone_number="+48600000001", bitrix24_user_id=5, country="PL"

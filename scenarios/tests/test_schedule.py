@@ -28,15 +28,6 @@ Status = ActionRun.Status
 
 
 @pytest.fixture
-def eager() -> Iterator[None]:
-    from simtrix.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
-@pytest.fixture
 def handled() -> Iterator[list[int]]:
     """The runs a test handler executed, in this process (eager mode)."""
     executed: list[int] = []
