@@ -28,7 +28,7 @@ from tenants.services import TenantSpec, tenant_provision
 REPO = Path(__file__).resolve().parent
 
 # Fixtures of the Bitrix24 sandbox portal (crm/testing.py).
-pytest_plugins = ["crm.testing"]
+pytest_plugins = ["crm.tests.portal"]
 
 
 @pytest.fixture(autouse=True)

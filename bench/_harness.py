@@ -63,7 +63,7 @@ def throwaway_environment(
     from django.core.management import call_command
     from django.db import connection
 
-    from crm.sandbox import SandboxPortal
+    from bitrix24_sandbox import SandboxPortal
 
     portal = None
     try:

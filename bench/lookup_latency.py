@@ -36,7 +36,7 @@ def main() -> None:
     from django.conf import settings
     from django.test.utils import setup_databases, teardown_databases
 
-    from crm.sandbox import SandboxPortal
+    from bitrix24_sandbox import SandboxPortal
 
     settings.DATABASES["default"]["TEST"]["NAME"] = f"simtrix_bench_{os.getpid()}"
     databases = setup_databases(verbosity=0, interactive=False)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from calls.models import Call, CallEvent, CallSettings, Device
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_audit_trail,
     call_settings_get,

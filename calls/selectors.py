@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, CallRecording, CallSettings, Device
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
 from tenants.memo import tenant_memo, tenant_memo_forget

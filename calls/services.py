@@ -31,7 +31,7 @@ from calls.models import (
     CallTransition,
     Device,
 )
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_resource,
     call_settings_forget,

@@ -13,75 +13,18 @@ and JSON values (all values, for inserted instances) go through the fields' own
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-import psycopg
 from django.db import connection
-from django.db.models import JSONField, Model
 from django.utils import timezone
 
 from calls.models import Call, CallEvent, CallRecording, CallTransition
-
-
-def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _column(model: type[Model], name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
-
-
-def _fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-    """Runs a statement of this module as a server-side prepared statement (PostgreSQL plans
-    it once per connection and search_path, not per event) and returns its first row.
-
-    Django opens connections with prepared statements off unless OPTIONS sets
-    `prepare_threshold` (settings.py does, from DATABASE_PREPARED_STATEMENTS). When they are
-    off, psycopg ignores `prepare=True` and PostgreSQL parses and plans the statement for every
-    event."""
-    with connection.cursor():
-        pass  # connects, and sets the tenant's search_path (django-tenants)
-    with connection.wrap_database_errors:
-        cursor = _cursor(connection.connection)
-        cursor.execute(sql, params, prepare=True)  # every statement here returns rows
-        return cursor.fetchone()
-
-
-# A cursor's adapters remember how to dump and load each type; a new cursor per statement
-# looked them all up again. Kept per thread, as Django keeps its connections.
-_local = threading.local()
-
-
-def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
-    cursor = getattr(_local, "cursor", None)
-    if cursor is None or cursor.connection is not raw or cursor.closed:
-        cursor = _local.cursor = psycopg.Cursor(raw)
-    return cursor
-
-
-def _pk(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.pk.column)
-
-
-def _prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
-    """The values as query parameters. Only JSON needs the field's adaptation: psycopg takes
-    strings, numbers, aware datetimes and None as they are (and the fields' own preparation of
-    each value cost more than the statement's planning)."""
-    json_fields = _json_fields(model)
-    return [
-        json_fields[name].get_db_prep_save(value, connection) if name in json_fields else value
-        for name, value in values.items()
-    ]
-
-
-@cache
-def _json_fields(model: type[Model]) -> dict[str, Any]:
-    return {f.name: f for f in model._meta.concrete_fields if isinstance(f, JSONField)}
+from common.sql import column, fetchone, instance_insert, pk_column, prepared, table
+from scenarios.models import ActionRun, CallPlan
 
 
 _CALL_FIELDS = tuple(Call._meta.concrete_fields)
@@ -107,12 +50,10 @@ RUN_COLUMNS = ("action_type", "status", "due_at", "done_at", "result", "dedupe_k
 
 def _runs_json(call_id: str) -> str:
     """An expression: the call's runs as a JSON array, oldest first."""
-    from scenarios.models import ActionRun
-
-    run_object = ", ".join(f"'{name}', r.{_column(ActionRun, name)}" for name in RUN_COLUMNS)
+    run_object = ", ".join(f"'{name}', r.{column(ActionRun, name)}" for name in RUN_COLUMNS)
     return (
-        f"(SELECT COALESCE(json_agg(json_build_object({run_object}) ORDER BY r.{_pk(ActionRun)}),"
-        f" '[]'::json) FROM {_table(ActionRun)} r WHERE r.{_column(ActionRun, 'call')} = {call_id})"
+        f"(SELECT COALESCE(json_agg(json_build_object({run_object}) ORDER BY r.{pk_column(ActionRun)}),"
+        f" '[]'::json) FROM {table(ActionRun)} r WHERE r.{column(ActionRun, 'call')} = {call_id})"
     )
 
 
@@ -129,33 +70,31 @@ def _runs_sql() -> str:
 
 def call_runs_read(*, call_id: int) -> list[dict[str, Any]]:
     """The call's runs (RUN_COLUMNS), oldest first."""
-    row = _fetchone(_runs_sql(), [call_id])
+    row = fetchone(_runs_sql(), [call_id])
     return _runs_parsed(row[0] if row else [])
 
 
 @cache
 def _read_sql() -> str:
-    from scenarios.models import CallPlan
-
     columns = ", ".join(f"c.{connection.ops.quote_name(f.column)}" for f in _CALL_FIELDS)
-    event = {name: f"e.{_column(CallEvent, name)}" for name in ("event_id", "type", "occurred_at")}
+    event = {name: f"e.{column(CallEvent, name)}" for name in ("event_id", "type", "occurred_at")}
     return f"""
         SELECT {columns},
-            rec.{_column(CallRecording, "id")},
-            rec.{_column(CallRecording, "uploaded_at")},
-            rec.{_column(CallRecording, "original_format")},
+            rec.{column(CallRecording, "id")},
+            rec.{column(CallRecording, "uploaded_at")},
+            rec.{column(CallRecording, "original_format")},
             (SELECT COALESCE(json_agg(json_build_object(
                     'event_id', {event["event_id"]}, 'type', {event["type"]},
-                    'occurred_at', {event["occurred_at"]}, 'body', e.{_column(CallEvent, "body")}
+                    'occurred_at', {event["occurred_at"]}, 'body', e.{column(CallEvent, "body")}
                 )), '[]'::json)
-             FROM {_table(CallEvent)} e WHERE e.{_column(CallEvent, "call")} = c.{_pk(Call)}),
-            {_runs_json(f"c.{_pk(Call)}")},
-            ARRAY(SELECT p.{_column(CallPlan, "phase")} FROM {_table(CallPlan)} p
-                  WHERE p.{_column(CallPlan, "call")} = c.{_pk(Call)})
-        FROM {_table(Call)} c
-        LEFT JOIN {_table(CallRecording)} rec
-            ON rec.{_column(CallRecording, "call")} = c.{_pk(Call)}
-        WHERE c.{_column(Call, "device")} = %s AND c.{_column(Call, "call_id")} = %s
+             FROM {table(CallEvent)} e WHERE e.{column(CallEvent, "call")} = c.{pk_column(Call)}),
+            {_runs_json(f"c.{pk_column(Call)}")},
+            ARRAY(SELECT p.{column(CallPlan, "phase")} FROM {table(CallPlan)} p
+                  WHERE p.{column(CallPlan, "call")} = c.{pk_column(Call)})
+        FROM {table(Call)} c
+        LEFT JOIN {table(CallRecording)} rec
+            ON rec.{column(CallRecording, "call")} = c.{pk_column(Call)}
+        WHERE c.{column(Call, "device")} = %s AND c.{column(Call, "call_id")} = %s
     """
 
 
@@ -174,7 +113,7 @@ def _timestamp(value: str | None) -> datetime | None:
 def call_read(*, device_id: int, call_id: str) -> CallSnapshot | None:
     """The call as it is now (no lock: its `version` tells event_record whether it is still
     so), or None if it does not exist yet."""
-    row = _fetchone(_read_sql(), [device_id, call_id])
+    row = fetchone(_read_sql(), [device_id, call_id])
     if row is None:
         return None
     width = len(_CALL_FIELDS)
@@ -199,37 +138,6 @@ def call_read(*, device_id: int, call_id: str) -> CallSnapshot | None:
     )
 
 
-@cache
-def _insert_sql(model: type[Model], unique: tuple[str, ...]) -> str:
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    conflict = ", ".join(_column(model, name) for name in unique)
-    return (
-        f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {_pk(model)}"
-    )
-
-
-def instance_insert(instance: Model, *, unique: tuple[str, ...]) -> bool:
-    """Inserts the new instance unless a row with the same `unique` fields exists (then
-    returns False): one statement, no savepoint. An inserted row stays locked by this
-    transaction; a concurrent insert of the same key waits for it to end."""
-    model = type(instance)
-    values = [
-        f.get_db_prep_save(f.pre_save(instance, True), connection)
-        for f in model._meta.concrete_fields
-        if not f.primary_key
-    ]
-    row = _fetchone(_insert_sql(model, unique), values)
-    if row is None:
-        return False
-    instance.pk = row[0]
-    instance._state.adding = False
-    instance._state.db = connection.alias
-    return True
-
-
 def call_new(*, device_id: int, call_id: str) -> Call:
     """A call not stored yet (call_insert stores it, with what its first event says)."""
     call = Call(device_id=device_id, call_id=call_id)
@@ -239,14 +147,14 @@ def call_new(*, device_id: int, call_id: str) -> Call:
 
 @cache
 def _lock_sql() -> str:
-    return f"SELECT {_pk(Call)} FROM {_table(Call)} WHERE {_pk(Call)} = %s FOR UPDATE"
+    return f"SELECT {pk_column(Call)} FROM {table(Call)} WHERE {pk_column(Call)} = %s FOR UPDATE"
 
 
 def call_lock(*, call: Call) -> None:
     """Row-locks the call until the transaction ends: an event that routes or plans takes the
     call's lock before a round-robin cursor or a run, in the order the outbox handlers take
     them (call first), so the two cannot deadlock."""
-    _fetchone(_lock_sql(), [call.pk])
+    fetchone(_lock_sql(), [call.pk])
 
 
 def call_insert(call: Call) -> bool:
@@ -275,15 +183,15 @@ def event_record(
         if changed:
             updates["updated_at"] = now
         params += [*_prepared(Call, updates), call.pk, call.version]
-    params += _prepared(CallEvent, {**event, "call": call.pk, "received_at": now})
+    params += prepared(CallEvent, {**event, "call": call.pk, "received_at": now})
     if transition is not None:
-        params += _prepared(CallTransition, {**transition, "call": call.pk, "at": now})
+        params += prepared(CallTransition, {**transition, "call": call.pk, "at": now})
     sql = _record_sql(
         tuple(updates) if updates is not None else None,
         tuple(event),
         tuple(transition) if transition is not None else None,
     )
-    if _fetchone(sql, params) is None:
+    if fetchone(sql, params) is None:
         return False
     if changed:
         call.updated_at = now
@@ -302,31 +210,31 @@ def _record_sql(
     if updates is None:
         source = f"VALUES ({values})"
     else:
-        version = _column(Call, "version")
+        version = column(Call, "version")
         assignments = ", ".join(
-            [*(f"{_column(Call, name)} = %s" for name in updates), f"{version} = {version} + 1"]
+            [*(f"{column(Call, name)} = %s" for name in updates), f"{version} = {version} + 1"]
         )
         parts.append(
-            f"updated AS (UPDATE {_table(Call)} SET {assignments} "
-            f"WHERE {_pk(Call)} = %s AND {version} = %s RETURNING {_pk(Call)})"
+            f"updated AS (UPDATE {table(Call)} SET {assignments} "
+            f"WHERE {pk_column(Call)} = %s AND {version} = %s RETURNING {pk_column(Call)})"
         )
         source = f"SELECT {values} FROM updated"
     insert_event = (
-        f"INSERT INTO {_table(CallEvent)} "
-        f"({', '.join(_column(CallEvent, name) for name in event_names)}) "
-        f"{source} RETURNING {_pk(CallEvent)}"
+        f"INSERT INTO {table(CallEvent)} "
+        f"({', '.join(column(CallEvent, name) for name in event_names)}) "
+        f"{source} RETURNING {pk_column(CallEvent)}"
     )
     if transition is None:
         statement = insert_event
     else:
         parts.append(f"stored AS ({insert_event})")
         names = [*transition, "call", "at"]
-        columns = ", ".join(_column(CallTransition, name) for name in names)
+        columns = ", ".join(column(CallTransition, name) for name in names)
         statement = (
-            f"INSERT INTO {_table(CallTransition)} "
-            f"({columns}, {_column(CallTransition, 'event')}) "
-            f"SELECT {', '.join(['%s'] * len(names))}, stored.{_pk(CallEvent)} FROM stored "
-            f"RETURNING {_pk(CallTransition)}"
+            f"INSERT INTO {table(CallTransition)} "
+            f"({columns}, {column(CallTransition, 'event')}) "
+            f"SELECT {', '.join(['%s'] * len(names))}, stored.{pk_column(CallEvent)} FROM stored "
+            f"RETURNING {pk_column(CallTransition)}"
         )
     return f"WITH {', '.join(parts)} {statement}" if parts else statement
 
@@ -334,15 +242,15 @@ def _record_sql(
 @cache
 def _stored_sql() -> str:
     columns = ", ".join(
-        _column(CallEvent, name)
+        column(CallEvent, name)
         for name in ("device", "body_hash", "response_status", "response_body")
     )
-    return f"SELECT {columns} FROM {_table(CallEvent)} WHERE {_column(CallEvent, 'event_id')} = %s"
+    return f"SELECT {columns} FROM {table(CallEvent)} WHERE {column(CallEvent, 'event_id')} = %s"
 
 
 def event_stored(*, event_id: str) -> tuple[int, str, int | None, Any] | None:
     """(device id, body hash, response status, response body) of a stored event, if any."""
-    row = _fetchone(_stored_sql(), [event_id])
+    row = fetchone(_stored_sql(), [event_id])
     if row is None:
         return None
     body_field = CallEvent._meta.get_field("response_body")

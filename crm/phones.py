@@ -12,7 +12,7 @@ import re
 
 import phonenumbers
 
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 
 __all__ = ["MAX_FORMS", "InvalidPhoneNumber", "lookup_forms", "match_key", "phone_to_e164"]
 

@@ -34,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
-from calls.sql import instance_insert
+from common.sql import instance_insert
 from scenarios.models import ActionRun
 from tenants.models import OutboxWake, Tenant
 

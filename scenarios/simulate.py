@@ -17,7 +17,7 @@ from django import forms
 from django.utils import timezone
 
 from calls.models import Call, Device
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import routing_facts_from_crm
 from scenarios.configuration import CREATION_TYPES
 from scenarios.models import ActionType, ScenarioAction, Trigger

@@ -41,7 +41,7 @@ from calls.api.serializers import (
     RecordingUploadSerializer,
 )
 from calls.models import Call, Device
-from calls.phones import InvalidPhoneNumber, phone_to_e164
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_for_device,
     call_resource,

@@ -16,7 +16,7 @@ from crm.errors import Bitrix24PermanentError
 from crm.models import Bitrix24Connection, RequestLog
 from crm.selectors import crm_find_by_phone
 from crm.services import connection_set_oauth_app
-from crm.testing import portal_connect
+from crm.tests.portal import portal_connect
 
 SCOPES = ["crm", "telephony", "user", "im", "task", "department"]
 

@@ -1,6 +1,6 @@
 """Routing by CRM data against the sandbox portal: rules as rows, real lookups, the directory.
 
-The seed (crm/sandbox/seed.py): Anna Kowalska (contact 12, +48600111222, type CLIENT, source
+The seed (bitrix24_sandbox/seed.py): Anna Kowalska (contact 12, +48600111222, type CLIENT, source
 CALL, post "Office manager", responsible Marta 5) has the open deal 71 (pipeline 1 "Contracts",
 stage C1:NEGOTIATION, responsible 5) and the won deal 63. Users: 1, 3, 5, 9, 11 active (9 on a
 paused work day, 11 closed), 7 left the company (inactive). Departments: 2 Sales {5, 7},

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from calls.phones import InvalidPhoneNumber
+from common.phones import InvalidPhoneNumber
 from calls.services import device_register
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant

@@ -30,7 +30,7 @@ from django.core.management.base import CommandParser
 
 from tenants.management.jsoncommand import JsonCommand
 
-# Numbers of the Bitrix24 sandbox portal's seed (crm/sandbox/seed.py), as a phone shows them.
+# Numbers of the Bitrix24 sandbox portal's seed (bitrix24_sandbox/seed.py), as a phone shows them.
 KNOWN_NUMBERS = [
     "+48 600 111 222",  # contact Anna Kowalska (deal in "Contracts")
     "600 111 333",  # contact Piotr Nowicki

@@ -1,6 +1,6 @@
 """``manage.py bitrix24_sandbox``: run the local Bitrix24 sandbox portal in the foreground.
 
-All logic lives in ``crm.sandbox`` (stand-alone, no Django); this is only the CLI wrapper.
+All logic lives in ``bitrix24_sandbox`` (stand-alone, no Django); this is only the CLI wrapper.
 Prints one JSON line ``{"url", "webhook_url", "ca_cert_path"}`` and serves until SIGINT/SIGTERM.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from crm.sandbox.cli import add_arguments, serve
+from bitrix24_sandbox.cli import add_arguments, serve
 
 
 class Command(BaseCommand):

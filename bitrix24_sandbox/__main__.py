@@ -1,4 +1,4 @@
-"""``python -m crm.sandbox --port 8443``: run a sandbox portal without Django."""
+"""``python -m bitrix24_sandbox --port 8443``: run a sandbox portal without Django."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Bitrix24 sandbox portal, exercised over real HTTPS like a client would use a real portal.
 
-Run: .venv/bin/python -m pytest crm/tests/test_sandbox.py -p no:django -q -p no:cacheprovider
+Run: .venv/bin/python -m pytest bitrix24_sandbox/tests/test_sandbox.py -p no:django -q -p no:cacheprovider
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import requests
 
-from crm.sandbox import SandboxControl, SandboxPortal
-from crm.sandbox.phone import normalize_phone
+from bitrix24_sandbox import SandboxControl, SandboxPortal
+from bitrix24_sandbox.phone import normalize_phone
 
 REPO = Path(__file__).resolve().parents[2]
 TIME_KEYS = {
@@ -1205,7 +1205,7 @@ def ca_file(tmp_path: Path, pem: bytes) -> str:
 
 def test_python_m_sandbox_prints_coordinates_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm.sandbox", "--port", "0", "--no-rate-limit"],
+        [sys.executable, "-m", "bitrix24_sandbox", "--port", "0", "--no-rate-limit"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

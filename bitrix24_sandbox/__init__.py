@@ -1,6 +1,6 @@
 """Local Bitrix24 REST "sandbox portal" served over real HTTPS (stdlib + trustme only).
 
-    from crm.sandbox import SandboxPortal
+    from bitrix24_sandbox import SandboxPortal
     portal = SandboxPortal(seed=True).start()
     requests.post(portal.webhook_url() + "crm.contact.get", json={"id": 12},
                   verify=portal.ca_cert_path)

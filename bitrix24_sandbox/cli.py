@@ -1,4 +1,4 @@
-"""Run a sandbox portal in the foreground (``python -m crm.sandbox`` and the Django command)."""
+"""Run a sandbox portal in the foreground (``python -m bitrix24_sandbox`` and the Django command)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crm.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bitrix24_sandbox", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     return serve(

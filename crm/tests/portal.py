@@ -1,7 +1,7 @@
 """Pytest fixtures for the Bitrix24 sandbox portal (loaded by the root conftest).
 
 ``sandbox_portal`` (session)
-    A started ``crm.sandbox.SandboxPortal`` on 127.0.0.1 over real HTTPS, with the seed data and
+    A started ``bitrix24_sandbox.SandboxPortal`` on 127.0.0.1 over real HTTPS, with the seed data and
     Bitrix24's standard rate limit (2 requests/s, bucket 50). ``REQUESTS_CA_BUNDLE`` points at
     its CA for the whole test run (set before any fixture runs, so Celery workers and other
     processes started by tests trust it too).
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox_portal() -> Iterator[Any]:
-    from crm.sandbox import SandboxPortal
+    from bitrix24_sandbox import SandboxPortal
 
     portal = SandboxPortal(host="127.0.0.1", port=0, seed=True).start()
     shutil.copyfile(portal.ca_cert_path, CA_BUNDLE)

@@ -1,0 +1,1 @@
+"""Helpers below every app: no models, imports no app."""
