@@ -1,4 +1,4 @@
-"""Run a sandbox portal in the foreground (``python -m bitrix24_sandbox`` and the Django command)."""
+"""Run a sandbox portal in the foreground (``python -m bitrix24_sandbox``, the Django command)."""
 
 from __future__ import annotations
 

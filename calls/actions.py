@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 
+from calls.lifecycle import RESOLVED
 from calls.models import Call, CallRecording
 from calls.selectors import caller_lookup_with_facts, tenant_timezone
 from calls.services import (
@@ -28,8 +29,6 @@ from calls.services import (
 from crm.errors import Bitrix24AuthTypeDenied, Bitrix24TransientError
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
-
-RESOLVED = ("found", "not_found")
 
 TELEPHONY_REFUSED_NOTE = (
     "The portal refused telephony.externalCall.register/finish for webhook authentication "

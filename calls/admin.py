@@ -26,7 +26,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from calls.models import Call, CallEvent, CallSettings, Device
-from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_audit_trail,
     call_settings_get,
@@ -41,6 +40,7 @@ from calls.services import (
     device_revoke,
     device_rotate_token,
 )
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from tenants.admin_utils import ReadOnlyAdmin
 
 

@@ -22,6 +22,11 @@ RINGING = "ringing"
 IN_PROGRESS = "in_progress"
 ENDED_STATUS = "ended"
 
+# What the CRM lookup concluded about the caller (`Call.crm_status`); the others (pending,
+# unavailable) mean it is not known yet.
+FOUND, NOT_FOUND = "found", "not_found"
+RESOLVED = (FOUND, NOT_FOUND)
+
 
 @dataclass(frozen=True)
 class EventFacts:

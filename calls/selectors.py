@@ -10,9 +10,9 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, CallRecording, CallSettings, Device
-from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
+from common.phones import InvalidPhoneNumber, phone_to_e164
 from tenants.memo import tenant_memo, tenant_memo_forget
 
 
@@ -134,7 +134,7 @@ def call_route_preview(
 ) -> dict[str, Any] | None:
     """The route an incoming call from this caller would take now, without taking a turn
     (the bridge's lookup: nothing is called, so nothing is assigned)."""
-    from scenarios.services import route_decide_call
+    from scenarios.routing.services import route_decide_call
 
     return route_public(
         route_decide_call(
@@ -222,7 +222,7 @@ def call_audit_trail(*, call: Call) -> dict[str, Any]:
     """Everything support staff need on one call's page, in the order things happened."""
     from crm.models import RequestLog
     from scenarios.models import ActionRun
-    from scenarios.selectors import route_explain
+    from scenarios.routing.selectors import route_explain
 
     try:
         recording: CallRecording | None = call.recording

@@ -31,7 +31,6 @@ from calls.models import (
     CallTransition,
     Device,
 )
-from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_resource,
     call_settings_forget,
@@ -50,6 +49,7 @@ from calls.sql import (
     event_stored,
 )
 from calls.tokens import token_generate, token_hash
+from common.phones import InvalidPhoneNumber, phone_to_e164
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _route_wanted(call: Call) -> bool:
 def _route_refresh(call: Call, *, facts: dict[str, Any] | None) -> bool:
     """Decides the call's route if it has none yet or only a provisional one (in the caller's
     transaction: a round-robin turn is taken only if the call is recorded)."""
-    from scenarios.services import route_decide_call
+    from scenarios.routing.services import route_decide_call
 
     if not _route_wanted(call):
         return False
@@ -425,7 +425,7 @@ def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call:
         (route.get("user") or {}).get("id"),
         route.get("rule"),
     ):
-        from scenarios.services import route_rule_explanation
+        from scenarios.routing.services import route_rule_explanation
 
         head = f"{head}; {route_rule_explanation(route)}"
     return head[:300]
@@ -450,7 +450,7 @@ def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | Non
         crm=call.crm, crm_status=call.crm_status, route=call.route, version=F("version") + 1
     )
     if routed:
-        from scenarios.services import route_rule_explanation
+        from scenarios.routing.services import route_rule_explanation
 
         CallTransition.objects.create(
             call=call,

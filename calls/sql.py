@@ -26,7 +26,6 @@ from calls.models import Call, CallEvent, CallRecording, CallTransition
 from common.sql import column, fetchone, instance_insert, pk_column, prepared, table
 from scenarios.models import ActionRun, CallPlan
 
-
 _CALL_FIELDS = tuple(Call._meta.concrete_fields)
 _CALL_ATTNAMES = [f.attname for f in _CALL_FIELDS]
 # What converts each column's value as read (the JSON fields), looked up once, not per event.
@@ -52,7 +51,8 @@ def _runs_json(call_id: str) -> str:
     """An expression: the call's runs as a JSON array, oldest first."""
     run_object = ", ".join(f"'{name}', r.{column(ActionRun, name)}" for name in RUN_COLUMNS)
     return (
-        f"(SELECT COALESCE(json_agg(json_build_object({run_object}) ORDER BY r.{pk_column(ActionRun)}),"
+        f"(SELECT COALESCE(json_agg(json_build_object({run_object})"
+        f" ORDER BY r.{pk_column(ActionRun)}),"
         f" '[]'::json) FROM {table(ActionRun)} r WHERE r.{column(ActionRun, 'call')} = {call_id})"
     )
 
@@ -182,7 +182,7 @@ def event_record(
         updates = {name: getattr(call, name) for name in changed}
         if changed:
             updates["updated_at"] = now
-        params += [*_prepared(Call, updates), call.pk, call.version]
+        params += [*prepared(Call, updates), call.pk, call.version]
     params += prepared(CallEvent, {**event, "call": call.pk, "received_at": now})
     if transition is not None:
         params += prepared(CallTransition, {**transition, "call": call.pk, "at": now})

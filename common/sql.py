@@ -18,6 +18,7 @@ import psycopg
 from django.db import connection
 from django.db.models import JSONField, Model
 
+
 def table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 

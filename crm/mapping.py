@@ -183,7 +183,7 @@ ROUTING_ENTITY_FIELDS = {
 
 
 def routing_facts(lookup: Any) -> dict[str, Any]:
-    """What routing rules may read about a caller (see scenarios/routing.py), from a lookup."""
+    """What routing rules may read about a caller (scenarios/routing/rules.py), from a lookup."""
     fields = dict(lookup.entity_fields or {})
     entity = {**fields, **{name: fields.get(b24) for name, b24 in ROUTING_ENTITY_FIELDS.items()}}
     if lookup.entity is not None and lookup.entity.type == "company":

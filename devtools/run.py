@@ -40,7 +40,15 @@ def _manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
 
 def _start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bitrix24_sandbox", "--host", "127.0.0.1", "--port", str(SANDBOX_PORT)],
+        [
+            sys.executable,
+            "-m",
+            "bitrix24_sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SANDBOX_PORT),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

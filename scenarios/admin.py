@@ -18,13 +18,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from scenarios.configuration import (
-    CREATION_TYPES,
-    TEMPLATE_VARIABLES,
-    ConfigError,
-    config_export,
-    config_import,
-)
+from scenarios.choices import CREATION_TYPES
+from scenarios.document import config_export, config_import
 from scenarios.forms import UserIdsField
 from scenarios.models import (
     CONFIG_FIELDS,
@@ -36,8 +31,13 @@ from scenarios.models import (
     ScenarioAction,
 )
 from scenarios.outbox import run_retry
+
+# Routing's rules, settings and test box live in their own admin module; admin.autodiscover
+# imports only this one, so importing it here registers them.
+from scenarios.routing import admin as routing_admin  # noqa: F401
 from scenarios.selectors import actions_with_problems, runs_attention, runs_late, tenant_timezone
 from scenarios.templatetags.outbox_tags import duration_text
+from scenarios.validation import TEMPLATE_VARIABLES, ConfigError
 
 Action = ScenarioAction
 
@@ -422,7 +422,3 @@ class RoundRobinCursorAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-# Routing by CRM data: rules, settings and the test box (registered on import).
-from scenarios import admin_routing  # noqa: E402, F401

@@ -14,8 +14,8 @@ class ScenariosConfig(AppConfig):
         from crm.signals import directory_synced
         from scenarios import handlers  # noqa: F401
         from scenarios.models import RoutingSettings
+        from scenarios.routing.services import routing_on_directory_synced, routing_settings_forget
         from scenarios.schedule import schedule_on_routing_settings_saved
-        from scenarios.services import routing_on_directory_synced, routing_settings_forget
 
         # Rules naming what Bitrix24 no longer has are marked broken after every sync.
         directory_synced.connect(routing_on_directory_synced, dispatch_uid="scenarios-routing")

@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 
+from calls.lifecycle import RESOLVED
 from calls.models import Call, CallNote, CallRecording
-from scenarios.configuration import template_render
-from scenarios.models import ActionRun, ActionType, ScenarioAction
+from scenarios.choices import ActionType
+from scenarios.models import ActionRun, ScenarioAction
 from scenarios.outbox import ActionSkipped, action_handler, run_intent_key, run_plan
-from scenarios.planning import RESOLVED, CallFacts
+from scenarios.planning import CallFacts
 from scenarios.selectors import (
     Directory,
     action_reference_problems,
@@ -32,6 +33,7 @@ from scenarios.selectors import (
     work_schedule,
 )
 from scenarios.services import Unresolvable, responsible_resolve
+from scenarios.validation import template_render
 from scenarios.worktime import due_at
 
 logger = logging.getLogger(__name__)

@@ -7,19 +7,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.utils import timezone
 
-
-class Trigger(models.TextChoices):
-    """Which calls a scenario is for: one scenario per outcome, plus the unknown number."""
-
-    INCOMING_ANSWERED = "incoming_answered", "Incoming call answered"
-    INCOMING_MISSED = "incoming_missed", "Incoming call missed"
-    INCOMING_REJECTED = "incoming_rejected", "Incoming call rejected"
-    OUTGOING_ANSWERED = "outgoing_answered", "Outgoing call answered"
-    OUTGOING_NOT_ANSWERED = (
-        "outgoing_not_answered",
-        "Outgoing call not answered (busy, no answer, failed, cancelled)",
-    )
-    UNKNOWN_NUMBER = "unknown_number", "Unknown number (caller not in the CRM)"
+from scenarios import choices
+from scenarios.choices import ActionType, Trigger
 
 
 class Scenario(models.Model):
@@ -42,50 +31,16 @@ class Scenario(models.Model):
         return self.name
 
 
-class ActionType(models.TextChoices):
-    LOG_CALL = "log_call", "Log the call (timeline activity)"
-    SHOW_CARD = "show_card", "Open the CRM card while it rings"
-    NOTIFY = "notify", "Bitrix24 notification"
-    CALLBACK_TASK = "callback_task", "Callback task"
-    TRIGGER_AUTOMATION = "trigger_automation", "Trigger an automation rule"
-    CREATE_LEAD = "create_lead", "Create a lead"
-    CREATE_DEAL = "create_deal", "Create a deal with a new contact"
-    TIMELINE_COMMENT = "timeline_comment", "Timeline comment"
-    POST_CALL_SYNC = "post_call_sync", "Post-call sync (notes and recording)"
-
-
 class ScenarioAction(models.Model):
     """One step of a scenario. Which fields matter depends on the type (see `clean`)."""
 
-    class Timing(models.TextChoices):
-        IMMEDIATELY = "immediately", "Immediately"
-        DELAY = "delay", "After a delay (from the end of the call)"
-        AFTER_PREVIOUS = "after_previous", "After the previous action has finished (+ delay)"
-
-    class Hours(models.TextChoices):
-        ALWAYS = "always", "Always"
-        OPEN = "open", "Only during office hours"
-        CLOSED = "closed", "Only outside office hours"
-
-    class Responsible(models.TextChoices):
-        CRM = "crm", "The CRM responsible"
-        AGENT = "agent", "The device's agent"
-        ROUTED = "routed", "The routed user"
-        FIXED = "fixed", "A fixed user"
-        ROUND_ROBIN = "round_robin", "Round-robin over users"
-
-    class CardFor(models.TextChoices):
-        ROUTED = "routed", "The routed user"
-        AGENT = "agent", "The device's agent"
-        BOTH = "both", "Both"
-
-    class AutomationTarget(models.TextChoices):
-        ENTITY = "entity", "The caller's CRM entity"
-        DEAL = "deal", "The caller's open deal (skipped when there is none)"
-
-    class Recipient(models.TextChoices):
-        RESPONSIBLE = "responsible", "The responsible user"
-        AGENT = "agent", "The device's agent"
+    # The choices are the action's, defined in choices.py (validation reads them without the model).
+    Timing = choices.Timing
+    Hours = choices.Hours
+    Responsible = choices.Responsible
+    CardFor = choices.CardFor
+    AutomationTarget = choices.AutomationTarget
+    Recipient = choices.Recipient
 
     scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="actions")
     position = models.PositiveIntegerField(default=0)
@@ -139,7 +94,7 @@ class ScenarioAction(models.Model):
         return f"{self.get_action_type_display()} ({self.scenario.trigger})"
 
     def clean(self) -> None:
-        from scenarios.configuration import action_errors
+        from scenarios.validation import action_errors
 
         try:
             # In an admin inline the scenario may be new (unsaved) but already attached.
@@ -214,7 +169,7 @@ class OfficeHours(models.Model):
         )
 
     def clean(self) -> None:
-        from scenarios.configuration import hours_errors
+        from scenarios.validation import hours_errors
 
         errors = hours_errors(
             [
@@ -466,7 +421,7 @@ class RoutingRule(models.Model):
         return bool(self.broken_reason)
 
     def clean(self) -> None:
-        from scenarios.routing import target_errors
+        from scenarios.routing.rules import target_errors
 
         errors = target_errors(
             target=self.target, users=self.users, department_id=self.department_id
@@ -511,14 +466,14 @@ class RoutingCondition(models.Model):
         return self.as_condition().describe()
 
     def as_condition(self) -> Any:
-        from scenarios.routing import Condition
+        from scenarios.routing.rules import Condition
 
         return Condition(
             self.source, self.field, self.operator, tuple(str(v) for v in self.values or [])
         )
 
     def clean(self) -> None:
-        from scenarios.routing import condition_errors
+        from scenarios.routing.rules import condition_errors
 
         errors = condition_errors(
             source=self.source, field=self.field, operator=self.operator, values=self.values

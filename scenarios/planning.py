@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scenarios.configuration import CREATION_TYPES
-from scenarios.models import ActionType, ScenarioAction, Trigger
+from calls.lifecycle import FOUND, NOT_FOUND
+from scenarios.choices import CREATION_TYPES, ActionType, Trigger
+from scenarios.models import ScenarioAction
 from scenarios.worktime import WorkSchedule, due_at, schedule_is_open
 
 Action = ScenarioAction
-FOUND, NOT_FOUND = "found", "not_found"
-RESOLVED = (FOUND, NOT_FOUND)
 
 DIRECTION_TRIGGERS = {
     "incoming": (Trigger.INCOMING_ANSWERED, Trigger.INCOMING_MISSED, Trigger.INCOMING_REJECTED),

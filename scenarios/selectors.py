@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -11,35 +11,18 @@ from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, Device
-from scenarios.configuration import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    WEEKDAYS,
-    action_to_data,
-)
+from scenarios.choices import ActionType
+from scenarios.document import FORMAT_NAME, FORMAT_VERSION, action_to_data
 from scenarios.models import (
     ActionRun,
-    ActionType,
     Holiday,
     OfficeHours,
-    RoutingRule,
-    RoutingSettings,
     Scenario,
     ScenarioAction,
 )
 from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig
-from scenarios.routing import (
-    CALLER_TYPES,
-    DEAL_FIELDS,
-    ENTITY_FIELDS,
-    SOURCE_DEAL,
-    SOURCE_ENTITY,
-    SOURCE_ENTITY_TYPE,
-    VALUELESS,
-    Condition,
-    Rule,
-)
+from scenarios.validation import WEEKDAYS
 from scenarios.worktime import WorkSchedule
 from tenants.memo import tenant_memo
 
@@ -258,55 +241,6 @@ def directory() -> Directory:
     )
 
 
-# A work-day status older than this is not trusted (the refresh stopped, e.g. no timeman scope).
-TIMEMAN_FRESH_FOR = timedelta(minutes=10)
-
-
-def routing_directory(*, with_fields: bool = True) -> Directory:
-    """`directory()` plus what routing rules are checked against (departments, CRM fields;
-    not needed to route a call: `with_fields=False`) and routed by (work-day statuses).
-
-    Without the fields it is read for every call, so memoised in the process for a few
-    seconds (tenants.memo); crm forgets it when it syncs the directory or work-day statuses.
-    """
-    from crm.directory import DIRECTORY_MEMO
-
-    if not with_fields:
-        return tenant_memo(DIRECTORY_MEMO, lambda: _routing_directory(with_fields=False))
-    return _routing_directory(with_fields=True)
-
-
-def _routing_directory(*, with_fields: bool) -> Directory:
-    from crm.models import Bitrix24User
-    from crm.selectors import directory_departments, directory_entity_fields
-
-    known = directory()
-    if not known.synced:
-        return known
-    fresh_since = timezone.now() - TIMEMAN_FRESH_FOR
-    timeman = dict(
-        Bitrix24User.objects.filter(timeman_checked_at__gte=fresh_since)
-        .exclude(timeman_status="")
-        .values_list("id", "timeman_status")
-    )
-    known = replace(known, timeman=timeman)
-    if not with_fields:
-        return known
-    # Every type whose list was ever synced is judged, even if all its fields are gone now.
-    fields: dict[str, set[str]] = {}
-    for entity_type, name, removed in directory_entity_fields(include_removed=True).values_list(
-        "entity_type", "name", "removed"
-    ):
-        names = fields.setdefault(entity_type, set())
-        if not removed:
-            names.add(name)
-    return replace(
-        known,
-        departments=frozenset(directory_departments().values_list("id", flat=True)),
-        fields={entity_type: frozenset(names) for entity_type, names in fields.items()},
-    )
-
-
 def action_reference_problems(
     config: dict[str, Any], *, known: Directory, for_execution: bool = False
 ) -> list[str]:
@@ -360,181 +294,3 @@ def actions_with_problems() -> dict[int, list[str]]:
 
 
 # --- Routing by CRM data ------------------------------------------------------------------------
-
-# Work-day statuses that make a user unavailable (TIMEMAN_STATUS; REFERENCE 3.2, 5.7).
-TIMEMAN_UNAVAILABLE = frozenset({"CLOSED", "PAUSED", "EXPIRED"})
-
-
-ROUTING_SETTINGS_MEMO = "scenarios.routing_settings"
-
-
-def routing_settings_get() -> RoutingSettings:
-    """The tenant's routing settings (the defaults when none were saved); read for every call,
-    so memoised in the process for a few seconds (tenants.memo)."""
-    return tenant_memo(
-        ROUTING_SETTINGS_MEMO,
-        lambda: RoutingSettings.objects.filter(singleton=1).first() or RoutingSettings(),
-    )
-
-
-def routing_rules(*, known: Directory | None = None) -> list[Rule]:
-    """The enabled rules in order, as the evaluator reads them (department members resolved)."""
-    from crm.selectors import department_members
-
-    rules = []
-    for row in RoutingRule.objects.filter(enabled=True).prefetch_related("conditions"):
-        users = list(row.users or [])
-        if row.target == RoutingRule.Target.ROUND_ROBIN and row.department_id:
-            users = department_members(department_id=row.department_id)
-        rules.append(
-            Rule(
-                id=row.pk,
-                name=row.name,
-                conditions=tuple(c.as_condition() for c in row.conditions.all()),
-                target=row.target,
-                user_ids=tuple(users),
-                broken=row.broken,
-                broken_reason=row.broken_reason,
-            )
-        )
-    return rules
-
-
-def user_unavailable_reason(
-    user_id: int, *, known: Directory, settings: RoutingSettings
-) -> str | None:
-    """Why a user cannot take a call now, or None when they can (or nothing says otherwise)."""
-    problem = known.user_problem(user_id)
-    if problem:
-        return problem
-    status = known.timeman.get(user_id, "")
-    if settings.use_timeman and status in TIMEMAN_UNAVAILABLE:
-        return f"work day {status.lower()}"
-    return None
-
-
-def condition_reference_problem(condition: Condition, *, known: Directory) -> str:
-    """What a condition names that Bitrix24 no longer has ("" when all is there)."""
-    if not known.synced or condition.source == SOURCE_ENTITY_TYPE:
-        return ""
-    problems = []
-    domain = ENTITY_FIELDS if condition.source == SOURCE_ENTITY else DEAL_FIELDS
-    if condition.field not in domain:
-        types = CALLER_TYPES if condition.source == SOURCE_ENTITY else ("deal",)
-        synced = [t for t in types if t in known.fields]
-        # Judged only when crm has read the field lists; any caller type having it is enough.
-        if synced and not any(condition.field in known.fields[t] for t in synced):
-            problems.append(f"field {condition.field} no longer exists in Bitrix24")
-    values = [] if condition.operator in VALUELESS else list(condition.values)
-    if condition.field == "responsible" and condition.field in domain:
-        for value in values:
-            if not value.isdigit() or int(value) not in known.users:
-                problems.append(f"user {value} no longer exists in Bitrix24")
-    elif condition.source == SOURCE_DEAL and condition.field == "pipeline":
-        problems += [
-            f"pipeline {value} no longer exists in Bitrix24"
-            for value in values
-            if not value.isdigit() or int(value) not in known.pipelines
-        ]
-    elif condition.source == SOURCE_DEAL and condition.field == "stage":
-        stages = {stage for ids in known.stages.values() for stage in ids}
-        problems += [
-            f"stage {value} no longer exists in Bitrix24" for value in values if value not in stages
-        ]
-    elif condition.source == SOURCE_ENTITY and condition.field == "status":
-        problems += [
-            f"lead status {value} no longer exists in Bitrix24"
-            for value in values
-            if value not in known.lead_statuses
-        ]
-    elif condition.source == SOURCE_ENTITY and condition.field == "source":
-        problems += [
-            f"source {value} no longer exists in Bitrix24"
-            for value in values
-            if value not in known.lead_sources
-        ]
-    return "; ".join(problems)
-
-
-def target_reference_problems(
-    *, target: str, users: list[int], department_id: int | None, known: Directory
-) -> list[str]:
-    """Users or the department a rule's target names that Bitrix24 no longer has.
-
-    An inactive user is not a broken reference: they are unavailable, and the call falls
-    through to the next member of the queue (or "Others").
-    """
-    if not known.synced:
-        return []
-    problems = [
-        f"user {user} no longer exists in Bitrix24" for user in users if user not in known.users
-    ]
-    if department_id and known.departments and department_id not in known.departments:
-        problems.append(f"department {department_id} no longer exists in Bitrix24")
-    return problems
-
-
-def routing_rule_problems(
-    rule: RoutingRule, *, known: Directory
-) -> tuple[dict[int, str], list[str]]:
-    """A saved rule's broken references: by condition id, and of its target."""
-    conditions = {
-        condition.pk: condition_reference_problem(condition.as_condition(), known=known)
-        for condition in rule.conditions.all()
-    }
-    target = target_reference_problems(
-        target=rule.target,
-        users=list(rule.users or []),
-        department_id=rule.department_id,
-        known=known,
-    )
-    return conditions, target
-
-
-def route_explain(route: dict[str, Any]) -> list[dict[str, Any]]:
-    """A stored route's explanation as rows people read: what was tried, in order, and why it
-    did or did not decide (the call page and the rule tester show these)."""
-    names = directory().names
-    unavailable = route.get("unavailable") or {}
-
-    def who(user_id: Any) -> str:
-        if not user_id:
-            return "nobody"
-        name = names.get(int(user_id), "")
-        reason = unavailable.get(str(user_id))
-        label = f"{name} ({user_id})" if name else f"user {user_id}"
-        return f"{label}, {reason}" if reason else label
-
-    rows = []
-    for step in route.get("explanation") or []:
-        row: dict[str, Any] = {"title": step.get("rule") or step.get("step"), "conditions": []}
-        if "rule" in step and "skipped" in step:
-            row["outcome"] = f"skipped: {step.get('reason') or step['skipped']}"
-            row["kind"] = "broken"
-        elif "rule" in step:
-            row["conditions"] = step.get("conditions") or []
-            if not step.get("matched"):
-                row["outcome"], row["kind"] = "does not match", "no"
-            elif "chosen" in step:
-                row["outcome"], row["kind"] = f"matches: routed to {who(step['chosen'])}", "yes"
-            else:
-                tried = ", ".join(who(user) for user in step.get("candidates") or []) or "nobody"
-                row["outcome"] = f"matches, but nobody is available ({tried}): to Others"
-                row["kind"] = "fell"
-        elif "skipped" in step:
-            row["outcome"], row["kind"] = f"skipped: {step['skipped']}", "no"
-        elif "available" in step:
-            available = step["available"]
-            row["outcome"] = (
-                f"routed to {who(step['user_id'])}"
-                if available
-                else f"not available: {who(step['user_id'])}"
-            )
-            row["kind"] = "yes" if available else "fell"
-        elif "user_id" in step:
-            detail = f" ({step['detail']})" if step.get("detail") else ""
-            row["outcome"], row["kind"] = f"routed to {who(step['user_id'])}{detail}", "yes"
-        else:
-            row["outcome"], row["kind"] = step.get("detail", ""), "info"
-        rows.append(row)
-    return rows

@@ -17,10 +17,10 @@ from django import forms
 from django.utils import timezone
 
 from calls.models import Call, Device
-from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import routing_facts_from_crm
-from scenarios.configuration import CREATION_TYPES
-from scenarios.models import ActionType, ScenarioAction, Trigger
+from common.phones import InvalidPhoneNumber, phone_to_e164
+from scenarios.choices import CREATION_TYPES, ActionType, Trigger
+from scenarios.models import ScenarioAction
 from scenarios.planning import (
     CallFacts,
     Step,
@@ -29,6 +29,7 @@ from scenarios.planning import (
     plan_start,
     steps_expected_due,
 )
+from scenarios.routing.services import route_decide_call, route_effective
 from scenarios.selectors import (
     Directory,
     action_reference_problems,
@@ -38,12 +39,7 @@ from scenarios.selectors import (
     tenant_timezone,
     work_schedule,
 )
-from scenarios.services import (
-    Unresolvable,
-    responsible_resolve,
-    route_decide_call,
-    route_effective,
-)
+from scenarios.services import Unresolvable, responsible_resolve
 
 Action = ScenarioAction
 OUTCOMES = [

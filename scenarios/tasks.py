@@ -27,7 +27,7 @@ def outbox_sweep_task() -> int:
 )
 def availability_refresh_task() -> int:
     """Reads the Bitrix24 work-day status of the tenant's users when routing uses it."""
-    from scenarios.services import routing_availability_refresh
+    from scenarios.routing.services import routing_availability_refresh
 
     if not in_tenant_schema("scenarios.availability_refresh"):
         return 0

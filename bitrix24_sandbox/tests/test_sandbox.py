@@ -1,6 +1,7 @@
 """The Bitrix24 sandbox portal, exercised over real HTTPS like a client would use a real portal.
 
-Run: .venv/bin/python -m pytest bitrix24_sandbox/tests/test_sandbox.py -p no:django -q -p no:cacheprovider
+Run alone (no Django, no database):
+    .venv/bin/python -m pytest bitrix24_sandbox -p no:django -q -p no:cacheprovider
 """
 
 from __future__ import annotations

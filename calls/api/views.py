@@ -41,7 +41,6 @@ from calls.api.serializers import (
     RecordingUploadSerializer,
 )
 from calls.models import Call, Device
-from common.phones import InvalidPhoneNumber, phone_to_e164
 from calls.selectors import (
     call_for_device,
     call_resource,
@@ -59,6 +58,7 @@ from calls.services import (
     device_mark_seen,
     recording_limit_bytes,
 )
+from common.phones import InvalidPhoneNumber, phone_to_e164
 
 
 class Conflict(APIException):

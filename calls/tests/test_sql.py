@@ -11,8 +11,8 @@ from django_tenants.utils import schema_context
 from calls.models import Call, Device
 from calls.services import device_register
 from calls.sql import _read_sql
-from common.sql import _cursor
 from calls.tests.conftest import T0, Bridge, event, started
+from common.sql import _cursor
 from tenants.models import Tenant
 
 

@@ -1,8 +1,8 @@
 """Pytest fixtures for the Bitrix24 sandbox portal (loaded by the root conftest).
 
 ``sandbox_portal`` (session)
-    A started ``bitrix24_sandbox.SandboxPortal`` on 127.0.0.1 over real HTTPS, with the seed data and
-    Bitrix24's standard rate limit (2 requests/s, bucket 50). ``REQUESTS_CA_BUNDLE`` points at
+    A started ``bitrix24_sandbox.SandboxPortal`` on 127.0.0.1 over real HTTPS, with the seed data
+    and Bitrix24's standard rate limit (2 requests/s, bucket 50). ``REQUESTS_CA_BUNDLE`` points at
     its CA for the whole test run (set before any fixture runs, so Celery workers and other
     processes started by tests trust it too).
 

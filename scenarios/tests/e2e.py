@@ -153,7 +153,7 @@ def alpha_wipe() -> None:
         Device,
     )
     from crm.models import Intent, RequestLog
-    from scenarios.configuration import DEFAULT_CONFIGURATION
+    from scenarios.document import DEFAULT_CONFIGURATION
     from scenarios.models import ActionRun, CallPlan, RoundRobinCursor
     from scenarios.services import scenario_config_import
 

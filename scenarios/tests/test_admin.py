@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from calls.models import Device
-from scenarios.configuration import DEFAULT_CONFIGURATION, config_export
+from scenarios.document import DEFAULT_CONFIGURATION, config_export
 from scenarios.models import ActionRun, RoundRobinCursor, Scenario, ScenarioAction
 from scenarios.outbox import run_plan
 from scenarios.selectors import scenario_config_export

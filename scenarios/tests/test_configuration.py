@@ -14,16 +14,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conftest import REPO, subprocess_database_url
-from scenarios.configuration import (
-    DEFAULT_CONFIGURATION,
-    ConfigError,
-    config_errors,
-    template_errors,
-    template_render,
-)
+from scenarios.document import DEFAULT_CONFIGURATION, config_errors
 from scenarios.models import Holiday, OfficeHours, Scenario, ScenarioAction
 from scenarios.selectors import scenario_config_export
 from scenarios.services import scenario_config_import
+from scenarios.validation import ConfigError, template_errors, template_render
 from tenants.models import Tenant
 
 

@@ -15,12 +15,7 @@ from django.core.management import call_command
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from scenarios.configuration import (
-    DEFAULT_CONFIGURATION,
-    ConfigError,
-    config_export,
-    config_import,
-)
+from scenarios.document import DEFAULT_CONFIGURATION, config_export, config_import
 from scenarios.models import (
     RoundRobinCursor,
     RoutingCondition,
@@ -28,7 +23,8 @@ from scenarios.models import (
     RoutingSettings,
     Scenario,
 )
-from scenarios.services import routing_rules_check
+from scenarios.routing.services import routing_rules_check
+from scenarios.validation import ConfigError
 from tenants.models import Tenant
 
 SETTINGS = {

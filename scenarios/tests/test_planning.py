@@ -10,15 +10,9 @@ from django_tenants.utils import schema_context
 
 from calls.models import Call, Device
 from scenarios import outbox
-from scenarios.configuration import DEFAULT_CONFIGURATION
-from scenarios.models import (
-    ActionRun,
-    CallPlan,
-    OfficeHours,
-    Scenario,
-    ScenarioAction,
-    Trigger,
-)
+from scenarios.choices import Trigger
+from scenarios.document import DEFAULT_CONFIGURATION
+from scenarios.models import ActionRun, CallPlan, OfficeHours, Scenario, ScenarioAction
 from scenarios.tests.conftest import KNOWN, T0, UNKNOWN, WARSAW, call_end, call_event, call_make
 
 Status = ActionRun.Status

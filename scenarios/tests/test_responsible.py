@@ -15,8 +15,9 @@ from calls.models import Device
 from calls.services import device_register, device_revoke
 from scenarios.models import RoundRobinCursor
 from scenarios.planning import CallFacts
+from scenarios.routing.services import round_robin_pick
 from scenarios.selectors import Directory
-from scenarios.services import Unresolvable, responsible_resolve, round_robin_pick
+from scenarios.services import Unresolvable, responsible_resolve
 from tenants.models import Tenant
 
 FACTS = CallFacts(

@@ -21,7 +21,7 @@ from django_tenants.utils import schema_context
 from crm.models import EntityField
 from crm.services import directory_sync
 from scenarios.models import RoundRobinCursor, RoutingCondition, RoutingRule, RoutingSettings
-from scenarios.services import (
+from scenarios.routing.services import (
     route_decide_call,
     route_preview,
     routing_availability_refresh,
@@ -369,7 +369,7 @@ def test_work_day_statuses_are_refreshed_every_minute_for_every_tenant() -> None
 
 
 def test_routing_settings_are_memoised_and_a_saved_change_is_seen_at_once(portal: Any) -> None:
-    from scenarios.selectors import routing_settings_get
+    from scenarios.routing.selectors import routing_settings_get
 
     settings_set(responsible_first=True)
     assert routed(ANNA) == (5, "Responsible user")

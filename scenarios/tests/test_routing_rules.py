@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from scenarios import routing
-from scenarios.routing import Condition, Rule, route_decide, rule_evaluate, value_matches
+from scenarios.routing.rules import Condition, Rule, route_decide, rule_evaluate, value_matches
 
 FACTS: dict[str, Any] = {
     "entity_type": "contact",

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from common.phones import InvalidPhoneNumber
 from calls.services import device_register
+from common.phones import InvalidPhoneNumber
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from scenarios.configuration import config_export
+from scenarios.document import config_export
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 

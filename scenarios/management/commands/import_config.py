@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from scenarios.configuration import ConfigError, config_import
+from scenarios.document import config_import
+from scenarios.validation import ConfigError
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 

@@ -16,23 +16,23 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
-from scenarios.configuration import ROUTING_SETTINGS_DEFAULTS
+from scenarios.document import ROUTING_SETTINGS_DEFAULTS
 from scenarios.forms import UserIdsField
 from scenarios.models import RoutingCondition, RoutingRule, RoutingSettings
-from scenarios.routing import (
+from scenarios.routing.rules import (
     CALLER_TYPES,
     DEAL_FIELDS,
     ENTITY_FIELDS,
     Condition,
     condition_errors,
 )
-from scenarios.selectors import (
+from scenarios.routing.selectors import (
     condition_reference_problem,
     route_explain,
     routing_directory,
     target_reference_problems,
 )
-from scenarios.services import (
+from scenarios.routing.services import (
     route_preview,
     routing_rule_move,
     routing_rules_check,

@@ -1,0 +1,211 @@
+"""Per-row rules of a scenario's configuration, pure: an action's settings, message templates,
+weekly opening hours. The models' clean() and the configuration document both use them."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import string
+from datetime import time
+from typing import Any
+
+from scenarios.choices import (
+    CREATION_TYPES,
+    LIFECYCLE_TYPES,
+    NEEDS_RESPONSIBLE,
+    NEEDS_TEXT,
+    ActionType,
+    AutomationTarget,
+    CardFor,
+    Hours,
+    Recipient,
+    Responsible,
+    Timing,
+    Trigger,
+)
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+# Placeholders a message template may use ({caller}, {number}, ...), with what they hold.
+TEMPLATE_VARIABLES = {
+    "caller": "the caller's CRM name, or the number when unknown",
+    "number": "the other party's number (E.164)",
+    "time": "when the call started, in the tenant's timezone (YYYY-MM-DD HH:MM)",
+    "outcome": "answered, missed, rejected, busy, no answer, failed or cancelled",
+    "direction": "incoming or outgoing",
+    "call_kind": "'Incoming call' or 'Outgoing call'",
+    "duration": "talk time as M:SS",
+    "link": "the CRM entity's URL (empty when unknown)",
+    "agent": "the name of the device that took the call",
+    "line": "the device's SIM number",
+}
+
+
+AUTOMATION_CODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+MAX_DELAY_MINUTES = 60 * 24 * 60  # 60 days
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; `errors` lists every problem as 'path: message'."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def template_errors(text: str) -> list[str]:
+    """Problems of a message template: unknown or malformed placeholders."""
+    problems = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return [f"malformed template ({exc}); write a literal brace as {{{{ or }}}}"]
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_VARIABLES or spec or conversion:
+            allowed = ", ".join(f"{{{v}}}" for v in TEMPLATE_VARIABLES)
+            problems.append(f"unknown placeholder {{{name}}}; use one of {allowed}")
+    return problems
+
+
+def template_render(text: str, values: dict[str, str]) -> str:
+    """Fills a validated template; anything unexpected is left as written, never evaluated."""
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return text
+    for literal, name, _, _ in parsed:
+        out.append(literal)
+        if name is not None:
+            out.append(values.get(name, "{" + name + "}"))
+    return "".join(out)
+
+
+def _is_user_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_whole(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def action_errors(config: dict[str, Any], *, trigger: str) -> dict[str, str]:
+    """Problems of one action's settings, by field name."""
+    kind = config.get("action_type")
+    if kind not in ActionType.values:
+        return {"action_type": f"unknown action type {kind!r}; use one of {ActionType.values}"}
+    errors = _value_errors(config)
+    errors.update(_placement_errors(kind, config, trigger))
+    errors.update(_type_errors(kind, config))
+    return errors
+
+
+def _value_errors(config: dict[str, Any]) -> dict[str, str]:
+    """Each field on its own: types, ranges, choices, templates."""
+    errors: dict[str, str] = {}
+    if config.get("timing") not in Timing.values:
+        errors["timing"] = f"must be one of {Timing.values}"
+    if config.get("hours") not in Hours.values:
+        errors["hours"] = f"must be one of {Hours.values}"
+    delay = config.get("delay_minutes")
+    if not _is_whole(delay, minimum=0) or delay > MAX_DELAY_MINUTES:
+        errors["delay_minutes"] = f"must be a whole number of minutes from 0 to {MAX_DELAY_MINUTES}"
+    users = config.get("users")
+    if not isinstance(users, list) or not all(_is_user_id(u) for u in users):
+        errors["users"] = "must be a list of Bitrix24 user ids (positive whole numbers)"
+    recipients = config.get("recipients")
+    if not isinstance(recipients, list) or not set(recipients) <= set(Recipient.values):
+        errors["recipients"] = f"must be a list drawn from {Recipient.values}"
+    responsible = config.get("responsible") or ""
+    if responsible and responsible not in Responsible.values:
+        errors["responsible"] = f"must be one of {Responsible.values}"
+    for name in ("title_template", "text_template"):
+        problems = template_errors(config.get(name) or "")
+        if problems:
+            errors[name] = problems[0]
+    deadline = config.get("deadline_minutes")
+    if deadline is not None and not _is_whole(deadline, minimum=1):
+        errors["deadline_minutes"] = "must be a positive number of minutes (or empty)"
+    pipeline = config.get("pipeline_id")
+    if pipeline is not None and not _is_whole(pipeline, minimum=0):
+        errors["pipeline_id"] = "must be a pipeline id (0 is the general pipeline) or empty"
+    for name in ("lead_status_id", "lead_source_id", "stage_id"):
+        value = config.get(name) or ""
+        if not isinstance(value, str) or len(value) > 50:
+            errors[name] = "must be a Bitrix24 id of at most 50 characters"
+    return errors
+
+
+def _placement_errors(kind: str, config: dict[str, Any], trigger: str) -> dict[str, str]:
+    """Which scenario an action may be in, and when it may run."""
+    errors = {}
+    if trigger == Trigger.UNKNOWN_NUMBER and kind in {
+        ActionType.LOG_CALL,
+        ActionType.POST_CALL_SYNC,
+    }:
+        errors["action_type"] = (
+            "the unknown-number scenario runs before the outcome's scenario, which logs the call"
+        )
+    if kind in CREATION_TYPES and trigger and trigger != Trigger.UNKNOWN_NUMBER:
+        errors["action_type"] = "leads and deals are created only by the unknown-number scenario"
+    if kind in LIFECYCLE_TYPES and config.get("timing") != Timing.IMMEDIATELY:
+        errors["timing"] = "the call is logged when it ends and the card opens while it rings"
+    return errors
+
+
+def _type_errors(kind: str, config: dict[str, Any]) -> dict[str, str]:
+    """What this type of action needs filled in."""
+    errors = {}
+    users = config.get("users") if isinstance(config.get("users"), list) else []
+    recipients = config.get("recipients") if isinstance(config.get("recipients"), list) else []
+    text_field = NEEDS_TEXT.get(kind)
+    if text_field and not (config.get(text_field) or "").strip():
+        errors[text_field] = "this action needs it"
+    responsible = config.get("responsible") or ""
+    needs_responsible = kind in NEEDS_RESPONSIBLE or (
+        kind == ActionType.NOTIFY and Recipient.RESPONSIBLE in recipients
+    )
+    if needs_responsible and not responsible:
+        errors["responsible"] = "choose how the responsible user is found"
+    if responsible == Responsible.FIXED and len(users) != 1:
+        errors["users"] = "a fixed responsible needs exactly one user id"
+    if kind == ActionType.NOTIFY and not recipients and not users:
+        errors["recipients"] = "choose at least one recipient (or list user ids)"
+    if kind == ActionType.SHOW_CARD and config.get("card_for") not in CardFor.values:
+        errors["card_for"] = f"choose who sees the card: {CardFor.values}"
+    if kind == ActionType.TRIGGER_AUTOMATION:
+        if not AUTOMATION_CODE_RE.match(config.get("automation_code") or ""):
+            errors["automation_code"] = "the trigger's code: letters, digits, '.', '_' or '-'"
+        if config.get("automation_target") not in AutomationTarget.values:
+            errors["automation_target"] = f"must be one of {AutomationTarget.values}"
+    return errors
+
+
+def hours_errors(periods: list[tuple[int, time | None, time | None]]) -> list[str]:
+    """Problems of a set of weekly opening periods (bad order, overlaps)."""
+    problems = []
+    by_day: dict[int, list[tuple[int, int]]] = {}
+    for weekday, opens, closes in periods:
+        if opens is None or closes is None:
+            continue
+        day = WEEKDAYS[weekday]
+        start = opens.hour * 60 + opens.minute
+        end = closes.hour * 60 + closes.minute or 24 * 60
+        if end <= start:
+            problems.append(
+                f"{day}: closes at {closes:%H:%M}, not after it opens at {opens:%H:%M} "
+                "(split a period that crosses midnight into two days)"
+            )
+            continue
+        by_day.setdefault(weekday, []).append((start, end))
+    for weekday, spans in sorted(by_day.items()):
+        spans.sort()
+        for (_, first_end), (second_start, _) in itertools.pairwise(spans):
+            if second_start < first_end:
+                problems.append(f"{WEEKDAYS[weekday]}: opening periods overlap")
+    return problems
