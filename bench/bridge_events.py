@@ -129,8 +129,8 @@ def _calls_start_part(job: tuple[list[int], int, int]) -> None:
     from django_tenants.utils import schema_context
 
     from calls.api.serializers import EventSerializer
+    from calls.intake import call_event_receive
     from calls.models import Device
-    from calls.services import call_event_receive
 
     ids, per_device, part = job
     with schema_context("bench"):

@@ -25,14 +25,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from calls.audit import call_audit_trail
 from calls.models import Call, CallEvent, CallSettings, Device
 from calls.selectors import (
-    call_audit_trail,
     call_settings_get,
     calls_matching_number,
     device_is_silent,
     devices_silent,
-    tenant_country,
 )
 from calls.services import (
     call_settings_ensure,
@@ -42,6 +41,7 @@ from calls.services import (
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from tenants.admin_utils import ReadOnlyAdmin
+from tenants.context import tenant_country
 
 
 def _qr_svg(data: str) -> str:
@@ -299,7 +299,7 @@ class DateRangeFilter(admin.ListFilter):
 def _tenant_zone() -> Any:
     from zoneinfo import ZoneInfo
 
-    from calls.selectors import tenant_timezone
+    from tenants.context import tenant_timezone
 
     return ZoneInfo(tenant_timezone())
 
@@ -418,7 +418,7 @@ class CallAdmin(ReadOnlyAdmin):
         if Call.objects.filter(
             b24_log_mode=Call.LogMode.ACTIVITY, b24_finished_at__gte=recent
         ).exists():
-            from calls.actions import TELEPHONY_REFUSED_NOTE
+            from calls.handlers import TELEPHONY_REFUSED_NOTE
 
             messages.warning(request, TELEPHONY_REFUSED_NOTE)
         return super().changelist_view(request, extra_context)

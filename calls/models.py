@@ -82,7 +82,7 @@ class Call(models.Model):
         help_text="found / not_found / pending / unavailable (copied from `crm` for filtering).",
     )
     route = models.JSONField(default=dict, blank=True, help_text="Routing result (bridge format).")
-    # The Bitrix24 side of the call, written by the outbox handlers in calls/actions.py.
+    # The Bitrix24 side of the call, written by the outbox handlers in calls/handlers.py.
     b24_user_id = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -5,7 +5,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -13,6 +12,7 @@ from calls.models import Call, CallRecording, CallSettings, Device
 from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from tenants.context import tenant_country
 from tenants.memo import tenant_memo, tenant_memo_forget
 
 
@@ -37,14 +37,6 @@ def call_settings_get(*, fresh: bool = False) -> CallSettings:
 
 def call_settings_forget() -> None:
     tenant_memo_forget(CALL_SETTINGS_MEMO)
-
-
-def tenant_country() -> str:
-    return getattr(connection.tenant, "default_country", "") or "PL"
-
-
-def tenant_timezone() -> str:
-    return getattr(connection.tenant, "timezone", "") or "UTC"
 
 
 def devices_silent(*, now: datetime | None = None) -> QuerySet[Device]:
@@ -129,24 +121,6 @@ def route_public(route: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"user": route["user"], "rule": route.get("rule")}
 
 
-def call_route_preview(
-    *, device: Device, facts: dict[str, Any] | None, crm: dict[str, Any]
-) -> dict[str, Any] | None:
-    """The route an incoming call from this caller would take now, without taking a turn
-    (the bridge's lookup: nothing is called, so nothing is assigned)."""
-    from scenarios.routing.services import route_decide_call
-
-    return route_public(
-        route_decide_call(
-            facts=facts,
-            crm_status=crm.get("status", ""),
-            direction=Call.Direction.INCOMING,
-            agent_id=device.bitrix24_user_id,
-            peek=True,
-        )
-    )
-
-
 # --- The call resource ------------------------------------------------------------------------
 
 
@@ -216,25 +190,3 @@ def calls_matching_number(*, queryset: QuerySet[Call], text: str) -> QuerySet[Ca
     with contextlib.suppress(InvalidPhoneNumber):
         conditions |= Q(phone_number=phone_to_e164(text, country=tenant_country()))
     return queryset.filter(conditions)
-
-
-def call_audit_trail(*, call: Call) -> dict[str, Any]:
-    """Everything support staff need on one call's page, in the order things happened."""
-    from crm.models import RequestLog
-    from scenarios.models import ActionRun
-    from scenarios.routing.selectors import route_explain
-
-    try:
-        recording: CallRecording | None = call.recording
-    except CallRecording.DoesNotExist:
-        recording = None
-    return {
-        "route": call.route or {},
-        "route_rows": route_explain(call.route or {}),
-        "events": list(call.events.order_by("received_at", "pk")),
-        "transitions": list(call.transitions.select_related("event").order_by("at", "pk")),
-        "runs": list(ActionRun.objects.filter(call=call).order_by("pk")),
-        "requests": list(RequestLog.objects.filter(call_id=call.pk).order_by("created_at", "pk")),
-        "notes": list(call.notes.order_by("created_at", "pk")),
-        "recording": recording,
-    }

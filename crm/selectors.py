@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Iterable
 
-from django.db import connection
 from django.db.models import QuerySet
 
 from crm.cache import cache_get, cache_set, once_per
@@ -27,6 +26,7 @@ from crm.models import (
 )
 from crm.phones import InvalidPhoneNumber, lookup_forms, phone_to_e164
 from crm.session import Bitrix24Session
+from tenants.context import tenant_country
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ __all__ = ["InvalidPhoneNumber", "crm_find_by_phone"]
 NOT_FOUND_TTL = 60
 # What makes the answer "pending" (it will come, just not in time) rather than "unavailable".
 _SLOW_CODES = frozenset({"TIMEOUT", "RATE_LIMITED", "QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"})
-
-
-def tenant_country() -> str:
-    return getattr(connection.tenant, "default_country", "") or "PL"
 
 
 def crm_find_by_phone(

@@ -64,7 +64,8 @@ from crm.mapping import (
 from crm.models import Bitrix24Connection, Intent, RequestLog
 from crm.operations import CrmBatch, Deferred, Op, batchable, crm_batch, op_run
 from crm.phones import phone_to_e164
-from crm.selectors import crm_find_by_phone, tenant_country
+from crm.selectors import crm_find_by_phone
+from tenants.context import tenant_country
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,10 @@ from scenarios.outbox import run_retry
 # Routing's rules, settings and test box live in their own admin module; admin.autodiscover
 # imports only this one, so importing it here registers them.
 from scenarios.routing import admin as routing_admin  # noqa: F401
-from scenarios.selectors import actions_with_problems, runs_attention, runs_late, tenant_timezone
+from scenarios.selectors import actions_with_problems, runs_attention, runs_late
 from scenarios.templatetags.outbox_tags import duration_text
 from scenarios.validation import TEMPLATE_VARIABLES, ConfigError
+from tenants.context import tenant_timezone
 
 Action = ScenarioAction
 

@@ -29,12 +29,12 @@ from scenarios.selectors import (
     action_reference_problems,
     call_reached_since,
     directory,
-    tenant_timezone,
     work_schedule,
 )
 from scenarios.services import Unresolvable, responsible_resolve
 from scenarios.validation import template_render
 from scenarios.worktime import due_at
+from tenants.context import tenant_timezone
 
 logger = logging.getLogger(__name__)
 Action = ScenarioAction
@@ -138,7 +138,7 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
 @action_handler("lookup_caller")
 def lookup_caller(run: ActionRun) -> dict[str, Any]:
     """Looks the caller up without a budget, stores it on the call, and plans what follows."""
-    from calls.services import call_crm_set
+    from calls.intake import call_crm_set
     from crm.errors import Bitrix24TransientError
     from crm.mapping import routing_facts
     from crm.services import crm_find_by_phone
@@ -181,7 +181,7 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
     Two calls from the same new number may run this at the same time: a per-number lock and a
     fresh lookup make the second one find the first one's lead instead of making another.
     """
-    from calls.services import call_crm_set
+    from calls.intake import call_crm_set
     from crm.errors import Bitrix24TransientError
     from crm.services import crm_find_by_phone, crm_lookup_invalidate
 

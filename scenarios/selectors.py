@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -24,24 +23,9 @@ from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig
 from scenarios.validation import WEEKDAYS
 from scenarios.worktime import WorkSchedule
-from tenants.memo import tenant_memo
+from tenants.context import tenant_timezone
 
 Action = ScenarioAction
-
-
-def tenant_timezone() -> str:
-    """The current tenant's timezone, also where `schema_context` left only a schema name."""
-    named = getattr(getattr(connection, "tenant", None), "timezone", None)
-    if named:
-        return named
-    from tenants.models import Tenant
-
-    def load() -> str:
-        schema = connection.schema_name
-        found = Tenant.objects.filter(schema_name=schema).values_list("timezone", flat=True)
-        return found.first() or "UTC"
-
-    return tenant_memo("tenants.timezone", load, seconds=60)
 
 
 def work_schedule() -> WorkSchedule:

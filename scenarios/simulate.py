@@ -36,10 +36,10 @@ from scenarios.selectors import (
     agents,
     directory,
     scenario_config,
-    tenant_timezone,
     work_schedule,
 )
 from scenarios.services import Unresolvable, responsible_resolve
+from tenants.context import tenant_timezone
 
 Action = ScenarioAction
 OUTCOMES = [
@@ -84,7 +84,7 @@ class SimulateForm(forms.Form):
         self.fields["at"].initial = timezone.now().astimezone(tz).strftime("%Y-%m-%dT%H:%M")
 
     def clean_phone_number(self) -> str:
-        from calls.selectors import tenant_country
+        from tenants.context import tenant_country
 
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())

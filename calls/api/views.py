@@ -40,25 +40,18 @@ from calls.api.serializers import (
     RecordingResponseSerializer,
     RecordingUploadSerializer,
 )
+from calls.intake import EventConflict, call_event_receive, call_route_preview
 from calls.models import Call, Device
-from calls.selectors import (
-    call_for_device,
-    call_resource,
-    call_route_preview,
-    caller_lookup_with_facts,
-    tenant_country,
-)
-from calls.services import (
-    EventConflict,
+from calls.recordings import (
     NotAudio,
     RecordingTooLarge,
-    call_event_receive,
-    call_note_add,
     call_recording_store,
-    device_mark_seen,
     recording_limit_bytes,
 )
+from calls.selectors import call_for_device, call_resource, caller_lookup_with_facts
+from calls.services import call_note_add, device_mark_seen
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from tenants.context import tenant_country
 
 
 class Conflict(APIException):

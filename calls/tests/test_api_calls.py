@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from calls.audio import audio_format_sniff
 from calls.models import Call, CallNote, CallRecording, CallSettings, CallTransition, Device
+from calls.recordings import recording_convert
 from calls.selectors import call_settings_forget
-from calls.services import call_b24_logged, recording_convert
+from calls.services import call_b24_logged
 from calls.tests.conftest import Bridge, ended
 from calls.tests.test_audio import FORMATS, make_audio
 from scenarios.models import ActionRun
@@ -191,7 +192,7 @@ def test_retention_deletes_old_audio_but_keeps_the_record(  # noqa: PLR0917 - fi
     bridge: Bridge, call: Call, audio: dict[str, Path], media_root: Path, alpha: Tenant,
     django_capture_on_commit_callbacks: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
-    from calls.services import recordings_expire
+    from calls.recordings import recordings_expire
 
     bridge.put("calls/rec-1/recording/", audio["wav"].read_bytes(), content_type="audio/wav")
     recording = CallRecording.objects.get(call=call)

@@ -371,7 +371,7 @@ class RouteTestForm(forms.Form):
 
     def clean_phone_number(self) -> str:
         from crm.phones import InvalidPhoneNumber, phone_to_e164
-        from crm.selectors import tenant_country
+        from tenants.context import tenant_country
 
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())

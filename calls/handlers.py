@@ -16,19 +16,16 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 
+from calls.intake import call_crm_set
 from calls.lifecycle import RESOLVED
 from calls.models import Call, CallRecording
-from calls.selectors import caller_lookup_with_facts, tenant_timezone
-from calls.services import (
-    call_b24_logged,
-    call_b24_registered,
-    call_crm_set,
-    recording_attached,
-    recording_bitrix24_file,
-)
+from calls.recordings import recording_attached, recording_bitrix24_file
+from calls.selectors import caller_lookup_with_facts
+from calls.services import call_b24_logged, call_b24_registered
 from crm.errors import Bitrix24AuthTypeDenied, Bitrix24TransientError
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
+from tenants.context import tenant_timezone
 
 TELEPHONY_REFUSED_NOTE = (
     "The portal refused telephony.externalCall.register/finish for webhook authentication "

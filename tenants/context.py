@@ -1,0 +1,44 @@
+"""The current tenant's own settings, as every app reads them: one copy each, one fallback.
+
+`connection.tenant` is the Tenant row when a request or a Celery task set the schema from it;
+where only a schema name was set (`schema_context`, a fan-out job, a management command) the row
+is read once a minute per process. A schema without a tenant row (the template, public) gets the
+model's defaults, so a background job never fails for want of a clock or a country.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from tenants.memo import tenant_memo
+from tenants.models import Tenant
+
+_COUNTRY_DEFAULT: str = Tenant._meta.get_field("default_country").default
+_TIMEZONE_DEFAULT: str = Tenant._meta.get_field("timezone").default
+
+
+def _tenant_settings() -> tuple[str, str]:
+    """(default_country, timezone) of the tenant whose schema is current."""
+    tenant = getattr(connection, "tenant", None)
+    if isinstance(tenant, Tenant) and tenant.schema_name == connection.schema_name:
+        return tenant.default_country, tenant.timezone
+
+    def load() -> tuple[str, str]:
+        row = (
+            Tenant.objects.filter(schema_name=connection.schema_name)
+            .values_list("default_country", "timezone")
+            .first()
+        )
+        return row or ("", "")
+
+    return tenant_memo("tenants.context", load, seconds=60)
+
+
+def tenant_country() -> str:
+    """The ISO country whose numbering plan reads a number typed without a country code."""
+    return _tenant_settings()[0] or _COUNTRY_DEFAULT
+
+
+def tenant_timezone() -> str:
+    """The IANA timezone of the tenant's office hours, reports and admin."""
+    return _tenant_settings()[1] or _TIMEZONE_DEFAULT
