@@ -24,16 +24,10 @@ from scenarios.choices import ActionType
 from scenarios.models import ActionRun, ScenarioAction
 from scenarios.outbox import ActionSkipped, action_handler, run_intent_key, run_plan
 from scenarios.planning import CallFacts
-from scenarios.selectors import (
-    Directory,
-    action_reference_problems,
-    call_reached_since,
-    directory,
-    work_schedule,
-)
+from scenarios.selectors import Directory, action_reference_problems, call_reached_since, directory
 from scenarios.services import Unresolvable, responsible_resolve
 from scenarios.validation import template_render
-from scenarios.worktime import due_at
+from scenarios.worktime import due_at, work_schedule
 from tenants.context import tenant_timezone
 
 logger = logging.getLogger(__name__)

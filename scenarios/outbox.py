@@ -144,8 +144,7 @@ def _send_on_commit() -> _SendOnCommit | None:
 def _delayed(*, base: datetime, delay_seconds: int, working_time: bool) -> datetime:
     if not working_time:
         return base + timedelta(seconds=delay_seconds)
-    from scenarios.selectors import work_schedule
-    from scenarios.worktime import due_at
+    from scenarios.worktime import due_at, work_schedule
 
     return due_at(work_schedule(), base=base, delay_seconds=delay_seconds, working_time=True)
 

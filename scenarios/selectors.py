@@ -22,26 +22,8 @@ from scenarios.models import (
 from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig
 from scenarios.validation import WEEKDAYS
-from scenarios.worktime import WorkSchedule
-from tenants.context import tenant_timezone
 
 Action = ScenarioAction
-
-
-def work_schedule() -> WorkSchedule:
-    """The current tenant's office hours and holidays."""
-    weekly: dict[int, list[tuple[Any, Any]]] = {}
-    for period in OfficeHours.objects.order_by("weekday", "opens_at"):
-        weekly.setdefault(period.weekday, []).append((period.opens_at, period.closes_at))
-    holidays = list(Holiday.objects.values_list("date", "every_year"))
-    return WorkSchedule(
-        timezone=tenant_timezone(),
-        weekly={day: tuple(periods) for day, periods in weekly.items()},
-        holidays=frozenset(day for day, every_year in holidays if not every_year),
-        yearly_holidays=frozenset(
-            (day.month, day.day) for day, every_year in holidays if every_year
-        ),
-    )
 
 
 def scenario_config() -> ScenarioConfig:

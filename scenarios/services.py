@@ -28,15 +28,9 @@ from scenarios.routing.selectors import (
     routing_settings_get,
 )
 from scenarios.routing.services import round_robin_pick, route_for_outcome
-from scenarios.selectors import (
-    Directory,
-    agents,
-    callback_tasks_open,
-    scenario_config,
-    work_schedule,
-)
+from scenarios.selectors import Directory, agents, callback_tasks_open, scenario_config
 from scenarios.validation import WEEKDAYS, ConfigError
-from scenarios.worktime import WorkSchedule, due_at
+from scenarios.worktime import WorkSchedule, due_at, work_schedule
 
 logger = logging.getLogger(__name__)
 

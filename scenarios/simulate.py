@@ -36,9 +36,9 @@ from scenarios.selectors import (
     agents,
     directory,
     scenario_config,
-    work_schedule,
 )
 from scenarios.services import Unresolvable, responsible_resolve
+from scenarios.worktime import work_schedule
 from tenants.context import tenant_timezone
 
 Action = ScenarioAction

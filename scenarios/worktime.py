@@ -1,8 +1,10 @@
 """Working time: a tenant's weekly opening hours and holidays, in the tenant's timezone.
 
-Pure functions on a frozen `WorkSchedule`; nothing here reads the database, so every rule
-(nights, weekends, holidays, DST) is tested directly. A schedule without weekly hours is "always
-open": then working time is plain time, which is what a tenant that never set hours expects.
+Pure functions on a frozen `WorkSchedule`, so every rule (nights, weekends, holidays, DST) is
+tested directly; `work_schedule()` alone reads the tenant's rows to build one (the outbox needs
+it for a delay counted in working time, below the engine's selectors).
+A schedule without weekly hours is "always open": then working time is plain time, which is what
+a tenant that never set hours expects.
 
 `working_time_add(schedule, start, delay)` walks the open intervals after `start` and spends the
 delay inside them; when it runs out exactly at a closing time the result is that closing time
@@ -15,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from scenarios.models import Holiday, OfficeHours
+from tenants.context import tenant_timezone
 
 # A schedule whose hours never open (every day a holiday) must not loop forever.
 HORIZON_DAYS = 800
@@ -144,3 +150,19 @@ def due_at(
     except NoWorkingTime:
         # A schedule that never opens would hold the work forever; plain time is the safe reading.
         return base + delay
+
+
+def work_schedule() -> WorkSchedule:
+    """The current tenant's office hours and holidays."""
+    weekly: dict[int, list[tuple[Any, Any]]] = {}
+    for period in OfficeHours.objects.order_by("weekday", "opens_at"):
+        weekly.setdefault(period.weekday, []).append((period.opens_at, period.closes_at))
+    holidays = list(Holiday.objects.values_list("date", "every_year"))
+    return WorkSchedule(
+        timezone=tenant_timezone(),
+        weekly={day: tuple(periods) for day, periods in weekly.items()},
+        holidays=frozenset(day for day, every_year in holidays if not every_year),
+        yearly_holidays=frozenset(
+            (day.month, day.day) for day, every_year in holidays if every_year
+        ),
+    )
