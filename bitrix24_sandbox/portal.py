@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import trustme
 
+from .control import SandboxControl
 from .core import ALL_SCOPES, RestError
+from .crm_store import add_entity, stage_entity_id
+from .server import SandboxHTTPServer
 from .state import State
 
 if TYPE_CHECKING:
@@ -75,7 +78,6 @@ class SandboxPortal:
         self.state.load_json(data)
 
     def start(self) -> SandboxPortal:
-        from .server import SandboxHTTPServer
 
         self._load_state_file()
         if self._ca is None:
@@ -173,8 +175,6 @@ class SandboxPortal:
     @property
     def control(self) -> SandboxControl:
         if self._control is None:
-            from .control import SandboxControl
-
             self._control = SandboxControl(self.url, verify=self.ca_cert_path)
         return self._control
 
@@ -368,7 +368,6 @@ class SandboxPortal:
         semantics: str | None = None,
         color: str = "",
     ) -> dict[str, Any]:
-        from .crm_store import stage_entity_id
 
         eid = entity_id or stage_entity_id(int(category_id or 0))
         with self.state.lock:
@@ -380,7 +379,6 @@ class SandboxPortal:
         self, status_id: str, category_id: int | None = None, entity_id: str | None = None
     ) -> int:
         """Remove a stage/status (simulates an admin editing pipelines under a running app)."""
-        from .crm_store import stage_entity_id
 
         eid = entity_id or stage_entity_id(int(category_id or 0))
         with self.state.lock:
@@ -393,7 +391,6 @@ class SandboxPortal:
             return before - len(self.state.statuses)
 
     def delete_category(self, category_id: int) -> int:
-        from .crm_store import stage_entity_id
 
         if category_id == 0:
             raise ValueError("the default pipeline cannot be deleted")
@@ -405,7 +402,6 @@ class SandboxPortal:
             return 1
 
     def add_entity(self, etype: str, fields: dict[str, Any], user_id: int = 1) -> int:
-        from .crm_store import add_entity
 
         with self.state.lock:
             return add_entity(self.state, etype, fields, user_id)

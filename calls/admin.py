@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
+import qrcode
+import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -25,9 +29,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from calls.audio import CONTENT_TYPES
 from calls.audit import call_audit_trail
+from calls.handlers import TELEPHONY_REFUSED_NOTE
 from calls.models import Call, CallEvent, CallSettings, Device
 from calls.selectors import (
+    agent_names,
     call_settings_get,
     calls_matching_number,
     device_is_silent,
@@ -41,12 +48,10 @@ from calls.services import (
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from tenants.admin_utils import ReadOnlyAdmin
-from tenants.context import tenant_country
+from tenants.context import tenant_country, tenant_timezone
 
 
 def _qr_svg(data: str) -> str:
-    import qrcode
-    import qrcode.image.svg
 
     image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     return image.to_string(encoding="unicode")
@@ -233,7 +238,6 @@ class AgentFilter(admin.SimpleListFilter):
     parameter_name = "agent"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from calls.selectors import agent_names
 
         ids = sorted(set(Device.objects.values_list("bitrix24_user_id", flat=True)))
         names = agent_names(user_ids=ids)
@@ -297,9 +301,6 @@ class DateRangeFilter(admin.ListFilter):
 
 
 def _tenant_zone() -> Any:
-    from zoneinfo import ZoneInfo
-
-    from tenants.context import tenant_timezone
 
     return ZoneInfo(tenant_timezone())
 
@@ -388,13 +389,11 @@ class CallAdmin(ReadOnlyAdmin):
 
     @admin.display(description="CRM lookup")
     def crm_pretty(self, obj: Call) -> str:
-        import json
 
         return format_html("<pre>{}</pre>", json.dumps(obj.crm, indent=2, ensure_ascii=False))
 
     @admin.display(description="Route")
     def route_pretty(self, obj: Call) -> str:
-        import json
 
         return format_html("<pre>{}</pre>", json.dumps(obj.route, indent=2, ensure_ascii=False))
 
@@ -418,8 +417,6 @@ class CallAdmin(ReadOnlyAdmin):
         if Call.objects.filter(
             b24_log_mode=Call.LogMode.ACTIVITY, b24_finished_at__gte=recent
         ).exists():
-            from calls.handlers import TELEPHONY_REFUSED_NOTE
-
             messages.warning(request, TELEPHONY_REFUSED_NOTE)
         return super().changelist_view(request, extra_context)
 
@@ -462,7 +459,6 @@ class CallAdmin(ReadOnlyAdmin):
         playable = recording.playable if recording is not None else None
         if playable is None:
             raise Http404("No recording")
-        from calls.audio import CONTENT_TYPES
 
         audio_format = (
             "mp3" if recording.converted else recording.original_format  # type: ignore[union-attr]

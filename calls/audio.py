@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import imageio_ffmpeg
+
 # Formats Bitrix24 attaches as they are.
 BITRIX24_FORMATS = {"mp3", "wav"}
 CONTENT_TYPES = {
@@ -63,7 +65,6 @@ def audio_format_sniff(head: bytes) -> str | None:  # noqa: PLR0911 - one return
 
 
 def ffmpeg_binary() -> str:
-    import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
 

@@ -6,15 +6,15 @@ import logging
 from typing import Any
 
 from calls.models import Call, CallRecording
+from crm.models import RequestLog
+from scenarios.models import ActionRun
+from scenarios.routing.selectors import route_explain
 
 logger = logging.getLogger(__name__)
 
 
 def call_audit_trail(*, call: Call) -> dict[str, Any]:
     """Everything support staff need on one call's page, in the order things happened."""
-    from crm.models import RequestLog
-    from scenarios.models import ActionRun
-    from scenarios.routing.selectors import route_explain
 
     try:
         recording: CallRecording | None = call.recording

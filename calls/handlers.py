@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 
+from calls.audio import ConversionFailed
 from calls.intake import call_crm_set
 from calls.lifecycle import RESOLVED
 from calls.models import Call, CallRecording
@@ -23,6 +24,13 @@ from calls.recordings import recording_attached, recording_bitrix24_file
 from calls.selectors import caller_lookup_with_facts
 from calls.services import call_b24_logged, call_b24_registered
 from crm.errors import Bitrix24AuthTypeDenied, Bitrix24TransientError
+from crm.services import (
+    crm_activity_log_call,
+    crm_call_attach_record,
+    crm_call_finish,
+    crm_call_register,
+    crm_call_show,
+)
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
 from tenants.context import tenant_timezone
@@ -94,7 +102,6 @@ def _register(
     call: Call, *, intent_key: str, show: bool, also_show: list[int] | None = None
 ) -> str:
     """Registers the call (once) and returns its Bitrix24 call id."""
-    from crm.services import crm_call_register
 
     if call.b24_call_id:
         return call.b24_call_id
@@ -127,7 +134,6 @@ def _register(
 @action_handler("register_call")
 def register_call(run: ActionRun) -> dict[str, Any]:
     """While it rings: the call exists in Bitrix24, bound to the caller, card shown if asked."""
-    from crm.services import crm_call_show
 
     call = _call(run)
     if call.b24_log_mode == Call.LogMode.ACTIVITY:
@@ -159,7 +165,6 @@ def register_call(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("show_card")
 def show_card(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_call_show
 
     call = _call(run)
     user_ids = [int(user) for user in run.params.get("user_ids", [])]
@@ -176,7 +181,6 @@ def show_card(run: ActionRun) -> dict[str, Any]:
 @action_handler("log_call")
 def log_call(run: ActionRun) -> dict[str, Any]:
     """After the end: finish the call (the timeline activity), exactly once per call."""
-    from crm.services import crm_call_finish
 
     call = _call(run)
     if call.b24_finished_at is not None:
@@ -214,7 +218,6 @@ def log_call(run: ActionRun) -> dict[str, Any]:
 
 
 def _log_as_activity(run: ActionRun, call: Call, *, user_id: int, duration: int) -> dict[str, Any]:
-    from crm.services import crm_activity_log_call
 
     _lookup_if_needed(call)
     entity = _entity(call)
@@ -258,7 +261,6 @@ def _logged_result(call: Call, *, already: bool) -> dict[str, Any]:
 @action_handler("attach_recording")
 def attach_recording(run: ActionRun) -> dict[str, Any]:
     """The recording on the Bitrix24 call: only after finish (REFERENCE 7.7), MP3/WAV only."""
-    from crm.services import crm_call_attach_record
 
     call = _call(run)
     version = int(run.params.get("version", 0))
@@ -275,7 +277,6 @@ def attach_recording(run: ActionRun) -> dict[str, Any]:
         raise Bitrix24TransientError(
             "the call is not finished in Bitrix24 yet", code="NOT_FINISHED"
         )
-    from calls.audio import ConversionFailed
 
     try:
         filename, content = recording_bitrix24_file(recording=recording)

@@ -36,6 +36,8 @@ from calls.sql import (
     event_stored,
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from scenarios.routing.services import route_decide_call, route_rule_explanation
+from scenarios.services import scenario_on_call_event, scenario_planning_due
 from tenants.context import tenant_country
 
 logger = logging.getLogger(__name__)
@@ -126,7 +128,6 @@ def _route_wanted(call: Call) -> bool:
 def _route_refresh(call: Call, *, facts: dict[str, Any] | None) -> bool:
     """Decides the call's route if it has none yet or only a provisional one (in the caller's
     transaction: a round-robin turn is taken only if the call is recorded)."""
-    from scenarios.routing.services import route_decide_call
 
     if not _route_wanted(call):
         return False
@@ -254,7 +255,6 @@ def _event_record(
     crm: dict[str, Any] | None,
     caller: dict[str, Any] | None,
 ) -> EventReceipt:
-    from scenarios.services import scenario_on_call_event, scenario_planning_due
 
     call, created = read.call, read.created
     call.device = device  # already loaded: spares the planner a query
@@ -349,8 +349,6 @@ def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call:
         (route.get("user") or {}).get("id"),
         route.get("rule"),
     ):
-        from scenarios.routing.services import route_rule_explanation
-
         head = f"{head}; {route_rule_explanation(route)}"
     return head[:300]
 
@@ -371,8 +369,6 @@ def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | Non
         crm=call.crm, crm_status=call.crm_status, route=call.route, version=F("version") + 1
     )
     if routed:
-        from scenarios.routing.services import route_rule_explanation
-
         CallTransition.objects.create(
             call=call,
             source=CallTransition.Source.BITRIX24,
@@ -391,7 +387,6 @@ def call_route_preview(
 ) -> dict[str, Any] | None:
     """The route an incoming call from this caller would take now, without taking a turn
     (the bridge's lookup: nothing is called, so nothing is assigned)."""
-    from scenarios.routing.services import route_decide_call
 
     return route_public(
         route_decide_call(

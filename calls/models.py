@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db import models
+from django.db import connection, models
 
 
 class Device(models.Model):
@@ -203,7 +203,6 @@ class CallNote(models.Model):
 
 
 def recording_upload_to(instance: CallRecording, filename: str) -> str:
-    from django.db import connection
 
     return f"recordings/{connection.schema_name}/{instance.call_id}/{filename}"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,6 +24,7 @@ from calls.audio import (
 )
 from calls.models import Call, CallRecording, CallTransition
 from calls.selectors import call_settings_get
+from scenarios.outbox import run_plan
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ def call_recording_store(
     *, call: Call, upload: IO[bytes], size: int, name: str = "", content_type: str = ""
 ) -> CallRecording:
     """Keeps the call's audio (replacing an earlier upload) and plans its way to Bitrix24."""
-    from scenarios.outbox import run_plan
 
     if size > recording_limit_bytes():
         raise RecordingTooLarge(f"The recording is larger than {recording_limit_bytes()} bytes.")
@@ -107,13 +108,13 @@ def call_recording_store(
 
 
 def _queue_conversion(recording_id: int, version: int) -> None:
-    from calls.tasks import recording_convert_task
+
+    from calls.tasks import recording_convert_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     recording_convert_task.delay(recording_id, version)
 
 
 def _files_delete(names: list[str]) -> None:
-    from django.core.files.storage import default_storage
 
     for name in names:
         try:
@@ -157,7 +158,6 @@ def recording_convert(*, recording_id: int, version: int) -> bool:
                 conversion_error=str(exc)[:2000]
             )
             raise
-    from django.core.files.storage import default_storage
 
     name = default_storage.save(
         recording.original.field.generate_filename(recording, f"v{version}.mp3"), ContentFile(mp3)

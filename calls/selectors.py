@@ -12,6 +12,10 @@ from calls.models import Call, CallRecording, CallSettings, Device
 from calls.sql import call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.errors import Bitrix24Error
+from crm.mapping import routing_facts
+from crm.models import Bitrix24User
+from crm.selectors import crm_find_by_phone
 from tenants.context import tenant_country
 from tenants.memo import tenant_memo, tenant_memo_forget
 
@@ -65,9 +69,6 @@ def caller_lookup_with_facts(
 
     `budget_s=None` is the tenant's lookup budget (answering the bridge); `math.inf` waits for
     Bitrix24 (background work)."""
-    from crm.errors import Bitrix24Error
-    from crm.mapping import routing_facts
-    from crm.selectors import crm_find_by_phone
 
     if not phone_number:
         return {"status": "not_found"}, _NO_CALLER
@@ -106,7 +107,6 @@ def routing_facts_from_crm(crm: dict[str, Any]) -> dict[str, Any] | None:
 
 def agent_names(*, user_ids: list[int]) -> dict[int, str]:
     """Bitrix24 users' names from the directory crm syncs; missing ones are simply absent."""
-    from crm.models import Bitrix24User
 
     return dict(Bitrix24User.objects.filter(pk__in=user_ids).values_list("pk", "name"))
 

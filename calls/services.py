@@ -4,7 +4,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from calls.models import (
@@ -21,6 +23,7 @@ from calls.selectors import (
 )
 from calls.tokens import token_generate, token_hash
 from common.phones import phone_to_e164
+from scenarios.outbox import run_plan
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +151,6 @@ def call_b24_logged(
     Upload and finish may happen in either order: both take the call's row lock, so whichever
     commits second sees the other and the attachment is planned exactly when both exist.
     """
-    from scenarios.outbox import run_plan
 
     now = timezone.now()
     with transaction.atomic():
@@ -223,8 +225,6 @@ SUPPORT_VIEW_MODELS = [
 
 def support_group_ensure() -> None:
     """The view-only "Support" group exists with rights on every audit model."""
-    from django.contrib.auth.models import Group, Permission
-    from django.db.models import Q
 
     group, _ = Group.objects.get_or_create(name=SUPPORT_GROUP)
     wanted = Q(pk__in=[])

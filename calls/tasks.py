@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from calls import services
+from calls.audio import ConversionFailed
 from tenants.fanout import in_tenant_schema, tenants_each
 
 
@@ -18,7 +19,6 @@ from tenants.fanout import in_tenant_schema, tenants_each
 )
 def recording_convert_task(recording_id: int, version: int) -> bool:
     # A failed conversion is kept on the recording; attach_recording reports it for good.
-    from calls.audio import ConversionFailed
 
     try:
         return services.recording_convert(recording_id=recording_id, version=version)

@@ -22,6 +22,7 @@ from crm.models import (
     RequestLog,
     Stage,
 )
+from crm.services import connection_test, directory_sync
 from tenants.admin_utils import ReadOnlyAdmin
 
 
@@ -155,7 +156,6 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test the connection (and its scopes)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
-        from crm.services import connection_test
 
         check = connection_test()
         if check.ok:
@@ -167,7 +167,6 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         description="Sync the directory now (users, pipelines, stages)", permissions=["change"]
     )
     def sync_directory(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
-        from crm.services import directory_sync
 
         try:
             result = directory_sync()

@@ -44,6 +44,7 @@ from crm.models import (
     Stage,
 )
 from crm.phones import InvalidPhoneNumber, phone_to_e164
+from crm.signals import directory_synced
 from tenants.memo import tenant_memo_forget
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,6 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
             scope={"entity_type__in": list(data["fields"])},
         )
         Bitrix24Connection.objects.filter(singleton=1).update(directory_synced_at=now)
-    from crm.signals import directory_synced
 
     # After the commit: receivers read the new directory (and may write their own rows).
     tenant_memo_forget(DIRECTORY_MEMO)
@@ -304,6 +304,8 @@ def names_for(
     *, user_ids: list[int], stage_ids: list[str], pipeline_ids: list[int]
 ) -> tuple[dict[int, str], dict[str, str], dict[int, str]]:
     """Display names from the directory; schedules a sync when an id is unknown."""
+    from crm.tasks import directory_sync_task  # noqa: PLC0415 — Celery's loop: the task calls back here
+
     users = (
         dict(Bitrix24User.objects.filter(id__in=user_ids).values_list("id", "name"))
         if user_ids
@@ -325,8 +327,6 @@ def names_for(
         or set(pipeline_ids) - set(pipelines)
     )
     if unknown and once_per("directory-sync", 600):
-        from crm.tasks import directory_sync_task
-
         logger.info("Directory lacks %s; syncing it in the background", unknown)
         transaction.on_commit(directory_sync_task.delay)
     return users, stages, pipelines

@@ -24,6 +24,7 @@ from typing import Any
 
 from crm import client as b24
 from crm.client import Bitrix24Client, Req
+from crm.directory import names_for
 from crm.domain import CallerLookup, CrmDeal, CrmEntity, CrmUser
 from crm.errors import Bitrix24Error
 from crm.mapping import (
@@ -79,7 +80,6 @@ def lookup_remote(
 
 
 def lookup_parse(results: dict[str, Any], *, e164: str, portal_url: str) -> CallerLookup:
-    from crm.directory import names_for
 
     for key in _FIND_KEYS.values():
         if isinstance(results.get(key), Bitrix24Error):

@@ -7,14 +7,16 @@ import random
 
 from celery import Task, shared_task
 
+from crm.directory import directory_sync
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured
+from crm.selectors import crm_find_by_phone
+from crm.services import history_prune
 from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(name="crm.lookup_refresh", bind=True, max_retries=4, soft_time_limit=60, time_limit=90)
 def lookup_refresh_task(self: Task, phone_e164: str) -> str:
     """Finishes a lookup that ran out of budget, into the cache."""
-    from crm.selectors import crm_find_by_phone
 
     lookup = crm_find_by_phone(phone=phone_e164, budget_s=math.inf, use_cache=False)
     if lookup.status == "unavailable" and self.request.retries < self.max_retries:
@@ -30,8 +32,6 @@ def directory_sync_task(self: Task) -> dict | None:
 
     The same hourly run drops request-log rows and finished intents older than 30 days.
     """
-    from crm.directory import directory_sync
-    from crm.services import history_prune
 
     if not in_tenant_schema("crm.directory_sync"):
         return None

@@ -36,6 +36,7 @@ from scenarios.outbox import run_retry
 # imports only this one, so importing it here registers them.
 from scenarios.routing import admin as routing_admin  # noqa: F401
 from scenarios.selectors import actions_with_problems, runs_attention, runs_late
+from scenarios.simulate import SimulateForm, simulate
 from scenarios.templatetags.outbox_tags import duration_text
 from scenarios.validation import TEMPLATE_VARIABLES, ConfigError
 from tenants.context import tenant_timezone
@@ -236,7 +237,6 @@ class ScenarioAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/scenarios/scenario/import.html", context)
 
     def simulate_view(self, request: HttpRequest) -> HttpResponse:
-        from scenarios.simulate import SimulateForm, simulate
 
         if not self.has_view_permission(request):
             raise PermissionDenied

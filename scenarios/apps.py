@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
+
+from crm.signals import directory_synced
 
 
 class ScenariosConfig(AppConfig):
@@ -9,13 +12,14 @@ class ScenariosConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the handlers of the scenario action types with the outbox.
-        from django.db.models.signals import post_delete, post_save
-
-        from crm.signals import directory_synced
-        from scenarios import handlers  # noqa: F401
-        from scenarios.models import RoutingSettings
-        from scenarios.routing.services import routing_on_directory_synced, routing_settings_forget
-        from scenarios.schedule import schedule_on_routing_settings_saved
+        # App loading: these import models, so only once the registry is ready.
+        from scenarios import handlers  # noqa: F401, PLC0415
+        from scenarios.models import RoutingSettings  # noqa: PLC0415
+        from scenarios.routing.services import (  # noqa: PLC0415
+            routing_on_directory_synced,
+            routing_settings_forget,
+        )
+        from scenarios.schedule import schedule_on_routing_settings_saved  # noqa: PLC0415
 
         # Rules naming what Bitrix24 no longer has are marked broken after every sync.
         directory_synced.connect(routing_on_directory_synced, dispatch_uid="scenarios-routing")

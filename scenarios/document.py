@@ -1,11 +1,9 @@
-"""A tenant's scenario configuration as plain data: validation, the JSON format, the defaults.
+"""A tenant's configuration as one JSON document: its format, its validation, the defaults,
+and its export and import (scenarios, office hours, holidays and routing, in one transaction).
 
-Pure, except the last section: the whole document's export and import (`config_export`,
-`config_import`), which add the routing rules and settings to what
-`selectors.scenario_config_export` and `services.scenario_config_import` write. The admin forms,
-the import command and the installer all validate through `config_errors` / `action_errors`, so
-a rule is written once and every entry point gives the same message. The format is documented
-in docs/configuration.md.
+The admin forms, the import command and the installer all validate through `config_errors` (and
+validation.py's per-row rules), so a rule is written once and every entry point gives the same
+message. The format is documented in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -15,17 +13,23 @@ from datetime import date, time
 from typing import Any
 
 from django.db import models, transaction
+from django.utils import timezone
 
 from scenarios.choices import CREATION_TYPES, Trigger
 from scenarios.models import (
     CONFIG_FIELDS,
+    Holiday,
+    OfficeHours,
     RoundRobinCursor,
     RoutingCondition,
     RoutingRule,
     RoutingSettings,
+    Scenario,
     ScenarioAction,
 )
 from scenarios.routing.rules import OPERATORS, SOURCES, condition_errors, target_errors
+from scenarios.routing.selectors import routing_settings_get
+from scenarios.routing.services import routing_rules_check
 from scenarios.validation import WEEKDAYS, ConfigError, _is_whole, action_errors, hours_errors
 
 FORMAT_NAME = "simtrix-configuration"
@@ -428,8 +432,6 @@ def routing_rule_to_data(rule: RoutingRule) -> dict[str, Any]:
 
 def config_export() -> dict[str, Any]:
     """The tenant's whole configuration: `selectors.scenario_config_export` plus the routing."""
-    from scenarios.routing.selectors import routing_settings_get
-    from scenarios.selectors import scenario_config_export
 
     settings = routing_settings_get()
     rules = RoutingRule.objects.prefetch_related("conditions").order_by("position", "pk")
@@ -452,7 +454,6 @@ def config_import(*, data: Any) -> dict[str, int]:
     scenario actions are imported and flagged: a configuration moves between tenants whose
     portals differ, and the next directory sync heals what exists there.
     """
-    from scenarios.services import scenario_config_import
 
     errors = config_errors(data)
     if errors:
@@ -471,7 +472,6 @@ def config_import(*, data: Any) -> dict[str, int]:
 
 
 def _routing_rules_replace(rules: list[dict[str, Any]]) -> dict[str, int]:
-    from scenarios.routing.services import routing_rules_check
 
     gone = list(RoutingRule.objects.values_list("pk", flat=True))
     RoutingRule.objects.all().delete()  # their conditions too
@@ -506,4 +506,103 @@ def _routing_rules_replace(rules: list[dict[str, Any]]) -> dict[str, int]:
         "routing_rules": len(created),
         "routing_conditions": conditions,
         "routing_rules_broken": broken,
+    }
+
+
+def scenario_config_import(*, data: Any) -> dict[str, int]:
+    """Replaces the scenarios, office hours and holidays; invalid input changes nothing.
+
+    The scenario part of a configuration document: `configuration.config_import` imports the
+    whole document (routing included) and is what the admin and the commands call.
+    """
+    errors = config_errors(data)
+    if errors:
+        raise ConfigError(errors)
+    hours = data.get("office_hours", {})
+    with transaction.atomic():
+        Scenario.objects.all().delete()
+        OfficeHours.objects.all().delete()
+        Holiday.objects.all().delete()
+        OfficeHours.objects.bulk_create(
+            OfficeHours(
+                weekday=WEEKDAYS.index(period["weekday"]),
+                opens_at=time.fromisoformat(period["opens_at"]),
+                closes_at=time.fromisoformat(period["closes_at"]),
+            )
+            for period in hours.get("weekly", [])
+        )
+        Holiday.objects.bulk_create(
+            Holiday(
+                date=holiday["date"],
+                name=holiday.get("name", ""),
+                every_year=holiday.get("every_year", False),
+            )
+            for holiday in hours.get("holidays", [])
+        )
+        actions = 0
+        for item in data.get("scenarios", []):
+            scenario = Scenario.objects.create(
+                trigger=item["trigger"],
+                name=item["name"].strip(),
+                is_active=item.get("is_active", True),
+                description=item.get("description", ""),
+            )
+            ScenarioAction.objects.bulk_create(
+                ScenarioAction(
+                    scenario=scenario, position=(index + 1) * 10, **{**ACTION_DEFAULTS, **action}
+                )
+                for index, action in enumerate(item.get("actions", []))
+            )
+            actions += len(item.get("actions", []))
+    return {
+        "scenarios": len(data.get("scenarios", [])),
+        "actions": actions,
+        "office_hours": len(hours.get("weekly", [])),
+        "holidays": len(hours.get("holidays", [])),
+    }
+
+
+def scenarios_install_defaults() -> bool:
+    """The default scenarios of operations.md, for a tenant that has none yet."""
+    if Scenario.objects.exists():
+        return False
+    scenario_config_import(data=DEFAULT_CONFIGURATION)
+    return True
+
+
+def scenario_config_export() -> dict[str, Any]:
+    """Scenarios, office hours and holidays in the documented JSON format (routing excluded:
+    `configuration.config_export` gives the whole document)."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "exported_at": timezone.now().isoformat(timespec="seconds"),
+        "office_hours": {
+            "weekly": [
+                {
+                    "weekday": WEEKDAYS[period.weekday],
+                    "opens_at": f"{period.opens_at:%H:%M}",
+                    "closes_at": f"{period.closes_at:%H:%M}",
+                }
+                for period in OfficeHours.objects.order_by("weekday", "opens_at")
+            ],
+            "holidays": [
+                {"date": holiday.date.isoformat(), "name": holiday.name, "every_year": True}
+                if holiday.every_year
+                else {"date": holiday.date.isoformat(), "name": holiday.name}
+                for holiday in Holiday.objects.order_by("date")
+            ],
+        },
+        "scenarios": [
+            {
+                "trigger": scenario.trigger,
+                "name": scenario.name,
+                "is_active": scenario.is_active,
+                "description": scenario.description,
+                "actions": [
+                    action_to_data(action.as_config()) for action in scenario.actions.all()
+                ],
+            }
+            for scenario in Scenario.objects.prefetch_related("actions").order_by("trigger")
+        ],
     }

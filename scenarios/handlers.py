@@ -18,14 +18,34 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 
+from calls.intake import call_crm_set
 from calls.lifecycle import RESOLVED
 from calls.models import Call, CallNote, CallRecording
+from calls.services import call_audit_note, call_notes_mark_synced
+from crm.errors import Bitrix24TransientError
+from crm.mapping import entity_url, routing_facts
+from crm.models import Bitrix24Connection
+from crm.services import (
+    crm_activity_set_description,
+    crm_automation_trigger,
+    crm_batch,
+    crm_call_hide,
+    crm_deal_create_with_contact,
+    crm_entity_set_responsible,
+    crm_find_by_phone,
+    crm_lead_create,
+    crm_lookup_invalidate,
+    crm_notify,
+    crm_task_complete,
+    crm_task_create,
+    crm_timeline_comment_add,
+)
 from scenarios.choices import ActionType
 from scenarios.models import ActionRun, ScenarioAction
 from scenarios.outbox import ActionSkipped, action_handler, run_intent_key, run_plan
 from scenarios.planning import CallFacts
 from scenarios.selectors import Directory, action_reference_problems, call_reached_since, directory
-from scenarios.services import Unresolvable, responsible_resolve
+from scenarios.services import Unresolvable, call_facts, responsible_resolve, scenario_on_call_event
 from scenarios.validation import template_render
 from scenarios.worktime import due_at, work_schedule
 from tenants.context import tenant_timezone
@@ -51,7 +71,6 @@ def _config(run: ActionRun) -> dict[str, Any]:
 
 
 def _facts(call: Call) -> CallFacts:
-    from scenarios.services import call_facts
 
     return call_facts(call)
 
@@ -132,11 +151,6 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
 @action_handler("lookup_caller")
 def lookup_caller(run: ActionRun) -> dict[str, Any]:
     """Looks the caller up without a budget, stores it on the call, and plans what follows."""
-    from calls.intake import call_crm_set
-    from crm.errors import Bitrix24TransientError
-    from crm.mapping import routing_facts
-    from crm.services import crm_find_by_phone
-    from scenarios.services import scenario_on_call_event
 
     call = _call(run)
     facts = None
@@ -175,9 +189,6 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
     Two calls from the same new number may run this at the same time: a per-number lock and a
     fresh lookup make the second one find the first one's lead instead of making another.
     """
-    from calls.intake import call_crm_set
-    from crm.errors import Bitrix24TransientError
-    from crm.services import crm_find_by_phone, crm_lookup_invalidate
 
     call = _call(run)
     known = directory()
@@ -208,8 +219,6 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
 
 
 def _entity_url(entity_type: str, entity_id: int) -> str:
-    from crm.mapping import entity_url
-    from crm.models import Bitrix24Connection
 
     connection_row = Bitrix24Connection.objects.filter(singleton=1).first()
     portal = connection_row.portal_url if connection_row else ""
@@ -218,7 +227,6 @@ def _entity_url(entity_type: str, entity_id: int) -> str:
 
 @action_handler(ActionType.CREATE_LEAD)
 def create_lead(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_lead_create
 
     config = _config(run)
 
@@ -243,7 +251,6 @@ def create_lead(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.CREATE_DEAL)
 def create_deal(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_deal_create_with_contact
 
     config = _config(run)
 
@@ -276,7 +283,6 @@ def create_deal(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.NOTIFY)
 def notify(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_batch, crm_notify
 
     call = _call(run)
     config = _config(run)
@@ -325,7 +331,6 @@ def _reached_reason(call: Call) -> str | None:
 
 @action_handler(ActionType.CALLBACK_TASK)
 def callback_task(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_task_complete, crm_task_create
 
     call = _call(run)
     config = _config(run)
@@ -366,7 +371,6 @@ def callback_task(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("complete_callback_task")
 def complete_callback_task(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_task_complete
 
     task_run = ActionRun.objects.filter(pk=run.params["task_run_id"]).first()
     if task_run is None or task_run.result.get("completed"):
@@ -381,7 +385,6 @@ def complete_callback_task(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.TRIGGER_AUTOMATION)
 def trigger_automation(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_automation_trigger
 
     call = _call(run)
     config = _config(run)
@@ -401,7 +404,6 @@ def trigger_automation(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.TIMELINE_COMMENT)
 def timeline_comment(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_timeline_comment_add
 
     call = _call(run)
     entity = _entity(call)
@@ -415,8 +417,6 @@ def timeline_comment(run: ActionRun) -> dict[str, Any]:
 @action_handler(ActionType.POST_CALL_SYNC)
 def post_call_sync(run: ActionRun) -> dict[str, Any]:
     """Carries the agent's notes into the call's activity and makes sure the recording is there."""
-    from calls.services import call_notes_mark_synced
-    from crm.services import crm_activity_set_description, crm_timeline_comment_add
 
     call = _call(run)
     if call.b24_finished_at is None:
@@ -458,7 +458,6 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("hide_card")
 def hide_card(run: ActionRun) -> dict[str, Any]:
-    from crm.services import crm_call_hide
 
     call = _call(run)
     if not call.b24_call_id:
@@ -472,8 +471,6 @@ def hide_card(run: ActionRun) -> dict[str, Any]:
 @action_handler("transfer_responsible")
 def transfer_responsible(run: ActionRun) -> dict[str, Any]:
     """The agent who answered becomes the lead's responsible (seed 004), in the audit trail."""
-    from calls.services import call_audit_note
-    from crm.services import crm_entity_set_responsible
 
     call = _call(run)
     entity = _entity(call)

@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from scenarios import choices
 from scenarios.choices import ActionType, Trigger
+from scenarios.routing.rules import Condition, condition_errors, target_errors
+from scenarios.validation import action_errors, hours_errors
 
 
 class Scenario(models.Model):
@@ -94,7 +96,6 @@ class ScenarioAction(models.Model):
         return f"{self.get_action_type_display()} ({self.scenario.trigger})"
 
     def clean(self) -> None:
-        from scenarios.validation import action_errors
 
         try:
             # In an admin inline the scenario may be new (unsaved) but already attached.
@@ -169,7 +170,6 @@ class OfficeHours(models.Model):
         )
 
     def clean(self) -> None:
-        from scenarios.validation import hours_errors
 
         errors = hours_errors(
             [
@@ -421,7 +421,6 @@ class RoutingRule(models.Model):
         return bool(self.broken_reason)
 
     def clean(self) -> None:
-        from scenarios.routing.rules import target_errors
 
         errors = target_errors(
             target=self.target, users=self.users, department_id=self.department_id
@@ -466,14 +465,12 @@ class RoutingCondition(models.Model):
         return self.as_condition().describe()
 
     def as_condition(self) -> Any:
-        from scenarios.routing.rules import Condition
 
         return Condition(
             self.source, self.field, self.operator, tuple(str(v) for v in self.values or [])
         )
 
     def clean(self) -> None:
-        from scenarios.routing.rules import condition_errors
 
         errors = condition_errors(
             source=self.source, field=self.field, operator=self.operator, values=self.values

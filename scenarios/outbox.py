@@ -35,7 +35,10 @@ from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from common.sql import instance_insert
+from crm.context import crm_call_context
+from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
+from scenarios.worktime import due_at, work_schedule
 from tenants.models import OutboxWake, Tenant
 
 logger = logging.getLogger(__name__)
@@ -90,7 +93,8 @@ def redispatch_after() -> timedelta:
 
 
 def _send(run_ids: list[int], *, etas: dict[int, datetime] | None = None) -> None:
-    from scenarios.tasks import run_action_task  # Celery: the task calls back here
+
+    from scenarios.tasks import run_action_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     now = timezone.now()
     for run_id in run_ids:
@@ -144,7 +148,6 @@ def _send_on_commit() -> _SendOnCommit | None:
 def _delayed(*, base: datetime, delay_seconds: int, working_time: bool) -> datetime:
     if not working_time:
         return base + timedelta(seconds=delay_seconds)
-    from scenarios.worktime import due_at, work_schedule
 
     return due_at(work_schedule(), base=base, delay_seconds=delay_seconds, working_time=True)
 
@@ -216,7 +219,6 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def _is_transient(exc: Exception) -> bool:
-    from crm.errors import Bitrix24Error
 
     if isinstance(exc, PermanentActionError):
         return False
@@ -240,7 +242,6 @@ def run_execute(run_id: int) -> str:
     try:
         if handler is None:
             raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
-        from crm.context import crm_call_context
 
         with crm_call_context(run.call_id):
             result = handler(run) or {}

@@ -10,18 +10,21 @@ from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, Device
+from crm.selectors import (
+    directory_lead_sources,
+    directory_lead_statuses,
+    directory_pipelines,
+    directory_stages,
+    directory_users,
+)
 from scenarios.choices import ActionType
-from scenarios.document import FORMAT_NAME, FORMAT_VERSION, action_to_data
 from scenarios.models import (
     ActionRun,
-    Holiday,
-    OfficeHours,
     Scenario,
     ScenarioAction,
 )
 from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig
-from scenarios.validation import WEEKDAYS
 
 Action = ScenarioAction
 
@@ -37,44 +40,6 @@ def scenario_config() -> ScenarioConfig:
         )
         scenarios[scenario.trigger] = (scenario.name, actions)
     return ScenarioConfig(scenarios=scenarios)
-
-
-def scenario_config_export() -> dict[str, Any]:
-    """Scenarios, office hours and holidays in the documented JSON format (routing excluded:
-    `configuration.config_export` gives the whole document)."""
-    return {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "exported_at": timezone.now().isoformat(timespec="seconds"),
-        "office_hours": {
-            "weekly": [
-                {
-                    "weekday": WEEKDAYS[period.weekday],
-                    "opens_at": f"{period.opens_at:%H:%M}",
-                    "closes_at": f"{period.closes_at:%H:%M}",
-                }
-                for period in OfficeHours.objects.order_by("weekday", "opens_at")
-            ],
-            "holidays": [
-                {"date": holiday.date.isoformat(), "name": holiday.name, "every_year": True}
-                if holiday.every_year
-                else {"date": holiday.date.isoformat(), "name": holiday.name}
-                for holiday in Holiday.objects.order_by("date")
-            ],
-        },
-        "scenarios": [
-            {
-                "trigger": scenario.trigger,
-                "name": scenario.name,
-                "is_active": scenario.is_active,
-                "description": scenario.description,
-                "actions": [
-                    action_to_data(action.as_config()) for action in scenario.actions.all()
-                ],
-            }
-            for scenario in Scenario.objects.prefetch_related("actions").order_by("trigger")
-        ],
-    }
 
 
 # --- Runs ---------------------------------------------------------------------------------------
@@ -178,13 +143,6 @@ def directory() -> Directory:
 
     Rows Bitrix24 no longer has are kept by crm with `removed` set; here they count as gone.
     """
-    from crm.selectors import (
-        directory_lead_sources,
-        directory_lead_statuses,
-        directory_pipelines,
-        directory_stages,
-        directory_users,
-    )
 
     users = list(directory_users(active_only=False).values_list("id", "active", "name"))
     if not users:

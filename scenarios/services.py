@@ -4,22 +4,17 @@ its configuration (import, defaults, round-robin)."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
 from scenarios.choices import CREATION_TYPES, ActionType, Trigger
-from scenarios.document import ACTION_DEFAULTS, DEFAULT_CONFIGURATION, config_errors
 from scenarios.models import (
     ActionRun,
     CallPlan,
-    Holiday,
-    OfficeHours,
-    Scenario,
     ScenarioAction,
 )
 from scenarios.outbox import FINISHED_OK, run_plan
@@ -29,7 +24,6 @@ from scenarios.routing.selectors import (
 )
 from scenarios.routing.services import round_robin_pick, route_for_outcome
 from scenarios.selectors import Directory, agents, callback_tasks_open, scenario_config
-from scenarios.validation import WEEKDAYS, ConfigError
 from scenarios.worktime import WorkSchedule, due_at, work_schedule
 
 logger = logging.getLogger(__name__)
@@ -336,67 +330,6 @@ def responsible_resolve(
 
 
 # --- Configuration -----------------------------------------------------------------------------
-
-
-def scenario_config_import(*, data: Any) -> dict[str, int]:
-    """Replaces the scenarios, office hours and holidays; invalid input changes nothing.
-
-    The scenario part of a configuration document: `configuration.config_import` imports the
-    whole document (routing included) and is what the admin and the commands call.
-    """
-    errors = config_errors(data)
-    if errors:
-        raise ConfigError(errors)
-    hours = data.get("office_hours", {})
-    with transaction.atomic():
-        Scenario.objects.all().delete()
-        OfficeHours.objects.all().delete()
-        Holiday.objects.all().delete()
-        OfficeHours.objects.bulk_create(
-            OfficeHours(
-                weekday=WEEKDAYS.index(period["weekday"]),
-                opens_at=time.fromisoformat(period["opens_at"]),
-                closes_at=time.fromisoformat(period["closes_at"]),
-            )
-            for period in hours.get("weekly", [])
-        )
-        Holiday.objects.bulk_create(
-            Holiday(
-                date=holiday["date"],
-                name=holiday.get("name", ""),
-                every_year=holiday.get("every_year", False),
-            )
-            for holiday in hours.get("holidays", [])
-        )
-        actions = 0
-        for item in data.get("scenarios", []):
-            scenario = Scenario.objects.create(
-                trigger=item["trigger"],
-                name=item["name"].strip(),
-                is_active=item.get("is_active", True),
-                description=item.get("description", ""),
-            )
-            ScenarioAction.objects.bulk_create(
-                ScenarioAction(
-                    scenario=scenario, position=(index + 1) * 10, **{**ACTION_DEFAULTS, **action}
-                )
-                for index, action in enumerate(item.get("actions", []))
-            )
-            actions += len(item.get("actions", []))
-    return {
-        "scenarios": len(data.get("scenarios", [])),
-        "actions": actions,
-        "office_hours": len(hours.get("weekly", [])),
-        "holidays": len(hours.get("holidays", [])),
-    }
-
-
-def scenarios_install_defaults() -> bool:
-    """The default scenarios of operations.md, for a tenant that has none yet."""
-    if Scenario.objects.exists():
-        return False
-    scenario_config_import(data=DEFAULT_CONFIGURATION)
-    return True
 
 
 # --- Routing by CRM data -----------------------------------------------------------------------

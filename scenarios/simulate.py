@@ -39,7 +39,7 @@ from scenarios.selectors import (
 )
 from scenarios.services import Unresolvable, responsible_resolve
 from scenarios.worktime import work_schedule
-from tenants.context import tenant_timezone
+from tenants.context import tenant_country, tenant_timezone
 
 Action = ScenarioAction
 OUTCOMES = [
@@ -84,7 +84,6 @@ class SimulateForm(forms.Form):
         self.fields["at"].initial = timezone.now().astimezone(tz).strftime("%Y-%m-%dT%H:%M")
 
     def clean_phone_number(self) -> str:
-        from tenants.context import tenant_country
 
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())

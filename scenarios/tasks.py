@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from scenarios import outbox, schedule
+from scenarios.routing.services import routing_availability_refresh
 from tenants.fanout import in_tenant_schema, tenants_each
 
 
@@ -27,7 +28,6 @@ def outbox_sweep_task() -> int:
 )
 def availability_refresh_task() -> int:
     """Reads the Bitrix24 work-day status of the tenant's users when routing uses it."""
-    from scenarios.routing.services import routing_availability_refresh
 
     if not in_tenant_schema("scenarios.availability_refresh"):
         return 0

@@ -135,7 +135,6 @@ def _scheduler_admin_to_operators() -> None:
     """Beat's models live in public only and are edited here, never in a tenant's admin: a
     header stored there once ran a job in another tenant's schema, and a clashing name stopped
     beat for every tenant."""
-    import django_celery_beat.admin  # noqa: F401 — registers its models on admin.site
 
     for model in apps.get_app_config("django_celery_beat").get_models():
         if admin.site.is_registered(model):

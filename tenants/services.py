@@ -11,6 +11,10 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django_tenants.utils import schema_context, schema_exists
 
+from calls.services import support_group_ensure
+from crm.services import connection_set_webhook
+from crm.validators import validate_webhook_url
+from scenarios.document import scenarios_install_defaults
 from tenants.models import Domain, Tenant, TenantSchedule
 from tenants.validators import (
     validate_country,
@@ -38,7 +42,6 @@ class TenantSpec:
 
 def tenant_spec_validate(spec: TenantSpec) -> None:
     """Every check that can be made before anything is written."""
-    from crm.validators import validate_webhook_url
 
     checks = [
         (validate_schema_name, spec.schema),
@@ -120,9 +123,6 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
 
 def tenant_defaults_install(*, bitrix24_webhook: str) -> None:
     """What every new tenant starts with; runs inside the tenant's schema."""
-    from calls.services import support_group_ensure
-    from crm.services import connection_set_webhook
-    from scenarios.services import scenarios_install_defaults
 
     if bitrix24_webhook:
         connection_set_webhook(webhook_url=bitrix24_webhook)

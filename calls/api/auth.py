@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from django.core.cache import cache
 from django.db import connection
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -60,9 +62,6 @@ class DeviceRateThrottle(BaseThrottle):
         client = request.user
         if not isinstance(client, BridgeClient):
             return True
-        import time
-
-        from django.core.cache import cache
 
         limit = call_settings_get().throttle_per_minute
         now = time.time()

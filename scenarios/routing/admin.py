@@ -16,6 +16,16 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
+from crm.phones import InvalidPhoneNumber, phone_to_e164
+from crm.selectors import (
+    department_choices,
+    directory_entity_fields,
+    lead_source_choices,
+    lead_status_choices,
+    pipeline_choices,
+    stage_choices,
+    user_choices,
+)
 from scenarios.document import ROUTING_SETTINGS_DEFAULTS
 from scenarios.forms import UserIdsField
 from scenarios.models import RoutingCondition, RoutingRule, RoutingSettings
@@ -38,6 +48,7 @@ from scenarios.routing.services import (
     routing_rules_check,
     routing_settings_ensure,
 )
+from tenants.context import tenant_country
 
 
 def _user_label(user_id: int, names: dict[int, str]) -> str:
@@ -47,13 +58,6 @@ def _user_label(user_id: int, names: dict[int, str]) -> str:
 
 def _directory_value_choices() -> list[tuple[str, list[tuple[str, str]]]]:
     """Every value a condition may pick from the synced directory, grouped for the select."""
-    from crm.selectors import (
-        lead_source_choices,
-        lead_status_choices,
-        pipeline_choices,
-        stage_choices,
-        user_choices,
-    )
 
     return [
         ("Caller types", [(kind, kind) for kind in CALLER_TYPES]),
@@ -67,7 +71,6 @@ def _directory_value_choices() -> list[tuple[str, list[tuple[str, str]]]]:
 
 def _field_suggestions() -> list[tuple[str, str]]:
     """Field names for the datalist: the domain ones, then the synced CRM fields (UF_* first)."""
-    from crm.selectors import directory_entity_fields
 
     known = [(name, f"entity: {label}") for name, label in ENTITY_FIELDS.items()]
     known += [
@@ -171,7 +174,6 @@ class RoutingRuleForm(forms.ModelForm):
         fields = ["name", "enabled", "position", "target", "users", "department_id"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from crm.selectors import department_choices, user_choices
 
         super().__init__(*args, **kwargs)
         self.fields["department_id"].choices = [("", "---------"), *department_choices()]
@@ -370,8 +372,6 @@ class RouteTestForm(forms.Form):
     )
 
     def clean_phone_number(self) -> str:
-        from crm.phones import InvalidPhoneNumber, phone_to_e164
-        from tenants.context import tenant_country
 
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
@@ -387,8 +387,6 @@ class RoutingSettingsAdmin(admin.ModelAdmin):
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "others_user_id":
-            from crm.selectors import user_choices
-
             return forms.TypedChoiceField(
                 choices=[("", "---------"), *user_choices()],
                 coerce=int,

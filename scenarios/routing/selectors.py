@@ -9,6 +9,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from crm.directory import DIRECTORY_MEMO
+from crm.models import Bitrix24User
+from crm.selectors import department_members, directory_departments, directory_entity_fields
 from scenarios.models import RoutingRule, RoutingSettings
 from scenarios.routing.rules import (
     CALLER_TYPES,
@@ -35,7 +38,6 @@ def routing_directory(*, with_fields: bool = True) -> Directory:
     Without the fields it is read for every call, so memoised in the process for a few
     seconds (tenants.memo); crm forgets it when it syncs the directory or work-day statuses.
     """
-    from crm.directory import DIRECTORY_MEMO
 
     if not with_fields:
         return tenant_memo(DIRECTORY_MEMO, lambda: _routing_directory(with_fields=False))
@@ -43,8 +45,6 @@ def routing_directory(*, with_fields: bool = True) -> Directory:
 
 
 def _routing_directory(*, with_fields: bool) -> Directory:
-    from crm.models import Bitrix24User
-    from crm.selectors import directory_departments, directory_entity_fields
 
     known = directory()
     if not known.synced:
@@ -91,7 +91,6 @@ def routing_settings_get() -> RoutingSettings:
 
 def routing_rules(*, known: Directory | None = None) -> list[Rule]:
     """The enabled rules in order, as the evaluator reads them (department members resolved)."""
-    from crm.selectors import department_members
 
     rules = []
     for row in RoutingRule.objects.filter(enabled=True).prefetch_related("conditions"):

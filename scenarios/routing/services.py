@@ -12,6 +12,10 @@ from django.utils import timezone
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
+from crm.errors import Bitrix24Error
+from crm.mapping import routing_facts
+from crm.selectors import crm_find_by_phone
+from crm.services import directory_timeman_refresh
 from scenarios.models import RoundRobinCursor, RoutingCondition, RoutingRule, RoutingSettings
 from scenarios.routing.rules import OTHERS_RULE, Rule, route_decide
 from scenarios.routing.selectors import (
@@ -272,8 +276,6 @@ def routing_availability_refresh() -> int:
     Every minute (beat); one request per 50 active users. A portal that refuses (no timeman
     scope, not connected) leaves statuses unknown, which routing treats as available.
     """
-    from crm.errors import Bitrix24Error
-    from crm.services import directory_timeman_refresh
 
     if not routing_settings_get().use_timeman:
         return 0
@@ -290,9 +292,6 @@ def route_preview(*, phone: str, agent_id: int) -> dict[str, Any]:
     A fresh lookup (no budget, not from the cache) and a decision that takes no round-robin
     turn: nothing is created or assigned. Raises crm's InvalidPhoneNumber for non-numbers.
     """
-    from crm.errors import Bitrix24Error
-    from crm.mapping import routing_facts
-    from crm.selectors import crm_find_by_phone
 
     try:
         lookup = crm_find_by_phone(phone=phone, budget_s=math.inf, use_cache=False)

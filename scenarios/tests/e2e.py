@@ -153,9 +153,8 @@ def alpha_wipe() -> None:
         Device,
     )
     from crm.models import Intent, RequestLog
-    from scenarios.document import DEFAULT_CONFIGURATION
+    from scenarios.document import DEFAULT_CONFIGURATION, scenario_config_import
     from scenarios.models import ActionRun, CallPlan, RoundRobinCursor
-    from scenarios.services import scenario_config_import
 
     with schema_context("alpha"):
         ActionRun.objects.filter(after__isnull=False).delete()

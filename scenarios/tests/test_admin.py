@@ -12,10 +12,9 @@ from django.test import Client
 from django.utils import timezone
 
 from calls.models import Device
-from scenarios.document import DEFAULT_CONFIGURATION, config_export
+from scenarios.document import DEFAULT_CONFIGURATION, config_export, scenario_config_export
 from scenarios.models import ActionRun, RoundRobinCursor, Scenario, ScenarioAction
 from scenarios.outbox import run_plan
-from scenarios.selectors import scenario_config_export
 from scenarios.tests.conftest import call_make
 from tenants.models import Tenant
 

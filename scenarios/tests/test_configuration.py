@@ -14,10 +14,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from conftest import REPO, subprocess_database_url
-from scenarios.document import DEFAULT_CONFIGURATION, config_errors
+from scenarios.document import (
+    DEFAULT_CONFIGURATION,
+    config_errors,
+    scenario_config_export,
+    scenario_config_import,
+)
 from scenarios.models import Holiday, OfficeHours, Scenario, ScenarioAction
-from scenarios.selectors import scenario_config_export
-from scenarios.services import scenario_config_import
 from scenarios.validation import ConfigError, template_errors, template_render
 from tenants.models import Tenant
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import subprocess
 import tempfile
@@ -24,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
+import imageio_ffmpeg
 import requests
 from django.core.management.base import CommandParser
 
@@ -113,7 +116,6 @@ def _pick(rng: random.Random, weighted: list[tuple[str, int]]) -> str:
 
 def _tone_wav(seconds: float, frequency: int) -> bytes:
     """A short tone as WAV, made in pure Python (no ffmpeg needed for the simplest case)."""
-    import math
 
     rate = 8000
     buffer = io.BytesIO()
@@ -136,8 +138,6 @@ def _phone_recording(rng: random.Random) -> tuple[bytes, str]:
     if kind == "wav":
         return wav, "audio/wav"
     try:
-        import imageio_ffmpeg
-
         options = (
             ["-codec:a", "aac"]
             if kind == "m4a"
@@ -227,7 +227,6 @@ class Command(JsonCommand):
         parser.add_argument("--schema", default="", help="Only echoed in the summary.")
 
     def run(self, **options: Any) -> dict[str, Any]:
-        from zoneinfo import ZoneInfo
 
         if options["calls"] < 1:
             raise self.fail("--calls must be at least 1.")

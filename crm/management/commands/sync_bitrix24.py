@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
+from crm.directory import directory_sync
 from crm.errors import Bitrix24Error
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
@@ -17,7 +18,6 @@ class Command(JsonCommand):
         parser.add_argument("--schema", required=True)
 
     def run(self, **options: Any) -> dict[str, Any]:
-        from crm.directory import directory_sync
 
         tenant = (
             Tenant.objects.exclude(schema_name="public")

@@ -10,6 +10,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
+from calls.models import Device
+from calls.services import device_register, device_rotate_token
+from crm.services import connection_set_webhook
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
 from tenants.services import TenantSpec, tenant_provision, tenant_public_ensure
@@ -30,9 +33,6 @@ class Command(JsonCommand):
         )
 
     def run(self, **options: Any) -> dict[str, Any]:
-        from calls.models import Device
-        from calls.services import device_register, device_rotate_token
-        from crm.services import connection_set_webhook
 
         state_file = Path(options["state_file"])
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
