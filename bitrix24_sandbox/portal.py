@@ -9,7 +9,7 @@ import ssl
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trustme
 
@@ -18,10 +18,6 @@ from .core import ALL_SCOPES, RestError
 from .crm_store import add_entity, stage_entity_id
 from .server import SandboxHTTPServer
 from .state import State
-
-if TYPE_CHECKING:
-    from .control import SandboxControl
-    from .server import SandboxHTTPServer
 
 _FAULT_KINDS = ("down", "slow", "fail_next")
 
@@ -78,7 +74,6 @@ class SandboxPortal:
         self.state.load_json(data)
 
     def start(self) -> SandboxPortal:
-
         self._load_state_file()
         if self._ca is None:
             self._ca = trustme.CA(organization_name="SIMtrix Bitrix24 sandbox")
@@ -368,7 +363,6 @@ class SandboxPortal:
         semantics: str | None = None,
         color: str = "",
     ) -> dict[str, Any]:
-
         eid = entity_id or stage_entity_id(int(category_id or 0))
         with self.state.lock:
             return self.state.add_status(
@@ -391,7 +385,6 @@ class SandboxPortal:
             return before - len(self.state.statuses)
 
     def delete_category(self, category_id: int) -> int:
-
         if category_id == 0:
             raise ValueError("the default pipeline cannot be deleted")
         with self.state.lock:
@@ -402,7 +395,6 @@ class SandboxPortal:
             return 1
 
     def add_entity(self, etype: str, fields: dict[str, Any], user_id: int = 1) -> int:
-
         with self.state.lock:
             return add_entity(self.state, etype, fields, user_id)
 

@@ -52,7 +52,6 @@ from tenants.context import tenant_country, tenant_timezone
 
 
 def _qr_svg(data: str) -> str:
-
     image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     return image.to_string(encoding="unicode")
 
@@ -238,7 +237,6 @@ class AgentFilter(admin.SimpleListFilter):
     parameter_name = "agent"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-
         ids = sorted(set(Device.objects.values_list("bitrix24_user_id", flat=True)))
         names = agent_names(user_ids=ids)
         return [(str(user_id), names.get(user_id) or f"Bitrix24 user {user_id}") for user_id in ids]
@@ -301,7 +299,6 @@ class DateRangeFilter(admin.ListFilter):
 
 
 def _tenant_zone() -> Any:
-
     return ZoneInfo(tenant_timezone())
 
 
@@ -389,12 +386,10 @@ class CallAdmin(ReadOnlyAdmin):
 
     @admin.display(description="CRM lookup")
     def crm_pretty(self, obj: Call) -> str:
-
         return format_html("<pre>{}</pre>", json.dumps(obj.crm, indent=2, ensure_ascii=False))
 
     @admin.display(description="Route")
     def route_pretty(self, obj: Call) -> str:
-
         return format_html("<pre>{}</pre>", json.dumps(obj.route, indent=2, ensure_ascii=False))
 
     def get_urls(self) -> list[Any]:

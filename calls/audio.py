@@ -65,7 +65,6 @@ def audio_format_sniff(head: bytes) -> str | None:  # noqa: PLR0911 - one return
 
 
 def ffmpeg_binary() -> str:
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -165,7 +165,6 @@ def register_call(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("show_card")
 def show_card(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     user_ids = [int(user) for user in run.params.get("user_ids", [])]
     if not user_ids:
@@ -218,7 +217,6 @@ def log_call(run: ActionRun) -> dict[str, Any]:
 
 
 def _log_as_activity(run: ActionRun, call: Call, *, user_id: int, duration: int) -> dict[str, Any]:
-
     _lookup_if_needed(call)
     entity = _entity(call)
     if entity is None:

@@ -255,7 +255,6 @@ def _event_record(
     crm: dict[str, Any] | None,
     caller: dict[str, Any] | None,
 ) -> EventReceipt:
-
     call, created = read.call, read.created
     call.device = device  # already loaded: spares the planner a query
     saved = _event_values(call)

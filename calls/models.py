@@ -203,7 +203,6 @@ class CallNote(models.Model):
 
 
 def recording_upload_to(instance: CallRecording, filename: str) -> str:
-
     return f"recordings/{connection.schema_name}/{instance.call_id}/{filename}"
 
 

@@ -108,14 +108,12 @@ def call_recording_store(
 
 
 def _queue_conversion(recording_id: int, version: int) -> None:
-
     from calls.tasks import recording_convert_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     recording_convert_task.delay(recording_id, version)
 
 
 def _files_delete(names: list[str]) -> None:
-
     for name in names:
         try:
             default_storage.delete(name)

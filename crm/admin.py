@@ -156,7 +156,6 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test the connection (and its scopes)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
-
         check = connection_test()
         if check.ok:
             messages.success(request, f"Connected. Scopes: {', '.join(check.scopes)}.")
@@ -167,7 +166,6 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         description="Sync the directory now (users, pipelines, stages)", permissions=["change"]
     )
     def sync_directory(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
-
         try:
             result = directory_sync()
         except Bitrix24Error as exc:

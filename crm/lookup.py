@@ -80,7 +80,6 @@ def lookup_remote(
 
 
 def lookup_parse(results: dict[str, Any], *, e164: str, portal_url: str) -> CallerLookup:
-
     for key in _FIND_KEYS.values():
         if isinstance(results.get(key), Bitrix24Error):
             raise results[key]

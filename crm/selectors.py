@@ -85,7 +85,6 @@ def crm_find_by_phone(
 
 
 def _refresh_in_background(e164: str) -> None:
-
     from crm.tasks import lookup_refresh_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     if once_per(f"lookup-refresh:{e164}", 30):

@@ -237,7 +237,6 @@ class ScenarioAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/scenarios/scenario/import.html", context)
 
     def simulate_view(self, request: HttpRequest) -> HttpResponse:
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         form = SimulateForm(request.POST or None)

@@ -472,7 +472,6 @@ def config_import(*, data: Any) -> dict[str, int]:
 
 
 def _routing_rules_replace(rules: list[dict[str, Any]]) -> dict[str, int]:
-
     gone = list(RoutingRule.objects.values_list("pk", flat=True))
     RoutingRule.objects.all().delete()  # their conditions too
     # Turns are kept per rule id: the replaced rules' cursors would never be read again.

@@ -71,7 +71,6 @@ def _config(run: ActionRun) -> dict[str, Any]:
 
 
 def _facts(call: Call) -> CallFacts:
-
     return call_facts(call)
 
 
@@ -219,7 +218,6 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
 
 
 def _entity_url(entity_type: str, entity_id: int) -> str:
-
     connection_row = Bitrix24Connection.objects.filter(singleton=1).first()
     portal = connection_row.portal_url if connection_row else ""
     return entity_url(portal, entity_type, entity_id) if portal else ""
@@ -227,7 +225,6 @@ def _entity_url(entity_type: str, entity_id: int) -> str:
 
 @action_handler(ActionType.CREATE_LEAD)
 def create_lead(run: ActionRun) -> dict[str, Any]:
-
     config = _config(run)
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
@@ -251,7 +248,6 @@ def create_lead(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.CREATE_DEAL)
 def create_deal(run: ActionRun) -> dict[str, Any]:
-
     config = _config(run)
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
@@ -283,7 +279,6 @@ def create_deal(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.NOTIFY)
 def notify(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     config = _config(run)
     known = directory()
@@ -331,7 +326,6 @@ def _reached_reason(call: Call) -> str | None:
 
 @action_handler(ActionType.CALLBACK_TASK)
 def callback_task(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     config = _config(run)
     if config.get("skip_if_reached", True):
@@ -371,7 +365,6 @@ def callback_task(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("complete_callback_task")
 def complete_callback_task(run: ActionRun) -> dict[str, Any]:
-
     task_run = ActionRun.objects.filter(pk=run.params["task_run_id"]).first()
     if task_run is None or task_run.result.get("completed"):
         raise ActionSkipped("The callback task is already completed.")
@@ -385,7 +378,6 @@ def complete_callback_task(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.TRIGGER_AUTOMATION)
 def trigger_automation(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     config = _config(run)
     if config.get("automation_target") == Action.AutomationTarget.DEAL:
@@ -404,7 +396,6 @@ def trigger_automation(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(ActionType.TIMELINE_COMMENT)
 def timeline_comment(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     entity = _entity(call)
     if entity is None:
@@ -458,7 +449,6 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
 
 @action_handler("hide_card")
 def hide_card(run: ActionRun) -> dict[str, Any]:
-
     call = _call(run)
     if not call.b24_call_id:
         raise ActionSkipped("The call was not registered in Bitrix24.")

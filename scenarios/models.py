@@ -96,7 +96,6 @@ class ScenarioAction(models.Model):
         return f"{self.get_action_type_display()} ({self.scenario.trigger})"
 
     def clean(self) -> None:
-
         try:
             # In an admin inline the scenario may be new (unsaved) but already attached.
             trigger = self.scenario.trigger
@@ -170,7 +169,6 @@ class OfficeHours(models.Model):
         )
 
     def clean(self) -> None:
-
         errors = hours_errors(
             [
                 *OfficeHours.objects.exclude(pk=self.pk).values_list(
@@ -421,7 +419,6 @@ class RoutingRule(models.Model):
         return bool(self.broken_reason)
 
     def clean(self) -> None:
-
         errors = target_errors(
             target=self.target, users=self.users, department_id=self.department_id
         )
@@ -465,13 +462,11 @@ class RoutingCondition(models.Model):
         return self.as_condition().describe()
 
     def as_condition(self) -> Any:
-
         return Condition(
             self.source, self.field, self.operator, tuple(str(v) for v in self.values or [])
         )
 
     def clean(self) -> None:
-
         errors = condition_errors(
             source=self.source, field=self.field, operator=self.operator, values=self.values
         )

@@ -93,7 +93,6 @@ def redispatch_after() -> timedelta:
 
 
 def _send(run_ids: list[int], *, etas: dict[int, datetime] | None = None) -> None:
-
     from scenarios.tasks import run_action_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     now = timezone.now()
@@ -219,7 +218,6 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def _is_transient(exc: Exception) -> bool:
-
     if isinstance(exc, PermanentActionError):
         return False
     if isinstance(exc, Bitrix24Error):

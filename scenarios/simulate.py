@@ -84,7 +84,6 @@ class SimulateForm(forms.Form):
         self.fields["at"].initial = timezone.now().astimezone(tz).strftime("%Y-%m-%dT%H:%M")
 
     def clean_phone_number(self) -> str:
-
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
         except InvalidPhoneNumber as exc:

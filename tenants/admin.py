@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_celery_beat.admin  # noqa: F401 — registers its models on admin.site, to move them
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages

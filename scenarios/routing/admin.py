@@ -174,7 +174,6 @@ class RoutingRuleForm(forms.ModelForm):
         fields = ["name", "enabled", "position", "target", "users", "department_id"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-
         super().__init__(*args, **kwargs)
         self.fields["department_id"].choices = [("", "---------"), *department_choices()]
         people = ", ".join(f"{name} ({user_id})" for user_id, name in user_choices())
@@ -372,7 +371,6 @@ class RouteTestForm(forms.Form):
     )
 
     def clean_phone_number(self) -> str:
-
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
         except InvalidPhoneNumber as exc:

@@ -45,7 +45,6 @@ def routing_directory(*, with_fields: bool = True) -> Directory:
 
 
 def _routing_directory(*, with_fields: bool) -> Directory:
-
     known = directory()
     if not known.synced:
         return known

@@ -227,7 +227,6 @@ class Command(JsonCommand):
         parser.add_argument("--schema", default="", help="Only echoed in the summary.")
 
     def run(self, **options: Any) -> dict[str, Any]:
-
         if options["calls"] < 1:
             raise self.fail("--calls must be at least 1.")
         tz = ZoneInfo(options["timezone"])

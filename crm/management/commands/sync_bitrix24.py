@@ -18,7 +18,6 @@ class Command(JsonCommand):
         parser.add_argument("--schema", required=True)
 
     def run(self, **options: Any) -> dict[str, Any]:
-
         tenant = (
             Tenant.objects.exclude(schema_name="public")
             .filter(schema_name=options["schema"])

@@ -33,7 +33,6 @@ class Command(JsonCommand):
         )
 
     def run(self, **options: Any) -> dict[str, Any]:
-
         state_file = Path(options["state_file"])
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         state.setdefault("username", "admin")
