@@ -28,6 +28,7 @@ from calls.selectors import (
 )
 from calls.sql import (
     CallSnapshot,
+    RunRow,
     call_insert,
     call_lock,
     call_new,
@@ -36,6 +37,8 @@ from calls.sql import (
     event_stored,
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.domain import CrmObject, RoutingFacts
+from scenarios.routing.rules import Route
 from scenarios.routing.services import route_decide_call, route_rule_explanation
 from scenarios.services import scenario_on_call_event, scenario_planning_due
 from tenants.context import tenant_country
@@ -125,7 +128,7 @@ def _route_wanted(call: Call) -> bool:
     )
 
 
-def _route_refresh(call: Call, *, facts: dict[str, Any] | None) -> bool:
+def _route_refresh(call: Call, *, facts: RoutingFacts | None) -> bool:
     """Decides the call's route if it has none yet or only a provisional one (in the caller's
     transaction: a round-robin turn is taken only if the call is recorded)."""
 
@@ -210,8 +213,8 @@ def _event_apply(
     call_id: str,
     raw: dict[str, Any],
     digest: str,
-    crm: dict[str, Any] | None,
-    caller: dict[str, Any] | None = None,
+    crm: CrmObject | None,
+    caller: RoutingFacts | None = None,
 ) -> EventReceipt:
     """`crm` and `caller` (its routing facts) come from the lookup at call.started.
 
@@ -252,8 +255,8 @@ def _event_record(
     event: EventFacts,
     raw: dict[str, Any],
     digest: str,
-    crm: dict[str, Any] | None,
-    caller: dict[str, Any] | None,
+    crm: CrmObject | None,
+    caller: RoutingFacts | None,
 ) -> EventReceipt:
     call, created = read.call, read.created
     call.device = device  # already loaded: spares the planner a query
@@ -292,7 +295,7 @@ def _event_record(
             raise _CallChanged  # created meanwhile by another event: read it
         # The call's runs as they were (the response lists them); read again only if planning
         # wrote any.
-        runs: list[dict[str, Any]] | None = read.runs
+        runs: list[RunRow] | None = read.runs
         if writes_elsewhere and scenario_on_call_event(
             call=call, event_type=event.type, runs=runs, planned=read.planned
         ):
@@ -352,7 +355,7 @@ def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call:
     return head[:300]
 
 
-def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | None = None) -> None:
+def call_crm_set(*, call: Call, crm: CrmObject, facts: RoutingFacts | None = None) -> None:
     """Stores a later (background) lookup when it knows more than what the call has, and
     routes the call if it was routed only provisionally (the caller was not known in time).
 
@@ -382,8 +385,8 @@ def call_crm_set(*, call: Call, crm: dict[str, Any], facts: dict[str, Any] | Non
 
 
 def call_route_preview(
-    *, device: Device, facts: dict[str, Any] | None, crm: dict[str, Any]
-) -> dict[str, Any] | None:
+    *, device: Device, facts: RoutingFacts | None, crm: CrmObject
+) -> Route | None:
     """The route an incoming call from this caller would take now, without taking a turn
     (the bridge's lookup: nothing is called, so nothing is assigned)."""
 

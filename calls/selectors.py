@@ -9,13 +9,15 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call, CallRecording, CallSettings, Device
-from calls.sql import call_runs_read
+from calls.sql import RunRow, call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.domain import CrmObject, RoutingFacts
 from crm.errors import Bitrix24Error
 from crm.mapping import routing_facts
 from crm.models import Bitrix24User
 from crm.selectors import crm_find_by_phone
+from scenarios.routing.rules import Route
 from tenants.context import tenant_country
 from tenants.memo import tenant_memo, tenant_memo_forget
 
@@ -63,7 +65,7 @@ def device_is_silent(*, device: Device, now: datetime | None = None) -> bool:
 
 def caller_lookup_with_facts(
     *, phone_number: str, budget_s: float | None
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> tuple[CrmObject, RoutingFacts | None]:
     """The bridge contract's `crm` object for a number (E.164), and the caller's routing facts
     (crm.mapping.routing_facts; None unless the lookup found or ruled out the caller).
 
@@ -82,15 +84,15 @@ def caller_lookup_with_facts(
 
 
 # What routing knows of a caller without a readable number.
-_NO_CALLER: dict[str, Any] = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
+_NO_CALLER: RoutingFacts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
 
 
-def caller_lookup(*, phone_number: str, budget_s: float | None) -> dict[str, Any]:
+def caller_lookup(*, phone_number: str, budget_s: float | None) -> CrmObject:
     """The bridge contract's `crm` object for a number (see caller_lookup_with_facts)."""
     return caller_lookup_with_facts(phone_number=phone_number, budget_s=budget_s)[0]
 
 
-def routing_facts_from_crm(crm: dict[str, Any]) -> dict[str, Any] | None:
+def routing_facts_from_crm(crm: CrmObject) -> RoutingFacts | None:
     """What routing can still read from a stored `crm` object when the lookup itself is gone
     (the type, the responsible and the deals' ids, not their fields)."""
     if crm.get("status") not in ("found", "not_found"):
@@ -111,7 +113,7 @@ def agent_names(*, user_ids: list[int]) -> dict[int, str]:
     return dict(Bitrix24User.objects.filter(pk__in=user_ids).values_list("pk", "name"))
 
 
-def route_public(route: dict[str, Any] | None) -> dict[str, Any] | None:
+def route_public(route: Route | None) -> Route | None:
     """The bridge contract's `route` object: whom the call should go to and the rule's name.
 
     The call's stored route also holds the audit trail of the decision (explanation, the next
@@ -132,7 +134,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def call_actions(*, call: Call, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def call_actions(*, call: Call, runs: list[RunRow] | None = None) -> list[dict[str, Any]]:
     """The call resource's `actions`; from `runs` (call_runs_read) when already read."""
     actions = []
     for run in call_runs_read(call_id=call.pk) if runs is None else runs:
@@ -148,7 +150,7 @@ def call_actions(*, call: Call, runs: list[dict[str, Any]] | None = None) -> lis
     return actions
 
 
-def call_resource(*, call: Call, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def call_resource(*, call: Call, runs: list[RunRow] | None = None) -> dict[str, Any]:
     """The call as the bridge contract describes it (GET /calls/{call_id}/)."""
     try:
         recording: CallRecording | None = call.recording

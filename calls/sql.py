@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db import connection
 from django.utils import timezone
@@ -39,12 +39,23 @@ class CallSnapshot:
     call: Call
     created: bool = False
     stored_events: list[dict[str, Any]] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)
     planned: set[str] = field(default_factory=set)
 
 
-# What the call resource shows of a run, and its dedupe_key (planning reads it).
-RUN_COLUMNS = ("action_type", "status", "due_at", "done_at", "result", "dedupe_key")
+class RunRow(TypedDict):
+    """One of a call's runs as an event reads it (the call resource shows it; planning reads its
+    dedupe_key)."""
+
+    action_type: str
+    status: str
+    due_at: datetime | None
+    done_at: datetime | None
+    result: dict[str, Any]
+    dedupe_key: str
+
+
+RUN_COLUMNS = tuple(RunRow.__annotations__)
 
 
 def _runs_json(call_id: str) -> str:
@@ -57,7 +68,7 @@ def _runs_json(call_id: str) -> str:
     )
 
 
-def _runs_parsed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _runs_parsed(runs: list[RunRow]) -> list[RunRow]:
     for run in runs:
         run["due_at"], run["done_at"] = _timestamp(run["due_at"]), _timestamp(run["done_at"])
     return runs
@@ -68,7 +79,7 @@ def _runs_sql() -> str:
     return f"SELECT {_runs_json('%s')}"
 
 
-def call_runs_read(*, call_id: int) -> list[dict[str, Any]]:
+def call_runs_read(*, call_id: int) -> list[RunRow]:
     """The call's runs (RUN_COLUMNS), oldest first."""
     row = fetchone(_runs_sql(), [call_id])
     return _runs_parsed(row[0] if row else [])

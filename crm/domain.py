@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 LookupStatus = Literal["found", "not_found", "pending", "unavailable"]
 EntityType = Literal["contact", "company", "lead", "deal"]
+
+
+class CrmObject(TypedDict):
+    """The bridge contract's `crm` object (`CallerLookup.as_api()`), as a call stores it. Before
+    the lookup answers, or when it could not, only `status` may be there."""
+
+    status: LookupStatus
+    entity: NotRequired[dict[str, Any] | None]
+    responsible: NotRequired[dict[str, Any] | None]
+    deals: NotRequired[list[dict[str, Any]]]
+
+
+class RoutingFacts(TypedDict):
+    """What routing rules may read about a caller (`crm.mapping.routing_facts`): the entity's
+    type and fields (by the rules' names and Bitrix24's), its responsible, its open deals."""
+
+    entity_type: str
+    entity: dict[str, Any]
+    responsible_id: int | None
+    deals: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,7 @@ class CallerLookup:
     def found(self) -> bool:
         return self.status == "found"
 
-    def as_api(self) -> dict[str, Any]:
+    def as_api(self) -> CrmObject:
         return {
             "status": self.status,
             "entity": (

@@ -7,6 +7,8 @@ import re
 from datetime import datetime
 from typing import Any
 
+from crm.domain import CallerLookup, RoutingFacts
+
 # Domain entity type → (Bitrix24 type name, owner type id, UF_CRM_TASK prefix) (REFERENCE 6).
 ENTITY_TYPES: dict[str, tuple[str, int, str]] = {
     "lead": ("LEAD", 1, "L"),
@@ -182,7 +184,7 @@ ROUTING_ENTITY_FIELDS = {
 }
 
 
-def routing_facts(lookup: Any) -> dict[str, Any]:
+def routing_facts(lookup: CallerLookup) -> RoutingFacts:
     """What routing rules may read about a caller (scenarios/routing/rules.py), from a lookup."""
     fields = dict(lookup.entity_fields or {})
     entity = {**fields, **{name: fields.get(b24) for name, b24 in ROUTING_ENTITY_FIELDS.items()}}

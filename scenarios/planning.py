@@ -21,8 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from calls.lifecycle import FOUND, NOT_FOUND
+from crm.domain import CrmObject
 from scenarios.choices import CREATION_TYPES, ActionType, Trigger
 from scenarios.models import ScenarioAction
+from scenarios.routing.rules import Route
 from scenarios.worktime import WorkSchedule, due_at, schedule_is_open
 
 Action = ScenarioAction
@@ -56,8 +58,8 @@ class CallFacts:
     outcome: str = ""
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    crm: dict[str, Any] = field(default_factory=dict)
-    route: dict[str, Any] = field(default_factory=dict)
+    crm: CrmObject | dict[str, Any] = field(default_factory=dict)
+    route: Route = field(default_factory=Route)
     agent_id: int | None = None
 
     @property

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
+from calls.sql import RunRow
 from scenarios.choices import CREATION_TYPES, ActionType, Trigger
 from scenarios.models import (
     ActionRun,
@@ -59,7 +60,7 @@ def _plannable(call: Call) -> bool:
     return bool(call.phone_number and call.direction)
 
 
-def _lookup_planned(call: Call, runs: list[dict[str, Any]] | None) -> bool:
+def _lookup_planned(call: Call, runs: list[RunRow] | None) -> bool:
     """The background lookup is among the call's runs as read (runs are never deleted)."""
     key = call_run_key(call.pk, "lookup_caller")
     return runs is not None and any(run["dedupe_key"] == key for run in runs)
@@ -76,7 +77,7 @@ def _phases_planned(call: Call, planned: set[str]) -> bool:
     )
 
 
-def scenario_planning_due(*, call: Call, runs: list[dict[str, Any]], planned: set[str]) -> bool:
+def scenario_planning_due(*, call: Call, runs: list[RunRow], planned: set[str]) -> bool:
     """Whether scenario_on_call_event would plan anything for the call as it now is, given its
     runs and planned phases as read (a pure check: the bridge opens a transaction only then)."""
     if not _plannable(call):
@@ -90,7 +91,7 @@ def scenario_on_call_event(
     *,
     call: Call,
     event_type: str,
-    runs: list[dict[str, Any]] | None = None,
+    runs: list[RunRow] | None = None,
     planned: set[str] | None = None,
 ) -> bool:
     """Plans the work a call event causes; runs inside the transaction that recorded the event.

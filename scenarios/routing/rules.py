@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+from crm.domain import RoutingFacts
 
 EQUALS = "equals"
 NOT_EQUALS = "not_equals"
@@ -66,6 +68,35 @@ DEAL_FIELDS = {
     "id": "deal id",
 }
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+
+
+class RoutePerson(TypedDict):
+    id: int
+    name: str
+
+
+class RouteNext(TypedDict):
+    """Who takes a missed call next (the tenant's "missed calls go to the next" setting)."""
+
+    user: RoutePerson
+    rule: str | None
+
+
+class Route(TypedDict, total=False):
+    """Who takes a call and why: what `route_decide_call` decides and the call stores (its
+    `route`). The bridge sees `user` and `rule`; the rest is the audit trail of the decision."""
+
+    user: RoutePerson | None
+    rule: str | None
+    rule_id: int | None
+    crm_status: str
+    decided_at: str
+    # Decided without the caller's CRM data (or the direction): decided again when known.
+    provisional: bool
+    next: RouteNext | None
+    missed_by: RoutePerson | None
+    unavailable: dict[str, str]
+    explanation: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -185,13 +216,13 @@ def value_matches(value: Any, operator: str, wanted: Sequence[str]) -> bool:
     raise ValueError(f"Unknown operator {operator!r}.")
 
 
-def _entity_value(condition: Condition, facts: dict[str, Any]) -> Any:
+def _entity_value(condition: Condition, facts: RoutingFacts) -> Any:
     if condition.source == SOURCE_ENTITY_TYPE:
         return facts.get("entity_type") or ""
     return (facts.get("entity") or {}).get(condition.field)
 
 
-def rule_evaluate(conditions: Sequence[Condition], facts: dict[str, Any]) -> RuleOutcome:
+def rule_evaluate(conditions: Sequence[Condition], facts: RoutingFacts) -> RuleOutcome:
     outcome = RuleOutcome(matched=True)
     deal_conditions = [c for c in conditions if c.source == SOURCE_DEAL]
     for condition in conditions:
@@ -250,7 +281,7 @@ class RouteDecision:
 
 def route_decide(
     *,
-    facts: dict[str, Any],
+    facts: RoutingFacts,
     rules: Sequence[Rule],
     others_user_id: int | None,
     responsible_first: bool,
@@ -310,7 +341,7 @@ def route_decide(
     return RouteDecision(others_user_id, OTHERS_RULE, None, explanation)
 
 
-def _rule_candidates(rule: Rule, facts: dict[str, Any], outcome: RuleOutcome) -> list[int]:
+def _rule_candidates(rule: Rule, facts: RoutingFacts, outcome: RuleOutcome) -> list[int]:
     if rule.target == TARGET_RESPONSIBLE:
         if outcome.deal is not None and outcome.deal.get("responsible"):
             return [int(outcome.deal["responsible"])]

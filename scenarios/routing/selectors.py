@@ -22,6 +22,7 @@ from scenarios.routing.rules import (
     SOURCE_ENTITY_TYPE,
     VALUELESS,
     Condition,
+    Route,
     Rule,
 )
 from scenarios.selectors import Directory, directory
@@ -201,7 +202,7 @@ def routing_rule_problems(
     return conditions, target
 
 
-def route_explain(route: dict[str, Any]) -> list[dict[str, Any]]:
+def route_explain(route: Route) -> list[dict[str, Any]]:
     """A stored route's explanation as rows people read: what was tried, in order, and why it
     did or did not decide (the call page and the rule tester show these)."""
     names = directory().names

@@ -12,12 +12,13 @@ from django.utils import timezone
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
+from crm.domain import RoutingFacts
 from crm.errors import Bitrix24Error
 from crm.mapping import routing_facts
 from crm.selectors import crm_find_by_phone
 from crm.services import directory_timeman_refresh
 from scenarios.models import RoundRobinCursor, RoutingCondition, RoutingRule, RoutingSettings
-from scenarios.routing.rules import OTHERS_RULE, Rule, route_decide
+from scenarios.routing.rules import OTHERS_RULE, Route, RoutePerson, Rule, route_decide
 from scenarios.routing.selectors import (
     ROUTING_SETTINGS_MEMO,
     routing_directory,
@@ -31,7 +32,7 @@ from tenants.memo import tenant_memo_forget
 logger = logging.getLogger(__name__)
 
 
-def route_for_outcome(call: Call) -> dict[str, Any]:
+def route_for_outcome(call: Call) -> Route:
     """The route the call's actions follow (see route_effective)."""
     return route_effective(
         route=call.route or {},
@@ -41,9 +42,7 @@ def route_for_outcome(call: Call) -> dict[str, Any]:
     )
 
 
-def route_effective(
-    *, route: dict[str, Any], direction: str, ended: bool, outcome: str
-) -> dict[str, Any]:
+def route_effective(*, route: Route, direction: str, ended: bool, outcome: str) -> Route:
     """For a missed incoming call, per the tenant's setting, the next member of the queue takes
     the routed user's place (they did not answer); otherwise the route as decided."""
     route = dict(route)
@@ -88,7 +87,7 @@ OUTGOING_RULE = None  # an outgoing call is not routed: the agent who dials it t
 
 def route_decide_call(
     *,
-    facts: dict[str, Any] | None,
+    facts: RoutingFacts | None,
     crm_status: str,
     direction: str,
     agent_id: int,
@@ -114,11 +113,11 @@ def route_decide_call(
             unavailable[str(user_id)] = reason
         return reason is None
 
-    def person(user_id: int) -> dict[str, Any]:
+    def person(user_id: int) -> RoutePerson:
         return {"id": user_id, "name": known.user_name(user_id)}
 
     others, others_note = _others_user(settings=settings, agent_id=agent_id, available=available)
-    route: dict[str, Any] = {
+    route: Route = {
         "crm_status": crm_status,
         "decided_at": timezone.now().isoformat(),
         "provisional": False,
@@ -203,7 +202,7 @@ def _others_user(
     return agent_id, {}
 
 
-def route_rule_explanation(route: dict[str, Any]) -> str:
+def route_rule_explanation(route: Route) -> str:
     """One line for the audit trail: who, by which rule."""
     user = route.get("user") or {}
     who = f"{user.get('name') or 'user'} ({user.get('id')})"
