@@ -15,7 +15,7 @@ from django.utils import timezone
 from calls.models import Call, CallTransition
 from calls.services import device_register
 from calls.tests.conftest import T0, Bridge, ended, event, started
-from calls.tests.test_bitrix24 import run_due
+from calls.tests.test_handlers import run_due
 from crm.models import Bitrix24Connection
 from scenarios.models import ActionRun, RoutingCondition, RoutingRule, RoutingSettings
 from tenants.models import Tenant

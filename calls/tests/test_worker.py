@@ -15,7 +15,7 @@ from django_tenants.utils import schema_context
 from calls.models import Call, CallEvent, CallNote, CallRecording, CallTransition, Device
 from calls.services import device_register
 from calls.tests.conftest import T0, Bridge, ended, started
-from calls.tests.test_bitrix24 import FINISH, REGISTER, ok_requests
+from calls.tests.test_handlers import FINISH, REGISTER, ok_requests
 from scenarios.models import ActionRun, CallPlan
 from scenarios.outbox import runs_dispatch
 

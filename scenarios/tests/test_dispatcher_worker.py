@@ -28,7 +28,7 @@ from django_tenants.utils import schema_context
 
 from calls.models import Call, Device
 from calls.services import device_register
-from calls.tests.test_bitrix24 import ok_requests
+from calls.tests.test_handlers import ok_requests
 from conftest import REPO, subprocess_database_url
 from scenarios.models import ActionRun, ScenarioAction
 from scenarios.outbox import run_plan

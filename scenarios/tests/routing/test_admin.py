@@ -12,7 +12,7 @@ from django.test import Client
 
 from crm.services import directory_sync
 from scenarios.models import RoundRobinCursor, RoutingCondition, RoutingRule, RoutingSettings
-from scenarios.tests.test_routing import rule_make, settings_set
+from scenarios.tests.routing.test_services import rule_make, settings_set
 from tenants.models import Tenant
 
 LIST = "/admin/scenarios/routingrule/"
