@@ -15,13 +15,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
+from pytest_django import DjangoDbBlocker, Settings
 
+from tenants.connection import TenantConnection
 from tenants.models import Tenant
 from tenants.services import TenantSpec, tenant_provision
 
@@ -32,7 +34,7 @@ pytest_plugins = ["crm.tests.portal"]
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
+def _fast_password_hashing(settings: Settings) -> None:
     # Real hashing costs ~0.3 s per login; what is tested here is which schema answers.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -41,7 +43,7 @@ def _fast_password_hashing(settings: pytest.FixtureRequest) -> None:
 def django_db_setup(
     request: pytest.FixtureRequest,
     django_test_environment: None,
-    django_db_blocker: pytest.FixtureRequest,
+    django_db_blocker: DjangoDbBlocker,
     django_db_modify_db_settings: None,
 ) -> Iterator[None]:
     """Always a test database, even when no selected test asks for `db`.
@@ -54,7 +56,10 @@ def django_db_setup(
     verbosity = request.config.option.verbose
     with django_db_blocker.unblock():
         config = setup_databases(
-            verbosity=verbosity, interactive=False, aliases={"default"}, serialized_aliases=set()
+            verbosity=verbosity,
+            interactive=False,
+            aliases={"default": False},  # {alias: serialized}, as Django's test runner passes them
+            serialized_aliases=set(),
         )
     yield
     with django_db_blocker.unblock():
@@ -62,7 +67,7 @@ def django_db_setup(
 
 
 @pytest.fixture(scope="session")
-def tenants(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> dict[str, Tenant]:
+def tenants(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> dict[str, Tenant]:
     if not connection.settings_dict["NAME"].startswith("test_"):
         raise RuntimeError(
             "Tests must run on a test database, not " + connection.settings_dict["NAME"]
@@ -80,7 +85,7 @@ def tenants(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> 
                     country="PL",
                 )
             )
-        connection.set_schema_to_public()
+        cast(TenantConnection, connection).set_schema_to_public()
     return made
 
 
@@ -105,12 +110,12 @@ def _public_schema_between_tests() -> Iterator[None]:
     tenant_cache_clear()
     tenant_memo_clear()
     yield
-    connection.set_schema_to_public()
+    cast(TenantConnection, connection).set_schema_to_public()
 
 
 @pytest.fixture
 def committed_db(
-    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
+    tenants: dict[str, Tenant], django_db_blocker: DjangoDbBlocker
 ) -> Iterator[Callable[[Callable[[], None]], None]]:
     """Autocommit database access; register cleanups with the yielded function."""
     cleanups: list[Callable[[], None]] = []
@@ -118,7 +123,7 @@ def committed_db(
         yield cleanups.append
         for cleanup in reversed(cleanups):
             cleanup()
-        connection.set_schema_to_public()
+        cast(TenantConnection, connection).set_schema_to_public()
 
 
 def subprocess_database_url() -> str:
@@ -132,9 +137,7 @@ def subprocess_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(
-    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
-) -> Iterator[str]:
+def celery_worker(tenants: dict[str, Tenant], django_db_blocker: DjangoDbBlocker) -> Iterator[str]:
     """A real Celery worker process on a queue of its own; yields the queue name."""
     from simtrix.celery import app
 
@@ -172,9 +175,7 @@ def celery_worker(
 
 
 @pytest.fixture(scope="session")
-def web_server(
-    tenants: dict[str, Tenant], django_db_blocker: pytest.FixtureRequest
-) -> Iterator[int]:
+def web_server(tenants: dict[str, Tenant], django_db_blocker: DjangoDbBlocker) -> Iterator[int]:
     """The project's WSGI application on 127.0.0.1 in a thread of the test process (it sees
     what `committed_db` tests commit); yields the port. `<schema>.localhost:<port>` is a
     tenant's host: browsers resolve every `*.localhost` to the loopback address."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from bench._harness import lateness_table, percentile, throwaway_environment
 
@@ -31,7 +32,7 @@ ANNA = {
 }
 
 
-def _plan(schema: str, count: int, minute: object, rng: random.Random) -> None:
+def _plan(schema: str, count: int, minute: datetime, rng: random.Random) -> None:
     from django.utils import timezone
     from django_tenants.utils import schema_context
 
@@ -41,10 +42,11 @@ def _plan(schema: str, count: int, minute: object, rng: random.Random) -> None:
 
     with schema_context(schema):
         device = Device.objects.get()
-        configs = {
-            kind: {**ScenarioAction.objects.filter(action_type=kind).first().as_config()}
-            for kind in ("notify", "callback_task")
-        }
+        configs: dict[str, dict[str, Any]] = {}
+        for kind in ("notify", "callback_task"):
+            action = ScenarioAction.objects.filter(action_type=kind).first()
+            assert action is not None, f"the default scenario has a {kind} action"
+            configs[kind] = {**action.as_config()}
         configs["callback_task"]["skip_if_reached"] = False
         now = timezone.now()
         for index in range(count):
@@ -75,6 +77,7 @@ def _collect(schemas: list[str]) -> list[tuple[str, float, float | None, float |
             for status, due, claimed, done in ActionRun.objects.filter(
                 dedupe_key__startswith="bench:"
             ).values_list("status", "due_at", "claimed_at", "done_at"):
+                assert due is not None  # every run here was planned with a due_at
                 rows.append((
                     status,
                     0.0,

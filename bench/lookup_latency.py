@@ -99,7 +99,7 @@ def _run(portal: object, *, misses: int, hits: int) -> list[tuple[str, list[floa
 
         def hit(number: str) -> object:
             result = crm_find_by_phone(phone=number)
-            assert result.cached  # type: ignore[attr-defined]
+            assert result.cached
             return result
 
         for number in found:  # warm-up: connections, imports, the directory

@@ -48,6 +48,7 @@ def _planner(env: Any, rate: float, stop: threading.Event, planned: list[tuple[s
     for schema in env.schemas:
         with schema_context(schema):
             action = ScenarioAction.objects.filter(action_type="notify").first()
+            assert action is not None, "the default scenario has a notify action"
             configs[schema] = (Device.objects.get(), action.as_config())
     index = 0
     try:
@@ -169,7 +170,8 @@ def main() -> None:
 
         print(f"beat (re-read every {args.resync:.0f} s) and a worker up; planning "
               f"{args.rate}/s for {args.minutes} min", flush=True)  # fmt: skip
-        stop, planned = threading.Event(), []
+        stop = threading.Event()
+        planned: list[tuple[str, int]] = []
         planner = threading.Thread(target=_planner, args=(env, args.rate, stop, planned))
         planner.start()
         faults = []

@@ -172,7 +172,7 @@ def crm_activity_add(ctx: Ctx, p: dict[str, Any]) -> Any:
     subject = str(data.get("SUBJECT") or "").strip()
     if not subject:
         raise RestError("The field SUBJECT is not defined or empty")
-    comms = []
+    comms: list[dict[str, Any]] = []
     for raw in as_list(data.get("COMMUNICATIONS")):
         if not isinstance(raw, dict):
             continue

@@ -512,14 +512,11 @@ def _resolve(match: re.Match[str], sources: dict[str, dict[Any, Any]]) -> Any:
         key = to_int(key)
     value: Any = source.get(key)
     for part in re.findall(r"\[([^\]]*)\]", match.group(3)):
+        index = to_int(part)
         if isinstance(value, dict):
             value = value.get(part)
-        elif (
-            isinstance(value, list)
-            and to_int(part) is not None
-            and 0 <= to_int(part, 0) < len(value)
-        ):  # type: ignore[operator]
-            value = value[to_int(part, 0) or 0]
+        elif isinstance(value, list) and index is not None and 0 <= index < len(value):
+            value = value[index]
         else:
             value = None
     return value

@@ -104,7 +104,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         # add ~40 ms to every keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection.settimeout(30)
-        self.connection.do_handshake()  # type: ignore[attr-defined]
+        self.connection.do_handshake()  # an ssl.SSLSocket: get_request wraps every socket
         self.connection.settimeout(self.timeout)
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -217,7 +217,7 @@ class State:
             uid = int(fields.get("ID") or 0) or self.counters["user"] + 1
             self.counters["user"] = max(self.counters["user"], uid)
             t = registered if registered is not None else now()
-            user = {
+            user: dict[str, Any] = {
                 "ID": uid,
                 "ACTIVE": True,
                 "NAME": "",

@@ -128,10 +128,12 @@ class DeviceAdmin(admin.ModelAdmin):
     readonly_fields = ["token_hint", "revoked_at", "last_seen_at", "app_version", "created_at"]
     actions = ["revoke_tokens", "rotate_tokens"]
 
-    def get_form(self, request: HttpRequest, obj: Device | None = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Device | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = DeviceCreationForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Calls point at their device for the audit trail: revoke instead of deleting.
@@ -242,8 +244,9 @@ class AgentFilter(admin.SimpleListFilter):
         return [(str(user_id), names.get(user_id) or f"Bitrix24 user {user_id}") for user_id in ids]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
-        if self.value() and self.value().isdigit():
-            return queryset.filter(device__bitrix24_user_id=int(self.value()))
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(device__bitrix24_user_id=int(value))
         return queryset
 
 
@@ -266,7 +269,7 @@ class DateRangeFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return list(self.parameters)
 
     def _bound(self, name: str) -> datetime | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from calls.models import Call, CallRecording
 from crm.models import RequestLog
 from scenarios.models import ActionRun
+from scenarios.routing.rules import Route
 from scenarios.routing.selectors import route_explain
 
 logger = logging.getLogger(__name__)
@@ -20,9 +21,10 @@ def call_audit_trail(*, call: Call) -> dict[str, Any]:
         recording: CallRecording | None = call.recording
     except CallRecording.DoesNotExist:
         recording = None
+    route = cast(Route, call.route or {})
     return {
-        "route": call.route or {},
-        "route_rows": route_explain(call.route or {}),
+        "route": route,
+        "route_rows": route_explain(route),
         "events": list(call.events.order_by("received_at", "pk")),
         "transitions": list(call.transitions.select_related("event").order_by("at", "pk")),
         "runs": list(ActionRun.objects.filter(call=call).order_by("pk")),

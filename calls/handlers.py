@@ -10,7 +10,7 @@ typed errors go through unchanged: the outbox retries the transient ones.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
@@ -25,6 +25,7 @@ from calls.selectors import caller_lookup_with_facts
 from calls.services import call_b24_logged, call_b24_registered
 from crm.errors import Bitrix24AuthTypeDenied, Bitrix24TransientError
 from crm.services import (
+    Direction,
     crm_activity_log_call,
     crm_call_attach_record,
     crm_call_finish,
@@ -33,6 +34,7 @@ from crm.services import (
 )
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
+from tenants.connection import TenantConnection
 from tenants.context import tenant_timezone
 
 TELEPHONY_REFUSED_NOTE = (
@@ -57,7 +59,7 @@ def _call(run: ActionRun) -> Call:
 def _external_call_id(call: Call) -> str:
     # Unique per physical call and stable across retries; Bitrix24 merges calls that share
     # user, number and type within 30 minutes unless this differs (REFERENCE 7.1).
-    return f"simtrix:{connection.schema_name}:{call.pk}"
+    return f"simtrix:{cast(TenantConnection, connection).schema_name}:{call.pk}"
 
 
 def _entity(call: Call) -> tuple[str, int] | None:
@@ -112,7 +114,7 @@ def _register(
         intent_key=intent_key,
         user_id=user_id,
         phone=call.phone_number,
-        direction=call.direction,
+        direction=cast(Direction, call.direction),  # known: _require_whole_call
         started_at=_started_at(call),
         line_number=call.device.phone_number,
         external_call_id=_external_call_id(call),
@@ -228,7 +230,7 @@ def _log_as_activity(run: ActionRun, call: Call, *, user_id: int, duration: int)
         entity=entity,
         user_id=user_id,
         phone=call.phone_number,
-        direction=call.direction,
+        direction=cast(Direction, call.direction),  # known: _require_whole_call
         started_at=_started_at(call),
         duration_s=duration,
         outcome=call.outcome,

@@ -13,7 +13,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -38,7 +38,7 @@ from calls.sql import (
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject, RoutingFacts
-from scenarios.routing.rules import Route
+from scenarios.routing.rules import Route, RoutePerson
 from scenarios.routing.services import route_decide_call, route_rule_explanation
 from scenarios.services import scenario_on_call_event, scenario_planning_due
 from tenants.context import tenant_country
@@ -135,7 +135,8 @@ def _route_refresh(call: Call, *, facts: RoutingFacts | None) -> bool:
     if not _route_wanted(call):
         return False
     if facts is None and call.phone_number:
-        facts = routing_facts_from_crm(call.crm or {})
+        # A call not looked up yet stores {}: no status, so no facts.
+        facts = routing_facts_from_crm(cast(CrmObject, call.crm or {}))
     elif facts is None and call.crm_status in ("found", "not_found"):
         facts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
     call.route = route_decide_call(
@@ -226,9 +227,10 @@ def _event_apply(
     elsewhere: a new call, a round-robin turn, planned runs.
     """
     likely_new = event.type == STARTED
+    snapshot: CallSnapshot | None
     for _ in range(_EVENT_ATTEMPTS):
         if likely_new:
-            snapshot: CallSnapshot | None = CallSnapshot(
+            snapshot = CallSnapshot(
                 call=call_new(device_id=device.pk, call_id=call_id), created=True
             )
         else:
@@ -346,11 +348,9 @@ def _describe(*, event: EventFacts, created: bool, before: dict[str, Any], call:
     else:
         head = f"{event.type} updated the call"
     head = f"{head}, outcome {call.outcome}" if call.outcome else head
-    route = call.route or {}
-    if (before["routed_to"], before["route_rule"]) != (
-        (route.get("user") or {}).get("id"),
-        route.get("rule"),
-    ):
+    route = cast(Route, call.route or {})
+    user: RoutePerson | dict[str, Any] = route.get("user") or {}
+    if (before["routed_to"], before["route_rule"]) != (user.get("id"), route.get("rule")):
         head = f"{head}; {route_rule_explanation(route)}"
     return head[:300]
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django.db import connection, models
+
+from tenants.connection import TenantConnection
 
 
 class Device(models.Model):
@@ -203,7 +207,8 @@ class CallNote(models.Model):
 
 
 def recording_upload_to(instance: CallRecording, filename: str) -> str:
-    return f"recordings/{connection.schema_name}/{instance.call_id}/{filename}"
+    schema = cast(TenantConnection, connection).schema_name
+    return f"recordings/{schema}/{instance.call_id}/{filename}"
 
 
 class CallRecording(models.Model):

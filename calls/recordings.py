@@ -7,6 +7,7 @@ import hashlib
 import logging
 import tempfile
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,7 +76,7 @@ def call_recording_store(
         if recording is None:
             recording = CallRecording(call=locked, version=1)
         else:
-            stale = [f.name for f in (recording.original, recording.converted) if f]
+            stale = [f.name for f in (recording.original, recording.converted) if f.name]
             recording.version += 1
         version = recording.version
         recording.original_format = audio_format
@@ -190,7 +191,7 @@ def recordings_expire(*, now: datetime | None = None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=days)
     expired = 0
     for recording in CallRecording.objects.filter(uploaded_at__lt=cutoff, deleted_at__isnull=True):
-        names = [f.name for f in (recording.original, recording.converted) if f]
+        names = [f.name for f in (recording.original, recording.converted) if f.name]
         with transaction.atomic():
             updated = CallRecording.objects.filter(pk=recording.pk, deleted_at__isnull=True).update(
                 deleted_at=timezone.now(), original="", converted=""
@@ -203,6 +204,6 @@ def recordings_expire(*, now: datetime | None = None) -> int:
                 changes={"recording_deleted": [False, True]},
                 description=f"Recording audio deleted after {days} days (retention)",
             )
-            transaction.on_commit(lambda names=names: _files_delete(names))
+            transaction.on_commit(partial(_files_delete, names))
         expired += 1
     return expired

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
@@ -61,7 +61,7 @@ def device_revoke(*, device: Device) -> None:
     device.refresh_from_db()
 
 
-def device_mark_seen(*, device_id: int, app_version: str, seen_at: str | None = None) -> int:
+def device_mark_seen(*, device_id: int, app_version: str, seen_at: datetime | None = None) -> int:
     """Records a sign of life from the device; returns the number of devices updated (0 or 1)."""
     return Device.objects.filter(pk=device_id).update(
         last_seen_at=seen_at or timezone.now(), app_version=app_version

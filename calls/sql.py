@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from django.db import connection
 from django.utils import timezone
@@ -68,10 +68,11 @@ def _runs_json(call_id: str) -> str:
     )
 
 
-def _runs_parsed(runs: list[RunRow]) -> list[RunRow]:
+def _runs_parsed(runs: list[dict[str, Any]]) -> list[RunRow]:
+    """The runs as _runs_json reads them (timestamps as ISO strings), parsed in place."""
     for run in runs:
         run["due_at"], run["done_at"] = _timestamp(run["due_at"]), _timestamp(run["done_at"])
-    return runs
+    return cast("list[RunRow]", runs)
 
 
 @cache
@@ -87,7 +88,8 @@ def call_runs_read(*, call_id: int) -> list[RunRow]:
 
 @cache
 def _read_sql() -> str:
-    columns = ", ".join(f"c.{connection.ops.quote_name(f.column)}" for f in _CALL_FIELDS)
+    # A concrete field has a column.
+    columns = ", ".join(f"c.{connection.ops.quote_name(cast(str, f.column))}" for f in _CALL_FIELDS)
     event = {name: f"e.{column(CallEvent, name)}" for name in ("event_id", "type", "occurred_at")}
     return f"""
         SELECT {columns},
@@ -265,4 +267,4 @@ def event_stored(*, event_id: str) -> tuple[int, str, int | None, Any] | None:
     if row is None:
         return None
     body_field = CallEvent._meta.get_field("response_body")
-    return row[0], row[1], row[2], body_field.from_db_value(row[3], None, connection)
+    return row[0], row[1], row[2], body_field.from_db_value(row[3], None, connection)  # type: ignore[arg-type]  # JSONField reads `expression` only for key transforms

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from calls import services
+from calls import recordings
 from calls.audio import ConversionFailed
 from tenants.fanout import in_tenant_schema, tenants_each
 
@@ -21,7 +21,7 @@ def recording_convert_task(recording_id: int, version: int) -> bool:
     # A failed conversion is kept on the recording; attach_recording reports it for good.
 
     try:
-        return services.recording_convert(recording_id=recording_id, version=version)
+        return recordings.recording_convert(recording_id=recording_id, version=version)
     except ConversionFailed:
         return False
 
@@ -30,7 +30,7 @@ def recording_convert_task(recording_id: int, version: int) -> bool:
 def recordings_expire_task() -> int:
     if not in_tenant_schema("calls.recordings_expire"):
         return 0
-    return services.recordings_expire()
+    return recordings.recordings_expire()
 
 
 @shared_task(name="calls.recordings_expire_all", ignore_result=True, expires=1800)

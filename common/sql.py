@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from django.db import connection
-from django.db.models import JSONField, Model
+from django.db.models import Field, ForeignObjectRel, JSONField, Model
 
 
 def table(model: type[Model]) -> str:
@@ -24,7 +24,15 @@ def table(model: type[Model]) -> str:
 
 
 def column(model: type[Model], name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+    return _quoted_column(model._meta.get_field(name))
+
+
+def _quoted_column(field: Field[Any, Any] | ForeignObjectRel) -> str:
+    # Only concrete fields have a column: Django leaves `column` None on the others, and the
+    # reverse side of a relation has none at all. Every name given here is a concrete field's.
+    if isinstance(field, ForeignObjectRel) or field.column is None:
+        raise ValueError(f"{field} has no column")
+    return connection.ops.quote_name(field.column)
 
 
 def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -56,7 +64,7 @@ def _cursor(raw: psycopg.Connection) -> psycopg.Cursor:
 
 
 def pk_column(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.pk.column)
+    return _quoted_column(model._meta.pk)
 
 
 def prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
@@ -78,7 +86,7 @@ def _json_fields(model: type[Model]) -> dict[str, Any]:
 @cache
 def _insert_sql(model: type[Model], unique: tuple[str, ...]) -> str:
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(_quoted_column(f) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     conflict = ", ".join(column(model, name) for name in unique)
     return (

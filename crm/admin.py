@@ -60,7 +60,8 @@ class ConnectionForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()  # ModelForm's marks the form for the unique checks
+        data = self.cleaned_data
         mode = data.get("auth_mode")
         if mode == Bitrix24Connection.AuthMode.WEBHOOK and not (
             data.get("new_webhook_url") or self.instance.webhook_url

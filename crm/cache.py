@@ -8,15 +8,16 @@ responsible, a new deal) invalidates every number that resolved to it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 
 from crm.redis_client import get_redis
+from tenants.connection import TenantConnection
 
 
 def _prefix() -> str:
-    return f"simtrix:crm:{connection.schema_name}"
+    return f"simtrix:crm:{cast(TenantConnection, connection).schema_name}"
 
 
 def lookup_key(e164: str) -> str:
@@ -51,7 +52,8 @@ def cache_delete(e164: str) -> None:
 def cache_delete_entity(entity_type: str, entity_id: int) -> None:
     r = get_redis()
     key = _entity_key(entity_type, entity_id)
-    phones = [p.decode() for p in r.smembers(key)]
+    # get_redis() leaves decode_responses off: members come back as bytes.
+    phones = [p.decode() for p in cast(set[bytes], r.smembers(key))]
     keys = [lookup_key(p) for p in phones] + [key]
     r.delete(*keys)
 

@@ -109,7 +109,10 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
     client = client or Bitrix24Client()
     data, requests = directory_fetch(client)
     now = timezone.now()
-    country = getattr(connection.tenant, "default_country", "PL") or "PL"
+    # django-tenants sets `tenant` on the connection (a FakeTenant, without default_country,
+    # when only a schema was set); it is untyped.
+    tenant = getattr(connection, "tenant", None)
+    country = getattr(tenant, "default_country", "PL") or "PL"
     removed: dict[str, int] = {}
     with transaction.atomic():
         users = [_user(row, country, now) for row in data["users"] if as_int(row.get("ID"))]
@@ -290,8 +293,9 @@ def _department(row: dict[str, Any], now: Any) -> Department:
 
 def _pipeline(row: dict[str, Any], now: Any) -> Pipeline:
     is_default = row.get("isDefault", row.get("IS_DEFAULT"))
+    pipeline_id: Any = row.get("id", row.get("ID"))  # the portal's JSON: a number or a string
     return Pipeline(
-        id=int(row.get("id", row.get("ID"))),
+        id=int(pipeline_id),
         name=str(row.get("name") or row.get("NAME") or "")[:255],
         sort=as_int(row.get("sort", row.get("SORT"))) or 0,
         is_default=is_default in ("Y", True, 1, "1"),

@@ -20,7 +20,7 @@ scheduled.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from crm import client as b24
 from crm.client import Bitrix24Client, Req
@@ -87,7 +87,8 @@ def lookup_parse(results: dict[str, Any], *, e164: str, portal_url: str) -> Call
         hits = set(results[_FIND_KEYS[entity_type]].get(b24_type(entity_type), []))
         if not hits:
             continue
-        rows = results.get(_LIST_KEYS[entity_type])
+        # run_batch answers every request it was given: the entity list's rows, or its error.
+        rows = cast(list[dict[str, Any]] | Bitrix24Error, results.get(_LIST_KEYS[entity_type]))
         if isinstance(rows, Bitrix24Error):
             raise rows
         rows = [r for r in rows if as_int(r.get("ID")) in hits]

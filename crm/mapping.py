@@ -150,7 +150,8 @@ def user_name(fields: dict[str, Any]) -> str:
 
 def stage_semantics(row: dict[str, Any]) -> str:
     """``crm.status.list`` SEMANTICS (None/S/F) or EXTRA.SEMANTICS → process|success|failure."""
-    extra = row.get("EXTRA") if isinstance(row.get("EXTRA"), dict) else {}
+    raw_extra = row.get("EXTRA")
+    extra = raw_extra if isinstance(raw_extra, dict) else {}
     value = str(extra.get("SEMANTICS") or row.get("SEMANTICS") or "").lower()
     if value in ("s", "success"):
         return "success"

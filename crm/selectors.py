@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from crm.cache import cache_get, cache_set, once_per
 from crm.client import Bitrix24Client
-from crm.domain import CallerLookup
+from crm.domain import CallerLookup, LookupStatus
 from crm.errors import Bitrix24Error
 from crm.lookup import lookup_remote
 from crm.models import (
@@ -72,7 +72,7 @@ def crm_find_by_phone(
     except Bitrix24Error as exc:
         if exc.transient and deadline is not None:
             _refresh_in_background(e164)
-        status = (
+        status: LookupStatus = (
             "pending" if exc.transient and exc.code in _SLOW_CODES and deadline else "unavailable"
         )
         logger.info("Lookup of %s: %s (%s)", e164, status, exc)

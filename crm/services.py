@@ -312,7 +312,8 @@ def _finish_op(
         return None
 
     def to_result(raw: dict[str, Any]) -> FinishedCall:
-        errors = raw.get("ERRORS") if isinstance(raw.get("ERRORS"), dict) else {}
+        raw_errors = raw.get("ERRORS")
+        errors = raw_errors if isinstance(raw_errors, dict) else {}
         bound_type = domain_type(str(raw.get("CRM_ENTITY_TYPE") or ""))
         bound_id = as_int(raw.get("CRM_ENTITY_ID"))
         return FinishedCall(
@@ -726,8 +727,8 @@ def _find_task(
     mine = [
         as_int(r.get("id") or r.get("ID")) for r in rows if not (r.get("xmlId") or r.get("XML_ID"))
     ]
-    mine = [task_id for task_id in mine if task_id is not None and task_id not in taken]
-    return min(mine) if mine else None
+    untaken = [task_id for task_id in mine if task_id is not None and task_id not in taken]
+    return min(untaken) if untaken else None
 
 
 @batchable(_task_create_op)
@@ -786,7 +787,7 @@ def crm_notify_many(*, user_ids: list[int], message: str, tag: str = "") -> dict
     if not user_ids:
         return {}
     with crm_batch() as batch:
-        sent = {
+        sent: dict[int, Deferred[int | None]] = {
             user_id: batch.add_op(
                 Op(b24.notify_system_add(user_id, message, tag=_notify_tag(tag, user_id)))
             )

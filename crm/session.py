@@ -107,7 +107,7 @@ class _TokenEndpoint(BitrixOAuthRequester):
 
     def __init__(self, app: BitrixAppLocal, *, token_url: str) -> None:
         super().__init__(app, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), max_retries=1)
-        self._OAUTH_TOKEN_URL = token_url  # type: ignore[misc]
+        self._OAUTH_TOKEN_URL = token_url
 
 
 def _now() -> float:
@@ -345,16 +345,16 @@ class Bitrix24Session:
                 )
             if wait > 0:
                 time.sleep(wait)
-        wait = self.limiter.reserve(max_wait=max_wait)
-        if wait is None:
+        slot_wait = self.limiter.reserve(max_wait=max_wait)
+        if slot_wait is None:
             raise Bitrix24TransientError(
                 "No request slot free within the time allowed (portal rate limit)",
                 code="RATE_LIMITED",
                 method=method,
                 retry_after=1.0 / self.limiter.per_second,
             )
-        if wait > 0:
-            time.sleep(wait)
+        if slot_wait > 0:
+            time.sleep(slot_wait)
 
     @staticmethod
     def _retry_delay(attempt: int, error: Bitrix24Error) -> float:

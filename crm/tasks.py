@@ -14,12 +14,17 @@ from crm.services import history_prune
 from tenants.fanout import in_tenant_schema, tenants_each
 
 
+def _retries_left(task: Task) -> bool:
+    # Celery reads a None max_retries as "retry for ever"; these tasks all set one.
+    return task.max_retries is None or task.request.retries < task.max_retries
+
+
 @shared_task(name="crm.lookup_refresh", bind=True, max_retries=4, soft_time_limit=60, time_limit=90)
 def lookup_refresh_task(self: Task, phone_e164: str) -> str:
     """Finishes a lookup that ran out of budget, into the cache."""
 
     lookup = crm_find_by_phone(phone=phone_e164, budget_s=math.inf, use_cache=False)
-    if lookup.status == "unavailable" and self.request.retries < self.max_retries:
+    if lookup.status == "unavailable" and _retries_left(self):
         raise self.retry(countdown=2**self.request.retries + random.uniform(0, 1))
     return lookup.status
 
@@ -41,7 +46,7 @@ def directory_sync_task(self: Task) -> dict | None:
     except Bitrix24NotConfigured:
         return None  # tenants without Bitrix24 have nothing to sync
     except Bitrix24Error as exc:
-        if exc.transient and self.request.retries < self.max_retries:
+        if exc.transient and _retries_left(self):
             countdown = exc.retry_after or 30 * 2**self.request.retries
             raise self.retry(exc=exc, countdown=countdown + random.uniform(0, 5)) from exc
         raise

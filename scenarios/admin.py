@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -39,9 +39,17 @@ from scenarios.selectors import actions_with_problems, runs_attention, runs_late
 from scenarios.simulate import SimulateForm, simulate
 from scenarios.templatetags.outbox_tags import duration_text
 from scenarios.validation import TEMPLATE_VARIABLES, ConfigError
+from tenants.connection import TenantConnection
 from tenants.context import tenant_timezone
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
 Action = ScenarioAction
+
+
+class _ActionTotal(TypedDict):
+    action_total: int
 
 
 class ScenarioActionForm(forms.ModelForm):
@@ -139,7 +147,7 @@ class ScenarioAdmin(admin.ModelAdmin):
         return super().get_queryset(request).annotate(action_total=Count("actions"))
 
     @admin.display(description="actions", ordering="action_total")
-    def action_count(self, obj: Scenario) -> int:
+    def action_count(self, obj: WithAnnotations[Scenario, _ActionTotal]) -> int:
         return obj.action_total
 
     @admin.display(description="Bitrix24 references")
@@ -202,7 +210,8 @@ class ScenarioAdmin(admin.ModelAdmin):
             raise PermissionDenied
         body = json.dumps(config_export(), indent=2, ensure_ascii=False)
         response = HttpResponse(body, content_type="application/json")
-        name = f"simtrix-configuration-{connection.schema_name}-{timezone.now():%Y%m%d}.json"
+        schema = cast(TenantConnection, connection).schema_name
+        name = f"simtrix-configuration-{schema}-{timezone.now():%Y%m%d}.json"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
@@ -278,6 +287,7 @@ class ConfigImportForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # Form.clean returns cleaned_data
         upload = cleaned.get("file")
         raw = upload.read() if upload else (cleaned.get("text") or "").encode()
         if not raw.strip():
@@ -296,7 +306,7 @@ class OfficeHoursAdmin(admin.ModelAdmin):
     list_display_links = ["__str__"]
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        tz = getattr(connection.tenant, "timezone", "UTC")
+        tz = getattr(cast(Any, connection).tenant, "timezone", "UTC")  # set by django-tenants
         extra_context = {**(extra_context or {}), "subtitle": f"Times are in {tz}"}
         return super().changelist_view(request, extra_context)
 

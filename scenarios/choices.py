@@ -90,7 +90,7 @@ CREATION_TYPES = frozenset({ActionType.CREATE_LEAD, ActionType.CREATE_DEAL})
 NEEDS_RESPONSIBLE = frozenset(
     {ActionType.CALLBACK_TASK, ActionType.CREATE_LEAD, ActionType.CREATE_DEAL}
 )
-NEEDS_TEXT = {
+NEEDS_TEXT: dict[str, str] = {
     ActionType.NOTIFY: "text_template",
     ActionType.TIMELINE_COMMENT: "text_template",
     ActionType.CALLBACK_TASK: "title_template",

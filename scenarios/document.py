@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, time
-from typing import Any
+from typing import Any, cast
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 
 
 def _field_default(model: type[models.Model], name: str) -> Any:
-    field = model._meta.get_field(name)
+    field = cast("models.Field[Any, Any]", model._meta.get_field(name))  # a concrete field
     if field.has_default():
         return field.get_default()
     return None if field.null else ""
@@ -215,7 +215,8 @@ def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
         config = {**ACTION_DEFAULTS, **action}
         problems = action_errors(config, trigger=trigger if isinstance(trigger, str) else "")
         errors += [f"{at}.{field}: {message}" for field, message in problems.items()]
-        creations += config.get("action_type") in CREATION_TYPES and config.get("is_active")
+        # ACTION_DEFAULTS has every setting but action_type.
+        creations += config.get("action_type") in CREATION_TYPES and config["is_active"]
     if creations > 1:
         errors.append(f"{where}.actions: at most one active lead or deal creation")
     return errors

@@ -24,7 +24,7 @@ class UserIdsField(forms.CharField):
                 return value
         return value or ""
 
-    def to_python(self, value: Any) -> list[int]:
+    def to_python(self, value: Any) -> list[int]:  # type: ignore[override]  # typed as text, cleaned to ids
         text = super().to_python(value) or ""
         users = []
         for part in text.replace(";", ",").replace(" ", ",").split(","):

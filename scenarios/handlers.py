@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
@@ -48,6 +48,7 @@ from scenarios.selectors import Directory, action_reference_problems, call_reach
 from scenarios.services import Unresolvable, call_facts, responsible_resolve, scenario_on_call_event
 from scenarios.validation import template_render
 from scenarios.worktime import due_at, work_schedule
+from tenants.connection import TenantConnection
 from tenants.context import tenant_timezone
 
 logger = logging.getLogger(__name__)
@@ -192,13 +193,15 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
     call = _call(run)
     known = directory()
     _check_references(_config(run), known)
-    with _advisory_lock(f"{connection.schema_name}:unknown-caller:{call.phone_number}"):
+    with _advisory_lock(
+        f"{cast(TenantConnection, connection).schema_name}:unknown-caller:{call.phone_number}"
+    ):
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
         if lookup.status not in RESOLVED:
             raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
         if lookup.status == "found":
             crm = lookup.as_api()
-            result = {"entity": crm["entity"], "created": False}
+            result: dict[str, Any] = {"entity": crm["entity"], "created": False}
         else:
             responsible = _responsible(run, call, known)
             entity = create(call=call, responsible=responsible, known=known)
@@ -320,7 +323,9 @@ def _reached_reason(call: Call) -> str | None:
     )
     if reached is None:
         return None
-    when = (reached.answered_at or reached.started_at).astimezone(ZoneInfo(tenant_timezone()))
+    answered = reached.answered_at or reached.started_at
+    assert answered is not None  # call_reached_since reads calls that started after `since`
+    when = answered.astimezone(ZoneInfo(tenant_timezone()))
     return f"The caller was reached meanwhile ({reached.direction} call answered at {when:%H:%M})."
 
 

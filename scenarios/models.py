@@ -103,9 +103,11 @@ class ScenarioAction(models.Model):
             trigger = ""
         errors = action_errors(self.as_config(), trigger=trigger)
         if errors:
-            by_field: dict[str | None, list[str]] = {}
+            by_field: dict[str, list[str]] = {}
             for key, message in errors.items():
-                by_field.setdefault(key if key in _FIELD_NAMES else None, []).append(message)
+                by_field.setdefault(key if key in _FIELD_NAMES else NON_FIELD_ERRORS, []).append(
+                    message
+                )
             raise ValidationError(by_field)
 
     def as_config(self) -> dict:

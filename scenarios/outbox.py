@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -39,6 +39,7 @@ from crm.context import crm_call_context
 from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
+from tenants.connection import TenantConnection
 from tenants.models import OutboxWake, Tenant
 
 logger = logging.getLogger(__name__)
@@ -92,13 +93,16 @@ def redispatch_after() -> timedelta:
     return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_REDISPATCH_SECONDS", 30))
 
 
-def _send(run_ids: list[int], *, etas: dict[int, datetime] | None = None) -> None:
+def _send(run_ids: list[int], *, etas: dict[int, datetime | None] | None = None) -> None:
     from scenarios.tasks import run_action_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     now = timezone.now()
     for run_id in run_ids:
         eta = (etas or {}).get(run_id)
-        run_action_task.apply_async((run_id,), eta=eta if eta is not None and eta > now else None)
+        run_action_task.apply_async(
+            (run_id,),
+            eta=eta if eta is not None and eta > now else None,  # type: ignore[arg-type]  # celery-types: None is the default
+        )
 
 
 def outbox_wake(*, at: datetime) -> None:
@@ -107,7 +111,9 @@ def outbox_wake(*, at: datetime) -> None:
     Part of the caller's transaction, like the run it is written for: committed together or not
     at all. An insert, so concurrent events of one tenant never wait on one another.
     """
-    tenant = Tenant.objects.filter(schema_name=connection.schema_name).values("pk")
+    tenant = Tenant.objects.filter(
+        schema_name=cast(TenantConnection, connection).schema_name
+    ).values("pk")
     OutboxWake.objects.create(tenant_id=Subquery(tenant), at=at)
 
 
@@ -138,8 +144,12 @@ class _SendOnCommit:
 def _send_on_commit() -> _SendOnCommit | None:
     if not connection.in_atomic_block:
         return None
-    for _, callback, _ in connection.run_on_commit:
-        if isinstance(callback, _SendOnCommit) and callback.schema == connection.schema_name:
+    # (savepoint ids, callback, robust): django-stubs still has the 2-tuples of Django < 4.2.
+    for _, callback, *_ in connection.run_on_commit:
+        if (
+            isinstance(callback, _SendOnCommit)
+            and callback.schema == cast(TenantConnection, connection).schema_name
+        ):
             return callback
     return None
 
@@ -190,7 +200,9 @@ def run_plan(
         pending.run_ids.append(run.pk)
     elif sendable:
         pending = _SendOnCommit(
-            schema=connection.schema_name, wake_at=now + redispatch_after(), run_ids=[run.pk]
+            schema=cast(TenantConnection, connection).schema_name,
+            wake_at=now + redispatch_after(),
+            run_ids=[run.pk],
         )
         outbox_wake(at=pending.wake_at)
         transaction.on_commit(pending)

@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import caches
@@ -38,6 +38,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from scenarios.models import ActionRun
 from scenarios.outbox import late_filter, lease, outbox_wake, redispatch_after, runs_dispatch
+from tenants.connection import TenantConnection
 from tenants.fanout import active_tenant_schemas
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
@@ -203,7 +204,9 @@ def availability_schemas() -> list[str]:
 
 def schedule_on_routing_settings_saved(*, instance: Any, **kwargs: Any) -> None:
     """Whether the tenant wants the minute refresh is kept in public, where beat can read it."""
-    tenant = Tenant.objects.filter(schema_name=connection.schema_name).first()
+    tenant = Tenant.objects.filter(
+        schema_name=cast(TenantConnection, connection).schema_name
+    ).first()
     if tenant is None:  # the template schema new tenants are cloned from
         return
     TenantSchedule.objects.update_or_create(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -19,6 +19,7 @@ from django.utils import timezone
 from calls.models import Call, Device
 from calls.selectors import routing_facts_from_crm
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.domain import CrmObject
 from scenarios.choices import CREATION_TYPES, ActionType, Trigger
 from scenarios.models import ScenarioAction
 from scenarios.planning import (
@@ -29,6 +30,7 @@ from scenarios.planning import (
     plan_start,
     steps_expected_due,
 )
+from scenarios.routing.rules import Route
 from scenarios.routing.services import route_decide_call, route_effective
 from scenarios.selectors import (
     Directory,
@@ -79,7 +81,8 @@ class SimulateForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["device"].queryset = Device.objects.filter(revoked_at__isnull=True)
+        device = cast("forms.ModelChoiceField[Device]", self.fields["device"])
+        device.queryset = Device.objects.filter(revoked_at__isnull=True)
         tz = ZoneInfo(tenant_timezone())
         self.fields["at"].initial = timezone.now().astimezone(tz).strftime("%Y-%m-%dT%H:%M")
 
@@ -132,11 +135,13 @@ class Simulation:
     steps: list[SimulatedStep]
 
 
-def _caller_crm(*, phone_number: str, caller: str, responsible_id: int | None) -> tuple[dict, str]:
+def _caller_crm(
+    *, phone_number: str, caller: str, responsible_id: int | None
+) -> tuple[CrmObject, str]:
     if caller == "unknown":
         return {"status": "not_found"}, "not in the CRM (as chosen)"
     if caller == "known":
-        crm = {
+        crm: CrmObject = {
             "status": "found",
             "entity": {"type": "contact", "id": 0, "name": "(simulated caller)", "url": ""},
             "responsible": {"id": responsible_id, "name": ""} if responsible_id else None,
@@ -193,7 +198,7 @@ def simulate(
     )
     ended_at = at + timedelta(seconds=(duration_seconds or RING_SECONDS))
     agent = device.bitrix24_user_id if device else None
-    route: dict[str, Any] = {}
+    route: Route = {}
     if agent:
         # Who the call would be routed to now (no round-robin turn is taken).
         route = route_decide_call(

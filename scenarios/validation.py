@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections.abc import Sequence
 from datetime import time
-from typing import Any
+from typing import Any, TypeGuard
 
 from scenarios.choices import (
     CREATION_TYPES,
@@ -86,11 +87,11 @@ def template_render(text: str, values: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _is_user_id(value: Any) -> bool:
+def _is_user_id(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _is_whole(value: Any, *, minimum: int) -> bool:
+def _is_whole(value: Any, *, minimum: int) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
@@ -161,8 +162,9 @@ def _placement_errors(kind: str, config: dict[str, Any], trigger: str) -> dict[s
 def _type_errors(kind: str, config: dict[str, Any]) -> dict[str, str]:
     """What this type of action needs filled in."""
     errors = {}
-    users = config.get("users") if isinstance(config.get("users"), list) else []
-    recipients = config.get("recipients") if isinstance(config.get("recipients"), list) else []
+    raw_users, raw_recipients = config.get("users"), config.get("recipients")
+    users = raw_users if isinstance(raw_users, list) else []
+    recipients = raw_recipients if isinstance(raw_recipients, list) else []
     text_field = NEEDS_TEXT.get(kind)
     if text_field and not (config.get(text_field) or "").strip():
         errors[text_field] = "this action needs it"
@@ -186,7 +188,7 @@ def _type_errors(kind: str, config: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def hours_errors(periods: list[tuple[int, time | None, time | None]]) -> list[str]:
+def hours_errors(periods: Sequence[tuple[int, time | None, time | None]]) -> list[str]:
     """Problems of a set of weekly opening periods (bad order, overlaps)."""
     problems = []
     by_day: dict[int, list[tuple[int, int]]] = {}

@@ -6,6 +6,7 @@ The variable names are fixed by the operations contract (shared/contract/operati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import environ
@@ -146,7 +147,7 @@ MEDIA_ROOT = Path(env.str("SIMTRIX_MEDIA_ROOT", default=str(BASE_DIR / "var" / "
 # Credentials come from SIMTRIX_S3_ACCESS_KEY_ID / SIMTRIX_S3_SECRET_ACCESS_KEY (or boto3's usual
 # environment); files are private and served to support staff through the admin only.
 SIMTRIX_S3_BUCKET = env.str("SIMTRIX_S3_BUCKET", default="")
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
@@ -224,7 +225,7 @@ SIMTRIX_DISPATCHER_STALE_SECONDS = env.int("SIMTRIX_DISPATCHER_STALE_SECONDS", d
 
 # --- API -----------------------------------------------------------------------------------
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],

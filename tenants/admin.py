@@ -52,6 +52,7 @@ class TenantCreationForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         if self.errors:
             return cleaned
         self.spec = TenantSpec(
@@ -80,12 +81,16 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["name", "schema_name", "domains__domain"]
 
-    def get_form(self, request: HttpRequest, obj: Tenant | None = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Tenant | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = TenantCreationForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+    def get_fields(
+        self, request: HttpRequest, obj: Tenant | None = None
+    ) -> list[str | list[str] | tuple[str, ...]]:
         if obj is None:
             return [
                 "name",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from django.db import connection
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from tenants.connection import TenantConnection
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def tenants_each(task: _Task, *, schemas: Iterable[str] | None = None) -> int:
 
 def in_tenant_schema(job: str) -> bool:
     """A per-tenant job run in public (by a stray or forged message) does nothing, loudly."""
-    if connection.schema_name == get_public_schema_name():
+    if cast(TenantConnection, connection).schema_name == get_public_schema_name():
         logger.error("%s is a per-tenant job and was run in the public schema: ignored", job)
         return False
     return True

@@ -1,7 +1,7 @@
 """The Bitrix24 sandbox portal, exercised over real HTTPS like a client would use a real portal.
 
 Run alone (no Django, no database):
-    .venv/bin/python -m pytest bitrix24_sandbox -p no:django -q -p no:cacheprovider
+    .venv/bin/python -m pytest bitrix24_sandbox -p no:django --confcutdir bitrix24_sandbox -q
 """
 
 from __future__ import annotations

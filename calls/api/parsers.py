@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
@@ -19,7 +20,7 @@ class PayloadTooLarge(APIException):
     default_code = "payload_too_large"
 
 
-def _declared_length(parser_context: dict[str, Any] | None) -> int:
+def _declared_length(parser_context: Mapping[str, Any] | None) -> int:
     request = (parser_context or {}).get("request")
     try:
         return int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
@@ -31,7 +32,10 @@ class BoundedJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: dict | None = None
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         if _declared_length(parser_context) > MAX_JSON_BODY_BYTES:
             raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY_BYTES} bytes.")
@@ -54,7 +58,10 @@ class RawAudioParser(BaseParser):
     media_type = "*/*"
 
     def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: dict | None = None
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> DataAndFiles:
         view = (parser_context or {}).get("view")
         limit = view.upload_limit_bytes() if view is not None else MAX_JSON_BODY_BYTES

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
+from pytest_django import Settings
 
 from calls.models import Call, CallEvent, CallNote, Device
 from calls.services import SUPPORT_GROUP, SUPPORT_VIEW_MODELS, call_note_add, support_group_ensure
@@ -76,7 +77,9 @@ def test_adding_a_device_shows_its_token_once_with_a_qr_code(admin_client_alpha:
     )
     assert response.status_code == 200
     html = response.content.decode()
-    token = re.search(r'value="(stx_[^"]+)"', html).group(1)
+    match = re.search(r'value="(stx_[^"]+)"', html)
+    assert match is not None
+    token = match.group(1)
     assert "<svg" in html
     assert "simtrix://connect?server=http%3A%2F%2Falpha.localhost%2Fapi%2Fbridge%2Fv1%2F" in html
     assert "no-store" in response["Cache-Control"]
@@ -96,7 +99,9 @@ def test_rotating_shows_the_new_token_and_kills_the_old(
     response = admin_client_alpha.post(
         "/admin/calls/device/", {"action": "rotate_tokens", "_selected_action": [device.pk]}
     )
-    new = re.search(r'value="(stx_[^"]+)"', response.content.decode()).group(1)
+    match = re.search(r'value="(stx_[^"]+)"', response.content.decode())
+    assert match is not None
+    new = match.group(1)
     assert Bridge(old).get("ping/").status_code == 401
     assert Bridge(new).get("ping/").status_code == 200
 
@@ -160,7 +165,7 @@ def test_csv_export_of_the_filtered_list(admin_client_alpha: Client) -> None:
     response = admin_client_alpha.get("/admin/calls/call/export.csv?direction__exact=incoming")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(response.getvalue().decode())))
     assert rows[0][:3] == ["Started", "Direction", "Number"]
     assert sorted(row[-1] for row in rows[1:]) == ["a", "e", "m"]
     assert "+48600111222" in {row[2] for row in rows[1:]}
@@ -168,7 +173,7 @@ def test_csv_export_of_the_filtered_list(admin_client_alpha: Client) -> None:
 
 @pytest.mark.usefixtures("calls_made")
 def test_call_page_shows_the_whole_audit_trail(
-    admin_client_alpha: Client, bridge: Bridge, settings: pytest.FixtureRequest, tmp_path: Path
+    admin_client_alpha: Client, bridge: Bridge, settings: Settings, tmp_path: Path
 ) -> None:
     from crm.models import RequestLog
 
@@ -184,9 +189,11 @@ def test_call_page_shows_the_whole_audit_trail(
     response = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/change/")
     assert response.status_code == 200
     html = response.content.decode()
+    first_event = CallEvent.objects.filter(call=call).first()
+    assert first_event is not None
     for needle in [
         "Bridge events as received (2)",
-        str(CallEvent.objects.filter(call=call).first().event_id),
+        str(first_event.event_id),
         "State transitions",
         "call.ended created the call",
         "telephony.externalcall.register",
@@ -197,7 +204,7 @@ def test_call_page_shows_the_whole_audit_trail(
     audio = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/recording/")
     assert audio.status_code == 200
     assert audio["Content-Type"] == "audio/wav"
-    assert b"".join(audio.streaming_content) == wav.read_bytes()
+    assert audio.getvalue() == wav.read_bytes()
 
 
 @pytest.mark.usefixtures("calls_made")
@@ -214,6 +221,7 @@ def test_nothing_in_the_call_log_can_be_edited_or_deleted(admin_client_alpha: Cl
     changelist = admin_client_alpha.get("/admin/calls/call/")
     assert "delete_selected" not in changelist.content.decode()
     event = CallEvent.objects.first()
+    assert event is not None
     assert admin_client_alpha.post(f"/admin/calls/callevent/{event.pk}/delete/", {"post": "yes"})\
         .status_code == 403  # fmt: skip
     assert list(Call.objects.values()) == before

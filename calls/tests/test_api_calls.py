@@ -10,6 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
+from pytest_django import DjangoCaptureOnCommitCallbacks, Settings
 
 from calls.audio import audio_format_sniff
 from calls.models import Call, CallNote, CallRecording, CallSettings, CallTransition, Device
@@ -38,7 +39,7 @@ def call(bridge: Bridge) -> Call:
 
 
 @pytest.fixture
-def media_root(settings: pytest.FixtureRequest, tmp_path: Path) -> Path:
+def media_root(settings: Settings, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
     return tmp_path
 
@@ -190,7 +191,7 @@ def test_recording_waits_for_finish_then_is_planned_once(
 
 def test_retention_deletes_old_audio_but_keeps_the_record(  # noqa: PLR0917 - fixtures
     bridge: Bridge, call: Call, audio: dict[str, Path], media_root: Path, alpha: Tenant,
-    django_capture_on_commit_callbacks: pytest.FixtureRequest,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:  # fmt: skip
     from calls.recordings import recordings_expire
 
@@ -210,7 +211,7 @@ def test_retention_deletes_old_audio_but_keeps_the_record(  # noqa: PLR0917 - fi
     assert CallTransition.objects.filter(call=call, description__contains="retention").exists()
 
 
-def test_retention_task_is_scheduled_for_every_tenant(settings: pytest.FixtureRequest) -> None:
+def test_retention_task_is_scheduled_for_every_tenant(settings: Settings) -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["expire-recordings"]
     # One task in public queues the retention in every active tenant (tenants.fanout).
     assert entry["task"] == "calls.recordings_expire_all"

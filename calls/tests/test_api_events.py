@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import cast
 
 import pytest
 from django.test import Client
@@ -199,6 +200,7 @@ def test_transitions_record_what_changed_and_which_event_did_it(bridge: Bridge) 
         ("in_progress", "ended"),
     ]
     assert transitions[1].changes["outcome"] == ["", "answered"]
+    assert transitions[1].event is not None
     assert transitions[1].event.type == "call.ended"
 
 
@@ -280,8 +282,9 @@ def test_a_device_sees_only_its_own_calls(bridge: Bridge, device: Device) -> Non
 
 def _throttle_reset() -> None:
     from django.core.cache import cache
+    from django.core.cache.backends.redis import RedisCache
 
-    redis = cache._cache.get_client("x", write=True)
+    redis = cast(RedisCache, cache)._cache.get_client("x", write=True)
     for key in redis.scan_iter("simtrix:throttle:alpha:*"):
         redis.delete(key)
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.utils import timezone
+from pytest_django import Settings
 
 from calls.models import Call, CallRecording, Device
 from calls.tests.conftest import T0, Bridge, ended, event, started
@@ -45,7 +46,7 @@ def ok_requests(portal: Any, method: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def media_root(settings: pytest.FixtureRequest, tmp_path: Path) -> Path:
+def media_root(settings: Settings, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
     return tmp_path
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
+from pytest_django import Settings
 
 from calls.models import Call, CallEvent, CallNote, CallRecording, CallTransition, Device
 from calls.services import device_register
@@ -90,7 +91,7 @@ def test_portal_down_during_the_call_is_finished_once_after_it_comes_back(
 
 
 def test_due_runs_are_resent_by_the_beat_every_second_for_every_tenant(
-    alpha: Any, settings: pytest.FixtureRequest
+    alpha: Any, settings: Settings
 ) -> None:
     # What stands in for the beat above; also makes this module runnable on its own (a `db`
     # test makes pytest-django set up the test database that committed_db then uses).
@@ -197,6 +198,8 @@ def test_events_of_one_call_sent_at_once_all_count_and_converge(committed_db: Ca
             # before it left.
             assert call.version == 3
             transitions = CallTransition.objects.filter(call=call, source="bridge")
-            assert transitions.order_by("at", "pk").last().to_status == "ended"
+            last = transitions.order_by("at", "pk").last()
+            assert last is not None
+            assert last.to_status == "ended"
             # One lookup run for the call, however many events raced to plan it.
             assert ActionRun.objects.filter(call=call, action_type="lookup_caller").count() == 1

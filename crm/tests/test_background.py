@@ -44,6 +44,7 @@ def test_lookup_past_its_budget_is_finished_in_the_background(
 
         assert cached is not None, "the background lookup did not fill the cache"
         again = crm_find_by_phone(phone="+48600111222", budget_s=0.2)
+    assert again.entity is not None
     assert (again.status, again.cached, again.entity.name) == ("found", True, "Anna Kowalska")
 
 

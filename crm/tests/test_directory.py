@@ -39,9 +39,12 @@ def test_sync_mirrors_the_portal_in_one_request(portal: Any) -> None:
     assert len(top_level(portal)) == 1
     assert (result.users, result.pipelines, result.lead_statuses) == (6, 2, 5)
     marta = directory_user(user_id=5)
+    assert marta is not None
     assert (marta.name, marta.active, marta.department_ids) == ("Marta Nowak", True, [2])
     assert {p["e164"] for p in marta.phones} == {"+48221000005", "+48501000005"}
-    assert directory_user(user_id=7).active is False  # left the company: kept, inactive
+    left = directory_user(user_id=7)
+    assert left is not None
+    assert left.active is False  # left the company: kept, inactive
     assert Department.objects.get(id=4).name == "Legal"
     assert dict(Pipeline.objects.values_list("id", "name")) == {0: "General", 1: "Contracts"}
     stage = Stage.objects.get(stage_id="C1:NEGOTIATION")
@@ -64,7 +67,9 @@ def test_what_disappears_is_marked_removed_not_deleted(portal: Any) -> None:
 
     assert result.removed["stages"] == 1
     assert Stage.objects.get(stage_id="C1:NEGOTIATION").removed is True
-    assert directory_user(user_id=9).active is False
+    gone = directory_user(user_id=9)
+    assert gone is not None
+    assert gone.active is False
     assert 9 not in dict(user_choices())
     assert "C1:NEGOTIATION" not in dict(stage_choices())
     assert directory_missing(
@@ -98,7 +103,9 @@ def test_large_directories_are_paged_in_one_more_request(portal: Any) -> None:
 
 def test_directory_selectors(portal: Any) -> None:
     assert lead_status_first() == "NEW"
-    assert directory_user_by_phone(phone="501 000 005").id == 5
+    marta = directory_user_by_phone(phone="501 000 005")
+    assert marta is not None
+    assert marta.id == 5
     assert directory_user_by_phone(phone="+48 999 999 999") is None
 
 
@@ -191,6 +198,7 @@ def test_work_day_statuses_are_read_in_one_batch_and_kept(portal: Any) -> None:
     assert statuses == {1: "OPENED", 3: "EXPIRED", 5: "OPENED", 9: "PAUSED", 11: "CLOSED"}
     assert [r["method"] for r in top_level(portal)] == ["batch"]
     piotr = directory_user(user_id=3)
+    assert piotr is not None
     assert (piotr.timeman_status, piotr.timeman_checked_at is not None) == ("EXPIRED", True)
     # A user timeman.status does not know gets no status (unknown), not an error.
     assert directory_timeman_refresh(user_ids=[404]) == {404: ""}

@@ -36,6 +36,7 @@ def test_finds_the_caller_however_the_number_is_stored(
     lookup = crm_find_by_phone(phone=dialled)
 
     assert lookup.status == "found", lookup.error
+    assert lookup.entity is not None
     assert (lookup.entity.type, lookup.entity.id, lookup.entity.name) == entity
     assert len(top_level(portal)) == 1  # one HTTP request per cache miss
 
@@ -44,7 +45,9 @@ def test_national_form_alone_would_miss_a_number_stored_nationally(portal: Any) 
     # Why every typed form is searched: Bitrix24 compares whole digit strings (REFERENCE 3.1).
     hits = Bitrix24Client().run(b24.duplicate_findbycomm(["+48600111333"], "CONTACT"))
     assert hits == {}
-    assert crm_find_by_phone(phone="+48600111333").entity.id == 14
+    found = crm_find_by_phone(phone="+48600111333").entity
+    assert found is not None
+    assert found.id == 14
 
 
 def test_found_caller_carries_responsible_open_deals_and_routing_fields(portal: Any) -> None:
@@ -119,6 +122,7 @@ def test_twenty_hits_of_one_type_do_not_hide_the_contact(portal: Any) -> None:
 
     # ...the lookup asks per type and finds it.
     lookup = crm_find_by_phone(phone=number)
+    assert lookup.entity is not None
     assert (lookup.entity.type, lookup.entity.id, lookup.entity.name) == (
         "contact",
         contact,
@@ -132,7 +136,9 @@ def test_most_recently_active_entity_wins(portal: Any) -> None:
     newer = portal.control.add_entity("contact", NAME="Newer", PHONE=phone)
     Bitrix24Client().run(b24.entity_update("CONTACT", older, {"POST": "touched"}))
 
-    assert crm_find_by_phone(phone="+48699000222").entity.id == older
+    found = crm_find_by_phone(phone="+48699000222").entity
+    assert found is not None
+    assert found.id == older
     assert newer != older
 
 
@@ -173,17 +179,21 @@ def test_creating_a_lead_invalidates_the_cached_not_found(portal: Any) -> None:
     )
 
     lookup = crm_find_by_phone(phone="+48500000003")
+    assert lookup.entity is not None
     assert (lookup.status, lookup.entity.type, lookup.entity.id) == ("found", "lead", lead_id)
     assert not lookup.cached
 
 
 def test_changing_the_responsible_invalidates_every_number_of_the_entity(portal: Any) -> None:
-    assert crm_find_by_phone(phone="+48600111222").responsible.id == 5
+    before = crm_find_by_phone(phone="+48600111222").responsible
+    assert before is not None
+    assert before.id == 5
 
     crm_entity_set_responsible(entity=("contact", 12), user_id=9)
 
     lookup = crm_find_by_phone(phone="+48600111222")
     assert not lookup.cached
+    assert lookup.responsible is not None
     assert lookup.responsible.id == 9
     assert lookup.responsible.name == "Ewa Lewandowska"
 

@@ -85,6 +85,7 @@ def test_lookup_forms_are_distinct_bounded_and_find_the_e164_form(
     region: str, home: str, seed: int
 ) -> None:
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None  # every region sampled has a mobile example
     nsn = phonenumbers.national_significant_number(example)
     # Vary the last digits of a valid example number.
     digits = str(seed).zfill(4)

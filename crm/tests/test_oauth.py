@@ -55,6 +55,7 @@ def test_install_callback_stores_a_verified_token_pair(portal: Any) -> None:
     assert conn.oauth_application_token == app["application_token"]
 
     lookup = crm_find_by_phone(phone="+48600111222")
+    assert lookup.entity is not None
     assert lookup.entity.name == "Anna Kowalska"
     assert lookup.entity.url == f"{portal.url}/crm/contact/details/12/"
     assert portal.state.query_requests(in_batch=False)[-1]["auth"] == "oauth"

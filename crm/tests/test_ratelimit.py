@@ -101,9 +101,11 @@ def test_processes_bursting_together_stay_under_the_portals_limit(
         for _ in range(processes)
     ]
     for worker in workers:
+        assert worker.stdout is not None  # stdout=PIPE
         assert worker.stdout.readline().strip() == "ready"
     started = time.monotonic()
     for worker in workers:
+        assert worker.stdin is not None  # stdin=PIPE
         worker.stdin.write("go\n")
         worker.stdin.flush()
     results = [

@@ -52,6 +52,7 @@ def _activity(portal: Any, activity_id: int) -> dict[str, Any]:
 
 def test_answered_known_call_takes_three_requests(portal: Any) -> None:
     lookup = crm_find_by_phone(phone="+48 600 111 222")
+    assert lookup.entity is not None
     registered = _register("svc:answered", entity=(lookup.entity.type, lookup.entity.id))
     finished = crm_call_finish(
         intent_key="svc:answered:finish",
@@ -67,6 +68,7 @@ def test_answered_known_call_takes_three_requests(portal: Any) -> None:
         95,
         ("contact", 12),
     )
+    assert finished.activity_id is not None
     activity = _activity(portal, finished.activity_id)
     assert activity["ORIGIN_ID"] == f"VI_{registered.b24_call_id}"
     assert len(top_level(portal)) == 3
@@ -197,8 +199,10 @@ def test_deal_for_a_new_number_creates_its_contact(portal: Any) -> None:
     deal_id, contact_id = created
 
     lookup = crm_find_by_phone(phone="+48500777888")
+    assert lookup.entity is not None
     assert (lookup.entity.type, lookup.entity.id) == ("contact", contact_id)
     assert [(d.id, d.pipeline, d.stage) for d in lookup.deals] == [(deal_id, "Contracts", "New")]
+    assert lookup.responsible is not None
     assert lookup.responsible.id == 9
     assert created.deal_id == deal_id
 

@@ -116,6 +116,7 @@ def test_operation_time_limit_beyond_the_deadline_is_a_transient_error(portal: A
         Bitrix24Client().run(b24.entity_get("CONTACT", 12), deadline=time.monotonic() + 1)
 
     assert caught.value.code == "OPERATION_TIME_LIMIT"
+    assert caught.value.retry_after is not None
     assert caught.value.retry_after > 20
 
 

@@ -3,7 +3,7 @@ test box. Values are picked from the Bitrix24 directory crm syncs where one exis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
@@ -87,7 +88,7 @@ def _field_suggestions() -> list[tuple[str, str]]:
 class FieldInput(forms.TextInput):
     """A text input with a datalist of the fields conditions can read."""
 
-    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> SafeString:
         list_id = "routing-fields"
         html = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
         options = format_html_join("", '<option value="{}">{}</option>', _field_suggestions())
@@ -116,7 +117,7 @@ class RoutingConditionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = _directory_value_choices()
-        self.fields["picked"].choices = choices
+        cast(forms.MultipleChoiceField, self.fields["picked"]).choices = choices
         known = {value for _, group in choices for value, _ in group}
         values = [str(v) for v in (self.instance.values or [])] if self.instance.pk else []
         self.initial["picked"] = [v for v in values if v in known]
@@ -124,6 +125,7 @@ class RoutingConditionForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         typed = [part.strip() for part in (cleaned.get("typed") or "").split(",") if part.strip()]
         values = list(dict.fromkeys([*(cleaned.get("picked") or []), *typed]))
         self.instance.values = values
@@ -175,13 +177,15 @@ class RoutingRuleForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["department_id"].choices = [("", "---------"), *department_choices()]
+        department = cast(forms.TypedChoiceField, self.fields["department_id"])
+        department.choices = [("", "---------"), *department_choices()]
         people = ", ".join(f"{name} ({user_id})" for user_id, name in user_choices())
         if people:
             self.fields["users"].help_text += f" Active users in Bitrix24: {people}."
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         problems = target_reference_problems(
             target=cleaned.get("target") or "",
             users=cleaned.get("users") or [],

@@ -298,11 +298,11 @@ def route_decide(
     explanation: list[dict[str, Any]] = []
     responsible = facts.get("responsible_id")
     if responsible_first and responsible:
-        available = is_available(int(responsible))
+        responsible_available = is_available(int(responsible))
         explanation.append(
-            {"step": RESPONSIBLE_RULE, "user_id": responsible, "available": available}
+            {"step": RESPONSIBLE_RULE, "user_id": responsible, "available": responsible_available}
         )
-        if available:
+        if responsible_available:
             return RouteDecision(int(responsible), RESPONSIBLE_RULE, None, explanation)
     elif responsible_first:
         explanation.append({"step": RESPONSIBLE_RULE, "skipped": "no responsible user known"})

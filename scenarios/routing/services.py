@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
-from crm.domain import RoutingFacts
+from crm.domain import CrmObject, RoutingFacts
 from crm.errors import Bitrix24Error
 from crm.mapping import routing_facts
 from crm.selectors import crm_find_by_phone
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 def route_for_outcome(call: Call) -> Route:
     """The route the call's actions follow (see route_effective)."""
+    route = cast(Route, call.route or {})  # a JSONField: what route_decide_call stored
     return route_effective(
-        route=call.route or {},
+        route=route,
         direction=call.direction,
         ended=call.status == Call.Status.ENDED,
         outcome=call.outcome,
@@ -45,7 +47,7 @@ def route_for_outcome(call: Call) -> Route:
 def route_effective(*, route: Route, direction: str, ended: bool, outcome: str) -> Route:
     """For a missed incoming call, per the tenant's setting, the next member of the queue takes
     the routed user's place (they did not answer); otherwise the route as decided."""
-    route = dict(route)
+    route = route.copy()
     unanswered = ended and outcome not in ("", Call.Outcome.ANSWERED, Call.Outcome.REJECTED)
     following = route.get("next")
     if (
@@ -54,7 +56,9 @@ def route_effective(*, route: Route, direction: str, ended: bool, outcome: str) 
         and following
         and routing_settings_get().missed_to == RoutingSettings.MissedTo.NEXT
     ):
-        route.update(user=following["user"], rule=following["rule"], missed_by=route.get("user"))
+        route.update(
+            {"user": following["user"], "rule": following["rule"], "missed_by": route.get("user")}
+        )
     return route
 
 
@@ -92,7 +96,7 @@ def route_decide_call(
     direction: str,
     agent_id: int,
     peek: bool = False,
-) -> dict[str, Any]:
+) -> Route:
     """Who should take a call, and why: the route stored on the call.
 
     `facts` are the caller's routing facts (crm.mapping.routing_facts). Without them in time
@@ -204,7 +208,7 @@ def _others_user(
 
 def route_rule_explanation(route: Route) -> str:
     """One line for the audit trail: who, by which rule."""
-    user = route.get("user") or {}
+    user: Mapping[str, object] = route.get("user") or {}
     who = f"{user.get('name') or 'user'} ({user.get('id')})"
     rule = route.get("rule") or "not routed"
     return f"Routed to {who} by {rule!r}" + (" (provisional)" if route.get("provisional") else "")
@@ -292,6 +296,8 @@ def route_preview(*, phone: str, agent_id: int) -> dict[str, Any]:
     turn: nothing is created or assigned. Raises crm's InvalidPhoneNumber for non-numbers.
     """
 
+    crm: CrmObject
+    facts: RoutingFacts | None
     try:
         lookup = crm_find_by_phone(phone=phone, budget_s=math.inf, use_cache=False)
     except Bitrix24Error as exc:  # refused (e.g. scopes): shown, and routed as the bridge would

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from calls.models import Call, Device
 from calls.services import device_register
+from crm.domain import CrmObject
 from scenarios.services import scenario_on_call_event
 from tenants.models import Tenant
 
@@ -19,7 +20,7 @@ WARSAW = ZoneInfo("Europe/Warsaw")
 # A Wednesday at 10:00 in alpha's timezone: inside the default office hours.
 T0 = datetime(2026, 11, 18, 10, 0, tzinfo=WARSAW)
 
-KNOWN = {
+KNOWN: CrmObject = {
     "status": "found",
     "entity": {
         "type": "contact",
@@ -30,7 +31,7 @@ KNOWN = {
     "responsible": {"id": 5, "name": "Marta Nowak"},
     "deals": [{"id": 71, "title": "Legal review", "pipeline": "Contracts", "stage": "Talks"}],
 }
-UNKNOWN = {"status": "not_found", "entity": None, "responsible": None, "deals": []}
+UNKNOWN: CrmObject = {"status": "not_found", "entity": None, "responsible": None, "deals": []}
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def call_make(
     call_id: str = "c-1",
     direction: str = "incoming",
     phone: str = "+48600111222",
-    crm: dict[str, Any] | None = None,
+    crm: CrmObject | None = None,
     started_at: datetime = T0,
 ) -> Call:
     """A call as the bridge API leaves it after call.started (lookup done or not)."""
@@ -87,13 +88,15 @@ def call_event(call: Call, event_type: str = "call.started", **changes: Any) -> 
 
 
 def call_end(call: Call, outcome: str, *, talk: int = 0, ring: int = 20) -> Call:
-    ended_at = call.started_at + timedelta(seconds=ring + talk)
+    started_at = call.started_at
+    assert started_at is not None  # call_make's calls have started
+    ended_at = started_at + timedelta(seconds=ring + talk)
     return call_event(
         call,
         "call.ended",
         status=Call.Status.ENDED,
         outcome=outcome,
         ended_at=ended_at,
-        answered_at=call.started_at + timedelta(seconds=ring) if outcome == "answered" else None,
+        answered_at=started_at + timedelta(seconds=ring) if outcome == "answered" else None,
         duration_seconds=talk,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -120,9 +121,11 @@ def test_export_from_the_list_action_and_the_button(admin: Client) -> None:
     by_button = admin.get("/admin/scenarios/scenario/export/")
     assert by_button["Content-Type"] == "application/json"
     assert "attachment" in by_button["Content-Disposition"]
+    selected = Scenario.objects.first()
+    assert selected is not None
     by_action = admin.post(
         "/admin/scenarios/scenario/",
-        {"action": "export_configuration", "_selected_action": [Scenario.objects.first().pk]},
+        {"action": "export_configuration", "_selected_action": [selected.pk]},
     )
     for response in (by_button, by_action):
         data = json.loads(response.content)
@@ -248,7 +251,7 @@ def test_simulating_an_unknown_number_shows_the_lead_first_and_who_gets_it(
 
     scenario = Scenario.objects.get(trigger="incoming_missed")
     scenario.actions.filter(action_type="notify").update(hours="open")
-    saturday = timezone.datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("Europe/Warsaw"))
+    saturday = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("Europe/Warsaw"))
     result = simulate(
         direction="incoming", outcome="missed", phone_number="+48600999000", at=saturday,
         duration_seconds=0, device=device, caller="auto",

@@ -105,6 +105,9 @@ def test_answered_call_is_logged_with_the_card_and_notes_synced_after_five_minut
         "CONTACT", 12, 272,
     )  # fmt: skip
     sync = runs["post_call_sync"]
+    assert sync.due_at is not None
+    assert sync.after is not None
+    assert sync.after.done_at is not None
     assert abs((sync.due_at - sync.after.done_at).total_seconds() - 300) < 1
 
     phone.note("a-1", "Wants the legal review moved to Friday.")
@@ -137,6 +140,7 @@ def test_missed_call_notifies_the_responsible_and_creates_the_callback_task_afte
     assert finished_calls(alpha_portal)[0]["STATISTIC"]["CALL_FAILED_CODE"] == "304"
     with schema_context("alpha"):
         call = Call.objects.get(call_id="m-1")
+    assert call.ended_at is not None
     assert runs["callback_task"].due_at == call.ended_at + timedelta(minutes=30)
     assert not alpha_portal.state.tasks
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -45,7 +46,7 @@ def handled() -> Iterator[Recorder]:
     outbox.HANDLERS.pop("test_action", None)
 
 
-def _plan(call: Call, key: str = "k1", due_in: float = 0, **kwargs: object) -> ActionRun:
+def _plan(call: Call, key: str = "k1", due_in: float = 0, **kwargs: Any) -> ActionRun:
     return outbox.run_plan(
         call_id=call.pk,
         action_type="test_action",
@@ -93,6 +94,7 @@ def test_transient_failure_is_retried_later_with_backoff(call: Call, handled: Re
     run.refresh_from_db()
     assert run.attempts == 1
     assert "portal down" in run.last_error
+    assert run.due_at is not None
     assert run.due_at > before + timedelta(seconds=2)
     assert run.dispatched_at is None
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from calls.models import Call, Device
+from crm.domain import LookupStatus
 from scenarios import outbox
 from scenarios.choices import Trigger
 from scenarios.document import DEFAULT_CONFIGURATION
@@ -82,9 +83,12 @@ def test_missed_call_logs_notifies_and_plans_the_callback_30_minutes_after_the_e
     call = call_end(call_event(call_make(device)), "missed")
     assert types(call) == ["callback_task", "log_call", "notify", "register_call"]
     by_type = {run.action_type: run for run in ActionRun.objects.filter(call=call)}
+    assert call.ended_at is not None
     assert by_type["callback_task"].due_at == call.ended_at + timedelta(minutes=30)
     assert by_type["callback_task"].params["action"]["skip_if_reached"] is True
-    assert by_type["notify"].due_at <= timezone.now()
+    notify_due = by_type["notify"].due_at
+    assert notify_due is not None
+    assert notify_due <= timezone.now()
     assert by_type["notify"].label == "Incoming call missed: Bitrix24 notification"
 
 
@@ -134,11 +138,12 @@ def test_a_lookup_still_pending_is_finished_in_the_background_first(device: Devi
 
 @pytest.mark.parametrize(("status", "delay"), [("pending", 0), ("unavailable", 5)])
 def test_the_background_lookup_waits_a_little_when_bitrix24_was_unavailable(
-    device: Device, status: str, delay: int
+    device: Device, status: LookupStatus, delay: int
 ) -> None:
     before = timezone.now()
     call = call_event(call_make(device, crm={"status": status}))
     lookup = runs(call)["lookup_caller"]
+    assert lookup.due_at is not None
     assert before + timedelta(seconds=delay) <= lookup.due_at
     assert lookup.due_at <= timezone.now() + timedelta(seconds=delay)
     # Due now: sent to a worker when the event's transaction commits; later: the dispatcher's.
@@ -178,6 +183,7 @@ def test_a_delay_in_working_time_skips_the_weekend(device: Device) -> None:
     friday_late = T0.replace(day=20, hour=17, minute=50)  # office closes at 18:00
     call = call_end(call_make(device, started_at=friday_late), "missed", ring=0)
     callback = ActionRun.objects.get(call=call, action_type="callback_task")
+    assert callback.due_at is not None
     assert callback.due_at.astimezone(WARSAW) == T0.replace(day=23, hour=9, minute=20)
 
 
@@ -202,6 +208,7 @@ def test_chained_delays_are_counted_in_working_time_when_released(device: Device
     outbox._release_successors(first)
     second.refresh_from_db()
     opening = (now_local + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    assert second.due_at is not None
     assert second.due_at.astimezone(WARSAW) == opening + timedelta(hours=1)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def start_worker(queue: str) -> Iterator[Callable[[], Worker]]:
 
 def all_done() -> bool:
     with schema_context("alpha"):
-        soon = timezone.now() + timezone.timedelta(seconds=60)
+        soon = timezone.now() + timedelta(seconds=60)
         open_runs = ActionRun.objects.filter(status__in=[Status.SCHEDULED, Status.RUNNING])
         return not open_runs.filter(Q(due_at__lte=soon) | Q(due_at__isnull=True)).exists()
 
@@ -150,7 +151,7 @@ def test_an_action_whose_worker_was_killed_mid_request_runs_once(
         with schema_context("alpha"):
             # Time passes: crm's claim on the request (2 min) runs out, as after a real crash.
             Intent.objects.filter(method="tasks.task.add").update(
-                claimed_until=timezone.now() - timezone.timedelta(seconds=1)
+                claimed_until=timezone.now() - timedelta(seconds=1)
             )
         start_worker()
         wait_for(all_done, timeout=40)

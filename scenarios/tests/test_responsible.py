@@ -25,7 +25,7 @@ FACTS = CallFacts(
     phone_number="+48600111222",
     ended=True,
     crm={"status": "found", "responsible": {"id": 5, "name": "Marta"}},
-    route={"user": {"id": 3}},
+    route={"user": {"id": 3, "name": ""}},
     agent_id=9,
 )
 # Users 3, 5, 9 and 11 work here; 7 left the company (inactive).
@@ -88,7 +88,7 @@ def test_round_robin_is_fair_across_concurrent_calls(
 ) -> None:
     key = "test:concurrent"
     committed_db(lambda: _drop_cursor(key))
-    picks: list[int] = []
+    picks: list[int | None] = []
     barrier = threading.Barrier(12)
 
     def worker() -> None:

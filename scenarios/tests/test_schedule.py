@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from io import StringIO
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.core.management import call_command
@@ -21,6 +21,7 @@ from calls.services import device_register
 from calls.tasks import recordings_expire_task
 from scenarios import outbox, schedule
 from scenarios.models import ActionRun, RoutingSettings
+from tenants.connection import TenantConnection
 from tenants.fanout import tenants_each
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
@@ -135,6 +136,7 @@ def test_an_event_planning_several_runs_writes_one_wake_for_them(
         _plan(call, "sync", due_in=300)  # later than the first wake: read at that visit
         soon = _plan(call, "lookup", due_in=5)  # earlier: a wake of its own
     assert len(callbacks) == 1  # and one callback sends both immediate runs
+    assert first.dispatched_at is not None
     assert _wakes(alpha) == [soon.due_at, first.dispatched_at + outbox.redispatch_after()]
 
 
@@ -150,6 +152,7 @@ def test_a_wake_rolled_back_with_its_savepoint_is_written_again(alpha: Tenant, i
         with pytest.raises(RuntimeError):
             planned_then_undone()
         kept = _plan(call, "kept")
+    assert kept.dispatched_at is not None
     assert _wakes(alpha) == [kept.dispatched_at + outbox.redispatch_after()]
 
 
@@ -190,6 +193,7 @@ def test_a_pass_visits_only_the_tenants_with_due_work_and_sends_it(
     due = _plan(call, "due", due_in=600)
     later = _plan(call, "later", due_in=3600)
     ActionRun.objects.filter(pk=due.pk).update(due_at=timezone.now())
+    assert due.due_at is not None
     OutboxWake.objects.filter(tenant=alpha, at=due.due_at).update(at=timezone.now())
     beta_wake = OutboxWake.objects.create(tenant=beta, at=timezone.now() + timedelta(hours=2))
 
@@ -374,7 +378,7 @@ class _Recorded:
         self.schemas: list[str] = []
 
     def apply_async(self, *args: Any, **kwargs: Any) -> None:
-        self.schemas.append(connection.schema_name)
+        self.schemas.append(cast(TenantConnection, connection).schema_name)
 
 
 def test_a_periodic_job_is_queued_once_in_every_active_tenant(alpha: Tenant, beta: Tenant) -> None:

@@ -24,8 +24,8 @@ NINE_TO_SIX = ((time(9), time(18)),)
 OFFICE = WorkSchedule(timezone="Europe/Warsaw", weekly=dict.fromkeys(range(5), NINE_TO_SIX))
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=WARSAW)
+def local(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=WARSAW)
 
 
 def test_a_callback_due_after_friday_closing_lands_on_monday_opening_plus_the_remainder() -> None:

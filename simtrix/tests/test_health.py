@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -86,7 +87,7 @@ def test_readyz_reports_the_oldest_late_run(
 ) -> None:
     heartbeat(0.5)
     TenantSchedule.objects.filter(tenant=tenants["alpha"]).update(
-        outbox_late=3, outbox_oldest_due_at=timezone.now() - timezone.timedelta(minutes=10)
+        outbox_late=3, outbox_oldest_due_at=timezone.now() - timedelta(minutes=10)
     )
     response = Client(HTTP_HOST="localhost").get("/readyz")
     assert response.status_code == 200  # late work is reported; the web can still serve

@@ -139,7 +139,8 @@ def test_an_invalid_routing_section_changes_nothing(alpha: Tenant) -> None:
     bad["scenarios"] = bad["scenarios"][:1]  # valid on its own: would drop five scenarios
     bad["office_hours"]["weekly"] = []
     bad["routing"]["settings"].update(others_target="queue", colour="red")
-    good, pool, owner = bad["routing"]["rules"][1], bad["routing"]["rules"][2], {}
+    good, pool = bad["routing"]["rules"][1], bad["routing"]["rules"][2]
+    owner: dict[str, Any] = {}
     good["conditions"][0]["operator"] = "like"
     good["conditions"][1].update(source="contact", values=[])
     pool.update(target="everyone", position=1)

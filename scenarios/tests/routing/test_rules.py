@@ -6,10 +6,17 @@ from typing import Any
 
 import pytest
 
-from scenarios import routing
-from scenarios.routing.rules import Condition, Rule, route_decide, rule_evaluate, value_matches
+from crm.domain import RoutingFacts
+from scenarios.routing.rules import (
+    Condition,
+    RouteDecision,
+    Rule,
+    route_decide,
+    rule_evaluate,
+    value_matches,
+)
 
-FACTS: dict[str, Any] = {
+FACTS: RoutingFacts = {
     "entity_type": "contact",
     "entity": {
         "responsible": "5",
@@ -74,6 +81,7 @@ def test_all_deal_conditions_must_hold_for_the_same_open_deal() -> None:
     ]
     outcome = rule_evaluate(same_deal, FACTS)
     assert outcome.matched
+    assert outcome.deal is not None
     assert outcome.deal["id"] == 71
 
     across_deals = [
@@ -84,7 +92,7 @@ def test_all_deal_conditions_must_hold_for_the_same_open_deal() -> None:
 
 
 def test_deal_condition_without_open_deals_does_not_hold() -> None:
-    facts = {**FACTS, "deals": []}
+    facts: RoutingFacts = {**FACTS, "deals": []}
     outcome = rule_evaluate([Condition("deal", "stage", "not_equals", ("WON",))], facts)
     assert not outcome.matched
     assert outcome.results[0].holds is False
@@ -92,11 +100,11 @@ def test_deal_condition_without_open_deals_does_not_hold() -> None:
 
 def test_entity_type_condition() -> None:
     assert rule_evaluate([Condition("entity_type", "", "equals", ("contact",))], FACTS).matched
-    unknown = {"entity_type": "", "entity": {}, "deals": []}
+    unknown: RoutingFacts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
     assert rule_evaluate([Condition("entity_type", "", "empty")], unknown).matched
 
 
-def _decide(rules: list[Rule], facts: dict = FACTS, **kwargs: Any) -> routing.RouteDecision:
+def _decide(rules: list[Rule], facts: RoutingFacts = FACTS, **kwargs: Any) -> RouteDecision:
     options: dict[str, Any] = {
         "others_user_id": 1,
         "responsible_first": False,
@@ -120,7 +128,7 @@ def test_rules_apply_in_order() -> None:
 
 
 def test_others_for_a_caller_that_matches_no_rule() -> None:
-    unknown = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
+    unknown: RoutingFacts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
     decision = _decide([LEGAL, VIP], facts=unknown, others_user_id=42)
     assert (decision.user_id, decision.rule) == (42, "Others")
 

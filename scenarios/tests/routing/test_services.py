@@ -255,9 +255,11 @@ def test_round_robin_over_a_department_takes_turns_and_peeking_takes_none(portal
     facts = route_preview(phone=ANNA, agent_id=AGENT)["facts"]
 
     def decide() -> int:
-        return route_decide_call(
+        user = route_decide_call(
             facts=facts, crm_status="found", direction="incoming", agent_id=AGENT
-        )["user"]["id"]
+        )["user"]
+        assert user is not None  # a decided route names its user
+        return user["id"]
 
     assert routed(ANNA)[0] == 3  # a preview: no turn taken
     assert [decide() for _ in range(4)] == [3, 11, 3, 11]
@@ -293,6 +295,7 @@ def test_round_robin_rules_are_fair_across_concurrent_calls(
                         route = route_decide_call(
                             facts=facts, crm_status="found", direction="incoming", agent_id=1
                         )
+                    assert route["user"] is not None
                     picks.append(route["user"]["id"])
         finally:
             connection.close()
