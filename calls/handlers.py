@@ -32,6 +32,7 @@ from crm.services import (
     crm_call_register,
     crm_call_show,
 )
+from scenarios.choices import InternalAction
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
 from tenants.connection import TenantConnection
@@ -133,7 +134,7 @@ def _register(
     return call.b24_call_id
 
 
-@action_handler("register_call")
+@action_handler(InternalAction.REGISTER_CALL)
 def register_call(run: ActionRun) -> dict[str, Any]:
     """While it rings: the call exists in Bitrix24, bound to the caller, card shown if asked."""
 
@@ -258,7 +259,7 @@ def _logged_result(call: Call, *, already: bool) -> dict[str, Any]:
     return result
 
 
-@action_handler("attach_recording")
+@action_handler(InternalAction.ATTACH_RECORDING)
 def attach_recording(run: ActionRun) -> dict[str, Any]:
     """The recording on the Bitrix24 call: only after finish (REFERENCE 7.7), MP3/WAV only."""
 

@@ -25,6 +25,7 @@ from calls.audio import (
 )
 from calls.models import Call, CallRecording, CallTransition
 from calls.selectors import call_settings_get
+from scenarios.choices import InternalAction
 from scenarios.outbox import run_plan
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 def recording_attach_plan(*, call_id: int, version: int, run_plan: Any) -> None:
     run_plan(
         call_id=call_id,
-        action_type="attach_recording",
+        action_type=InternalAction.ATTACH_RECORDING,
         dedupe_key=f"call:{call_id}:attach_recording:v{version}",
         due_at=timezone.now(),
         params={"version": version},

@@ -40,7 +40,7 @@ from crm.services import (
     crm_task_create,
     crm_timeline_comment_add,
 )
-from scenarios.choices import ActionType
+from scenarios.choices import ActionType, InternalAction
 from scenarios.models import ActionRun, ScenarioAction
 from scenarios.outbox import ActionSkipped, action_handler, run_intent_key, run_plan
 from scenarios.planning import CallFacts
@@ -148,7 +148,7 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
 # --- Lookup and the unknown number --------------------------------------------------------------
 
 
-@action_handler("lookup_caller")
+@action_handler(InternalAction.LOOKUP_CALLER)
 def lookup_caller(run: ActionRun) -> dict[str, Any]:
     """Looks the caller up without a budget, stores it on the call, and plans what follows."""
 
@@ -368,7 +368,7 @@ def callback_task(run: ActionRun) -> dict[str, Any]:
     return result
 
 
-@action_handler("complete_callback_task")
+@action_handler(InternalAction.COMPLETE_CALLBACK_TASK)
 def complete_callback_task(run: ActionRun) -> dict[str, Any]:
     task_run = ActionRun.objects.filter(pk=run.params["task_run_id"]).first()
     if task_run is None or task_run.result.get("completed"):
@@ -443,7 +443,7 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
         # Same key as the upload's own plan: if that one exists this is a no-op.
         attach = run_plan(
             call_id=call.pk,
-            action_type="attach_recording",
+            action_type=InternalAction.ATTACH_RECORDING,
             dedupe_key=f"call:{call.pk}:attach_recording:v{recording.version}",
             due_at=timezone.now(),
             params={"version": recording.version},
@@ -452,18 +452,18 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
     return result
 
 
-@action_handler("hide_card")
+@action_handler(InternalAction.HIDE_CARD)
 def hide_card(run: ActionRun) -> dict[str, Any]:
     call = _call(run)
     if not call.b24_call_id:
         raise ActionSkipped("The call was not registered in Bitrix24.")
-    register = ActionRun.objects.filter(call=call, action_type="register_call").first()
+    register = ActionRun.objects.filter(call=call, action_type=InternalAction.REGISTER_CALL).first()
     users = (register.params.get("show_to") if register else None) or [call.device.bitrix24_user_id]
     crm_call_hide(b24_call_id=call.b24_call_id, user_ids=users)
     return {"hidden_for": users}
 
 
-@action_handler("transfer_responsible")
+@action_handler(InternalAction.TRANSFER_RESPONSIBLE)
 def transfer_responsible(run: ActionRun) -> dict[str, Any]:
     """The agent who answered becomes the lead's responsible (seed 004), in the audit trail."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from calls.lifecycle import FOUND, NOT_FOUND
 from crm.domain import CrmObject
-from scenarios.choices import CREATION_TYPES, ActionType, Trigger
+from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
 from scenarios.models import ScenarioAction
 from scenarios.routing.rules import Route
 from scenarios.worktime import WorkSchedule, due_at, schedule_is_open
@@ -192,8 +192,8 @@ def plan_start(
         if show_to:
             steps.append(
                 Step(
-                    key="register_call",
-                    action_type="register_call",
+                    key=InternalAction.REGISTER_CALL,
+                    action_type=InternalAction.REGISTER_CALL,
                     label="While it rings: open the CRM card",
                     params={"show_to": show_to},
                     after=anchor,
@@ -282,8 +282,8 @@ def plan_end(
         # The card popped while ringing but the outcome is not logged: close it in Bitrix24.
         steps.append(
             Step(
-                key="hide_card",
-                action_type="hide_card",
+                key=InternalAction.HIDE_CARD,
+                action_type=InternalAction.HIDE_CARD,
                 label=f"{Trigger(trigger).label}: close the CRM card (the call is not logged)",
                 after=registered,
                 base_at=base,

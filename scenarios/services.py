@@ -12,7 +12,7 @@ from django.utils import timezone
 from calls.lifecycle import RESOLVED
 from calls.models import Call
 from calls.sql import RunRow
-from scenarios.choices import CREATION_TYPES, ActionType, Trigger
+from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
 from scenarios.models import (
     ActionRun,
     CallPlan,
@@ -62,7 +62,7 @@ def _plannable(call: Call) -> bool:
 
 def _lookup_planned(call: Call, runs: list[RunRow] | None) -> bool:
     """The background lookup is among the call's runs as read (runs are never deleted)."""
-    key = call_run_key(call.pk, "lookup_caller")
+    key = call_run_key(call.pk, InternalAction.LOOKUP_CALLER)
     return runs is not None and any(run["dedupe_key"] == key for run in runs)
 
 
@@ -118,8 +118,8 @@ def scenario_on_call_event(
         retry = facts.crm_status == "unavailable"
         run_plan(
             call_id=call.pk,
-            action_type="lookup_caller",
-            dedupe_key=call_run_key(call.pk, "lookup_caller"),
+            action_type=InternalAction.LOOKUP_CALLER,
+            dedupe_key=call_run_key(call.pk, InternalAction.LOOKUP_CALLER),
             due_at=now + LOOKUP_RETRY_AFTER if retry else now,
             label="Look the caller up in Bitrix24",
         )
@@ -160,7 +160,7 @@ def scenario_on_call_event(
                 .first()
             )
             registered = ActionRun.objects.filter(
-                dedupe_key=call_run_key(call.pk, "register_call")
+                dedupe_key=call_run_key(call.pk, InternalAction.REGISTER_CALL)
             ).exists()
             trigger, steps = plan_end(
                 facts=facts,
@@ -168,7 +168,7 @@ def scenario_on_call_event(
                 office_open=office_open,
                 now=now,
                 anchor=anchor.split(":", 2)[2] if anchor else None,
-                registered="register_call" if registered else None,
+                registered=InternalAction.REGISTER_CALL if registered else None,
             )
             plan.trigger = trigger or ""
             plan.save(update_fields=["trigger"])
@@ -239,8 +239,8 @@ def _responsible_transfer_plan(*, call: Call, now: datetime, anchor: str | None)
     waiting = creation is not None and creation.status not in FINISHED_OK
     run_plan(
         call_id=call.pk,
-        action_type="transfer_responsible",
-        dedupe_key=call_run_key(call.pk, "transfer_responsible"),
+        action_type=InternalAction.TRANSFER_RESPONSIBLE,
+        dedupe_key=call_run_key(call.pk, InternalAction.TRANSFER_RESPONSIBLE),
         due_at=None if waiting else now,
         after=creation if waiting else None,
         params={"user_id": agent},
@@ -255,7 +255,7 @@ def _callback_completions_plan(*, call: Call, now: datetime) -> None:
     ):
         run_plan(
             call_id=call.pk,
-            action_type="complete_callback_task",
+            action_type=InternalAction.COMPLETE_CALLBACK_TASK,
             # One completion per task, whichever call reached the caller first.
             dedupe_key=f"callback-done:{task_run.pk}",
             due_at=now,

@@ -20,7 +20,7 @@ from calls.models import Call, Device
 from calls.selectors import routing_facts_from_crm
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject
-from scenarios.choices import CREATION_TYPES, ActionType, Trigger
+from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
 from scenarios.models import ScenarioAction
 from scenarios.planning import (
     CallFacts,
@@ -229,7 +229,11 @@ def simulate(
         ended_at=ended_at,
         route=route_effective(route=route, direction=direction, ended=True, outcome=outcome),
     )
-    registered = "register_call" if any(s.key == "register_call" for s in start_steps) else None
+    registered = (
+        InternalAction.REGISTER_CALL
+        if any(s.key == InternalAction.REGISTER_CALL for s in start_steps)
+        else None
+    )
     trigger, end_steps = plan_end(
         facts=ended,
         config=config,
@@ -275,7 +279,7 @@ def _describe(
     """Fills in users and notes; returns the facts as later steps see them (a new lead)."""
     config = step.params.get("action") or {}
     kind = step.action_type
-    if kind in ("register_call", "hide_card"):
+    if kind in (InternalAction.REGISTER_CALL, InternalAction.HIDE_CARD):
         simulated.users = [_user_label(u, known) for u in step.params.get("show_to", [])]
         return facts
     if kind == ActionType.LOG_CALL:
