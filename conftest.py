@@ -29,7 +29,7 @@ from tenants.services import TenantSpec, tenant_provision
 
 REPO = Path(__file__).resolve().parent
 
-# Fixtures of the Bitrix24 sandbox portal (crm/testing.py).
+# Fixtures of the Bitrix24 sandbox portal (crm/tests/portal.py).
 pytest_plugins = ["crm.tests.portal"]
 
 

@@ -36,8 +36,8 @@ def _quoted_column(field: Field[Any, Any] | ForeignObjectRel) -> str:
 
 
 def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-    """Runs a statement as a server-side prepared statement (PostgreSQL plans
-    it once per connection and search_path, not per event) and returns its first row.
+    """Runs a statement as a server-side prepared statement (PostgreSQL plans it once per
+    connection and search_path, not per event) and returns its first row.
 
     Django opens connections with prepared statements off unless OPTIONS sets
     `prepare_threshold` (settings.py does, from DATABASE_PREPARED_STATEMENTS). When they are
