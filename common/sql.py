@@ -1,10 +1,11 @@
-"""The SQL runner of the hot paths (a bridge event, the outbox's claims): statements built from
-the models' metadata and run as server-side prepared statements on Django's connection.
+"""The SQL runner of the hot paths (a bridge event, the outbox's inserts): statements built
+from the models' metadata and run as server-side prepared statements on Django's connection.
 
-It relies on three Django internals, each checked by a test (calls/tests/test_sql.py,
-common/tests/test_sql.py): `connection.connection` is the psycopg 3 connection Django opened,
-`connection.cursor()` sets the tenant's search_path (django-tenants) before a statement, and
-`connection.wrap_database_errors` turns psycopg's errors into Django's (IntegrityError...).
+It relies on three Django internals: `connection.connection` is the psycopg 3 connection Django
+opened, `connection.cursor()` sets the tenant's search_path (django-tenants) before a statement,
+and `connection.wrap_database_errors` turns psycopg's errors into Django's (IntegrityError...).
+calls/tests/test_sql.py checks the first two (prepared once, in the right tenant's schema);
+the API's reused-event_id tests (calls/tests/test_api_events.py) check the third.
 """
 
 from __future__ import annotations
