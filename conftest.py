@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -23,7 +23,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 from pytest_django import DjangoDbBlocker, Settings
 
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.models import Tenant
 from tenants.services import TenantSpec, tenant_provision
 
@@ -85,7 +85,7 @@ def tenants(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> dict[s
                     country="PL",
                 )
             )
-        cast(TenantConnection, connection).set_schema_to_public()
+        tenant_connection.set_schema_to_public()
     return made
 
 
@@ -110,7 +110,7 @@ def _public_schema_between_tests() -> Iterator[None]:
     tenant_cache_clear()
     tenant_memo_clear()
     yield
-    cast(TenantConnection, connection).set_schema_to_public()
+    tenant_connection.set_schema_to_public()
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def committed_db(
         yield cleanups.append
         for cleanup in reversed(cleanups):
             cleanup()
-        cast(TenantConnection, connection).set_schema_to_public()
+        tenant_connection.set_schema_to_public()
 
 
 def subprocess_database_url() -> str:

@@ -13,7 +13,7 @@ import math
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from calls.audio import ConversionFailed
@@ -35,7 +35,7 @@ from crm.services import (
 from scenarios.choices import InternalAction
 from scenarios.models import ActionRun
 from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler, run_intent_key
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.context import tenant_timezone
 
 TELEPHONY_REFUSED_NOTE = (
@@ -60,7 +60,7 @@ def _call(run: ActionRun) -> Call:
 def _external_call_id(call: Call) -> str:
     # Unique per physical call and stable across retries; Bitrix24 merges calls that share
     # user, number and type within 30 minutes unless this differs (REFERENCE 7.1).
-    return f"simtrix:{cast(TenantConnection, connection).schema_name}:{call.pk}"
+    return f"simtrix:{tenant_connection.schema_name}:{call.pk}"
 
 
 def _entity(call: Call) -> tuple[str, int] | None:

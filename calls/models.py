@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from typing import cast
+from django.db import models
 
-from django.db import connection, models
-
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 
 
 class Device(models.Model):
@@ -207,7 +205,7 @@ class CallNote(models.Model):
 
 
 def recording_upload_to(instance: CallRecording, filename: str) -> str:
-    schema = cast(TenantConnection, connection).schema_name
+    schema = tenant_connection.schema_name
     return f"recordings/{schema}/{instance.call_id}/{filename}"
 
 

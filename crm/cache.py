@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from django.db import connection
-
 from crm.redis_client import get_redis
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 
 
 def _prefix() -> str:
-    return f"simtrix:crm:{cast(TenantConnection, connection).schema_name}"
+    return f"simtrix:crm:{tenant_connection.schema_name}"
 
 
 def lookup_key(e164: str) -> str:

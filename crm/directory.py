@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from crm import client as b24
@@ -45,6 +45,7 @@ from crm.models import (
 )
 from crm.phones import InvalidPhoneNumber, phone_to_e164
 from crm.signals import directory_synced
+from tenants.context import tenant_country
 from tenants.memo import tenant_memo_forget
 
 logger = logging.getLogger(__name__)
@@ -109,10 +110,7 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
     client = client or Bitrix24Client()
     data, requests = directory_fetch(client)
     now = timezone.now()
-    # django-tenants sets `tenant` on the connection (a FakeTenant, without default_country,
-    # when only a schema was set); it is untyped.
-    tenant = getattr(connection, "tenant", None)
-    country = getattr(tenant, "default_country", "PL") or "PL"
+    country = tenant_country()
     removed: dict[str, int] = {}
     with transaction.atomic():
         users = [_user(row, country, now) for row in data["users"] if as_int(row.get("ID"))]

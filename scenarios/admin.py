@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -39,7 +38,7 @@ from scenarios.selectors import actions_with_problems, runs_attention, runs_late
 from scenarios.simulate import SimulateForm, simulate
 from scenarios.templatetags.outbox_tags import duration_text
 from scenarios.validation import TEMPLATE_VARIABLES, ConfigError
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.context import tenant_timezone
 
 if TYPE_CHECKING:
@@ -210,7 +209,7 @@ class ScenarioAdmin(admin.ModelAdmin):
             raise PermissionDenied
         body = json.dumps(config_export(), indent=2, ensure_ascii=False)
         response = HttpResponse(body, content_type="application/json")
-        schema = cast(TenantConnection, connection).schema_name
+        schema = tenant_connection.schema_name
         name = f"simtrix-configuration-{schema}-{timezone.now():%Y%m%d}.json"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
@@ -306,8 +305,7 @@ class OfficeHoursAdmin(admin.ModelAdmin):
     list_display_links = ["__str__"]
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        tz = getattr(cast(Any, connection).tenant, "timezone", "UTC")  # set by django-tenants
-        extra_context = {**(extra_context or {}), "subtitle": f"Times are in {tz}"}
+        extra_context = {**(extra_context or {}), "subtitle": f"Times are in {tenant_timezone()}"}
         return super().changelist_view(request, extra_context)
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
@@ -48,7 +48,7 @@ from scenarios.selectors import Directory, action_reference_problems, call_reach
 from scenarios.services import Unresolvable, call_facts, responsible_resolve, scenario_on_call_event
 from scenarios.validation import template_render
 from scenarios.worktime import due_at, work_schedule
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.context import tenant_timezone
 
 logger = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
     call = _call(run)
     known = directory()
     _check_references(_config(run), known)
-    with _advisory_lock(
-        f"{cast(TenantConnection, connection).schema_name}:unknown-caller:{call.phone_number}"
-    ):
+    with _advisory_lock(f"{tenant_connection.schema_name}:unknown-caller:{call.phone_number}"):
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
         if lookup.status not in RESOLVED:
             raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")

@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -39,7 +39,7 @@ from crm.context import crm_call_context
 from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.models import OutboxWake, Tenant
 
 logger = logging.getLogger(__name__)
@@ -111,9 +111,7 @@ def outbox_wake(*, at: datetime) -> None:
     Part of the caller's transaction, like the run it is written for: committed together or not
     at all. An insert, so concurrent events of one tenant never wait on one another.
     """
-    tenant = Tenant.objects.filter(
-        schema_name=cast(TenantConnection, connection).schema_name
-    ).values("pk")
+    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).values("pk")
     OutboxWake.objects.create(tenant_id=Subquery(tenant), at=at)
 
 
@@ -146,10 +144,7 @@ def _send_on_commit() -> _SendOnCommit | None:
         return None
     # (savepoint ids, callback, robust): django-stubs still has the 2-tuples of Django < 4.2.
     for _, callback, *_ in connection.run_on_commit:
-        if (
-            isinstance(callback, _SendOnCommit)
-            and callback.schema == cast(TenantConnection, connection).schema_name
-        ):
+        if isinstance(callback, _SendOnCommit) and callback.schema == tenant_connection.schema_name:
             return callback
     return None
 
@@ -200,7 +195,7 @@ def run_plan(
         pending.run_ids.append(run.pk)
     elif sendable:
         pending = _SendOnCommit(
-            schema=cast(TenantConnection, connection).schema_name,
+            schema=tenant_connection.schema_name,
             wake_at=now + redispatch_after(),
             run_ids=[run.pk],
         )

@@ -26,11 +26,10 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
 from django.db.models import Case, Count, DateTimeField, F, Min, Q, Sum, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -38,7 +37,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from scenarios.models import ActionRun
 from scenarios.outbox import late_filter, lease, outbox_wake, redispatch_after, runs_dispatch
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.fanout import active_tenant_schemas
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
@@ -204,9 +203,7 @@ def availability_schemas() -> list[str]:
 
 def schedule_on_routing_settings_saved(*, instance: Any, **kwargs: Any) -> None:
     """Whether the tenant wants the minute refresh is kept in public, where beat can read it."""
-    tenant = Tenant.objects.filter(
-        schema_name=cast(TenantConnection, connection).schema_name
-    ).first()
+    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).first()
     if tenant is None:  # the template schema new tenants are cloned from
         return
     TenantSchedule.objects.update_or_create(

@@ -8,11 +8,9 @@ model's defaults, so a background job never fails for want of a clock or a count
 
 from __future__ import annotations
 
-from typing import cast
-
 from django.db import connection
 
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.memo import tenant_memo
 from tenants.models import Tenant
 
@@ -22,16 +20,14 @@ _TIMEZONE_DEFAULT: str = Tenant._meta.get_field("timezone").default
 
 def _tenant_settings() -> tuple[str, str]:
     """(default_country, timezone) of the tenant whose schema is current."""
+    # django-tenants sets tenant and schema together (set_schema: a FakeTenant of the name).
     tenant = getattr(connection, "tenant", None)
-    if (
-        isinstance(tenant, Tenant)
-        and tenant.schema_name == cast(TenantConnection, connection).schema_name
-    ):
+    if isinstance(tenant, Tenant):
         return tenant.default_country, tenant.timezone
 
     def load() -> tuple[str, str]:
         row = (
-            Tenant.objects.filter(schema_name=cast(TenantConnection, connection).schema_name)
+            Tenant.objects.filter(schema_name=tenant_connection.schema_name)
             .values_list("default_country", "timezone")
             .first()
         )

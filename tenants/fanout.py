@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from django.db import connection
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def tenants_each(task: _Task, *, schemas: Iterable[str] | None = None) -> int:
 
 def in_tenant_schema(job: str) -> bool:
     """A per-tenant job run in public (by a stray or forged message) does nothing, loudly."""
-    if cast(TenantConnection, connection).schema_name == get_public_schema_name():
+    if tenant_connection.schema_name == get_public_schema_name():
         logger.error("%s is a per-tenant job and was run in the public schema: ignored", job)
         return False
     return True

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from django.db import connection
-
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 
 MEMO_SECONDS = 10.0
 
@@ -26,7 +24,7 @@ def tenant_memo(
 ) -> T:
     """`load()`'s value for the current tenant, at most `seconds` (default MEMO_SECONDS) old
     (`fresh`: load now)."""
-    key = (cast(TenantConnection, connection).schema_name, name)
+    key = (tenant_connection.schema_name, name)
     cached = _memo.get(key)
     if not fresh and cached is not None and cached[0] > time.monotonic():
         return cached[1]
@@ -38,7 +36,7 @@ def tenant_memo(
 def tenant_memo_forget(*names: str) -> None:
     """The current tenant's values of `names` are read again when next wanted."""
     for name in names:
-        _memo.pop((cast(TenantConnection, connection).schema_name, name), None)
+        _memo.pop((tenant_connection.schema_name, name), None)
 
 
 def tenant_memo_clear() -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from django import template
-from django.db import connection
 from django_tenants.utils import get_public_schema_name
 
 from scenarios.selectors import runs_attention
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 
 register = template.Library()
 
@@ -28,6 +27,6 @@ def duration_text(value: timedelta | None) -> str:
 
 @register.inclusion_tag("admin/scenarios/outbox_attention.html")
 def outbox_attention() -> dict[str, Any]:
-    if cast(TenantConnection, connection).schema_name == get_public_schema_name():
+    if tenant_connection.schema_name == get_public_schema_name():
         return {"attention": None}
     return {"attention": runs_attention()}

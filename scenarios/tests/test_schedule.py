@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from io import StringIO
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -21,7 +21,7 @@ from calls.services import device_register
 from calls.tasks import recordings_expire_task
 from scenarios import outbox, schedule
 from scenarios.models import ActionRun, RoutingSettings
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.fanout import tenants_each
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
@@ -378,7 +378,7 @@ class _Recorded:
         self.schemas: list[str] = []
 
     def apply_async(self, *args: Any, **kwargs: Any) -> None:
-        self.schemas.append(cast(TenantConnection, connection).schema_name)
+        self.schemas.append(tenant_connection.schema_name)
 
 
 def test_a_periodic_job_is_queued_once_in_every_active_tenant(alpha: Tenant, beta: Tenant) -> None:

@@ -4,14 +4,13 @@ schedule row and one visit, and beat's leftovers that a tenant could write are r
 from __future__ import annotations
 
 import importlib
-from typing import cast
 
 from django.apps import apps
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scenarios.models import RoutingSettings
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 
 migration = importlib.import_module("tenants.migrations.0002_scheduler_index")
@@ -31,10 +30,10 @@ def test_existing_tenants_get_their_schedule_and_a_visit_and_keep_the_work_day_r
 ) -> None:
     TenantSchedule.objects.all().delete()
     OutboxWake.objects.all().delete()
-    cast(TenantConnection, connection).set_schema("alpha")
+    tenant_connection.set_schema("alpha")
     RoutingSettings.objects.update_or_create(singleton=1, defaults={"use_timeman": True})
     TenantSchedule.objects.all().delete()  # as before the upgrade
-    cast(TenantConnection, connection).set_schema_to_public()
+    tenant_connection.set_schema_to_public()
     with connection.schema_editor() as editor:
         migration.index_existing_tenants(apps, editor)
     alpha, beta = tenants["alpha"], tenants["beta"]

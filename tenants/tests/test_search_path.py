@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
 from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
 from calls.models import Device
 from calls.services import device_register
-from tenants.connection import TenantConnection
+from tenants.connection import tenant_connection
 from tenants.models import Tenant
 
 
@@ -29,7 +27,7 @@ def test_set_calls_are_limited(alpha: Tenant) -> None:
 
     assert settings.TENANT_LIMIT_SET_CALLS is True
     Device.objects.count()
-    assert cast(TenantConnection, connection).search_path_set_schemas == ["alpha", "public"]
+    assert tenant_connection.search_path_set_schemas == ["alpha", "public"]
 
 
 def test_a_rolled_back_savepoint_does_not_strand_the_schema(alpha: Tenant, beta: Tenant) -> None:
