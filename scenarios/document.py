@@ -432,7 +432,7 @@ def routing_rule_to_data(rule: RoutingRule) -> dict[str, Any]:
 
 
 def config_export() -> dict[str, Any]:
-    """The tenant's whole configuration: `selectors.scenario_config_export` plus the routing."""
+    """The tenant's whole configuration: `scenario_config_export` plus the routing."""
 
     settings = routing_settings_get()
     rules = RoutingRule.objects.prefetch_related("conditions").order_by("position", "pk")
@@ -461,7 +461,7 @@ def config_import(*, data: Any) -> dict[str, int]:
         raise ConfigError(errors)
     routing = data.get("routing", {})
     with transaction.atomic():
-        counts = scenario_config_import(data=data)
+        counts = _scenarios_replace(data)
         if "settings" in routing:
             RoutingSettings.objects.update_or_create(
                 singleton=1, defaults={**ROUTING_SETTINGS_DEFAULTS, **routing["settings"]}
@@ -512,12 +512,17 @@ def _routing_rules_replace(rules: list[dict[str, Any]]) -> dict[str, int]:
 def scenario_config_import(*, data: Any) -> dict[str, int]:
     """Replaces the scenarios, office hours and holidays; invalid input changes nothing.
 
-    The scenario part of a configuration document: `configuration.config_import` imports the
-    whole document (routing included) and is what the admin and the commands call.
+    The scenario part of a configuration document: `config_import` imports the whole document
+    (routing included) and is what the admin and the commands call.
     """
     errors = config_errors(data)
     if errors:
         raise ConfigError(errors)
+    return _scenarios_replace(data)
+
+
+def _scenarios_replace(data: Any) -> dict[str, int]:
+    """Writes the scenario part of a document `config_errors` found valid."""
     hours = data.get("office_hours", {})
     with transaction.atomic():
         Scenario.objects.all().delete()
@@ -572,7 +577,7 @@ def scenarios_install_defaults() -> bool:
 
 def scenario_config_export() -> dict[str, Any]:
     """Scenarios, office hours and holidays in the documented JSON format (routing excluded:
-    `configuration.config_export` gives the whole document)."""
+    `config_export` gives the whole document)."""
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
