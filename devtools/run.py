@@ -65,6 +65,7 @@ def _ca_bundle(sandbox_ca: str) -> Path:
     """The usual public CAs plus the sandbox's own, so real portals keep working too."""
     import certifi
 
+    DATA.mkdir(exist_ok=True)  # absent on a fresh clone when DATABASE_URL/REDIS_URL are given
     bundle = DATA / "ca-bundle.pem"
     bundle.write_text(Path(certifi.where()).read_text() + "\n" + Path(sandbox_ca).read_text())
     return bundle
