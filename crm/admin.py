@@ -22,7 +22,7 @@ from crm.models import (
     RequestLog,
     Stage,
 )
-from crm.services import connection_test, directory_sync
+from crm.services import connection_test, directory_sync, directory_sync_later
 from tenants.admin_utils import ReadOnlyAdmin
 
 
@@ -111,7 +111,8 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
                 ],
                 "description": "Create a local application in Bitrix24 (Developer resources > "
                 "Other > Local application, 'Uses only API', scopes crm, telephony, user, im, "
-                "task) with the installation path https://<this host>/bitrix24/install/.",
+                "task, and optionally department and timeman) with the installation path "
+                "https://<this host>/bitrix24/install/.",
             },
         ),
         (
@@ -129,6 +130,17 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
     ]
     actions = ["test_connection", "sync_directory"]
+
+    def save_model(
+        self, request: HttpRequest, obj: Bitrix24Connection, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        if {"auth_mode"} & set(form.changed_data) or form.cleaned_data.get("new_webhook_url"):
+            # Another portal, or another user's webhook: its users and pipelines, not the old.
+            directory_sync_later()
+            messages.info(
+                request, "The directory (users, pipelines, stages) is syncing in the background."
+            )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not Bitrix24Connection.objects.exists() and super().has_add_permission(request)
@@ -162,6 +174,8 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             messages.success(request, f"Connected. Scopes: {', '.join(check.scopes)}.")
         else:
             messages.error(request, f"Bitrix24 connection failed: {check.error}")
+        for warning in check.warnings:
+            messages.warning(request, warning)
 
     @admin.action(
         description="Sync the directory now (users, pipelines, stages)", permissions=["change"]

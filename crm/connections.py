@@ -10,12 +10,29 @@ from django.utils import timezone
 from crm import client as b24
 from crm.cache import cache_clear
 from crm.client import Bitrix24Client
+from crm.directory import directory_sync_later
 from crm.domain import ConnectionCheck
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured, Bitrix24PermanentError
 from crm.models import Bitrix24Connection
 from crm.session import Bitrix24Session, apply_token_response, oauth_token_request
 
+# What SIMtrix cannot work without (the README's "Bitrix24 scopes" lists what each is for).
 REQUIRED_SCOPES = ("crm", "telephony", "user", "im", "task")
+# Scopes that only one feature needs: without one, that feature is off and the rest works.
+# ("bizproc" is not asked for: no action of this version starts a business process.)
+OPTIONAL_SCOPES = {
+    "department": "department names are not read (routing by department still works: users "
+    "carry their departments)",
+    "timeman": "routing by work-day status is off (every user counts as available)",
+}
+
+
+def scopes_granted(scopes: list[str]) -> set[str]:
+    """The scopes as SIMtrix counts them: the reduced user scopes stand for ``user``."""
+    granted = set(scopes)
+    if granted & {"user_basic", "user_brief"}:
+        granted.add("user")
+    return granted
 
 
 def connection_set_webhook(*, webhook_url: str) -> Bitrix24Connection:
@@ -70,6 +87,7 @@ def connection_install_oauth(*, auth: dict[str, str]) -> Bitrix24Connection:
         conn.last_error = ""
         conn.save()
     cache_clear()
+    directory_sync_later()  # Bitrix24 waits on this callback: the sync runs in the background
     return conn
 
 
@@ -90,11 +108,14 @@ def connection_test() -> ConnectionCheck:
                 last_error_at=now,
             )
         return ConnectionCheck(ok=False, scopes=[], missing_scopes=[], error=exc.display())
-    granted = set(scopes)
-    if granted & {"user_basic", "user_brief"}:
-        granted.add("user")
+    granted = scopes_granted(scopes)
     missing = [s for s in REQUIRED_SCOPES if s not in granted]
     error = f"Missing scopes: {', '.join(missing)}" if missing else ""
+    warnings = [
+        f"Optional scope {scope} is not granted: {what}"
+        for scope, what in OPTIONAL_SCOPES.items()
+        if scope not in granted
+    ]
     Bitrix24Connection.objects.filter(pk=conn.pk).update(
         scopes=sorted(scopes),
         checked_at=now,
@@ -104,5 +125,9 @@ def connection_test() -> ConnectionCheck:
         last_error_at=now if missing else None,
     )
     return ConnectionCheck(
-        ok=not missing, scopes=sorted(scopes), missing_scopes=missing, error=error
+        ok=not missing,
+        scopes=sorted(scopes),
+        missing_scopes=missing,
+        error=error,
+        warnings=warnings,
     )

@@ -10,6 +10,11 @@ tell that the user, stage or field it names no longer exists. Once a sync is com
 
 ``directory_timeman_refresh`` reads users' work-day status (``timeman.status``), which
 ``user.get`` does not return, for routing by availability.
+
+A portal that did not grant an optional scope loses only what needs it: without ``department``
+the departments are known by the ids users carry ("Department #7") and keep the names an
+earlier sync read; without ``timeman`` no work-day status is asked for. The sync also reads
+the granted scopes, so the connection's list stays current without a "Test connection".
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from crm import client as b24
 from crm.cache import once_per
 from crm.client import Bitrix24Client, Req
 from crm.domain import DirectorySyncResult
-from crm.errors import Bitrix24Error
+from crm.errors import Bitrix24Error, Bitrix24NotConfigured
 from crm.mapping import (
     ENTITY_TYPES,
     as_int,
@@ -60,6 +65,9 @@ _LISTS: dict[str, Any] = {
 USER_PHONE_FIELDS = ("WORK_PHONE", "PERSONAL_MOBILE", "PERSONAL_PHONE")
 # Field lists travel in the first batch; the key of each is "fields:<domain type>".
 _FIELDS_PREFIX = "fields:"
+# Lists a portal may refuse for want of an optional scope (crm.connections.OPTIONAL_SCOPES).
+_OPTIONAL_LISTS = {"departments": "department"}
+_SCOPES = "scopes"
 
 # The name under which other apps memoise what they read of the directory (tenants.memo);
 # forgotten whenever a sync writes it.
@@ -70,28 +78,30 @@ def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, Any], int]:
     """Every row of every directory list, and how many HTTP requests that took.
 
     Field lists are under ``"fields"`` by domain entity type; a type whose list could not be
-    read is absent (its fields are then left as they were, not marked removed).
+    read is absent (its fields are then left as they were, not marked removed). A list refused
+    for want of an optional scope is ``None`` and its scope is in ``"missing_scopes"``;
+    ``"scopes"`` is what the portal granted (``None`` if it would not say).
     """
     field_reqs = {
         f"{_FIELDS_PREFIX}{entity_type}": b24.entity_fields(b24_type(entity_type))
         for entity_type in ENTITY_TYPES
     }
-    first = client.run_batch({**{name: build(0) for name, build in _LISTS.items()}, **field_reqs})
+    first = client.run_batch(
+        {
+            **{name: build(0) for name, build in _LISTS.items()},
+            **field_reqs,
+            _SCOPES: b24.scope(),
+        }
+    )
     requests = 1
-    rows: dict[str, Any] = {"fields": {}}
+    rows: dict[str, Any] = {"fields": {}, "missing_scopes": [], _SCOPES: None}
     more: dict[str, Req[Any]] = {}
     for name, value in first.items():
-        if name.startswith(_FIELDS_PREFIX):
-            if isinstance(value, Bitrix24Error):
-                logger.warning("Field list %s not synced: %s", name, value)
-            else:
-                rows["fields"][name.removeprefix(_FIELDS_PREFIX)] = value
-            continue
-        if isinstance(value, Bitrix24Error):
-            raise value
-        rows[name] = list(value)
+        _first_answer(rows, name, value)
     totals = client.last_totals
     for name, build in _LISTS.items():
+        if rows[name] is None:
+            continue
         for start in range(PAGE, totals.get(name, 0), PAGE):
             more[f"{name}:{start}"] = build(start)
     keys = list(more)
@@ -106,6 +116,25 @@ def directory_fetch(client: Bitrix24Client) -> tuple[dict[str, Any], int]:
     return rows, requests
 
 
+def _first_answer(rows: dict[str, Any], name: str, value: Any) -> None:
+    """One command of the first batch into ``rows`` (see directory_fetch)."""
+    if name.startswith(_FIELDS_PREFIX):
+        if isinstance(value, Bitrix24Error):
+            logger.warning("Field list %s not synced: %s", name, value)
+        else:
+            rows["fields"][name.removeprefix(_FIELDS_PREFIX)] = value
+    elif name == _SCOPES:
+        rows[_SCOPES] = None if isinstance(value, Bitrix24Error) else sorted(value)
+    elif not isinstance(value, Bitrix24Error):
+        rows[name] = list(value)
+    elif name in _OPTIONAL_LISTS and value.code.upper() == "INSUFFICIENT_SCOPE":
+        logger.info("Directory: %s not read (no %s scope)", name, _OPTIONAL_LISTS[name])
+        rows[name] = None
+        rows["missing_scopes"].append(_OPTIONAL_LISTS[name])
+    else:
+        raise value
+
+
 def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
     client = client or Bitrix24Client()
     data, requests = directory_fetch(client)
@@ -118,10 +147,14 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
         # directory_timeman_refresh): keep what that found unless this portal sent it.
         keep = () if any("TIMEMAN_STATUS" in row for row in data["users"]) else ("timeman_status",)
         removed["users"] = _upsert(Bitrix24User, users, ["id"], now, keep=keep)
-        departments = [
-            _department(r, now) for r in data["departments"] if as_int(r.get("ID")) is not None
-        ]
-        removed["departments"] = _upsert(Department, departments, ["id"], now)
+        if data["departments"] is None:
+            departments = _departments_of_users(users, now)
+            removed["departments"] = 0
+        else:
+            departments = [
+                _department(r, now) for r in data["departments"] if as_int(r.get("ID")) is not None
+            ]
+            removed["departments"] = _upsert(Department, departments, ["id"], now)
         pipelines = [_pipeline(r, now) for r in data["categories"]]
         if not any(p.id == 0 for p in pipelines):
             # The default pipeline always exists; crm.category.list may omit it on old portals.
@@ -180,7 +213,10 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
             now,
             scope={"entity_type__in": list(data["fields"])},
         )
-        Bitrix24Connection.objects.filter(singleton=1).update(directory_synced_at=now)
+        synced: dict[str, Any] = {"directory_synced_at": now}
+        if data[_SCOPES] is not None:
+            synced["scopes"] = data[_SCOPES]
+        Bitrix24Connection.objects.filter(singleton=1).update(**synced)
 
     # After the commit: receivers read the new directory (and may write their own rows).
     tenant_memo_forget(DIRECTORY_MEMO)
@@ -195,6 +231,7 @@ def directory_sync(client: Bitrix24Client | None = None) -> DirectorySyncResult:
         removed=removed,
         requests=requests,
         fields=len(fields),
+        missing_scopes=data["missing_scopes"],
     )
 
 
@@ -278,6 +315,20 @@ def _entity_field(entity_type: str, name: str, info: dict[str, Any], now: Any) -
     )
 
 
+def _departments_of_users(users: list[Bitrix24User], now: Any) -> list[Department]:
+    """Without the department scope: the departments users belong to, by id.
+
+    One the directory already has keeps its name (read while the scope was granted); none is
+    marked removed, since the portal was not asked.
+    """
+    ids = sorted({d for user in users for d in user.department_ids})
+    known = set(Department.objects.filter(id__in=ids).values_list("id", flat=True))
+    Department.objects.filter(id__in=known).update(seen_at=now, removed=False)
+    new = [Department(id=d, name=f"Department #{d}", seen_at=now, removed=False) for d in ids]
+    Department.objects.bulk_create([d for d in new if d.id not in known], ignore_conflicts=True)
+    return new
+
+
 def _department(row: dict[str, Any], now: Any) -> Department:
     return Department(
         id=int(row["ID"]),
@@ -306,8 +357,6 @@ def names_for(
     *, user_ids: list[int], stage_ids: list[str], pipeline_ids: list[int]
 ) -> tuple[dict[int, str], dict[str, str], dict[int, str]]:
     """Display names from the directory; schedules a sync when an id is unknown."""
-    from crm.tasks import directory_sync_task  # noqa: PLC0415 — Celery's loop: the task calls back here
-
     users = (
         dict(Bitrix24User.objects.filter(id__in=user_ids).values_list("id", "name"))
         if user_ids
@@ -330,8 +379,31 @@ def names_for(
     )
     if unknown and once_per("directory-sync", 600):
         logger.info("Directory lacks %s; syncing it in the background", unknown)
-        transaction.on_commit(directory_sync_task.delay)
+        directory_sync_later()
     return users, stages, pipelines
+
+
+def directory_sync_after_connect() -> DirectorySyncResult | None:
+    """A connection was just stored: mirror the directory now, so the first call has names.
+
+    A portal that does not answer (or refuses) does not stop what is being set up: the sync
+    is queued and retried in the background, and the hourly one follows anyway.
+    """
+    try:
+        return directory_sync()
+    except Bitrix24NotConfigured:
+        return None
+    except Bitrix24Error as exc:
+        logger.warning("Directory not synced after connecting (%s); queued for later", exc)
+        directory_sync_later()
+        return None
+
+
+def directory_sync_later() -> None:
+    """Queues a directory sync of the current tenant once the transaction commits."""
+    from crm.tasks import directory_sync_task  # noqa: PLC0415 — Celery's loop: the task calls back here
+
+    transaction.on_commit(directory_sync_task.delay)
 
 
 # Statuses timeman.status answers; anything else (UNAVAILABLE, NOT_INSTALLED, an error) is kept
@@ -358,15 +430,13 @@ def directory_timeman_refresh(
     )
     if not ids:
         return {}
-    client = client or Bitrix24Client()
-    statuses: dict[int, str] = {}
-    for offset in range(0, len(ids), 50):
-        chunk = ids[offset : offset + 50]
-        results = client.run_batch({f"u{user}": b24.timeman_status(user) for user in chunk})
-        for user in chunk:
-            value = results.get(f"u{user}")
-            status = value if isinstance(value, str) and value in TIMEMAN_STATUSES else ""
-            statuses[user] = status
+    scopes = Bitrix24Connection.objects.filter(singleton=1).values_list("scopes", flat=True).first()
+    if scopes and "timeman" not in scopes:
+        # Not granted: asking would cost a request per 50 users a minute for nothing.
+        logger.info("Work-day status not read: the portal did not grant the timeman scope")
+        statuses = dict.fromkeys(ids, "")
+    else:
+        statuses = _timeman_read(ids, client or Bitrix24Client())
     now = timezone.now()
     with transaction.atomic():
         for status in set(statuses.values()):
@@ -374,4 +444,15 @@ def directory_timeman_refresh(
                 id__in=[user for user, value in statuses.items() if value == status]
             ).update(timeman_status=status, timeman_checked_at=now)
     tenant_memo_forget(DIRECTORY_MEMO)
+    return statuses
+
+
+def _timeman_read(ids: list[int], client: Bitrix24Client) -> dict[int, str]:
+    statuses: dict[int, str] = {}
+    for offset in range(0, len(ids), 50):
+        chunk = ids[offset : offset + 50]
+        results = client.run_batch({f"u{user}": b24.timeman_status(user) for user in chunk})
+        for user in chunk:
+            value = results.get(f"u{user}")
+            statuses[user] = value if isinstance(value, str) and value in TIMEMAN_STATUSES else ""
     return statuses

@@ -145,6 +145,8 @@ class ConnectionCheck:
     scopes: list[str]
     missing_scopes: list[str]
     error: str = ""
+    # Optional scopes the portal did not grant, each with what is off without it.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class DirectorySyncResult:
     removed: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     fields: int = 0  # CRM entity fields (incl. UF_*) of the types whose lists were read
+    # What could not be read for want of an optional scope (e.g. "department").
+    missing_scopes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

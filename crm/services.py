@@ -40,7 +40,12 @@ from crm.connections import (
     connection_set_webhook,
     connection_test,
 )
-from crm.directory import directory_sync, directory_timeman_refresh
+from crm.directory import (
+    directory_sync,
+    directory_sync_after_connect,
+    directory_sync_later,
+    directory_timeman_refresh,
+)
 from crm.domain import FinishedCall, RegisteredCall
 from crm.errors import Bitrix24Error
 from crm.intents import intent_run
@@ -97,6 +102,8 @@ __all__ = [
     "crm_task_create",
     "crm_timeline_comment_add",
     "directory_sync",
+    "directory_sync_after_connect",
+    "directory_sync_later",
     "directory_timeman_refresh",
     "history_prune",
 ]

@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django_tenants.utils import schema_context, schema_exists
 
 from calls.services import support_group_ensure
-from crm.services import connection_set_webhook
+from crm.services import connection_set_webhook, directory_sync_after_connect
 from crm.validators import validate_webhook_url
 from scenarios.document import scenarios_install_defaults
 from tenants.models import Domain, Tenant, TenantSchedule
@@ -118,6 +118,10 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
         TenantSchedule.objects.create(tenant=tenant)
         with schema_context(spec.schema):
             tenant_defaults_install(bitrix24_webhook=spec.bitrix24_webhook)
+    if spec.bitrix24_webhook:
+        # The first call already shows users' names and routes by them (not the hourly sync).
+        with schema_context(spec.schema):
+            directory_sync_after_connect()
     return tenant
 
 

@@ -5,11 +5,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from calls.services import SUPPORT_GROUP, support_group_ensure
 from crm import client as b24
 from crm.client import Bitrix24Client
-from crm.models import Bitrix24Connection, RequestLog
+from crm.models import Bitrix24Connection, Bitrix24User, RequestLog
 
 CONNECTION_LIST = "/admin/crm/bitrix24connection/"
 
@@ -75,6 +76,20 @@ def test_test_connection_checks_scopes(admin_client: Client, portal: Any) -> Non
     assert Bitrix24Connection.objects.get().last_error_code == "INSUFFICIENT_SCOPE"
 
 
+def test_test_connection_warns_of_each_missing_optional_scope(
+    admin_client: Client, portal: Any
+) -> None:
+    scopes = ["crm", "telephony", "user", "im", "task"]  # what the README asks for
+    Bitrix24Connection.objects.update(webhook_url=portal.add_webhook(1, scopes=scopes))
+
+    page = _action(admin_client, "test_connection")
+
+    assert "Connected. Scopes:" in page
+    assert "Optional scope department is not granted" in page
+    assert "Optional scope timeman is not granted: routing by work-day status is off" in page
+    assert "Bitrix24 connection failed" not in page
+
+
 def test_sync_directory_action(admin_client: Client) -> None:
     page = _action(admin_client, "sync_directory")
     assert "Synced 6 users, 2 pipelines, 9 stages, 5 lead statuses, 12 sources." in page
@@ -102,6 +117,40 @@ def test_saving_a_new_webhook_url_keeps_it_masked(admin_client: Client, portal: 
     conn = Bitrix24Connection.objects.get()
     assert conn.webhook_url == new_url
     assert (conn.rate_limit, conn.lookup_budget_ms) == ((5.0, 250), 1200)
+
+
+def test_a_new_webhook_syncs_the_directory_at_once(
+    admin_client: Client,
+    portal: Any,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    from simtrix.celery import app
+
+    Bitrix24User.objects.all().delete()
+    pk = Bitrix24Connection.objects.get().pk
+    page = admin_client.get(f"{CONNECTION_LIST}{pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields}
+    data["new_webhook_url"] = portal.add_webhook(5)
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as queued:
+            response = admin_client.post(f"{CONNECTION_LIST}{pk}/change/", data, follow=True)
+    finally:
+        app.conf.task_always_eager = False
+
+    assert response.status_code == 200
+    assert "is syncing in the background" in response.content.decode()
+    assert len(queued) == 1
+    assert Bitrix24User.objects.filter(id=5, name="Marta Nowak").exists()
+
+    # Saving other settings changes no portal: nothing to sync.
+    data["new_webhook_url"] = ""
+    data["lookup_budget_ms"] = "1300"
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = admin_client.post(f"{CONNECTION_LIST}{pk}/change/", data, follow=True)
+    assert response.status_code == 200
+    assert queued == []
 
 
 def test_request_log_is_read_only(admin_client: Client) -> None:

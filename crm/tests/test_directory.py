@@ -142,10 +142,10 @@ def test_history_older_than_the_retention_is_pruned(portal: Any) -> None:
     Intent.objects.update(updated_at=old)
     directory_sync()
 
-    # One batch request and its eight commands (four lists, four field lists) are old; the
-    # second sync's nine rows stay.
-    assert history_prune() == {"requests": 9, "intents": 1}
-    assert RequestLog.objects.count() == 9
+    # One batch request and its nine commands (four lists, four field lists, the scopes) are
+    # old; the second sync's ten rows stay.
+    assert history_prune() == {"requests": 10, "intents": 1}
+    assert RequestLog.objects.count() == 10
     assert list(Intent.objects.values_list("key", flat=True)) == ["old-ambiguous"]
 
 
