@@ -9,11 +9,12 @@ from django.core import serializers
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from crm import client as b24
 from crm.client import Bitrix24Client
 from crm.errors import Bitrix24PermanentError
-from crm.models import Bitrix24Connection, RequestLog
+from crm.models import Bitrix24Connection, Bitrix24User, RequestLog
 from crm.selectors import crm_find_by_phone
 from crm.services import connection_set_oauth_app
 from crm.tests.portal import portal_connect
@@ -59,6 +60,25 @@ def test_install_callback_stores_a_verified_token_pair(portal: Any) -> None:
     assert lookup.entity.name == "Anna Kowalska"
     assert lookup.entity.url == f"{portal.url}/crm/contact/details/12/"
     assert portal.state.query_requests(in_batch=False)[-1]["auth"] == "oauth"
+
+
+def test_install_syncs_the_directory_of_the_installed_portal(
+    portal: Any, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
+) -> None:
+    from simtrix.celery import app as celery_app
+
+    Bitrix24User.objects.all().delete()
+    app = portal.add_oauth_app(scopes=SCOPES)
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as queued:
+            assert _install(portal, app).status_code == 200
+    finally:
+        celery_app.conf.task_always_eager = False
+
+    assert len(queued) == 1
+    assert Bitrix24User.objects.get(id=5).name == "Marta Nowak"
+    assert Bitrix24Connection.objects.get().directory_synced_at is not None
 
 
 def test_install_with_a_foreign_refresh_token_is_refused(portal: Any) -> None:
