@@ -13,8 +13,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG-1} $(PY) -m devtools.run
 
+# The test key is base64("simtrix-test-only-encryption-key"): tests run with DJANGO_DEBUG off.
+TEST_ENCRYPTION_KEY := c2ltdHJpeC10ZXN0LW9ubHktZW5jcnlwdGlvbi1rZXk=
+
 test: lint
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret} \
+		SIMTRIX_ENCRYPTION_KEY=$${SIMTRIX_ENCRYPTION_KEY:-$(TEST_ENCRYPTION_KEY)} \
 		$(PY) -m devtools.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (PLC0415 included: a function-level import says why), the one-way layers
@@ -25,6 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	@# The django-stubs plugin loads the settings but connects to nothing: placeholders do.
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret} \
+		SIMTRIX_ENCRYPTION_KEY=$${SIMTRIX_ENCRYPTION_KEY:-$(TEST_ENCRYPTION_KEY)} \
 		DATABASE_URL=$${DATABASE_URL:-postgres://typecheck.invalid/simtrix} \
 		REDIS_URL=$${REDIS_URL:-redis://typecheck.invalid:6379/0} $(VENV)/bin/mypy .
 

@@ -52,6 +52,10 @@ def throwaway_environment(
         DATABASE_URL=_with_db(_server_url(), name),
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench"),
+        # Settings require a key with DJANGO_DEBUG off; this one is base64 of 32 public bytes.
+        SIMTRIX_ENCRYPTION_KEY=os.environ.get(
+            "SIMTRIX_ENCRYPTION_KEY", "c2ltdHJpeC10ZXN0LW9ubHktZW5jcnlwdGlvbi1rZXk="
+        ),
         DJANGO_SETTINGS_MODULE="simtrix.settings",
         REQUESTS_CA_BUNDLE=ca_bundle,
         SIMTRIX_LOG_LEVEL="WARNING",

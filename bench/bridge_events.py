@@ -70,6 +70,10 @@ def _setup(devices: int, ringing: int = 0) -> tuple[str, list[str]]:
         DATABASE_URL=_with_db(server, name),
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench-secret"),
+        # Settings require a key with DJANGO_DEBUG off; this one is base64 of 32 public bytes.
+        SIMTRIX_ENCRYPTION_KEY=os.environ.get(
+            "SIMTRIX_ENCRYPTION_KEY", "c2ltdHJpeC10ZXN0LW9ubHktZW5jcnlwdGlvbi1rZXk="
+        ),
         DJANGO_DEBUG="0",
         SIMTRIX_LOG_LEVEL="WARNING",
     )

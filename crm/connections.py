@@ -60,6 +60,14 @@ def connection_set_oauth_app(
     return connection
 
 
+def connection_set_events_token(*, token: str) -> Bitrix24Connection:
+    """Stores the token Bitrix24's calls to SIMtrix carry (the portal's outbound webhook)."""
+    connection, _ = Bitrix24Connection.objects.update_or_create(
+        singleton=1, defaults={"events_token": token.strip()}
+    )
+    return connection
+
+
 def connection_install_oauth(*, auth: dict[str, str]) -> Bitrix24Connection:
     """Stores the token pair Bitrix24 posts to the install callback (REFERENCE 1.2).
 

@@ -2,10 +2,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from django.core.validators import URLValidator
 from django.db import models
 
-from crm.validators import WEBHOOK_URL_RE, mask_webhook_url, validate_webhook_url
+from common.crypto import EncryptedTextField
+from crm.validators import (
+    WEBHOOK_URL_RE,
+    mask_webhook_url,
+    validate_oauth_token_url,
+    validate_webhook_url,
+)
 
 # Bitrix24's published request-rate limits (REFERENCE 2): (drain per second, bucket size).
 RATE_PLANS = {"standard": (2.0, 50), "enterprise": (5.0, 250)}
@@ -13,7 +18,11 @@ DEFAULT_OAUTH_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"  # noqa: S105
 
 
 class Bitrix24Connection(models.Model):
-    """How this tenant reaches its Bitrix24 portal. Exactly one row per tenant schema."""
+    """How this tenant reaches its Bitrix24 portal. Exactly one row per tenant schema.
+
+    Its secrets (webhook URL, OAuth client secret and tokens, events token) are stored encrypted
+    (common.crypto): the database cannot filter on them.
+    """
 
     class AuthMode(models.TextChoices):
         WEBHOOK = "webhook", "Inbound webhook"
@@ -25,29 +34,38 @@ class Bitrix24Connection(models.Model):
 
     singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
     auth_mode = models.CharField(max_length=16, choices=AuthMode, default=AuthMode.WEBHOOK)
-    webhook_url = models.CharField(
+    webhook_url = EncryptedTextField(
         max_length=500, blank=True, validators=[validate_webhook_url], verbose_name="webhook URL"
     )
 
     # Local OAuth application ("API only"): the admin enters client id/secret, Bitrix24 posts the
     # first token pair to the install callback, refreshes rotate both tokens.
     oauth_client_id = models.CharField("client id", max_length=128, blank=True)
-    oauth_client_secret = models.CharField("client secret", max_length=256, blank=True)
+    oauth_client_secret = EncryptedTextField("client secret", max_length=256, blank=True)
     oauth_token_url = models.CharField(
         "OAuth token URL",
         max_length=300,
-        validators=[URLValidator(schemes=["https"])],
+        validators=[validate_oauth_token_url],
         default=DEFAULT_OAUTH_TOKEN_URL,
         help_text="Where tokens are refreshed; Bitrix24 cloud uses oauth.bitrix.info.",
     )
     oauth_client_endpoint = models.CharField(
         "portal REST endpoint", max_length=300, blank=True, editable=False
     )
-    oauth_access_token = models.CharField(max_length=256, blank=True, editable=False)
-    oauth_refresh_token = models.CharField(max_length=256, blank=True, editable=False)
+    oauth_access_token = EncryptedTextField(max_length=256, blank=True, editable=False)
+    oauth_refresh_token = EncryptedTextField(max_length=256, blank=True, editable=False)
     oauth_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     oauth_member_id = models.CharField(max_length=64, blank=True, editable=False)
-    oauth_application_token = models.CharField(max_length=64, blank=True, editable=False)
+    oauth_application_token = EncryptedTextField(max_length=64, blank=True, editable=False)
+    # What verifies Bitrix24's calls to SIMtrix (auth[application_token]) for a webhook-connected
+    # tenant: the token of the portal's outbound webhook (an OAuth app's arrives with its install).
+    events_token = EncryptedTextField(
+        "events token",
+        max_length=128,
+        blank=True,
+        editable=False,
+        help_text="The application_token of the portal's outbound webhook.",
+    )
     oauth_installed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Settings.

@@ -36,6 +36,7 @@ from crm.cache import cache_delete, cache_delete_entity
 from crm.client import Bitrix24Client
 from crm.connections import (
     connection_install_oauth,
+    connection_set_events_token,
     connection_set_oauth_app,
     connection_set_webhook,
     connection_test,
@@ -78,6 +79,7 @@ __all__ = [
     "CrmBatch",
     "Deferred",
     "connection_install_oauth",
+    "connection_set_events_token",
     "connection_set_oauth_app",
     "connection_set_webhook",
     "connection_test",

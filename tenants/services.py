@@ -12,13 +12,18 @@ from django.db.migrations.executor import MigrationExecutor
 from django_tenants.utils import schema_context, schema_exists
 
 from calls.services import support_group_ensure
-from crm.services import connection_set_webhook, directory_sync_after_connect
+from crm.services import (
+    connection_set_events_token,
+    connection_set_webhook,
+    directory_sync_after_connect,
+)
 from crm.validators import validate_webhook_url
 from scenarios.document import scenarios_install_defaults
 from tenants.models import Domain, Tenant, TenantSchedule
 from tenants.validators import (
     validate_country,
     validate_domain,
+    validate_events_token,
     validate_schema_name,
     validate_timezone,
 )
@@ -36,6 +41,7 @@ class TenantSpec:
     name: str
     domain: str
     bitrix24_webhook: str = ""
+    bitrix24_events_token: str = ""
     timezone: str = "UTC"
     country: str = "PL"
 
@@ -51,6 +57,8 @@ def tenant_spec_validate(spec: TenantSpec) -> None:
     ]
     if spec.bitrix24_webhook:
         checks.append((validate_webhook_url, spec.bitrix24_webhook))
+    if spec.bitrix24_events_token:
+        checks.append((validate_events_token, spec.bitrix24_events_token))
     for validator, value in checks:
         try:
             validator(value)
@@ -117,7 +125,10 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
         Domain.objects.create(domain=spec.domain, tenant=tenant, is_primary=True)
         TenantSchedule.objects.create(tenant=tenant)
         with schema_context(spec.schema):
-            tenant_defaults_install(bitrix24_webhook=spec.bitrix24_webhook)
+            tenant_defaults_install(
+                bitrix24_webhook=spec.bitrix24_webhook,
+                bitrix24_events_token=spec.bitrix24_events_token,
+            )
     if spec.bitrix24_webhook:
         # The first call already shows users' names and routes by them (not the hourly sync).
         with schema_context(spec.schema):
@@ -125,10 +136,12 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
     return tenant
 
 
-def tenant_defaults_install(*, bitrix24_webhook: str) -> None:
+def tenant_defaults_install(*, bitrix24_webhook: str, bitrix24_events_token: str = "") -> None:
     """What every new tenant starts with; runs inside the tenant's schema."""
 
     if bitrix24_webhook:
         connection_set_webhook(webhook_url=bitrix24_webhook)
+    if bitrix24_events_token:
+        connection_set_events_token(token=bitrix24_events_token)
     support_group_ensure()
     scenarios_install_defaults()

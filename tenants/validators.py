@@ -45,3 +45,16 @@ def validate_timezone(value: str) -> None:
 def validate_country(value: str) -> None:
     if value not in phonenumbers.SUPPORTED_REGIONS:
         raise ValidationError(f"Unknown country {value!r}: use an ISO 3166-1 alpha-2 code like PL.")
+
+
+# Bitrix24's application_token is 32 hex digits; other lengths pass, other characters do not.
+EVENTS_TOKEN_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+
+
+def validate_events_token(value: str) -> None:
+    # Never echoes the value: it is a secret.
+    if not EVENTS_TOKEN_RE.match(value):
+        raise ValidationError(
+            "Invalid Bitrix24 events token: expected the application_token of the portal's "
+            "outbound webhook (8 to 128 letters, digits, '.', '_' or '-')."
+        )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from calls.models import Device
 from calls.services import device_register, device_rotate_token
 from crm.services import connection_set_webhook
 from tenants.management.jsoncommand import JsonCommand
+from tenants.management.secret_input import SecretOption, secret_options_read
 from tenants.models import Tenant
 from tenants.services import TenantSpec, tenant_provision, tenant_public_ensure
 
@@ -21,18 +23,24 @@ DEMO_SCHEMA = "demo"
 DEMO_DOMAIN = "demo.localhost"
 # The agents of the sandbox portal's seed who carry the demo phones.
 DEMO_DEVICES = [("Marta's phone", "+48500100200", 5), ("Ewa's phone", "+48500100300", 9)]
+WEBHOOK = SecretOption("--bitrix24-webhook", "SIMTRIX_BITRIX24_WEBHOOK", "Bitrix24 webhook URL")
 
 
 class Command(JsonCommand):
     help = "Makes (or refreshes) the demo tenant of `make run`: admin user, devices, Bitrix24 URL."
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--bitrix24-webhook", required=True)
+        parser.add_argument(WEBHOOK.option, default=None, help=WEBHOOK.help)
         parser.add_argument(
             "--state-file", default=str(Path(settings.BASE_DIR) / ".devdata" / "demo.json")
         )
 
     def run(self, **options: Any) -> dict[str, Any]:
+        stdin = options.get("stdin") or sys.stdin
+        webhook = secret_options_read(options, [WEBHOOK], stdin=stdin)[WEBHOOK.dest]
+        if not webhook:
+            raise self.fail(f"The demo needs a webhook: {WEBHOOK.option} - or ${WEBHOOK.variable}.")
         state_file = Path(options["state_file"])
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         state.setdefault("username", "admin")
@@ -43,7 +51,7 @@ class Command(JsonCommand):
             tenant_provision(
                 TenantSpec(
                     schema=DEMO_SCHEMA, name="Demo", domain=DEMO_DOMAIN,
-                    bitrix24_webhook=options["bitrix24_webhook"], timezone="Europe/Warsaw",
+                    bitrix24_webhook=webhook, timezone="Europe/Warsaw",
                     country="PL",
                 )
             )  # fmt: skip
@@ -51,7 +59,7 @@ class Command(JsonCommand):
             with schema_context(schema):
                 _superuser_ensure(state["username"], state["password"])
         with schema_context(DEMO_SCHEMA):
-            connection_set_webhook(webhook_url=options["bitrix24_webhook"])
+            connection_set_webhook(webhook_url=webhook)
             tokens = []
             for name, number, user_id in DEMO_DEVICES:
                 device = Device.objects.filter(name=name).first()
