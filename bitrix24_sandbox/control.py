@@ -92,6 +92,9 @@ class SandboxControl:
     def set_webhook_telephony_denied(self, denied: bool) -> None:
         self._call("POST", "webhook_telephony_denied", {"denied": denied})
 
+    def set_moved(self, url: str | None) -> None:
+        self._call("POST", "moved", {"url": url})
+
     def set_operation_time_limit(self, method: str, seconds: float | None) -> None:
         self._call("POST", "operation_limit", {"method": method, "seconds": seconds})
 

@@ -13,6 +13,8 @@ Routes (all JSON):
     POST   rate_limit                    {"drain_per_second": 2, "bucket_size": 50} (null = off)
     POST   expire_tokens                 {"access_token": optional}
     POST   webhook_telephony_denied      {"denied": true}
+    POST   moved                         {"url": "https://localhost:8443"}: /rest/ requests to
+                                         any other host answer 302 there; {"url": null} undoes
     POST   operation_limit               {"method": "crm.deal.list", "seconds": 5 | null}
     POST   users                         user fields -> created user
     POST   users/{id}/deactivate | users/{id}/activate
@@ -192,6 +194,17 @@ def _deny_telephony(
     with portal.state.lock:
         portal.state.webhook_telephony_denied = bool(body.get("denied", True))
         return 200, {"denied": portal.state.webhook_telephony_denied}
+
+
+@route("POST", "moved")
+def _moved(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    try:
+        portal.set_moved(body.get("url"))
+    except ValueError as exc:
+        return 400, {"error": "invalid_request", "error_description": str(exc)}
+    return 200, {"moved_to": portal.state.moved_to}
 
 
 @route("POST", "operation_limit")

@@ -9,7 +9,9 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import trustme
 
@@ -27,6 +29,8 @@ class SandboxPortal:
 
     ``drain_per_second``/``bucket_size`` configure the portal-wide leaky bucket (None = off).
     ``state_file`` makes the data, credentials and CA survive restarts (used by the demo).
+    ``hostnames`` are more names its certificate covers (besides 127.0.0.1 and localhost), for
+    a client that resolves them to this server itself (a portal under a public-looking name).
     """
 
     def __init__(
@@ -40,8 +44,10 @@ class SandboxPortal:
         state_file: str | None = None,
         cert_dir: str | None = None,
         token_ttl: int = 3600,
+        hostnames: Sequence[str] = (),
     ) -> None:
         self.host = host
+        self.hostnames = list(hostnames)
         self.port = port
         self.state_file = state_file
         self.state = State(
@@ -77,7 +83,7 @@ class SandboxPortal:
         self._load_state_file()
         if self._ca is None:
             self._ca = trustme.CA(organization_name="SIMtrix Bitrix24 sandbox")
-        identities = ["127.0.0.1", "localhost", "*.localhost"]
+        identities = ["127.0.0.1", "localhost", "*.localhost", *self.hostnames]
         if self.host not in identities and self.host not in ("0.0.0.0", "::", ""):
             identities.append(self.host)
         leaf = self._ca.issue_cert(*identities)
@@ -221,6 +227,7 @@ class SandboxPortal:
                 "rate_limited_count": s.rate_limited_count,
                 "refresh_count": s.refresh_count,
                 "faults": list(s.faults),
+                "moved_to": s.moved_to,
                 "operation_limits": dict(s.op_limits),
                 "webhook_telephony_denied": s.webhook_telephony_denied,
                 "webhooks": len(s.webhooks),
@@ -257,6 +264,25 @@ class SandboxPortal:
     def clear_faults(self) -> None:
         with self.state.lock:
             self.state.faults = []
+
+    def set_moved(self, url: str | None) -> None:
+        """Renames the portal: /rest/ requests to any other host get a 302 to ``url``.
+
+        ``url`` is the new base (``https://new-name.example:8443``); the same server keeps
+        answering under the new name (give it one its certificate covers, e.g. ``localhost``).
+        ``None`` undoes it; ``reset()`` too.
+        """
+        if url is not None:
+            parts = urlsplit(url)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+            ):
+                raise ValueError("moved_to must be a base URL like https://host:port")
+            url = f"{parts.scheme}://{parts.netloc}"
+        with self.state.lock:
+            self.state.moved_to = url
 
     def take_fault(self, method: str) -> dict[str, Any] | None:
         """Pick the fault for this request: `slow` delays, then `down` wins over `fail_next`."""

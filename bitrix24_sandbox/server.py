@@ -44,6 +44,12 @@ PROXY_503 = (
 )
 
 
+MOVED_302 = (
+    b"<html>\r\n<head><title>302 Found</title></head>\r\n<body>\r\n"
+    b"<center><h1>302 Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
 def _json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
 
@@ -190,6 +196,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 self._send_json(status, payload)
             elif TOKEN_ROUTE.match(path):
                 self._oauth_token(url.query, body)
+            elif path.startswith("/rest/") and self._moved(path, url.query):
+                pass
             elif UPLOAD_ROUTE.match(path):
                 self._upload(url.query, body)
             elif path.startswith("/rest/"):
@@ -202,6 +210,25 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # /rest ----------------------------------------------------------------------------------
+
+    def _moved(self, path: str, query: str) -> bool:
+        """A renamed portal's old name: 302 to the same path under the new one (no JSON body,
+        like the front web server of a cloud portal). True when it answered."""
+        state = self.state
+        with state.lock:
+            moved_to = state.moved_to
+        new_host = urlsplit(moved_to).netloc.lower() if moved_to else ""
+        if moved_to is None or self.headers.get("Host", "").lower() == new_host:
+            return False
+        location = f"{moved_to}{path}" + (f"?{query}" if query else "")
+        webhook = WEBHOOK_ROUTE.match(path)
+        oauth = None if webhook else OAUTH_ROUTE.match(path)
+        method = (webhook.group(3) if webhook else oauth.group(1) if oauth else "").lower()
+        record_call(state, request_id=state.new_request_id(), started=time.time(),
+                    method=method or None, auth=None, params={}, status=302, error="MOVED",
+                    http_method=self.command, path=path, extra={"moved_to": moved_to})  # fmt: skip
+        self._send(302, MOVED_302, "text/html", headers={"Location": location})
+        return True
 
     def _rest(self, path: str, query: str, body: bytes) -> None:
         state = self.state

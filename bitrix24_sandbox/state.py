@@ -145,6 +145,9 @@ class State:
         self.requests: list[dict[str, Any]] = []
         self.request_seq = 0
         self.faults: list[dict[str, Any]] = []
+        # A renamed portal: every /rest/ request not addressed to this base URL's host is
+        # redirected there (HTTP 302), as Bitrix24 cloud does after a rename.
+        self.moved_to: str | None = None
         self.op_limits: dict[str, float] = {}
         self.operating = OperatingLog()
         self.webhook_telephony_denied = False

@@ -14,12 +14,19 @@ It owns everything about *how* a request is made, so nothing else has to know:
   non-idempotent method (see ``crm.intents``);
 - timeouts and deadlines (a caller lookup must answer within its budget);
 - the request log (``crm.RequestLog``), one row per HTTP attempt plus one per batch command,
-  tagged with the SIMtrix call being served (``crm.context``), with secrets redacted.
+  tagged with the SIMtrix call being served (``crm.context``), with secrets redacted;
+- where it connects: only through ``crm.outbound`` (public addresses, pinned to the address
+  that was checked, no redirect followed). A portal that moved (HTTP 302 to its new domain,
+  as Bitrix24 cloud answers after a rename) is followed once, and when the new address passes
+  the same checks and answers, the connection is updated. What a tenant admin is told about a
+  network failure is only "could not reach the portal"; the detail goes to operators' logs.
 
 b24pysdk is used for URL building, auth placement, JSON encoding, batch ``cmd`` encoding, response
-parsing and its typed errors. Its own retry loop is switched off (``max_retries=1``: it only
-retries 503 with fixed sleeps and knows no shared limiter) and so is its automatic token refresh
-(it refreshes in memory only, against a hard-coded OAuth host, without a lock or persistence).
+parsing and its typed errors; its requesters send through the pinned transport instead of
+``requests.post``. Its own retry loop is switched off (``max_retries=1``: it only retries 503
+with fixed sleeps and knows no shared limiter), and its token wrappers are not used: they
+refresh in memory only, against a hard-coded OAuth host, without a lock or persistence, and
+follow a 302 to any domain.
 """
 
 from __future__ import annotations
@@ -30,15 +37,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
-from b24pysdk import BitrixAppLocal, BitrixToken, BitrixWebhook
+from b24pysdk import BitrixAppLocal
 from b24pysdk import errors as sdk_errors
-from b24pysdk.api.requesters import BitrixOAuthRequester
+from b24pysdk.api.callers.call_method import _MethodCaller
+from b24pysdk.api.requesters import BitrixAPIRequester, BitrixOAuthRequester
+from b24pysdk.utils.encoding import encode_params
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from common.metrics import bitrix24_request_record
 from crm.context import current_call_id
 from crm.errors import (
     AUTH_CODES,
@@ -51,9 +63,16 @@ from crm.errors import (
 )
 from crm.limiter import PortalLimiter, method_block_key
 from crm.models import Bitrix24Connection, RequestLog
+from crm.outbound import OutboundAddressRefused, Resolver, outbound_request
 from crm.redaction import redact_params, scrub
 from crm.redis_client import get_redis
-from crm.validators import WEBHOOK_URL_RE
+from crm.validators import (
+    WEBHOOK_URL_RE,
+    AddressProblem,
+    address_parse,
+    mask_webhook_url,
+    validate_oauth_token_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +86,33 @@ BACKOFF_CAP = 4.0
 MAX_RATE_WAIT = 30.0
 MAX_BATCH = 50
 
+# What a tenant admin reads about a failed connection, whatever the cause (the cause is in the
+# operators' log): see Bitrix24Session._transport_error.
+UNREACHABLE = "Could not reach the portal"
+NOT_A_PORTAL = "Not a Bitrix24 portal: the address answered, but not like Bitrix24"
+UNREACHABLE_OAUTH = "Could not reach the OAuth server"
+NOT_A_PORTAL_DOWN = "Not a Bitrix24 answer: the address answered with an error page (portal down?)"
+
 Command = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Where a portal that answered 302 says it now lives (already checked as an address)."""
+
+    scheme: str
+    domain: str
+
+
+@dataclass
+class _Attempt:
+    """One HTTP request's outcome."""
+
+    payload: dict[str, Any]
+    error: Bitrix24Error | None = None
+    # Bitrix24 answered (JSON, success or error): the address is a portal.
+    answered: bool = True
+    move: _Move | None = None
 
 
 @dataclass
@@ -92,22 +137,60 @@ class BatchResponse:
         return self.results.get(key)
 
 
-class _AppToken(BitrixToken):
-    # Refresh is ours (row lock + persistence); the SDK must only report expired_token.
-    _AUTO_REFRESH_EXPIRED_TOKEN = False
-    _AUTO_CHANGED_DOMAIN = False
+class _PortalRequester(BitrixAPIRequester):
+    """The SDK's REST requester, sending through the pinned transport (no redirect followed).
 
+    The SDK writes every portal URL as ``https://``: a portal the operator allows over plain
+    http gets its scheme back here.
+    """
 
-class _WebhookToken(BitrixWebhook):
-    _AUTO_CHANGED_DOMAIN = False
+    def __init__(
+        self,
+        url: str,
+        *,
+        params: dict[str, Any],
+        timeout: tuple[float, float],
+        scheme: str,
+        resolver: Resolver | None,
+    ) -> None:
+        super().__init__(url, params=params, timeout=timeout, max_retries=1)
+        self._scheme = scheme
+        self._resolver = resolver
+
+    def _request(self) -> requests.Response:
+        url = self._url
+        if self._scheme == "http" and url.startswith("https://"):
+            url = "http://" + url.removeprefix("https://")
+        return outbound_request(
+            "POST",
+            url,
+            json=self._params,
+            headers=self._headers,
+            timeout=self._timeout,
+            resolver=self._resolver,
+        )
 
 
 class _TokenEndpoint(BitrixOAuthRequester):
-    """The SDK's OAuth requester pointed at the tenant's token URL (its own URL is hard-coded)."""
+    """The SDK's OAuth requester pointed at the tenant's token URL (its own URL is hard-coded),
+    sending through the pinned transport (its own follows redirects)."""
 
-    def __init__(self, app: BitrixAppLocal, *, token_url: str) -> None:
+    def __init__(
+        self, app: BitrixAppLocal, *, token_url: str, resolver: Resolver | None = None
+    ) -> None:
         super().__init__(app, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), max_retries=1)
         self._OAUTH_TOKEN_URL = token_url
+        self._resolver = resolver
+
+    def _request(self, url: str, params: dict[str, Any]) -> requests.Response:
+        return outbound_request(
+            "GET",
+            url,
+            params=params,
+            headers=self._headers,
+            timeout=self._timeout,
+            resolver=self._resolver,
+        )
 
 
 def _now() -> float:
@@ -115,23 +198,37 @@ def _now() -> float:
 
 
 class Bitrix24Session:
-    """Requests to one tenant's portal. Cheap to build; use one per unit of work."""
+    """Requests to one tenant's portal. Cheap to build; use one per unit of work.
 
-    def __init__(self, connection: Bitrix24Connection) -> None:
+    ``resolver`` replaces the system's DNS lookup (tests: a public-looking name that resolves
+    to a private address).
+    """
+
+    def __init__(self, connection: Bitrix24Connection, *, resolver: Resolver | None = None) -> None:
         self.connection = connection
         self.auth_mode = connection.auth_mode
         self.domain = connection.portal_domain
+        self.resolver = resolver
         if connection.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
             if not (connection.oauth_access_token and connection.oauth_client_endpoint):
                 raise Bitrix24NotConfigured(
                     "The local application is not installed yet (no tokens): install it in "
                     "Bitrix24 so it posts its tokens to /bitrix24/install/"
                 )
+            address = connection.oauth_client_endpoint
         else:
             match = WEBHOOK_URL_RE.match(connection.webhook_url or "")
             if not match:
                 raise Bitrix24NotConfigured("No Bitrix24 webhook URL is configured")
             self._webhook = f"{match['user_id']}/{match['secret']}"
+            address = connection.webhook_url
+        # Rows written before the address rules, or by a path that skipped them, are checked
+        # here too; what the name resolves to is checked when connecting (crm.outbound).
+        try:
+            self.scheme = address_parse(address).scheme
+        except AddressProblem as exc:
+            shown = mask_webhook_url(address)
+            raise Bitrix24NotConfigured(f"The portal address {shown!r} is refused: {exc}") from None
         self.limiter = PortalLimiter(self.domain, *connection.rate_limit)
 
     @classmethod
@@ -229,6 +326,8 @@ class Bitrix24Session:
     ) -> dict[str, Any]:
         attempt = 0
         refreshed = False
+        followed = False
+        moved_from: tuple[str, str] | None = None  # (scheme, domain) while trying a new address
         last_error: Bitrix24Error | None = None
         while True:
             attempt += 1
@@ -241,12 +340,8 @@ class Bitrix24Session:
                 self._note_failure(failure)
                 raise failure from None
             started = _now()
-            error: Bitrix24Error | None = None
-            payload: dict[str, Any] = {}
-            try:
-                payload = self._send(method, params, commands, timeout)
-            except sdk_errors.BitrixSDKException as exc:
-                error = self._classify(exc, method)
+            outcome = self._attempt(method, params, commands, timeout)
+            error = outcome.error
             duration_ms = int((_now() - started) * 1000)
             parent = self._log(
                 method,
@@ -257,26 +352,32 @@ class Bitrix24Session:
                 error=error,
                 intent_key=intent_key,
             )
+            if moved_from is not None:
+                if not outcome.answered:
+                    error = self._move_failed(moved_from, error)
+                    self._note_failure(error)
+                    raise error
+                self._move_persist(moved_from)
+                moved_from = None
             if error is None:
                 if commands:
-                    self._log_commands(parent, commands, payload, intent_key)
+                    self._log_commands(parent, commands, outcome.payload, intent_key)
                 self._note_success()
-                return payload
+                return outcome.payload
+
+            if outcome.move is not None and not followed:
+                # A 302 means the old address executed nothing: sending again is safe.
+                followed = True
+                moved_from = (self.scheme, self.domain)
+                self._move_to(outcome.move.scheme, outcome.move.domain)
+                continue
 
             if error.code.upper() == "EXPIRED_TOKEN" and self._is_oauth and not refreshed:
                 refreshed = True
                 self._refresh_tokens(stale_access_token=self.connection.oauth_access_token)
                 continue
             last_error = error
-            if error.code == "QUERY_LIMIT_EXCEEDED":
-                # Someone else is using the portal too: everybody slows down for a moment.
-                self.limiter.block(1.0 / self.limiter.per_second + random.uniform(0, 0.5))
-            if error.code == "OPERATION_TIME_LIMIT" and error.retry_after is not None:
-                get_redis().set(
-                    method_block_key(self.domain, method),
-                    time.time() + error.retry_after,
-                    px=int(error.retry_after * 1000) + 1000,
-                )
+            self._respect_limits(method, error)
             retry = (
                 error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
             )
@@ -288,6 +389,35 @@ class Bitrix24Session:
             self._note_failure(error)
             raise error
 
+    def _attempt(
+        self,
+        method: str,
+        params: dict[str, Any],
+        commands: dict[str, Command] | None,
+        timeout: tuple[float, float],
+    ) -> _Attempt:
+        try:
+            return _Attempt(self._send(method, params, commands, timeout))
+        except OutboundAddressRefused as exc:
+            return _Attempt({}, self._refused(exc, method), answered=False)
+        except sdk_errors.BitrixResponse302JSONDecodeError as exc:
+            error, move = self._redirected(exc, method)
+            return _Attempt({}, error, answered=False, move=move)
+        except sdk_errors.BitrixSDKException as exc:
+            answered = isinstance(getattr(exc, "json_response", None), dict)
+            return _Attempt({}, self._classify(exc, method), answered=answered)
+
+    def _respect_limits(self, method: str, error: Bitrix24Error) -> None:
+        if error.code == "QUERY_LIMIT_EXCEEDED":
+            # Someone else is using the portal too: everybody slows down for a moment.
+            self.limiter.block(1.0 / self.limiter.per_second + random.uniform(0, 0.5))
+        if error.code == "OPERATION_TIME_LIMIT" and error.retry_after is not None:
+            get_redis().set(
+                method_block_key(self.domain, method),
+                time.time() + error.retry_after,
+                px=int(error.retry_after * 1000) + 1000,
+            )
+
     def _send(
         self,
         method: str,
@@ -295,31 +425,30 @@ class Bitrix24Session:
         commands: dict[str, Command] | None,
         timeout: tuple[float, float],
     ) -> dict[str, Any]:
-        token = self._token()
         if commands is not None:
-            return token.call_batch(
-                {key: (m, p) for key, (m, p) in commands.items()},
-                halt=bool(params.get("halt")),
-                timeout=timeout,
-                max_retries=1,
+            # The batch's commands travel as query strings (REFERENCE 1.6), as the SDK writes them.
+            method, params = (
+                "batch",
+                {
+                    "cmd": {key: f"{m}?{encode_params(p)}" for key, (m, p) in commands.items()},
+                    "halt": bool(params.get("halt")),
+                },
             )
-        return token.call_method(method, params, timeout=timeout, max_retries=1)
-
-    def _token(self) -> BitrixToken | BitrixWebhook:
-        if self._is_oauth:
-            conn = self.connection
-            app = BitrixAppLocal(
-                domain=self.domain,
-                client_id=conn.oauth_client_id,
-                client_secret=conn.oauth_client_secret,
-            )
-            return _AppToken(
-                domain=self.domain,
-                auth_token=conn.oauth_access_token,
-                refresh_token=conn.oauth_refresh_token or None,
-                bitrix_app=app,
-            )
-        return _WebhookToken(domain=self.domain, webhook_token=self._webhook)
+        caller = _MethodCaller(
+            domain=self.domain,
+            auth_token=self.connection.oauth_access_token if self._is_oauth else self._webhook,
+            is_webhook=not self._is_oauth,
+            api_method=method,
+            params=params,
+        )
+        requester = _PortalRequester(
+            caller._url,
+            params=caller._effective_params,
+            timeout=timeout,
+            scheme=self.scheme,
+            resolver=self.resolver,
+        )
+        return requester.call()
 
     @property
     def _is_oauth(self) -> bool:
@@ -374,38 +503,131 @@ class Bitrix24Session:
         payload = getattr(exc, "json_response", None)
         if isinstance(payload, dict):
             return _error_from_payload(payload, http_status=status, method=method, scrub_with=self)
-        # A body that is not JSON: a proxy's error page, a redirect to another domain.
-        text = f"Unexpected answer from Bitrix24 (HTTP {status})"
+        # A body that is not JSON: a proxy's error page, a web site that is not a portal.
+        logger.warning("Bitrix24 %s on %s: HTTP %s without JSON", method, self.domain, status)
         if status is not None and status >= 500:
             return Bitrix24TransientError(
-                text, code="BAD_GATEWAY", http_status=status, method=method, ambiguous=True
+                NOT_A_PORTAL_DOWN,
+                code="BAD_GATEWAY",
+                http_status=status,
+                method=method,
+                ambiguous=True,
             )
         return Bitrix24PermanentError(
-            text, code="UNEXPECTED_ANSWER", http_status=status, method=method
+            NOT_A_PORTAL, code="UNEXPECTED_ANSWER", http_status=status, method=method
         )
 
     def _transport_error(self, exc: sdk_errors.BitrixRequestError, method: str) -> Bitrix24Error:
+        """Every failure to connect reads the same to the tenant: refused, filtered, TLS and
+        name errors told apart would make "Test connection" a port scanner. Operators' logs
+        keep the detail; the classification (transient, ambiguous) is the detail's."""
         original = exc.__cause__ or (exc.args[1] if len(exc.args) > 1 else exc)
         detail = scrub(str(original), self._secrets())
+        logger.warning("Bitrix24 %s on %s failed: %s", method, self.domain, detail)
         if isinstance(original, requests.exceptions.SSLError):
-            return Bitrix24PermanentError(
-                f"TLS verification of the portal failed: {detail}", code="TLS_ERROR", method=method
-            )
+            # A certificate that does not fit will not fit on the next attempt either.
+            return Bitrix24PermanentError(UNREACHABLE, code="CONNECTION_ERROR", method=method)
         not_sent = isinstance(original, requests.exceptions.ConnectTimeout) or _never_connected(
             original
         )
-        if isinstance(original, requests.exceptions.Timeout):
+        if isinstance(original, requests.exceptions.Timeout) and not not_sent:
+            # Connected, TLS verified, request sent: a real portal that is slow to answer.
             return Bitrix24TransientError(
-                "Bitrix24 did not answer in time",
-                code="TIMEOUT",
-                method=method,
-                ambiguous=not not_sent,
+                "Bitrix24 did not answer in time", code="TIMEOUT", method=method, ambiguous=True
             )
         return Bitrix24TransientError(
-            f"Could not reach Bitrix24: {detail}",
-            code="CONNECTION_ERROR",
+            UNREACHABLE, code="CONNECTION_ERROR", method=method, ambiguous=not not_sent
+        )
+
+    def _refused(self, exc: OutboundAddressRefused, method: str) -> Bitrix24Error:
+        logger.warning("Bitrix24 %s: not connecting to %s, which %s", method, exc.host, exc.reason)
+        # Transient like any unreachable portal: once the address (or the operator's policy)
+        # is fixed, the work waiting for the portal goes through.
+        return Bitrix24TransientError(UNREACHABLE, code="CONNECTION_ERROR", method=method)
+
+    # ------------------------------------------------------------------------------------------
+    # A moved portal
+
+    def _redirected(
+        self, exc: sdk_errors.BitrixResponse302JSONDecodeError, method: str
+    ) -> tuple[Bitrix24Error, _Move | None]:
+        """A 302 answer: a moved portal when it points at the same REST path on another host."""
+        location = exc.redirect_url or ""
+        parts = urlsplit(location)
+        shown = scrub(mask_webhook_url(location), self._secrets())
+        if not (parts.scheme and parts.netloc and parts.path.startswith("/rest/")):
+            logger.warning("Bitrix24 %s on %s: redirect to %s", method, self.domain, shown)
+            return Bitrix24PermanentError(
+                NOT_A_PORTAL, code="UNEXPECTED_ANSWER", http_status=302, method=method
+            ), None
+        base = mask_webhook_url(f"{parts.scheme}://{parts.netloc}")
+        try:
+            target = address_parse(f"{parts.scheme}://{parts.netloc}/rest/")
+            if target.scheme == "http" and self.scheme == "https":
+                raise AddressProblem("from https:// to http:// would send the secret in clear")
+            if (target.scheme, target.netloc) == (self.scheme, self.domain.lower()):
+                raise AddressProblem("it is the same address")
+        except AddressProblem as problem:
+            logger.warning(
+                "Bitrix24 portal %s moved to %s: refused (%s)", self.domain, base, problem
+            )
+            return Bitrix24PermanentError(
+                f"The portal moved to {base}, an address SIMtrix does not connect to "
+                f"({problem}): update the connection",
+                code="PORTAL_MOVED",
+                http_status=302,
+                method=method,
+            ), None
+        return Bitrix24PermanentError(
+            f"The portal moved to {target.base}",
+            code="PORTAL_MOVED",
+            http_status=302,
             method=method,
-            ambiguous=not not_sent,
+        ), _Move(target.scheme, target.netloc)
+
+    def _move_to(self, scheme: str, domain: str) -> None:
+        self.scheme, self.domain = scheme, domain
+        self.limiter = PortalLimiter(domain, *self.connection.rate_limit)
+
+    def _move_persist(self, moved_from: tuple[str, str]) -> None:
+        """The new address answered like Bitrix24: the connection points there from now on."""
+        conn = self.connection
+        base = f"{self.scheme}://{self.domain}"
+        if self._is_oauth:
+            conn.oauth_client_endpoint = f"{base}/rest/"
+            conn.save(update_fields=["oauth_client_endpoint", "updated_at"])
+        else:
+            conn.webhook_url = f"{base}/rest/{self._webhook}/"
+            conn.save(update_fields=["webhook_url", "updated_at"])
+        logger.warning(
+            "Bitrix24 portal %s://%s moved to %s: the connection was updated", *moved_from, base
+        )
+
+    def _move_failed(
+        self, moved_from: tuple[str, str], error: Bitrix24Error | None
+    ) -> Bitrix24Error:
+        """The new address did not answer like Bitrix24: back to the stored one, and say so."""
+        target = f"{self.scheme}://{self.domain}"
+        self._move_to(*moved_from)
+        logger.warning(
+            "Bitrix24 portal %s://%s moved to %s, which did not answer (%s)",
+            *moved_from,
+            target,
+            error.code if error else "?",
+        )
+        cls = (
+            Bitrix24TransientError
+            if error is not None and error.transient
+            else (Bitrix24PermanentError)
+        )
+        return cls(
+            f"The portal moved to {target}, which did not answer like a Bitrix24 portal: "
+            "check the new address and update the connection",
+            code="PORTAL_MOVED",
+            http_status=error.http_status if error else None,
+            method=error.method if error else "",
+            # The request may have reached the new address before it failed.
+            ambiguous=bool(error and error.ambiguous),
         )
 
     def _secrets(self) -> list[str]:
@@ -436,7 +658,9 @@ class Bitrix24Session:
                         "The access token expired and no refresh token is stored: reinstall "
                         "the application"
                     )
-                data = oauth_token_request(conn, refresh_token=conn.oauth_refresh_token)
+                data = oauth_token_request(
+                    conn, refresh_token=conn.oauth_refresh_token, resolver=self.resolver
+                )
                 apply_token_response(conn, data)
                 conn.save(
                     update_fields=[
@@ -468,6 +692,7 @@ class Bitrix24Session:
         error: Bitrix24Error | None,
         intent_key: str,
     ) -> RequestLog:
+        bitrix24_request_record(method=method, error=error)
         summary = redact_params(params)
         sub_methods: list[str] = []
         if commands is not None:
@@ -554,8 +779,19 @@ class Bitrix24Session:
 # OAuth token endpoint
 
 
-def oauth_token_request(conn: Bitrix24Connection, *, refresh_token: str) -> dict[str, Any]:
-    """One refresh at the OAuth server; logged (redacted) like every other request."""
+def oauth_token_request(
+    conn: Bitrix24Connection, *, refresh_token: str, resolver: Resolver | None = None
+) -> dict[str, Any]:
+    """One refresh at the OAuth server; logged (redacted) like every other request.
+
+    Like the portal, the OAuth server is reached through ``crm.outbound`` and a redirect is
+    never followed (the SDK's own requester would follow it anywhere, secret in the query).
+    """
+    try:
+        validate_oauth_token_url(conn.oauth_token_url)
+    except ValidationError as exc:
+        raise Bitrix24NotConfigured(exc.messages[0]) from None
+    secrets = [refresh_token, conn.oauth_client_secret]
     app = BitrixAppLocal(
         domain=conn.portal_domain or "unknown",
         client_id=conn.oauth_client_id,
@@ -565,13 +801,22 @@ def oauth_token_request(conn: Bitrix24Connection, *, refresh_token: str) -> dict
     error: Bitrix24Error | None = None
     data: dict[str, Any] = {}
     try:
-        data = _TokenEndpoint(app, token_url=conn.oauth_token_url).refresh_oauth_token(
-            refresh_token
-        )
+        endpoint = _TokenEndpoint(app, token_url=conn.oauth_token_url, resolver=resolver)
+        data = endpoint.refresh_oauth_token(refresh_token)
+    except OutboundAddressRefused as exc:
+        logger.warning("OAuth token request: not connecting to %s, which %s", exc.host, exc.reason)
+        error = Bitrix24TransientError(UNREACHABLE_OAUTH, code="CONNECTION_ERROR")
     except sdk_errors.BitrixRequestError as exc:
-        detail = scrub(str(exc.__cause__ or exc), [refresh_token, conn.oauth_client_secret])
+        detail = scrub(str(exc.__cause__ or exc), secrets)
+        logger.warning("OAuth token request to %s failed: %s", conn.oauth_token_url, detail)
+        error = Bitrix24TransientError(UNREACHABLE_OAUTH, code="CONNECTION_ERROR")
+    except sdk_errors.BitrixResponse302JSONDecodeError as exc:
+        target = scrub(mask_webhook_url(exc.redirect_url or ""), secrets)
+        logger.warning("OAuth token request to %s: redirect to %s", conn.oauth_token_url, target)
         error = Bitrix24TransientError(
-            f"Could not reach the OAuth server: {detail}", code="CONNECTION_ERROR"
+            "The OAuth server answered with a redirect (not followed): check the OAuth token URL",
+            code="UNEXPECTED_ANSWER",
+            http_status=302,
         )
     except sdk_errors.BitrixSDKException as exc:
         payload = getattr(exc, "json_response", None)
@@ -581,8 +826,10 @@ def oauth_token_request(conn: Bitrix24Connection, *, refresh_token: str) -> dict
             if error.code.upper() == "INVALID_GRANT":
                 error.description = error.description or "The refresh token is no longer valid"
         else:
+            logger.warning("OAuth token request: HTTP %s without JSON", status)
             error = Bitrix24TransientError(
-                f"Unexpected answer from the OAuth server (HTTP {status})", http_status=status
+                "Not a Bitrix24 OAuth server: the address answered, but not like Bitrix24",
+                http_status=status,
             )
     RequestLog.objects.create(
         method="oauth.token",
@@ -710,6 +957,7 @@ def _is_connection_problem(error: Bitrix24Error) -> bool:
             "BAD_GATEWAY",
             "INTERNAL_SERVER_ERROR",
             "PORTAL_DELETED",
+            "PORTAL_MOVED",
         }
         or (error.http_status is not None and error.http_status >= 500)
     )

@@ -1,26 +1,208 @@
+"""What a Bitrix24 address may look like when a tenant admin or an operator enters it.
+
+Checked as written, before any DNS lookup (``crm.outbound`` checks what the name resolves to,
+when it connects): https (http only when the operator allows it), a host and an optional port,
+no user info, query or fragment, and the path each address has by definition:
+
+- the inbound webhook: ``https://HOST[:PORT]/rest/USER_ID/SECRET/`` (REFERENCE 1.1);
+- the OAuth server: ``https://HOST[:PORT]/oauth/token/`` (``oauth.bitrix.info`` for the cloud,
+  the portal itself on premises);
+- the portal's REST endpoint of an OAuth installation: ``https://HOST[:PORT]/rest/``.
+
+A host is a DNS name in ASCII (international names in their ``xn--`` form) or an IP address
+in its canonical form. The other spellings that resolvers accept (``2130706433``, ``0x7f.1``,
+``017700000001``, ``127.1``) are refused: they exist to slip past checks like this one.
+``localhost`` and ``*.localhost`` are this server, and private addresses are refused unless
+the operator allows private networks (``SIMTRIX_ALLOW_PRIVATE_ADDRESSES``).
+"""
+
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 
-# https://PORTAL/rest/{USER_ID}/{SECRET}/ (REFERENCE 1.1); the trailing slash is optional on input.
+from crm.outbound import address_refusal, http_portals_allowed, private_addresses_allowed
+
+_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+# https://PORTAL/rest/{USER_ID}/{SECRET}/ (REFERENCE 1.1); the trailing slash is optional on
+# input. `host` is host[:port]. Parsing only: validate_webhook_url says what is allowed.
 WEBHOOK_URL_RE = re.compile(
-    r"^https://(?P<host>[^/\s]+)/rest/(?P<user_id>\d+)/(?P<secret>[^/\s]+)/?$"
+    rf"^(?P<scheme>https?)://(?P<host>{_HOST})/rest/(?P<user_id>\d+)/(?P<secret>[A-Za-z0-9_-]+)/?\Z"
 )
+_OAUTH_TOKEN_PATH = re.compile(r"^/oauth/token/?\Z")
+_ENDPOINT_PATH = re.compile(r"^/rest/?\Z")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
+_FORBIDDEN_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
+_MASK_SPLIT = re.compile(r"^([^/?#]*(?://[^/?#]*)?)(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Address:
+    """An address that passed the checks: scheme, host (IPv6 in brackets) and port."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+
+    @property
+    def netloc(self) -> str:
+        return f"{self.host}:{self.port}" if self.port is not None else self.host
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+
+class AddressProblem(ValueError):
+    """Why an address is refused, in words for the person who typed it."""
+
+
+def address_parse(value: str) -> Address:
+    """Splits ``value`` into an ``Address``, or raises ``AddressProblem`` saying what is wrong."""
+    if _FORBIDDEN_CHARS.search(value):
+        raise AddressProblem("spaces, control characters and backslashes are not allowed")
+    scheme, sep, rest = value.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("https", "http"):
+        raise AddressProblem(_scheme_hint())
+    if scheme == "http" and not http_portals_allowed():
+        raise AddressProblem(_scheme_hint())
+    if "?" in rest or "#" in rest:
+        raise AddressProblem("a query (?) or fragment (#) is not allowed")
+    netloc, slash, path = rest.partition("/")
+    path = slash + path
+    if "@" in netloc:
+        raise AddressProblem("a user name or password (user@host) is not allowed")
+    host, port = _split_port(netloc)
+    address_host_check(host)
+    return Address(scheme=scheme, host=host.lower(), port=port, path=path)
+
+
+def address_host_check(host: str) -> None:
+    """Raises ``AddressProblem`` when ``host`` (without port; IPv6 in brackets) is refused."""
+    if not host:
+        raise AddressProblem("the host is missing")
+    if host.startswith("["):
+        literal = host[1:-1] if host.endswith("]") else ""
+        if "%" in literal:
+            raise AddressProblem("an IPv6 zone (%) is not allowed")
+        try:
+            ip = ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise AddressProblem(f"{host} is not an IPv6 address") from None
+        _ip_check(ip, host)
+        return
+    if host.endswith("."):
+        raise AddressProblem("the host must not end with a dot")
+    if not host.isascii():
+        raise AddressProblem("write an international host name in its xn-- (punycode) form")
+    name = host.lower()
+    labels = name.split(".")
+    if _NUMERIC_LABEL.match(labels[-1]):
+        # WHATWG URL: a host whose last label is a number is an IPv4 address.
+        try:
+            ip4 = ipaddress.IPv4Address(name)
+        except ValueError:
+            raise AddressProblem(
+                f"write an IP address as four decimal numbers like 203.0.113.10, not {host}"
+            ) from None
+        _ip_check(ip4, host)
+        return
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise AddressProblem(f"{host} is not a valid host name")
+    if (name == "localhost" or name.endswith(".localhost")) and not private_addresses_allowed():
+        raise AddressProblem(f"{host} is this server itself{_PRIVATE_HINT}")
 
 
 def validate_webhook_url(value: str) -> None:
+    shown = mask_webhook_url(value)
+    try:
+        address_parse(value)
+    except AddressProblem as exc:
+        raise ValidationError(f"Invalid Bitrix24 webhook URL {shown!r}: {exc}.") from None
     if not WEBHOOK_URL_RE.match(value):
         raise ValidationError(
-            f"Invalid Bitrix24 webhook URL {mask_webhook_url(value)!r}: expected "
+            f"Invalid Bitrix24 webhook URL {shown!r}: expected "
             "https://PORTAL/rest/USER_ID/SECRET/ (Bitrix24 only accepts webhooks over HTTPS)."
         )
 
 
+def validate_oauth_token_url(value: str) -> None:
+    try:
+        address = address_parse(value)
+    except AddressProblem as exc:
+        raise ValidationError(f"Invalid OAuth token URL {value!r}: {exc}.") from None
+    if not _OAUTH_TOKEN_PATH.match(address.path):
+        raise ValidationError(
+            f"Invalid OAuth token URL {value!r}: expected https://HOST/oauth/token/ "
+            "(https://oauth.bitrix.info/oauth/token/ for Bitrix24 cloud)."
+        )
+
+
+def validate_rest_endpoint(value: str) -> None:
+    """The portal's REST endpoint of an OAuth installation (``client_endpoint``)."""
+    try:
+        address = address_parse(value)
+    except AddressProblem as exc:
+        raise ValidationError(f"Invalid portal REST endpoint {value!r}: {exc}.") from None
+    if not _ENDPOINT_PATH.match(address.path):
+        raise ValidationError(
+            f"Invalid portal REST endpoint {value!r}: expected https://PORTAL/rest/."
+        )
+
+
 def mask_webhook_url(value: str) -> str:
-    """The URL with its secret hidden, for display and logs."""
+    """The URL with its secret (and any user info) hidden, for display and logs."""
     match = WEBHOOK_URL_RE.match(value)
-    if not match:
-        return re.sub(r"/rest/(\d+)/[^/]+", r"/rest/\1/****", value)
-    return f"https://{match['host']}/rest/{match['user_id']}/****/"
+    if match:
+        return f"{match['scheme']}://{match['host']}/rest/{match['user_id']}/****/"
+    # Not a webhook URL: the host stays (it is what the message is about), any path may hold
+    # the secret in a place we cannot guess.
+    parts = _MASK_SPLIT.match(value)
+    base, path = parts.groups() if parts else (value, "")
+    base = re.sub(r"//[^/?#]*@", "//****@", base)
+    user = re.match(r"/rest/(\d+)/", path)
+    if user:
+        return f"{base}/rest/{user[1]}/****"
+    return f"{base}/****" if path.strip("/") else base + path
+
+
+_PRIVATE_HINT = (
+    ": SIMtrix only connects to public addresses (an operator can allow private networks "
+    "with SIMTRIX_ALLOW_PRIVATE_ADDRESSES=1)"
+)
+
+
+def _scheme_hint() -> str:
+    if http_portals_allowed():
+        return "it must start with https:// (or http:// for a portal without TLS)"
+    return "it must start with https://"
+
+
+def _split_port(netloc: str) -> tuple[str, int | None]:
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        host, rest = (netloc[: end + 1], netloc[end + 1 :]) if end >= 0 else (netloc, "")
+        if rest and not rest.startswith(":"):
+            raise AddressProblem(f"{netloc} is not a host and port")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_raw = netloc.partition(":")
+        port_text = port_text_raw if colon else None
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise AddressProblem("the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _ip_check(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
+    reason = address_refusal(ip)
+    if reason is not None:
+        hint = _PRIVATE_HINT if reason in ("private", "loopback") else ""
+        raise AddressProblem(f"{host} is a {reason} address{hint or ': not a portal'}")

@@ -98,6 +98,8 @@ def main() -> int:
     with services_env() as env:
         env.setdefault("DJANGO_DEBUG", "1")
         env.setdefault("DJANGO_SETTINGS_MODULE", "simtrix.settings")
+        # The demo's portal is the sandbox on 127.0.0.1: a private address (crm/outbound.py).
+        env.setdefault("SIMTRIX_ALLOW_PRIVATE_ADDRESSES", "1")
         try:
             database_create_if_missing(env["DATABASE_URL"])
             _log("migrating the shared schema and the tenants")
@@ -110,11 +112,9 @@ def main() -> int:
             bundle = str(_ca_bundle(portal["ca_cert_path"]))
             env["REQUESTS_CA_BUNDLE"] = env["SSL_CERT_FILE"] = bundle
 
-            demo = json.loads(
-                _manage(
-                    env, "demo_setup", "--bitrix24-webhook", portal["webhook_url"], capture=True
-                )
-            )
+            # The webhook's secret travels in the environment, never in `ps`.
+            demo_env = {**env, "SIMTRIX_BITRIX24_WEBHOOK": portal["webhook_url"]}
+            demo = json.loads(_manage(demo_env, "demo_setup", capture=True))
 
             processes = {
                 "web": [sys.executable, "manage.py", "runserver", f"0.0.0.0:{WEB_PORT}",

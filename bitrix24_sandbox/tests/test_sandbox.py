@@ -12,6 +12,8 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ import pytest
 import requests
 
 from bitrix24_sandbox import SandboxControl, SandboxPortal
+from bitrix24_sandbox.control import SandboxControlError
 from bitrix24_sandbox.phone import normalize_phone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -526,6 +529,66 @@ def test_fault_down_http503_and_reset(portal: SandboxPortal, http: requests.Sess
         requests.post(hook + "crm.contact.get", json={"id": 12}, verify=portal.ca_cert_path)
     portal.control.clear_faults()
     assert ok(http, hook, "crm.contact.get", {"id": 12})["ID"] == "12"
+
+
+def test_a_moved_portal_redirects_its_old_name_to_the_new_one(
+    portal: SandboxPortal, http: requests.Session
+) -> None:
+    new = f"https://localhost:{portal.port}"
+    portal.control.set_moved(new)
+    assert portal.control.state()["moved_to"] == new
+    hook = portal.webhook_url()  # https://127.0.0.1:PORT/rest/1/SECRET/
+
+    resp = http.post(hook + "crm.contact.get?id=12", json={}, timeout=10, allow_redirects=False)
+
+    assert resp.status_code == 302
+    secret_path = hook.removeprefix(portal.url)
+    assert resp.headers["Location"] == f"{new}{secret_path}crm.contact.get?id=12"
+    assert resp.headers["Content-Type"].startswith("text/html")  # no JSON, like the cloud's front
+    with pytest.raises(requests.exceptions.JSONDecodeError):
+        resp.json()
+    # The new name serves the same portal, credentials included; the old one keeps redirecting.
+    assert ok(http, hook.replace(portal.url, new), "crm.contact.get", {"id": 12})["ID"] == "12"
+    assert [(r["method"], r["status"], r["error"]) for r in portal.state.requests] == [
+        ("crm.contact.get", 302, "MOVED"),
+        ("crm.contact.get", 200, None),
+    ]
+    again = http.post(hook + "profile", json={}, timeout=10, allow_redirects=False)
+    assert again.status_code == 302
+
+    portal.control.set_moved(None)
+    assert ok(http, hook, "profile")["ID"] == "1"
+    portal.set_moved(new)
+    portal.reset()
+    assert portal.state.moved_to is None
+
+
+def test_moved_needs_a_base_url(portal: SandboxPortal) -> None:
+    with pytest.raises(SandboxControlError):
+        portal.control.set_moved("https://localhost:1/rest/")
+    with pytest.raises(ValueError, match="base URL"):
+        portal.set_moved("localhost:1")
+    assert portal.state.moved_to is None
+
+
+def test_extra_hostnames_are_in_the_certificate() -> None:
+    portal = SandboxPortal(seed=False, hostnames=["portal.example.com"]).start()
+    try:
+        context = ssl.create_default_context(cafile=portal.ca_cert_path)
+
+        def handshake(name: str) -> str | None:
+            # The handshake verifies the name: it fails for a name the certificate lacks.
+            with (
+                socket.create_connection(("127.0.0.1", portal.port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=name) as tls,
+            ):
+                return tls.version()
+
+        assert handshake("portal.example.com")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake("other.example.com")
+    finally:
+        portal.stop()
 
 
 def test_fault_slow_and_fail_next(portal: SandboxPortal, http: requests.Session) -> None:

@@ -3,8 +3,8 @@
 ``sandbox_portal`` (session)
     A started ``bitrix24_sandbox.SandboxPortal`` on 127.0.0.1 over real HTTPS, with the seed data
     and Bitrix24's standard rate limit (2 requests/s, bucket 50). ``REQUESTS_CA_BUNDLE`` points at
-    its CA for the whole test run (set before any fixture runs, so Celery workers and other
-    processes started by tests trust it too).
+    its CA for the whole test run, and ``SIMTRIX_ALLOW_PRIVATE_ADDRESSES`` is on (set before any
+    fixture runs, so Celery workers and other processes started by tests get both too).
 
 ``alpha_portal`` (function)
     The sandbox reset to its seed (no faults, standard rate limit), tenant ``alpha`` connected to
@@ -31,9 +31,15 @@ CA_BUNDLE = os.path.join(tempfile.gettempdir(), f"simtrix-b24-sandbox-ca-{os.get
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
     # Processes started later (a Celery worker, a load test) inherit this; the file is written
-    # when the sandbox starts. The b24pysdk sends through `requests`, which honours it.
+    # when the sandbox starts. crm.outbound passes it to `requests` as the CA bundle.
     os.environ["REQUESTS_CA_BUNDLE"] = CA_BUNDLE
+    # The sandbox listens on 127.0.0.1, a private address (crm/outbound.py): allowed for this
+    # process and the ones it starts. Tests of the refusals switch it off (`settings` fixture).
+    os.environ["SIMTRIX_ALLOW_PRIVATE_ADDRESSES"] = "1"
+    settings.SIMTRIX_ALLOW_PRIVATE_ADDRESSES = True
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,292 @@
+"""Where SIMtrix connects on a tenant's behalf: the address policy and a transport pinned to it.
+
+A tenant admin chooses the portal (its webhook URL) and the OAuth server (its token URL), so
+without a policy the server connects wherever they say: its own Redis, PostgreSQL, the cloud's
+metadata service. Two checks stand in the way:
+
+- the address as written (``crm.validators``, when it is saved and again when a session is
+  built): https only, host only, an IP address only in its canonical form, no ``localhost``;
+- the address as resolved (this module, when a connection is opened): every address the name
+  resolves to must be public, and the socket is connected to exactly the addresses that were
+  checked, so a second DNS answer cannot swap in another one (DNS rebinding). TLS still runs
+  against the host name (SNI and certificate), and the ``Host`` header is the name.
+
+An operator may allow private and loopback networks (``SIMTRIX_ALLOW_PRIVATE_ADDRESSES``: a
+portal on the LAN, the demo's sandbox) and plain http portals (``SIMTRIX_ALLOW_HTTP_PORTALS``).
+Link-local (the metadata service lives there), multicast, broadcast, unspecified and reserved
+addresses are never allowed.
+
+The transport follows no redirect (``crm.session`` decides about a moved portal) and ignores
+the environment's proxies and ``.netrc``: a proxy would resolve the name itself, past the check,
+and ``.netrc`` would hand the operator's credentials to a tenant's host. Each request gets a
+fresh connection, as b24pysdk's own ``requests.post`` did.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Sequence
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# host, port -> the addresses to connect to, in order (socket.getaddrinfo's answer by default).
+Resolver = Callable[[str, int], Sequence[str]]
+
+# IPv6 prefixes that carry an IPv4 address the packets end up at.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class OutboundAddressRefused(Exception):
+    """SIMtrix will not connect to this host. ``reason`` is for operators' logs only.
+
+    Deliberately not an ``OSError``: urllib3 and requests let it through unwrapped, so it can
+    never be mistaken for (and retried as) an ordinary network failure.
+    """
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"{host}: {reason}")
+        self.host = host
+        self.reason = reason
+
+
+def private_addresses_allowed() -> bool:
+    return bool(getattr(settings, "SIMTRIX_ALLOW_PRIVATE_ADDRESSES", False))
+
+
+def http_portals_allowed() -> bool:
+    return bool(getattr(settings, "SIMTRIX_ALLOW_HTTP_PORTALS", False))
+
+
+def address_refusal(ip: IPAddress, *, allow_private: bool | None = None) -> str | None:
+    """Why SIMtrix must not connect to ``ip`` (e.g. ``"loopback"``), or None when it may."""
+    if allow_private is None:
+        allow_private = private_addresses_allowed()
+    if isinstance(ip, ipaddress.IPv6Address):
+        # Mapped and NAT64 addresses are IPv4 addresses in IPv6 clothes: judge the IPv4 one.
+        if ip.ipv4_mapped is not None:
+            return address_refusal(ip.ipv4_mapped, allow_private=allow_private)
+        if ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            return address_refusal(embedded, allow_private=allow_private)
+        tunnelled = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if tunnelled is not None:
+            reason = address_refusal(tunnelled, allow_private=allow_private)
+            if reason is not None:
+                return f"{reason} (tunnelled in {ip})"
+    reason = _address_kind(ip)
+    if reason is None or (allow_private and reason in ("private", "loopback")):
+        return None
+    return reason
+
+
+# Checked in this order: ::1 is also "reserved" (::/8), 255.255.255.255 is also "private".
+_ADDRESS_KINDS: tuple[tuple[str, Callable[[IPAddress], bool]], ...] = (
+    ("unspecified", lambda ip: ip.is_unspecified),
+    ("multicast", lambda ip: ip.is_multicast),
+    ("link-local", lambda ip: ip.is_link_local),
+    ("loopback", lambda ip: ip.is_loopback),
+    ("broadcast", lambda ip: ip == ipaddress.IPv4Address("255.255.255.255")),
+    ("reserved", lambda ip: ip.is_reserved),
+    ("private", lambda ip: isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
+    # Not global: RFC 1918, unique-local, shared address space (CGNAT 100.64/10), benchmarking
+    # and documentation ranges.
+    ("private", lambda ip: not ip.is_global),
+)
+
+
+def _address_kind(ip: IPAddress) -> str | None:
+    return next((kind for kind, test in _ADDRESS_KINDS if test(ip)), None)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the order the system prefers them."""
+    family = urllib3_connection.allowed_gai_family()
+    addresses: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, family, socket.SOCK_STREAM):
+        address = str(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def checked_addresses(host: str, port: int, *, resolver: Resolver | None = None) -> list[str]:
+    """Resolves ``host`` once and returns its addresses if every one of them is allowed.
+
+    Raises ``OutboundAddressRefused`` when any is not (a name with one private address among
+    public ones is refused: which one the system picks is not ours to know), and
+    ``socket.gaierror`` when the name does not resolve.
+    """
+    addresses = list((resolver or system_resolver)(host, port))
+    if not addresses:
+        raise OutboundAddressRefused(host, "resolves to no address")
+    allow_private = private_addresses_allowed()
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            raise OutboundAddressRefused(host, f"resolves to {address!r}, not an address") from None
+        reason = address_refusal(ip, allow_private=allow_private)
+        if reason is not None:
+            raise OutboundAddressRefused(host, f"resolves to {address} ({reason} address)")
+    return addresses
+
+
+# ----------------------------------------------------------------------------------------------
+# The pinned transport: urllib3 connections that connect to the checked addresses only
+
+
+class _PinnedConnectionMixin:
+    """Replaces urllib3's ``_new_conn`` (resolve, then connect) with resolve-check-connect."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+    _dns_host: str
+
+    def __init__(self, *args: Any, resolver: Resolver | None = None, **kwargs: Any) -> None:
+        self._resolver = resolver
+        super().__init__(*args, **kwargs)
+
+    def _new_conn(self) -> socket.socket:
+        this = cast(HTTPConnection, self)
+        try:
+            addresses = checked_addresses(
+                self._dns_host.rstrip("."), self.port, resolver=self._resolver
+            )
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, this, exc) from exc
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                # A literal address: create_connection's getaddrinfo does no DNS lookup.
+                return urllib3_connection.create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except OSError as exc:
+                failure = exc
+        if isinstance(failure, TimeoutError):
+            raise ConnectTimeoutError(
+                this, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from failure
+        raise NewConnectionError(
+            this, f"Failed to establish a new connection: {failure}"
+        ) from failure
+
+
+class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except TimeoutError as exc:
+            # A TLS handshake that stalls is a connection that was never made (nothing was
+            # sent): left alone, urllib3 reports it as a read timeout, i.e. "maybe executed".
+            raise ConnectTimeoutError(self, f"TLS handshake with {self.host} timed out") from exc
+
+
+class _PinnedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedHTTPConnection
+
+
+class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+class _PinnedPoolManager(PoolManager):
+    def __init__(self, *args: Any, resolver: Resolver | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resolver = resolver
+        self.pool_classes_by_scheme = {
+            "http": _PinnedHTTPConnectionPool,
+            "https": _PinnedHTTPSConnectionPool,
+        }
+
+    def _new_pool(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        request_context: dict[str, Any] | None = None,
+    ) -> HTTPConnectionPool:
+        pool = super()._new_pool(scheme, host, port, request_context)
+        pool.conn_kw["resolver"] = self._resolver
+        return pool
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A requests adapter whose connections go only to checked addresses, never via a proxy."""
+
+    def __init__(self, *, resolver: Resolver | None = None) -> None:
+        self._resolver = resolver
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = _PinnedPoolManager(
+            num_pools=connections,
+            maxsize=maxsize,
+            block=block,
+            resolver=self._resolver,
+            **pool_kwargs,
+        )
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        scheme = (request.url or "").split(":", 1)[0].lower()
+        if scheme != "https" and not (scheme == "http" and http_portals_allowed()):
+            raise OutboundAddressRefused(
+                urlsplit(request.url or "").hostname or "?", f"{scheme}:// not allowed"
+            )
+        kwargs["proxies"] = {}
+        return super().send(request, *args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        raise OutboundAddressRefused(proxy, "outbound connections never go through a proxy")
+
+
+def outbound_session(*, resolver: Resolver | None = None) -> requests.Session:
+    """A ``requests.Session`` for one request to a tenant-chosen address (close it after)."""
+    session = requests.Session()
+    session.trust_env = False  # no proxies, no .netrc from the environment (see the docstring)
+    # What trust_env would have given: the CA bundle the operator points requests at.
+    session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = PinnedAdapter(resolver=resolver)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def outbound_request(
+    method: str, url: str, *, resolver: Resolver | None = None, **kwargs: Any
+) -> requests.Response:
+    """``requests.request`` through the pinned transport, redirects never followed."""
+    kwargs["allow_redirects"] = False
+    with outbound_session(resolver=resolver) as session:
+        return session.request(method, url, **kwargs)
