@@ -36,6 +36,7 @@ from calls.sql import (
     event_record,
     event_stored,
 )
+from common.metrics import bridge_event_observed
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject, RoutingFacts
 from scenarios.routing.rules import Route, RoutePerson
@@ -57,18 +58,46 @@ class EventReceipt:
     body: dict[str, Any]
 
 
-def _body_hash(raw: dict[str, Any]) -> str:
+def _body_hash(body: dict[str, Any]) -> str:
     # Key order and whitespace are the JSON encoder's, not the event's: hash a canonical form.
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(*, device: Device, event_id: str, digest: str) -> EventReceipt | None:
+def event_body(*, event: EventFacts, call_id: str) -> dict[str, Any]:
+    """What is stored of an event: the contract's fields, as validated; nothing else.
+
+    Unknown fields are ignored, not refused: a newer bridge app may send more, and an older
+    server must still take its events. They are not stored either, so an event costs a few
+    hundred bytes whatever the phone adds (the 512 KB body limit once all went into the row),
+    and they are not part of the idempotency key: the same event_id with the same contract
+    fields is a resend, whatever else came with it. Values are the validated ones (the UUID in
+    its canonical spelling, a trimmed number, a duration sent as "95" as 95): the call's state is
+    recomputed from these bodies when its next event arrives.
+    """
+    body: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "call_id": call_id,
+        "occurred_at": event.occurred_at.isoformat(),
+    }
+    optional = {
+        "direction": event.direction,
+        "phone_number": event.phone_number,
+        "outcome": event.outcome,
+        "duration_seconds": event.duration_seconds,
+    }
+    # Absent stays absent ("" and None are what EventFacts holds for a field not sent).
+    body.update({name: value for name, value in optional.items() if value not in ("", None)})
+    return body
+
+
+def _replay(*, device: Device, event_id: str, digests: tuple[str, ...]) -> EventReceipt | None:
     stored = event_stored(event_id=event_id)
     if stored is None:
         return None
     device_id, body_hash, response_status, response_body = stored
-    if device_id != device.pk or body_hash != digest:
+    if device_id != device.pk or body_hash not in digests:
         raise EventConflict("This event_id was already used for a different event.")
     return EventReceipt("duplicate", response_status or 200, response_body or {})
 
@@ -83,10 +112,16 @@ def _facts_stored(events: list[dict[str, Any]]) -> list[EventFacts]:
             direction=event["body"].get("direction") or "",
             phone_number=event["body"].get("phone_number") or "",
             outcome=event["body"].get("outcome") or "",
-            duration_seconds=event["body"].get("duration_seconds"),
+            duration_seconds=_int_or_none(event["body"].get("duration_seconds")),
         )
         for event in events
     ]
+
+
+def _int_or_none(value: Any) -> int | None:
+    # Bodies stored before they held validated values may have the duration as sent ("95",
+    # "95.0": DRF's IntegerField takes both).
+    return None if value is None else int(float(value))
 
 
 # The call's fields an event may change (its state, the CRM lookup, the route).
@@ -152,19 +187,25 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+@bridge_event_observed(conflict=EventConflict)
 def call_event_receive(
     *, device: Device, event: EventFacts, call_id: str, raw: dict[str, Any], lookup: bool = False
 ) -> EventReceipt:
     """Records one validated bridge event: idempotent by event_id, order-independent per call.
 
-    With `lookup`, a new call.started asks the CRM who is calling (within the tenant's lookup
-    budget) before anything is written, so no lock is held while Bitrix24 answers.
+    `raw` is the body as received; only its hash is used: events stored before unknown fields
+    were dropped (event_body) were hashed over the whole body, and their resends are still
+    duplicates. With `lookup`, a new call.started asks the CRM who is calling (within the
+    tenant's lookup budget) before anything is written, so no lock is held while Bitrix24
+    answers.
     """
-    digest = _body_hash(raw)
+    body = event_body(event=event, call_id=call_id)
+    digest = _body_hash(body)
+    digests = (digest, _body_hash(raw))
     crm = caller = None
     if lookup and event.type == STARTED:
         # Don't ask Bitrix24 again for a resent call.started: check for a replay first.
-        receipt = _replay(device=device, event_id=event.event_id, digest=digest)
+        receipt = _replay(device=device, event_id=event.event_id, digests=digests)
         if receipt is not None:
             return receipt
         crm, caller = caller_lookup_with_facts(
@@ -175,7 +216,7 @@ def call_event_receive(
             device=device,
             event=event,
             call_id=call_id,
-            raw=raw,
+            stored_body=body,
             digest=digest,
             crm=crm,
             caller=caller,
@@ -184,7 +225,7 @@ def call_event_receive(
         # The event_id is taken (a resend, or a concurrent twin that committed first): the
         # unique constraint, not a check before the insert, decides; nothing of this attempt
         # was kept, and the stored event answers.
-        receipt = _replay(device=device, event_id=event.event_id, digest=digest)
+        receipt = _replay(device=device, event_id=event.event_id, digests=digests)
         if receipt is None:
             raise
         return receipt
@@ -212,7 +253,7 @@ def _event_apply(
     device: Device,
     event: EventFacts,
     call_id: str,
-    raw: dict[str, Any],
+    stored_body: dict[str, Any],
     digest: str,
     crm: CrmObject | None,
     caller: RoutingFacts | None = None,
@@ -242,7 +283,7 @@ def _event_apply(
             # A new call is inserted in a transaction, with what its first event plans.
             with transaction.atomic() if snapshot.created else nullcontext():
                 return _event_record(
-                    snapshot, device=device, event=event, raw=raw, digest=digest,
+                    snapshot, device=device, event=event, stored_body=stored_body, digest=digest,
                     crm=crm, caller=caller,
                 )  # fmt: skip
         except _CallChanged:
@@ -255,7 +296,7 @@ def _event_record(
     *,
     device: Device,
     event: EventFacts,
-    raw: dict[str, Any],
+    stored_body: dict[str, Any],
     digest: str,
     crm: CrmObject | None,
     caller: RoutingFacts | None,
@@ -328,7 +369,7 @@ def _event_record(
                 "device": device.pk,
                 "type": event.type,
                 "occurred_at": event.occurred_at,
-                "body": raw,
+                "body": stored_body,
                 "body_hash": digest,
                 "response_status": http_status,
                 "response_body": body,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -17,8 +18,15 @@ from rest_framework.views import APIView
 from calls.models import Device
 from calls.selectors import call_settings_get, device_for_token
 from calls.services import device_touch
+from common.http import client_ip
 
 THROTTLE_WINDOW_SECONDS = 60
+# Wrong device tokens one address may try per window before every token from it waits (429),
+# checked before the token is looked up. A token is 256 random bits: this is not what stops a
+# guess, it keeps a guessing script from costing a database query per try. A phone with a
+# revoked token stops at its first 401; an office NAT with a few such phones stays far below it.
+TOKEN_FAILURES_PER_WINDOW = 20
+_FAILED_AUTH_KEY = "simtrix:failed-auth"
 
 
 @dataclass
@@ -36,18 +44,67 @@ class DeviceTokenAuthentication(BaseAuthentication):
         header = get_authorization_header(request).split()
         if not header:
             return None
+        address = client_ip(request._request)
+        wait = _token_failures_wait(address)
+        if wait is not None:
+            raise exceptions.Throttled(
+                wait=wait, detail="Too many wrong device tokens from this address."
+            )
         if header[0].decode(errors="replace").lower() != self.keyword.lower() or len(header) != 2:
+            _token_failure_count(address)
             raise exceptions.AuthenticationFailed("Use the header `Authorization: Bearer <token>`.")
         token = header[1].decode(errors="replace")
         # The lookup runs in the schema the Host selected, so another tenant's token finds nothing.
         device = device_for_token(token=token)
         if device is None:
+            _token_failure_count(address)
             raise exceptions.AuthenticationFailed("Unknown or revoked device token.")
         device_touch(device=device)
         return BridgeClient(device), token
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="bridge"'
+
+
+def _shared_redis(key: str, *, write: bool = False) -> Any:
+    """The shared cache's Redis client (one round trip for INCR and EXPIRE, as the throttle)."""
+    shared: Any = caches["shared"]
+    return shared._cache.get_client(key, write=write)
+
+
+def _token_failures_key(address: str, window: int) -> str:
+    # Per address on every host (a guesser gains nothing by trying each tenant): the shared
+    # cache's prefix, not the tenant's.
+    return caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{address}:{window}")
+
+
+def _token_failures_wait(address: str) -> float | None:
+    """Seconds until this address may try tokens again, or None when it may now (one GET)."""
+    now = time.time()
+    window = int(now // THROTTLE_WINDOW_SECONDS)
+    key = _token_failures_key(address, window)
+    count = _shared_redis(key).get(key)
+    if count is None or int(count) < TOKEN_FAILURES_PER_WINDOW:
+        return None
+    return (window + 1) * THROTTLE_WINDOW_SECONDS - now
+
+
+def _token_failure_count(address: str) -> None:
+    window = int(time.time() // THROTTLE_WINDOW_SECONDS)
+    key = _token_failures_key(address, window)
+    pipe = _shared_redis(key, write=True).pipeline()
+    pipe.incr(key)
+    pipe.expire(key, THROTTLE_WINDOW_SECONDS + 5)
+    pipe.execute()
+
+
+def device_token_failures_forget(*, address: str | None = None) -> int:
+    """Lifts the wait of one address (or of all): an operator's remedy after a misconfigured
+    office, and the tests' clean slate. Returns the number of counters removed."""
+    pattern = caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{address or '*'}:*")
+    redis = _shared_redis(pattern, write=True)
+    keys = list(redis.scan_iter(match=pattern, count=1000))
+    return redis.delete(*keys) if keys else 0
 
 
 class IsBridgeDevice(BasePermission):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +14,16 @@ from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles
 
 MAX_JSON_BODY_BYTES = 512 * 1024  # a full batch of 100 events is well under 100 KB
+# Levels of objects and arrays: a batch is 3 ({"events": [{...}]}). Room for a newer app's extra
+# fields, far below the parser's recursion limit (50 000 levels crashed it).
+MAX_JSON_DEPTH = 32
+# What PostgreSQL's text and jsonb cannot hold: NUL, and UTF-16 surrogates not in a pair (JSON's
+# "\ud800" escapes decode to them; a valid pair was joined into one character by the decoder).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels."
+_UNSTORABLE_TEXT = (
+    "JSON strings may not contain NUL (\\u0000) or unpaired surrogates (\\ud800-\\udfff)."
+)
 
 
 class PayloadTooLarge(APIException):
@@ -20,15 +32,27 @@ class PayloadTooLarge(APIException):
     default_code = "payload_too_large"
 
 
-def _declared_length(parser_context: Mapping[str, Any] | None) -> int:
-    request = (parser_context or {}).get("request")
+def declared_length(meta: Mapping[str, Any]) -> int:
+    """The request's Content-Length; 0 when absent or not a number (the read limits still hold)."""
     try:
-        return int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
+        return int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
 
 
+def _declared_length(parser_context: Mapping[str, Any] | None) -> int:
+    request = (parser_context or {}).get("request")
+    return declared_length(request.META) if request is not None else 0
+
+
 class BoundedJSONParser(BaseParser):
+    """JSON within MAX_JSON_BODY_BYTES that the database can hold, or a 400/413.
+
+    Refused at parse time, whatever field it is in: NaN, Infinity and numbers too large for a
+    float (not JSON, and jsonb refuses them), nesting beyond MAX_JSON_DEPTH, NUL and unpaired
+    surrogates (json_check_storable).
+    """
+
     media_type = "application/json"
 
     def parse(
@@ -43,9 +67,50 @@ class BoundedJSONParser(BaseParser):
         if len(raw) > MAX_JSON_BODY_BYTES:
             raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY_BYTES} bytes.")
         try:
-            return json.loads(raw.decode("utf-8"))
+            data = json.loads(
+                raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+            )
+        except RecursionError as exc:
+            raise ParseError(_TOO_DEEP) from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise ParseError(f"Malformed JSON: {exc}") from exc
+        json_check_storable(data)
+        return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def json_check_storable(data: Any) -> None:
+    """Refuses (ParseError: a 400) what a bridge never sends and the database cannot store.
+
+    Nesting beyond MAX_JSON_DEPTH, NUL and unpaired surrogates in any string or key. One
+    iterative walk of the parsed body (no recursion, so no depth can crash it), before any view
+    reads a field: the whole body is refused, also in a field nobody looks at.
+    """
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise ParseError(_UNSTORABLE_TEXT)
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(_TOO_DEEP)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    raise ParseError(_UNSTORABLE_TEXT)
+                if isinstance(item, str | dict | list):
+                    pending.append((item, depth + 1))
 
 
 class RawAudioParser(BaseParser):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -24,8 +27,14 @@ from calls.api.auth import (
     DeviceTokenAuthentication,
     IsBridgeDevice,
 )
-from calls.api.parsers import BoundedJSONParser, PayloadTooLarge, RawAudioParser
+from calls.api.parsers import (
+    BoundedJSONParser,
+    PayloadTooLarge,
+    RawAudioParser,
+    declared_length,
+)
 from calls.api.serializers import (
+    CALL_ID_PATTERN,
     BatchResponseSerializer,
     CallResourceSerializer,
     EventBatchSerializer,
@@ -53,6 +62,15 @@ from calls.services import call_note_add, device_mark_seen
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from tenants.context import tenant_country
 
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+CALL_ID_PARAMETER = OpenApiParameter(
+    "call_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The bridge's id of the call (1-64 of [A-Za-z0-9._:-]); any other path is 404.",
+    pattern=CALL_ID_PATTERN,
+)
+
 
 class Conflict(APIException):
     status_code = 409
@@ -69,7 +87,10 @@ ERRORS: dict[int, OpenApiResponse] = {
     401: _error("Missing, malformed, revoked, or another tenant's token."),
     413: _error("Body larger than 512 KB (uploads: larger than the tenant's limit)."),
     415: _error("Unsupported Content-Type (uploads: the content is not audio)."),
-    429: _error("Too many requests from this device; retry after `Retry-After` seconds."),
+    429: _error(
+        "Too many requests from this device, or too many wrong device tokens from this "
+        "address; retry after `Retry-After` seconds."
+    ),
 }
 
 
@@ -90,6 +111,10 @@ class BridgeView(APIView):
         return client.device
 
     def device_call(self, call_id: str) -> Call:
+        # A path that no call_id can be (NUL, spaces, 65 characters) is no call of this device,
+        # and never reaches the database (PostgreSQL refuses NUL in a query: a 500 once).
+        if not _CALL_ID.fullmatch(call_id):
+            raise NotFound("This device has no call with that call_id.")
         call = call_for_device(device=self.device, call_id=call_id)
         if call is None:
             raise NotFound("This device has no call with that call_id.")
@@ -172,7 +197,9 @@ class EventsView(BridgeView):
         batch.is_valid(raise_exception=True)
         results = []
         for item in batch.validated_data["events"]:
+            # Echoed as sent when it is a string (the schema's type), else null.
             event_id = item.get("event_id") if isinstance(item, dict) else None
+            event_id = event_id if isinstance(event_id, str) else None
             serializer, errors = _event_errors(item)
             if serializer is None:
                 results.append({"event_id": event_id, "status": "invalid", "errors": errors})
@@ -217,6 +244,7 @@ class LookupView(BridgeView):
 class CallDetailView(BridgeView):
     @extend_schema(
         operation_id="call_retrieve",
+        parameters=[CALL_ID_PARAMETER],
         summary="A call of this device, with what SIMtrix did for it in Bitrix24",
         responses={
             200: CallResourceSerializer,
@@ -235,6 +263,7 @@ class RecordingView(BridgeView):
 
     @extend_schema(
         operation_id="call_recording_upload",
+        parameters=[CALL_ID_PARAMETER],
         summary="Upload (or replace) the call's recording",
         description=(
             "`multipart/form-data` with the field `file`, or the raw audio as the body with an "
@@ -258,14 +287,16 @@ class RecordingView(BridgeView):
         call = self.device_call(call_id)
         if request.content_type.startswith("multipart/"):
             # Refuse before Django spools a huge multipart body to disk.
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            declared = declared_length(request.META)
             if declared > recording_limit_bytes() + 64 * 1024:
                 raise PayloadTooLarge(f"Recordings are limited to {recording_limit_bytes()} bytes.")
-        upload = request.data.get("file") if hasattr(request.data, "get") else None
-        upload = upload or request.FILES.get("file")
-        if upload is None:
+        upload = request.FILES.get("file")
+        if upload is None and "file" in request.data:
+            # A text field named `file` (a form that sent the file's name, not its content).
+            raise ValidationError({"file": ["Send the recording as a file part, not as text."]})
+        if not isinstance(upload, UploadedFile):
             raise ValidationError({"file": ["No file was submitted."]})
-        if not upload.size:
+        if not upload.size or upload.file is None:
             raise ValidationError({"file": ["The submitted file is empty."]})
         try:
             recording = call_recording_store(
@@ -294,6 +325,7 @@ class RecordingView(BridgeView):
 class NotesView(BridgeView):
     @extend_schema(
         operation_id="call_note_create",
+        parameters=[CALL_ID_PARAMETER],
         summary="Add a note to a call (carried to the CRM by the post-call sync)",
         request=NoteSerializer,
         responses={

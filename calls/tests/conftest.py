@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from calls.api import serializers
+from calls.api.auth import device_token_failures_forget
 from calls.models import Device
 from calls.services import device_register
 from tenants.models import Tenant
 
 T0 = datetime(2026, 11, 21, 14, 32, 5, tzinfo=timezone(timedelta(hours=1)))
+# The server's clock as the bridge API's timestamp window sees it in these tests: a week after
+# T0, so events dated T0 (and a few days later) stay inside the window whatever today is.
+SERVER_NOW = T0 + timedelta(days=7)
 
 
 def iso(moment: datetime) -> str:
@@ -70,6 +75,20 @@ class Bridge:
 
     def send(self, body: Any) -> Any:
         return self.post("events/", body)
+
+
+@pytest.fixture(autouse=True)
+def _server_clock_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wall-clock time is the one thing mocked: the tests' fixed dates must not age out."""
+    monkeypatch.setattr(serializers, "_server_now", lambda: SERVER_NOW)
+
+
+@pytest.fixture(autouse=True)
+def _token_failures_forgotten() -> Iterator[None]:
+    """Test clients all come from 127.0.0.1: one test's wrong tokens must not throttle the next."""
+    device_token_failures_forget()
+    yield
+    device_token_failures_forget()
 
 
 @pytest.fixture
