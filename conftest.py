@@ -33,6 +33,20 @@ REPO = Path(__file__).resolve().parent
 pytest_plugins = ["crm.tests.portal"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # Tests speak plain http (the test client, the threaded web server): with DEBUG off the
+    # settings would redirect them to https. Production keeps the redirect (SIMTRIX_SSL_REDIRECT;
+    # simtrix/tests/test_security.py checks the defaults in a process of their own). The
+    # variable is for the servers tests start (test_simulate's gunicorn).
+    os.environ["SIMTRIX_SSL_REDIRECT"] = "0"
+    settings.SECURE_SSL_REDIRECT = False
+    # A checkout has no collectstatic: whitenoise serves the apps' static files as they are, so
+    # the browser tests run the admin's real scripts under the Content-Security-Policy.
+    settings.WHITENOISE_USE_FINDERS = True
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Settings) -> None:
     # Real hashing costs ~0.3 s per login; what is tested here is which schema answers.

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import django_celery_beat.admin  # noqa: F401 — registers its models on admin.site, to move them
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog
 from django import forms
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from tenants.models import Domain, Tenant
 from tenants.services import (
@@ -19,12 +26,18 @@ from tenants.services import (
     tenant_provision,
     tenant_spec_validate,
 )
+from tenants.twofactor import TwoFactorAdminSite
+
+logger = logging.getLogger(__name__)
 
 
-class PublicAdminSite(admin.AdminSite):
+class PublicAdminSite(TwoFactorAdminSite):
     site_header = "SIMtrix operators"
     site_title = "SIMtrix operators"
     index_title = "Tenants"
+
+    def second_factor_required(self, request: HttpRequest) -> bool:
+        return settings.SIMTRIX_REQUIRE_OPERATOR_2FA
 
 
 public_site = PublicAdminSite(name="public_admin")
@@ -48,7 +61,7 @@ class TenantCreationForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["name", "schema_name", "timezone", "default_country"]
+        fields = ["name", "schema_name", "timezone", "default_country", "require_two_factor"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -77,8 +90,16 @@ class TenantCreationForm(forms.ModelForm):
 
 @admin.register(Tenant, site=public_site)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "schema_name", "primary_domain", "timezone", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_display = [
+        "name",
+        "schema_name",
+        "primary_domain",
+        "timezone",
+        "is_active",
+        "require_two_factor",
+        "created_at",
+    ]
+    list_filter = ["is_active", "require_two_factor"]
     search_fields = ["name", "schema_name", "domains__domain"]
 
     def get_form(
@@ -98,9 +119,18 @@ class TenantAdmin(admin.ModelAdmin):
                 "domain",
                 "timezone",
                 "default_country",
+                "require_two_factor",
                 "bitrix24_webhook",
             ]
-        return ["name", "schema_name", "timezone", "default_country", "is_active", "created_at"]
+        return [
+            "name",
+            "schema_name",
+            "timezone",
+            "default_country",
+            "is_active",
+            "require_two_factor",
+            "created_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         return ["schema_name", "created_at"] if obj else []
@@ -113,6 +143,9 @@ class TenantAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         created = tenant_provision(form.spec)
+        if form.cleaned_data.get("require_two_factor"):
+            created.require_two_factor = True
+            created.save(update_fields=["require_two_factor"])
         obj.pk = created.pk
         obj.refresh_from_db()
         messages.success(request, f"Tenant {created.name} provisioned at {form.spec.domain}.")
@@ -135,6 +168,32 @@ class DomainAdmin(admin.ModelAdmin):
 
 public_site.register(User, UserAdmin)
 public_site.register(Group, GroupAdmin)
+# Operators' own authenticator apps: removing one lets an operator who lost a phone enrol again.
+# (A tenant's devices are in its schema, on its own admin: django_otp registers them there.)
+public_site.register(TOTPDevice, TOTPDeviceAdmin)
+
+
+# --- Login lockouts of every admin (tenants.logins): seen and lifted here ------------------
+
+
+@admin.register(AccessAttempt, site=public_site)
+class LoginLockoutAdmin(AccessAttemptAdmin):
+    """Failed logins being counted, per user and address, of every tenant's admins and of the
+    operators; the user is "<schema>:<username>". A row at the limit is a lockout."""
+
+    actions = ["lift_lockout", "cleanup_expired_attempts"]
+
+    @admin.action(description="Lift the lockout (forget these failed logins)")
+    def lift_lockout(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
+        lifted = sorted({f"{row.username} from {row.ip_address}" for row in queryset})
+        queryset.delete()
+        logger.info("login lockout lifted by %s: %s", request.user, ", ".join(lifted))
+        self.message_user(request, f"Lockout lifted: {', '.join(lifted)} may log in again.")
+
+
+@admin.register(AccessFailureLog, site=public_site)
+class LoginFailureLogAdmin(AccessFailureLogAdmin):
+    """Every failed login, kept after a lockout is lifted or has expired."""
 
 
 def _scheduler_admin_to_operators() -> None:

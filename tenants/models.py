@@ -20,6 +20,12 @@ class Tenant(TenantMixin):
     is_active = models.BooleanField(
         default=True, help_text="Inactive tenants are not served and their API tokens stop working."
     )
+    require_two_factor = models.BooleanField(
+        "require two-factor",
+        default=False,
+        help_text="Every admin of this tenant must log in with an authenticator app's code; "
+        "one who has none is sent to set it up before anything else.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     auto_create_schema = True
