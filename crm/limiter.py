@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from redis.commands.core import Script
 
+from common.metrics import rate_limit_wait_record
 from crm.redis_client import get_redis
 
 # Reserve: returns the seconds to wait before sending, or -wait when that exceeds max_wait
@@ -84,6 +85,7 @@ class PortalLimiter:
         """Seconds to sleep before sending one request, or None if no slot within max_wait."""
         tolerance = (self.effective_burst - 1) * self.interval
         wait = float(_script(_ACQUIRE)(keys=self._keys, args=[self.interval, tolerance, max_wait]))
+        rate_limit_wait_record(wait)
         return None if wait < 0 else wait
 
     def block(self, seconds: float) -> None:

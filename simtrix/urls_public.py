@@ -6,11 +6,13 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from simtrix.health import healthz, readyz
+from simtrix.metrics import metrics
 from tenants.admin import public_site
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", public_site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
