@@ -11,13 +11,14 @@ from django.utils import timezone
 from calls.models import Call, CallRecording, CallSettings, Device
 from calls.sql import RunRow, call_runs_read
 from calls.tokens import TOKEN_PREFIX, token_hash
+from common.metrics import lookup_observed
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject, RoutingFacts
 from crm.errors import Bitrix24Error
 from crm.mapping import routing_facts
 from crm.models import Bitrix24User
 from crm.selectors import crm_find_by_phone
-from scenarios.routing.rules import Route
+from scenarios.routing.rules import Route, RoutePerson
 from tenants.context import tenant_country
 from tenants.memo import tenant_memo, tenant_memo_forget
 
@@ -63,6 +64,7 @@ def device_is_silent(*, device: Device, now: datetime | None = None) -> bool:
 # --- CRM data for the bridge -------------------------------------------------------------
 
 
+@lookup_observed
 def caller_lookup_with_facts(
     *, phone_number: str, budget_s: float | None
 ) -> tuple[CrmObject, RoutingFacts | None]:
@@ -118,9 +120,14 @@ def route_public(route: Route | None) -> Route | None:
 
     The call's stored route also holds the audit trail of the decision (explanation, the next
     member of the queue, who was unavailable), which the bridge does not need."""
-    if not route or not route.get("user"):
+    user = route.get("user") if route else None
+    if not route or not user:
         return None
-    return {"user": route["user"], "rule": route.get("rule")}
+    if not user.get("name"):
+        # A user the directory does not know yet (a sync is on its way): named as Bitrix24
+        # names a user without a name, never an empty string on the phone's screen.
+        user = RoutePerson(id=user["id"], name=f"User #{user['id']}")
+    return {"user": user, "rule": route.get("rule")}
 
 
 # --- The call resource ------------------------------------------------------------------------

@@ -395,8 +395,12 @@ def directory_sync_after_connect() -> DirectorySyncResult | None:
         return None
     except Bitrix24Error as exc:
         logger.warning("Directory not synced after connecting (%s); queued for later", exc)
-        directory_sync_later()
-        return None
+    except Exception:
+        # Not Bitrix24's answer but this host (a CA bundle missing, say): the tenant still
+        # comes to exist, and the operator's log says what to fix.
+        logger.exception("Directory not synced after connecting; queued for later")
+    directory_sync_later()
+    return None
 
 
 def directory_sync_later() -> None:

@@ -114,8 +114,7 @@ class Directory:
         return None
 
     def user_name(self, user_id: int) -> str:
-        """Never empty: a user the directory does not know yet is "User #5", as Bitrix24 says."""
-        return self.names.get(user_id) or f"User #{user_id}"
+        return self.names.get(user_id, "")
 
 
 def runs_late(runs: QuerySet[ActionRun] | None = None) -> QuerySet[ActionRun]:

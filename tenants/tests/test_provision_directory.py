@@ -6,10 +6,11 @@ from typing import Any
 
 from django_tenants.utils import schema_context
 
+from calls.selectors import route_public
 from calls.services import device_register
 from calls.tests.conftest import Bridge
 from crm.models import Bitrix24Connection, Bitrix24User
-from scenarios.selectors import Directory
+from scenarios.routing.rules import Route
 from tenants.services import TenantSpec, tenant_provision
 
 
@@ -63,7 +64,8 @@ def test_provisioning_with_an_unreachable_portal_still_creates_the_tenant(
         assert Bitrix24User.objects.count() == 0
 
 
-def test_a_user_the_directory_does_not_know_yet_is_never_nameless() -> None:
-    known = Directory(synced=True, users={5: True}, names={5: "Marta Nowak"})
-    assert known.user_name(5) == "Marta Nowak"
-    assert known.user_name(8) == "User #8"
+def test_a_routed_user_the_directory_does_not_know_yet_is_never_nameless() -> None:
+    known: Route = {"user": {"id": 5, "name": "Marta Nowak"}, "rule": "Others"}
+    unknown: Route = {"user": {"id": 8, "name": ""}, "rule": "Others"}
+    assert route_public(known) == known
+    assert route_public(unknown) == {"user": {"id": 8, "name": "User #8"}, "rule": "Others"}
