@@ -5,12 +5,18 @@ The variable names are fixed by the operations contract (shared/contract/operati
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+
+from simtrix.logs import logging_config
+from simtrix.sentry import sentry_init
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,6 +31,34 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY is not set: set it (or DJANGO_DEBUG=1 for local development)."
         )
     SECRET_KEY = "simtrix-insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+# --- Secrets at rest (common/crypto.py): Fernet keys for the Bitrix24 credentials ------------
+# Comma-separated: the first encrypts, every one decrypts. Rotate by putting a new key first,
+# restarting, running `manage.py secrets_rotate`, then dropping the old key. A new key:
+#   python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+# In development (DJANGO_DEBUG=1, no key set) one is derived from the secret key: `make run`
+# needs none, and its stored secrets stay readable for as long as DJANGO_SECRET_KEY is unchanged.
+SIMTRIX_ENCRYPTION_KEYS = [k.strip() for k in env.list("SIMTRIX_ENCRYPTION_KEY", default=[])]
+SIMTRIX_ENCRYPTION_KEYS = [key for key in SIMTRIX_ENCRYPTION_KEYS if key]
+if not SIMTRIX_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SIMTRIX_ENCRYPTION_KEY is not set: set it to one or more comma-separated Fernet keys "
+            '(see README, "Secrets at rest"), or DJANGO_DEBUG=1 for local development.'
+        )
+    SIMTRIX_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(f"simtrix-encryption:{SECRET_KEY}".encode()).digest()
+        ).decode()
+    ]
+for _position, _key in enumerate(SIMTRIX_ENCRYPTION_KEYS, start=1):
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"SIMTRIX_ENCRYPTION_KEY: key {_position} is not a Fernet key (32 url-safe "
+            "base64-encoded bytes; make one as the README says)."
+        ) from None
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[".localhost", "127.0.0.1", "localhost"])
 
@@ -50,8 +84,15 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    # django.contrib.admin; its admin.site (a tenant's) asks for two factors (tenants.twofactor).
+    "tenants.apps.TenantAdminConfig",
     "django.contrib.staticfiles",
+    # Login lockout: public only, so every tenant's failures are one table the operators see
+    # (a tenant's search_path falls back to public); names are tenant-qualified (tenants.logins).
+    "axes",
+    # Two-factor devices live next to their users: public for operators, each tenant's schema.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served locally: self-hosted servers may be offline
@@ -64,7 +105,9 @@ TENANT_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    "tenants.apps.TenantAdminConfig",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "crm",
     "calls",
     "scenarios",
@@ -102,6 +145,8 @@ DATABASES["default"]["OPTIONS"] = {
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    # First: every answer carries its X-Request-ID, even a host no tenant owns (simtrix.logs).
+    "simtrix.request_id.RequestIdMiddleware",
     "tenants.middleware.ActiveTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn without a separate web server.
@@ -110,8 +155,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed the second factor (tenants.twofactor).
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "simtrix.csp.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page (tenants.logins).
+    "axes.middleware.AxesMiddleware",
 ]
 
 TEMPLATES = [
@@ -149,7 +199,9 @@ MEDIA_ROOT = Path(env.str("SIMTRIX_MEDIA_ROOT", default=str(BASE_DIR / "var" / "
 SIMTRIX_S3_BUCKET = env.str("SIMTRIX_S3_BUCKET", default="")
 STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Hashed, compressed names once collectstatic wrote its manifest (the image); plain names
+    # without one (a checkout, `make run`, the tests): simtrix/staticfiles.py.
+    "staticfiles": {"BACKEND": "simtrix.staticfiles.ManifestOrPlainStaticFilesStorage"},
 }
 if SIMTRIX_S3_BUCKET:
     STORAGES["default"] = {
@@ -166,6 +218,83 @@ if SIMTRIX_S3_BUCKET:
             "file_overwrite": False,
         },
     }
+
+# --- On the internet: TLS, cookies, headers, the proxy in front (README "Running behind a TLS
+# proxy"). Production defaults whenever DJANGO_DEBUG is off; each can be turned off for a
+# plain-http install on a LAN. `manage.py check --deploy` is clean with these defaults.
+_PRODUCTION = not DEBUG
+SESSION_COOKIE_SECURE = env.bool("SIMTRIX_SECURE_COOKIES", default=_PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("SIMTRIX_SSL_REDIRECT", default=_PRODUCTION)
+# Probes and the metrics scraper may speak plain http from inside the network: a redirect would
+# fail them and protect nothing (a request is sent in full before any redirect answers it).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SIMTRIX_HSTS_SECONDS", default=31_536_000 if _PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True  # tenants are subdomains of the operators' host
+# Preloading writes the domain (and every subdomain) into browsers for months: an operator's
+# decision, never a default. Django's deploy check asks for it (W021); off, it is silenced.
+SECURE_HSTS_PRELOAD = env.bool("SIMTRIX_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# The header a TLS-terminating proxy sets, e.g. "X-Forwarded-Proto" (value https) or
+# "X-Forwarded-Ssl=on". Only behind a proxy that overwrites it: a client could forge it otherwise.
+_proxy_ssl_header, _, _proxy_ssl_value = env.str("SIMTRIX_PROXY_SSL_HEADER", default="").partition(
+    "="
+)
+if _proxy_ssl_header.strip():
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_ssl_header.strip().upper().replace("-", "_"),
+        _proxy_ssl_value.strip() or "https",
+    )
+# Comma-separated origins whose forms may post here, e.g. https://*.simtrix.example (every tenant).
+CSRF_TRUSTED_ORIGINS = env.list("SIMTRIX_CSRF_TRUSTED_ORIGINS", default=[])
+# No inline script anywhere (the admin's and Swagger UI's scripts are files); inline styles stay
+# allowed, the admin's templates use style attributes. "" turns the header off.
+SIMTRIX_CONTENT_SECURITY_POLICY = env.str(
+    "SIMTRIX_CONTENT_SECURITY_POLICY",
+    default="default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+
+# --- The client's address (common/http.py: failed device tokens, login lockout) -------------
+# How many reverse proxies of the operator's own stand in front of the server; the address is
+# then the Nth entry from the right of X-Forwarded-For. 0 (no proxy): REMOTE_ADDR, the header
+# ignored (a client could write any address into it).
+SIMTRIX_TRUSTED_PROXY_COUNT = env.int("SIMTRIX_TRUSTED_PROXY_COUNT", default=0)
+
+# --- Logins: lockout (django-axes) and two factors (django-otp) on both admins -------------
+# tenants/logins.py and tenants/twofactor.py; README "Logins".
+AUTHENTICATION_BACKENDS = [
+    "tenants.logins.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Locked: the same user from the same address after this many wrong passwords, for the cool-off;
+# another address, or the same name at another tenant, still logs in.
+AXES_FAILURE_LIMIT = env.int("SIMTRIX_LOGIN_FAILURE_LIMIT", default=5)
+_login_cooloff_minutes = env.int("SIMTRIX_LOGIN_COOLOFF_MINUTES", default=15)
+# In hours, a float; 0 minutes: locked until an operator lifts it.
+AXES_COOLOFF_TIME = _login_cooloff_minutes / 60 if _login_cooloff_minutes > 0 else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "tenants.logins.axes_username"  # "alpha:admin", "public:operator"
+AXES_CLIENT_IP_CALLABLE = "common.http.client_ip"  # honours SIMTRIX_TRUSTED_PROXY_COUNT
+AXES_LOCKOUT_CALLABLE = "tenants.logins.lockout_response"
+# Shown on the operators' admin only (tenants/admin.py): on a tenant's it would list everyone's.
+AXES_ENABLE_ADMIN = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# Successful logins are in the session table already; axes' log of them names no tenant.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# No banner at start-up: management commands keep stderr for their one-line error.
+AXES_VERBOSE = False
+# Operators (public host) must use an authenticator app; a tenant's admins must when the
+# operators tick "Require two-factor" on the tenant.
+SIMTRIX_REQUIRE_OPERATOR_2FA = env.bool("SIMTRIX_REQUIRE_OPERATOR_2FA", default=False)
+# Device keys are never shown back in the admin; a user enrols on "Two-factor authentication".
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- Cache and Celery: both on Redis, both tenant-aware -----------------------------------
 
@@ -223,6 +352,14 @@ SIMTRIX_RUN_MAX_ATTEMPTS = env.int("SIMTRIX_RUN_MAX_ATTEMPTS", default=12)
 # /readyz answers 503 when the dispatcher's last pass is older than this.
 SIMTRIX_DISPATCHER_STALE_SECONDS = env.int("SIMTRIX_DISPATCHER_STALE_SECONDS", default=30)
 
+# --- Outbound addresses (crm/outbound.py): where SIMtrix connects on a tenant's behalf -------
+# Portal and OAuth addresses must be public https:// hosts. Private and loopback networks (a
+# portal on the LAN, the demo's sandbox on 127.0.0.1) only when the operator allows them;
+# link-local (cloud metadata), multicast and reserved addresses never.
+SIMTRIX_ALLOW_PRIVATE_ADDRESSES = env.bool("SIMTRIX_ALLOW_PRIVATE_ADDRESSES", default=False)
+# Plain http:// portals (on premises without TLS): the webhook secret then travels in clear.
+SIMTRIX_ALLOW_HTTP_PORTALS = env.bool("SIMTRIX_ALLOW_HTTP_PORTALS", default=False)
+
 # --- API -----------------------------------------------------------------------------------
 
 REST_FRAMEWORK: dict[str, Any] = {
@@ -241,9 +378,19 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("SIMTRIX_LOG_LEVEL", default="INFO")},
-}
+# --- Watching it: logs, metrics, error tracking (simtrix/logs.py, metrics.py, sentry.py) ------
+
+# Time, level, logger, tenant, call and request ids on every line; `json` for a log shipper.
+LOGGING = logging_config(
+    log_format=env.str("SIMTRIX_LOG_FORMAT", default="text"),
+    level=env.str("SIMTRIX_LOG_LEVEL", default="INFO"),
+)
+# GET /metrics answers only `Authorization: Bearer <this>`; unset, it is a 404.
+SIMTRIX_METRICS_TOKEN = env.str("SIMTRIX_METRICS_TOKEN", default="")
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+sentry_init(
+    dsn=SENTRY_DSN,
+    environment=env.str("SENTRY_ENVIRONMENT", default=""),
+    release=env.str("SENTRY_RELEASE", default=""),
+    traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+)
