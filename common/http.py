@@ -2,6 +2,12 @@
 
 Used wherever an address is counted: failed device tokens (calls.api.auth), login lockout
 (django-axes' AXES_CLIENT_IP_CALLABLE). Same answer for both, so an operator configures it once.
+
+An IPv6 client is counted by its /64, not its own address: the /64 is what one subscriber (a
+home, an office, a cloud VM) gets from its provider, and inside it a client picks any of 2**64
+addresses at will (privacy extensions rotate them anyway), so counting single addresses would
+give a guesser a fresh lockout and a fresh throttle per try. An IPv4 address is one subscriber
+already (or one NAT, which is shared either way).
 """
 
 from __future__ import annotations
@@ -11,9 +17,28 @@ import ipaddress
 from django.conf import settings
 from django.http import HttpRequest
 
+IPV6_COUNTED_PREFIX = 64
+
+
+def address_counted(address: str) -> str:
+    """The address as counted: an IPv6 one's /64 network address (``2001:db8:1:2::``), an
+    IPv4-mapped one's IPv4 address, an IPv4 one itself. Still a valid IP address, which axes'
+    ``ip_address`` columns (PostgreSQL ``inet``) require. Anything else comes back unchanged."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    host_bits = 128 - IPV6_COUNTED_PREFIX
+    # Through the integer: drops a zone (%eth0) as well as the host part.
+    return str(ipaddress.IPv6Address(int(ip) >> host_bits << host_bits))
+
 
 def client_ip(request: HttpRequest) -> str:
-    """REMOTE_ADDR, or the address the outermost trusted proxy saw.
+    """REMOTE_ADDR, or the address the outermost trusted proxy saw (as ``address_counted``).
 
     `SIMTRIX_TRUSTED_PROXY_COUNT` (N) is how many proxies of the operator's own stand in front
     of the server (a TLS terminator, a load balancer). Each appends the address it received the
@@ -25,7 +50,7 @@ def client_ip(request: HttpRequest) -> str:
 
     Axes calls this with its request (an HttpRequest, or DRF's Request, which proxies META).
     """
-    remote = str(request.META.get("REMOTE_ADDR") or "")
+    remote = address_counted(str(request.META.get("REMOTE_ADDR") or ""))
     proxies = settings.SIMTRIX_TRUSTED_PROXY_COUNT
     if proxies <= 0:
         return remote
@@ -37,6 +62,7 @@ def client_ip(request: HttpRequest) -> str:
         return remote
     candidate = forwarded[-proxies]
     try:
-        return str(ipaddress.ip_address(candidate))
+        ipaddress.ip_address(candidate)
     except ValueError:
         return remote  # "unknown", a host name, an address with a port: not an address to count
+    return address_counted(candidate)

@@ -13,8 +13,10 @@ metadata service. Two checks stand in the way:
 
 An operator may allow private and loopback networks (``SIMTRIX_ALLOW_PRIVATE_ADDRESSES``: a
 portal on the LAN, the demo's sandbox) and plain http portals (``SIMTRIX_ALLOW_HTTP_PORTALS``).
-Link-local (the metadata service lives there), multicast, broadcast, unspecified and reserved
-addresses are never allowed.
+The clouds' metadata services (link-local 169.254/16 and fe80::/10, and the few that live inside
+private ranges: 100.100.100.200, 192.0.0.192, fd00:ec2::254, fd20:ce::254), multicast,
+broadcast, unspecified, documentation and reserved addresses are never allowed
+(``_ADDRESS_TABLE``).
 
 The transport follows no redirect (``crm.session`` decides about a moved portal) and ignores
 the environment's proxies and ``.netrc``: a proxy would resolve the name itself, past the check,
@@ -28,6 +30,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -42,6 +45,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util import connection as urllib3_connection
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # host, port -> the addresses to connect to, in order (socket.getaddrinfo's answer by default).
 Resolver = Callable[[str, int], Sequence[str]]
 
@@ -70,6 +74,63 @@ def http_portals_allowed() -> bool:
     return bool(getattr(settings, "SIMTRIX_ALLOW_HTTP_PORTALS", False))
 
 
+@dataclass(frozen=True)
+class AddressKind:
+    name: str  # what the operators' log says: "<address> is a <name> address"
+    private_ok: bool  # SIMTRIX_ALLOW_PRIVATE_ADDRESSES lets it through
+
+
+_LOOPBACK = AddressKind("loopback", private_ok=True)
+_PRIVATE = AddressKind("private", private_ok=True)
+_METADATA = AddressKind("cloud metadata", private_ok=False)
+_RESERVED = AddressKind("reserved", private_ok=False)
+_DOCUMENTATION = AddressKind("documentation", private_ok=False)
+
+# The address policy, as a table rather than ipaddress' is_global/is_private: those change
+# between Python versions (3.11 calls 192.0.0.192, Oracle's metadata service, global) and lump
+# a LAN together with the cloud's metadata services. The most specific network that holds an
+# address decides; an address in none of them must be global unicast: any other IPv4 address,
+# and IPv6 inside 2000::/3 (IANA's special-purpose registries, RFC 6890 and its updates).
+_ADDRESS_TABLE: tuple[tuple[IPNetwork, AddressKind], ...] = tuple(
+    (ipaddress.ip_network(network), kind)
+    for network, kind in (
+        # Never, whatever the operator allows.
+        ("0.0.0.0/8", AddressKind("unspecified", private_ok=False)),  # Linux: 0.x is this host
+        ("169.254.0.0/16", AddressKind("link-local", private_ok=False)),  # 169.254.169.254
+        ("192.0.0.0/24", _RESERVED),  # IETF protocol assignments
+        ("192.0.0.192/32", _METADATA),  # Oracle Cloud
+        ("100.100.100.200/32", _METADATA),  # Alibaba Cloud, inside CGNAT space
+        ("192.0.2.0/24", _DOCUMENTATION),
+        ("198.51.100.0/24", _DOCUMENTATION),
+        ("203.0.113.0/24", _DOCUMENTATION),
+        ("198.18.0.0/15", AddressKind("benchmarking", private_ok=False)),
+        ("192.88.99.0/24", _RESERVED),  # the withdrawn 6to4 relay anycast
+        ("224.0.0.0/4", AddressKind("multicast", private_ok=False)),
+        ("240.0.0.0/4", _RESERVED),
+        ("255.255.255.255/32", AddressKind("broadcast", private_ok=False)),
+        ("::/128", AddressKind("unspecified", private_ok=False)),
+        ("::/8", _RESERVED),  # IPv4-compatible and other leftovers (mapped: see address_refusal)
+        ("fe80::/10", AddressKind("link-local", private_ok=False)),
+        ("fec0::/10", AddressKind("site-local", private_ok=False)),  # deprecated (RFC 3879)
+        ("fd00:ec2::254/128", _METADATA),  # Amazon EC2, inside unique-local space
+        ("fd20:ce::254/128", _METADATA),  # Google Compute Engine, likewise
+        ("ff00::/8", AddressKind("multicast", private_ok=False)),
+        ("2001::/23", _RESERVED),  # IETF protocol assignments (Teredo, ORCHID, ...)
+        ("2001:db8::/32", _DOCUMENTATION),
+        ("3fff::/20", _DOCUMENTATION),
+        # Only with SIMTRIX_ALLOW_PRIVATE_ADDRESSES: a portal on the LAN, the demo's sandbox.
+        ("10.0.0.0/8", _PRIVATE),
+        ("172.16.0.0/12", _PRIVATE),
+        ("192.168.0.0/16", _PRIVATE),
+        ("100.64.0.0/10", _PRIVATE),  # shared address space (CGNAT)
+        ("127.0.0.0/8", _LOOPBACK),
+        ("::1/128", _LOOPBACK),
+        ("fc00::/7", _PRIVATE),  # unique-local
+    )
+)
+_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
 def address_refusal(ip: IPAddress, *, allow_private: bool | None = None) -> str | None:
     """Why SIMtrix must not connect to ``ip`` (e.g. ``"loopback"``), or None when it may."""
     if allow_private is None:
@@ -86,29 +147,24 @@ def address_refusal(ip: IPAddress, *, allow_private: bool | None = None) -> str 
             reason = address_refusal(tunnelled, allow_private=allow_private)
             if reason is not None:
                 return f"{reason} (tunnelled in {ip})"
-    reason = _address_kind(ip)
-    if reason is None or (allow_private and reason in ("private", "loopback")):
+    kind = _address_kind(ip)
+    if kind is None or (allow_private and kind.private_ok):
         return None
-    return reason
+    return kind.name
 
 
-# Checked in this order: ::1 is also "reserved" (::/8), 255.255.255.255 is also "private".
-_ADDRESS_KINDS: tuple[tuple[str, Callable[[IPAddress], bool]], ...] = (
-    ("unspecified", lambda ip: ip.is_unspecified),
-    ("multicast", lambda ip: ip.is_multicast),
-    ("link-local", lambda ip: ip.is_link_local),
-    ("loopback", lambda ip: ip.is_loopback),
-    ("broadcast", lambda ip: ip == ipaddress.IPv4Address("255.255.255.255")),
-    ("reserved", lambda ip: ip.is_reserved),
-    ("private", lambda ip: isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
-    # Not global: RFC 1918, unique-local, shared address space (CGNAT 100.64/10), benchmarking
-    # and documentation ranges.
-    ("private", lambda ip: not ip.is_global),
-)
-
-
-def _address_kind(ip: IPAddress) -> str | None:
-    return next((kind for kind, test in _ADDRESS_KINDS if test(ip)), None)
+def _address_kind(ip: IPAddress) -> AddressKind | None:
+    """The table's verdict on ``ip``: None for a global unicast address."""
+    matches = [
+        (network.prefixlen, kind)
+        for network, kind in _ADDRESS_TABLE
+        if network.version == ip.version and ip in network
+    ]
+    if matches:
+        return max(matches, key=lambda match: match[0])[1]
+    if isinstance(ip, ipaddress.IPv6Address) and ip not in _IPV6_GLOBAL_UNICAST:
+        return _RESERVED
+    return None
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -26,7 +26,11 @@ AUTH_FIELDS = (
     "scope",
     "status",
 )
-# The older placement-style install sends these instead.
+# The older placement-style install (the app's page opened in Bitrix24's frame) sends these
+# instead, in the POST body too: Bitrix24 documents the tokens there only ("Simplified Method
+# for Obtaining OAuth 2.0 Tokens": "the application receives the following array of POST
+# data"), and its frame's query string carries DOMAIN, PROTOCOL, LANG and APP_SID, no token.
+# The query string is never read: tokens there would be in every access log on the way.
 LEGACY_FIELDS = {
     "AUTH_ID": "access_token",
     "REFRESH_ID": "refresh_token",
@@ -44,7 +48,7 @@ def install(request: HttpRequest) -> HttpResponse:
     auth = {name: data.get(f"auth[{name}]", "") for name in AUTH_FIELDS}
     if not auth["access_token"]:
         for legacy, name in LEGACY_FIELDS.items():
-            auth[name] = auth[name] or data.get(legacy, "") or request.GET.get(legacy, "")
+            auth[name] = auth[name] or data.get(legacy, "")
     try:
         connection = connection_install_oauth(auth=auth)
     except Bitrix24Error as exc:

@@ -24,13 +24,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django_otp import DEVICE_ID_SESSION_KEY, devices_for_user
 from django_otp import login as otp_login
-from django_otp.models import VerifyNotAllowed
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.util import random_hex
@@ -79,9 +79,14 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
 
     error_messages = {
         **AdminAuthenticationForm.error_messages,
-        "token_required": "Enter the code your authenticator app shows for this account.",
-        "invalid_token": "That code is not right (or was used already): enter the current one.",
-        "throttled": "Too many wrong codes: wait a minute, then enter the current code.",
+        # One message whether the password or the code was wrong (or missing, or spent, or
+        # django-otp delays the next try): a different one for a wrong code would tell whoever
+        # guesses that the password was right.
+        "invalid_login": (
+            "Please enter the correct %(username)s and password for a staff account, and the "
+            "current code of your authenticator app if you have set one up. Note that both "
+            "fields may be case-sensitive; after a wrong code, wait a little before the next try."
+        ),
     }
 
     def clean(self) -> dict[str, Any]:
@@ -89,29 +94,32 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
         user = self.get_user()
         if user is not None and user_has_device(user):
             device = self._verified_device(user, cleaned.get("otp_token") or "")
+            if device is None:
+                # A failed login like a wrong password's (which `authenticate` reports itself),
+                # so the lockout (django-axes' receiver) counts wrong codes too.
+                user_login_failed.send(
+                    sender=__name__,
+                    credentials={"username": cleaned.get("username")},
+                    request=self.request,
+                )
+                raise self.get_invalid_login_error()
             # Stored in the session by django_otp's user_logged_in receiver.
             user.otp_device = device  # type: ignore[attr-defined]
         return cleaned
 
-    def _verified_device(self, user: AbstractBaseUser, token: str) -> TOTPDevice:
+    def _verified_device(self, user: AbstractBaseUser, token: str) -> TOTPDevice | None:
+        """The device that accepts ``token`` now, or None."""
         token = token.replace(" ", "")
         if not token:
-            raise forms.ValidationError(
-                self.error_messages["token_required"], code="token_required"
-            )
-        error = "invalid_token"
+            return None
         # Rows locked, so two concurrent logins cannot both spend the same code; a wrong code's
         # throttling (django-otp: a growing delay) is committed even though the login fails.
         with transaction.atomic():
             for device in devices_for_user(user, for_verify=True):
-                allowed, why = device.verify_is_allowed()
-                if not allowed:
-                    if why and why.get("reason") == VerifyNotAllowed.N_FAILED_ATTEMPTS:
-                        error = "throttled"
-                    continue
-                if device.verify_token(token):
+                allowed, _ = device.verify_is_allowed()
+                if allowed and device.verify_token(token):
                     return device
-        raise forms.ValidationError(self.error_messages[error], code=error)
+        return None
 
 
 class EnrolForm(forms.Form):
@@ -186,7 +194,8 @@ class TwoFactorAdminSite(admin.AdminSite):
 
     def admin_view(self, view: _View, cacheable: bool = False) -> _View:
         """Django's check (staff, and the code passed), after sending a user who must enrol and
-        has not to the enrolment page: every admin page but logging out and enrolling itself."""
+        has not to the enrolment page: every admin page (the password change too) but logging
+        out and enrolling itself."""
 
         checked = super().admin_view(view, cacheable)
         if view in self._views_before_enrolment():
@@ -201,13 +210,9 @@ class TwoFactorAdminSite(admin.AdminSite):
         return cast(_View, update_wrapper(inner, view))
 
     def _views_before_enrolment(self) -> list[Callable[..., Any]]:
-        return [
-            self.logout,
-            self.two_factor,
-            self.password_change,
-            self.password_change_done,
-            self.i18n_javascript,
-        ]
+        # Not the password change: where a second factor is required, a password alone is half
+        # a login, and half a login must not change what the other half is.
+        return [self.logout, self.two_factor, self.i18n_javascript]
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         return [

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from calls.models import Device
 from calls.selectors import call_settings_get, device_for_token
 from calls.services import device_touch
-from common.http import client_ip
+from common.http import address_counted, client_ip
 
 THROTTLE_WINDOW_SECONDS = 60
 # Wrong device tokens one address may try per window before every token from it waits (429),
@@ -100,8 +100,10 @@ def _token_failure_count(address: str) -> None:
 
 def device_token_failures_forget(*, address: str | None = None) -> int:
     """Lifts the wait of one address (or of all): an operator's remedy after a misconfigured
-    office, and the tests' clean slate. Returns the number of counters removed."""
-    pattern = caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{address or '*'}:*")
+    office, and the tests' clean slate. An IPv6 address lifts its /64, the unit counted.
+    Returns the number of counters removed."""
+    counted = address_counted(address) if address else "*"
+    pattern = caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{counted}:*")
     redis = _shared_redis(pattern, write=True)
     keys = list(redis.scan_iter(match=pattern, count=1000))
     return redis.delete(*keys) if keys else 0

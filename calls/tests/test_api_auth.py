@@ -92,6 +92,26 @@ def test_forgetting_an_address_lifts_its_wait(device_and_token: tuple[Device, st
     assert _ping(device_and_token[1], REMOTE_ADDR="10.0.0.7").status_code == 429
 
 
+def test_an_ipv6_client_is_throttled_by_its_64(device_and_token: tuple[Device, str]) -> None:
+    """A /64 holds 2**64 addresses a client may pick from: each must not be a fresh count."""
+    _exhaust(REMOTE_ADDR="2001:db8:1:2::1")
+    assert _ping("stx_wrong", REMOTE_ADDR="2001:db8:1:2:aaaa::7").status_code == 429
+    assert _ping(device_and_token[1], REMOTE_ADDR="2001:db8:1:2::2").status_code == 429
+    # The next /64 is another subscriber, and IPv4 clients are not concerned.
+    assert _ping(device_and_token[1], REMOTE_ADDR="2001:db8:1:3::1").status_code == 200
+    assert _ping(device_and_token[1]).status_code == 200
+
+    assert device_token_failures_forget(address="2001:db8:1:2::9") == 1  # any address of it
+    assert _ping(device_and_token[1], REMOTE_ADDR="2001:db8:1:2::1").status_code == 200
+
+
+def test_an_ipv4_mapped_client_is_counted_as_its_ipv4_address(
+    device_and_token: tuple[Device, str],
+) -> None:
+    _exhaust(REMOTE_ADDR="::ffff:198.51.100.4")
+    assert _ping(device_and_token[1], REMOTE_ADDR="198.51.100.4").status_code == 429
+
+
 def test_behind_a_proxy_each_client_is_counted_by_its_own_address(
     device_and_token: tuple[Device, str], settings: Settings
 ) -> None:
@@ -126,7 +146,8 @@ def test_without_proxies_the_header_is_ignored(settings: Settings) -> None:
         (1, "203.0.113.9", "203.0.113.9"),
         (1, "10.9.9.9, 203.0.113.9", "203.0.113.9"),  # the client wrote the first entry
         (2, "10.9.9.9, 203.0.113.9, 10.0.0.2", "203.0.113.9"),
-        (1, "2001:db8::1", "2001:db8::1"),
+        (1, "2001:db8::1", "2001:db8::"),  # an IPv6 client: its /64
+        (1, "::ffff:203.0.113.9", "203.0.113.9"),
         (1, " 203.0.113.9 ", "203.0.113.9"),
         (2, "203.0.113.9", "192.0.2.1"),  # fewer entries than proxies: a proxy was bypassed
         (1, "", "192.0.2.1"),
@@ -139,6 +160,24 @@ def test_behind_proxies_the_nth_entry_from_the_right(
 ) -> None:
     settings.SIMTRIX_TRUSTED_PROXY_COUNT = proxies
     assert client_ip(_request(forwarded=forwarded)) == expected
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+        ("2001:DB8:1:2::FFFF", "2001:db8:1:2::"),
+        ("fe80::1%eth0", "fe80::"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("", ""),
+    ],
+)
+def test_the_remote_address_is_counted_by_subscriber(
+    settings: Settings, remote: str, expected: str
+) -> None:
+    settings.SIMTRIX_TRUSTED_PROXY_COUNT = 0
+    assert client_ip(_request(remote=remote)) == expected
 
 
 def test_without_the_header_behind_a_proxy_it_is_the_remote_address(settings: Settings) -> None:

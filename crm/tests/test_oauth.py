@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core import serializers
@@ -96,6 +97,58 @@ def test_install_before_the_app_is_configured_is_refused(portal: Any) -> None:
     response = Client(HTTP_HOST="alpha.localhost").post("/bitrix24/install/", _install_form(app))
     assert response.status_code == 400
     assert b"client id and secret" in response.content
+
+
+def _legacy_install_form(app: dict[str, Any]) -> dict[str, str]:
+    """What the placement-style install posts (b24restdocs oauth/simple-way.md)."""
+    return {
+        "DOMAIN": str(app["domain"]),
+        "PROTOCOL": "1",
+        "LANG": "en",
+        "APP_SID": "dd8cec11e347088fe87c44870a9f1dba",
+        "AUTH_ID": str(app["access_token"]),
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": str(app["refresh_token"]),
+        "member_id": str(app["member_id"]),
+        "status": "L",
+    }
+
+
+def test_install_callback_takes_the_legacy_tokens_from_the_body(portal: Any) -> None:
+    app = portal.add_oauth_app(scopes=SCOPES)
+    connection_set_oauth_app(
+        client_id=app["client_id"],
+        client_secret=app["client_secret"],
+        token_url=portal.oauth_token_url,
+    )
+
+    response = Client(HTTP_HOST="alpha.localhost").post(
+        "/bitrix24/install/", _legacy_install_form(app)
+    )
+
+    assert response.status_code == 200, response.content
+    conn = Bitrix24Connection.objects.get()
+    assert conn.auth_mode == Bitrix24Connection.AuthMode.OAUTH
+    assert conn.oauth_refresh_token not in ("", app["refresh_token"])  # verified, rotated
+
+
+def test_install_callback_never_reads_tokens_from_the_query_string(portal: Any) -> None:
+    """Bitrix24 posts them; in a URL they would sit in every access log on the way."""
+    app = portal.add_oauth_app(scopes=SCOPES)
+    connection_set_oauth_app(
+        client_id=app["client_id"],
+        client_secret=app["client_secret"],
+        token_url=portal.oauth_token_url,
+    )
+    query = urlencode(_legacy_install_form(app))
+
+    response = Client(HTTP_HOST="alpha.localhost").post(f"/bitrix24/install/?{query}", {})
+
+    assert response.status_code == 400
+    assert b"carries no tokens" in response.content
+    assert portal.state.refresh_count == 0  # the token was not even tried
+    conn = Bitrix24Connection.objects.get()
+    assert (conn.oauth_access_token, conn.oauth_refresh_token) == ("", "")
 
 
 def test_install_callback_only_accepts_post(portal: Any) -> None:

@@ -205,6 +205,11 @@ def test_private_addresses_are_accepted_only_when_the_operator_allows_them(
         f"https://240.0.0.1/rest/1/{SECRET}/",
         f"https://2130706433/rest/1/{SECRET}/",
         f"https://[fe80::1]/rest/1/{SECRET}/",
+        # The clouds' metadata services inside private ranges (Alibaba, AWS over IPv6, Oracle).
+        f"https://100.100.100.200/rest/1/{SECRET}/",
+        f"https://[fd00:ec2::254]/rest/1/{SECRET}/",
+        f"https://192.0.0.192/rest/1/{SECRET}/",
+        f"https://0.1.2.3/rest/1/{SECRET}/",
     ]
     for url in private + never:
         with pytest.raises(ValidationError):
@@ -277,31 +282,71 @@ def test_a_masked_webhook_url_hides_user_info_and_secret() -> None:
 @pytest.mark.parametrize(
     ("address", "allowed", "refused"),
     [
+        # Global unicast: always.
         ("8.8.8.8", True, None),
         ("2606:4700::1111", True, None),
+        ("::ffff:8.8.8.8", True, None),
+        ("64:ff9b::808:808", True, None),  # NAT64 of a public address
+        ("2002:808:808::1", True, None),  # 6to4 of a public address
+        ("192.0.1.1", True, None),  # next to the special ranges, not in one
+        ("100.128.0.1", True, None),
+        # A LAN or this host: only with SIMTRIX_ALLOW_PRIVATE_ADDRESSES.
         ("127.0.0.1", True, "loopback"),
+        ("127.255.255.254", True, "loopback"),
         ("::1", True, "loopback"),
         ("10.1.2.3", True, "private"),
-        ("100.64.0.1", True, "private"),
-        ("fec0::1", True, "private"),  # site-local: Python calls it global
+        ("172.16.0.1", True, "private"),
+        ("172.31.255.254", True, "private"),
+        ("192.168.1.10", True, "private"),
+        ("100.64.0.1", True, "private"),  # CGNAT
+        ("100.100.100.199", True, "private"),
+        ("fc00::1", True, "private"),
+        ("fd00:ec2::253", True, "private"),
         ("::ffff:10.0.0.1", True, "private"),
-        ("::ffff:8.8.8.8", True, None),
         ("64:ff9b::a00:1", True, "private"),
-        (
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-            True,
-            "private (tunnelled in 2001:0:4136:e378:8000:63bf:3fff:fdd2)",
-        ),  # Teredo
         ("2002:a00:1::", True, "private (tunnelled in 2002:a00:1::)"),  # 6to4 of 10.0.0.1
-        ("169.254.169.254", False, "link-local"),
-        ("fe80::1", False, "link-local"),
+        # The clouds' metadata services: never, even where they sit in a private range.
+        ("169.254.169.254", False, "link-local"),  # AWS, GCP, Azure, OpenStack, ...
+        ("fe80::a9fe:a9fe", False, "link-local"),  # OpenStack over IPv6
+        ("192.0.0.192", False, "cloud metadata"),  # Oracle (Python 3.11 calls it global)
+        ("100.100.100.200", False, "cloud metadata"),  # Alibaba
+        ("fd00:ec2::254", False, "cloud metadata"),  # AWS over IPv6
+        ("fd20:ce::254", False, "cloud metadata"),  # GCP over IPv6
+        ("::ffff:169.254.169.254", False, "link-local"),
+        ("::ffff:100.100.100.200", False, "cloud metadata"),
+        ("64:ff9b::6464:64c8", False, "cloud metadata"),  # NAT64 of 100.100.100.200
+        ("2002:6464:64c8::", False, "cloud metadata (tunnelled in 2002:6464:64c8::)"),
+        # Never: not an address a portal has.
         ("0.0.0.0", False, "unspecified"),  # noqa: S104 - an address to refuse, not a bind
+        ("0.1.2.3", False, "unspecified"),  # Linux connects 0.0.0.0/8 to this host
         ("::", False, "unspecified"),
+        ("fe80::1", False, "link-local"),
+        ("192.0.0.8", False, "reserved"),
+        ("192.0.0.170", False, "reserved"),  # NAT64 discovery, global in Python 3.11
+        ("192.0.2.1", False, "documentation"),
+        ("198.51.100.7", False, "documentation"),
+        ("203.0.113.9", False, "documentation"),
+        ("2001:db8::1", False, "documentation"),
+        ("3fff::1", False, "documentation"),
+        ("198.18.0.1", False, "benchmarking"),
+        ("192.88.99.1", False, "reserved"),
         ("224.0.0.251", False, "multicast"),
+        ("239.255.255.250", False, "multicast"),
         ("ff02::1", False, "multicast"),
         ("255.255.255.255", False, "broadcast"),
         ("240.0.0.1", False, "reserved"),
-        ("::7f00:1", False, "reserved"),
+        ("::7f00:1", False, "reserved"),  # IPv4-compatible (deprecated)
+        ("100::1", False, "reserved"),  # discard-only
+        ("64:ff9b:1::1", False, "reserved"),  # local-use NAT64: prefix format unknown
+        ("fec0::1", False, "site-local"),  # deprecated: Python calls it global
+        ("4000::1", False, "reserved"),  # outside 2000::/3: not yet allocated
+        ("2001:2::1", False, "reserved"),  # IETF protocol assignments
+        (
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            False,
+            "documentation (tunnelled in 2001:0:4136:e378:8000:63bf:3fff:fdd2)",
+        ),  # Teredo for 192.0.2.45
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", False, "reserved"),  # Teredo for 8.8.8.8
     ],
 )
 def test_address_policy(address: str, allowed: bool, refused: str | None) -> None:
@@ -394,6 +439,28 @@ def test_one_private_address_among_public_ones_is_refused(public_only: Settings)
         outbound_request("GET", "https://portal.example.com/", resolver=names, timeout=5)
 
     assert names.asked == ["portal.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("100.100.100.200", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("192.0.0.192", "cloud metadata"),
+        ("169.254.169.254", "link-local"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address to refuse, not a bind
+    ],
+)
+def test_a_name_resolving_to_a_metadata_service_is_refused_even_with_private_allowed(
+    settings: Settings, address: str, kind: str
+) -> None:
+    settings.SIMTRIX_ALLOW_PRIVATE_ADDRESSES = True
+    names = Names({"portal.example.com": [address]})
+
+    with pytest.raises(OutboundAddressRefused) as caught:
+        outbound_request("GET", "https://portal.example.com/", resolver=names, timeout=5)
+
+    assert caught.value.reason == f"resolves to {address} ({kind} address)"
 
 
 def test_plain_http_and_proxies_are_refused_by_the_transport(

@@ -54,6 +54,19 @@ def test_five_wrong_passwords_lock_that_user_from_that_address_only(
     assert attempt.failures_since_start >= 5
 
 
+def test_an_ipv6_lockout_covers_the_whole_64(same_name_at_both: None) -> None:
+    """Inside its /64 a client picks any address: the lockout is the subscriber's, not one
+    address's (common.http.address_counted)."""
+    assert _lock("alpha.localhost", "admin", address="2001:db8:1:2::1")[-1] == 429
+
+    assert _login("alpha.localhost", "admin", "pw-alpha", address="2001:db8:1:2::2") == 429
+    assert _login("alpha.localhost", "admin", "pw-alpha", address="2001:db8:1:2:dead::9") == 429
+    assert _login("alpha.localhost", "admin", "pw-alpha", address="2001:db8:1:3::1") == 302
+    with schema_context("public"):
+        attempt = AccessAttempt.objects.get(username="alpha:admin")
+    assert attempt.ip_address == "2001:db8:1:2::"  # a valid address in axes' inet column
+
+
 def test_the_lockout_page_is_a_page_of_the_admin_not_an_error(same_name_at_both: None) -> None:
     _lock("alpha.localhost", "admin")
     response = Client(HTTP_HOST="alpha.localhost", REMOTE_ADDR=ATTACKER).post(

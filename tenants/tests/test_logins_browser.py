@@ -82,7 +82,8 @@ def test_the_admin_works_under_its_content_security_policy(
         page.fill("#id_username", "csp-admin")
         page.fill("#id_password", "pw-csp")
         page.click("input[type=submit]")
-        expect(page.locator(".errornote")).to_contain_text("Enter the code")
+        # The same answer as a wrong password (tenants.twofactor.TwoFactorLoginForm).
+        expect(page.locator(".errornote")).to_contain_text("current code of your authenticator")
         page.fill("#id_password", "pw-csp")
         page.fill("#id_otp_token", _code(secret, steps_ahead=1))
         page.click("input[type=submit]")

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.auth.models import User
 from django.test import Client
 from django_otp.oath import totp
@@ -17,6 +18,12 @@ from pytest_django import Settings
 
 from tenants.models import Tenant
 from tenants.twofactor import PENDING_KEY_SESSION_KEY
+
+GENERIC_ERROR = (
+    "Please enter the correct username and password for a staff account, and the current code "
+    "of your authenticator app if you have set one up. Note that both fields may be "
+    "case-sensitive; after a wrong code, wait a little before the next try."
+)
 
 
 def code(key_hex: str, *, steps_ahead: int = 0) -> str:
@@ -65,17 +72,17 @@ def test_a_user_enrols_and_then_every_login_asks_for_the_code(alpha_admin: User)
         assert (device.confirmed, device.key) == (True, key_hex)
     assert client.get("/admin/").status_code == 200  # this session passed the code already
 
-    # The password alone: refused, asked for the code.
+    # The password alone: refused.
     client, response = _login("alpha.localhost", "admin", "pw-alpha")
     assert response.status_code == 200
-    assert "Enter the code your authenticator app shows" in response.content.decode()
+    assert GENERIC_ERROR in response.content.decode()
     assert client.get("/admin/").status_code == 302
 
     # A wrong code: refused.
     wrong = f"{(int(code(key_hex, steps_ahead=1)) + 1) % 1_000_000:06d}"
     _, response = _login("alpha.localhost", "admin", "pw-alpha", wrong)
     assert response.status_code == 200
-    assert "That code is not right" in response.content.decode()
+    assert GENERIC_ERROR in response.content.decode()
     with schema_context("alpha"):
         # django-otp delays the next try after a wrong code: a user waits, the test resets it.
         TOTPDevice.objects.filter(pk=device.pk).update(
@@ -88,9 +95,65 @@ def test_a_user_enrols_and_then_every_login_asks_for_the_code(alpha_admin: User)
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200
     # The same code once more: refused (a code seen over a shoulder is spent).
-    _, response = _login("alpha.localhost", "admin", "pw-alpha", token)
+    client, response = _login("alpha.localhost", "admin", "pw-alpha", token)
     assert response.status_code == 200
-    assert "was used already" in response.content.decode()
+    assert GENERIC_ERROR in response.content.decode()
+    assert client.get("/admin/").status_code == 302
+
+
+def _errors(response: Any) -> str:
+    """The login page's error notes, the part that differs between one failure and another."""
+    notes = re.findall(r'<p class="errornote">\s*(.*?)\s*</p>', response.content.decode(), re.S)
+    return " | ".join(notes)
+
+
+def test_a_wrong_code_and_a_wrong_password_get_the_same_answer(
+    alpha_admin: User, settings: Settings
+) -> None:
+    """Else whoever guesses passwords learns which one was right from the code's message."""
+    settings.AXES_FAILURE_LIMIT = 10  # five failures below, none of them a lockout
+    client, _ = _login("alpha.localhost", "admin", "pw-alpha")
+    key_hex = _enrol(client)
+    wrong = f"{(int(code(key_hex, steps_ahead=1)) + 1) % 1_000_000:06d}"
+
+    answers = {
+        "wrong password, no code": _login("alpha.localhost", "admin", "wrong")[1],
+        "wrong password, right code": _login(
+            "alpha.localhost", "admin", "wrong", code(key_hex, steps_ahead=1)
+        )[1],
+        "right password, no code": _login("alpha.localhost", "admin", "pw-alpha")[1],
+        "right password, wrong code": _login("alpha.localhost", "admin", "pw-alpha", wrong)[1],
+        "right password, code delayed": _login("alpha.localhost", "admin", "pw-alpha", wrong)[1],
+    }
+
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 200)
+    assert {name: _errors(r) for name, r in answers.items()} == dict.fromkeys(
+        answers, GENERIC_ERROR
+    )
+
+
+def test_wrong_codes_count_towards_the_lockout(alpha_admin: User, settings: Settings) -> None:
+    client, _ = _login("alpha.localhost", "admin", "pw-alpha")
+    key_hex = _enrol(client)
+    wrong = f"{(int(code(key_hex, steps_ahead=1)) + 1) % 1_000_000:06d}"
+
+    statuses = [
+        _login("alpha.localhost", "admin", "pw-alpha", wrong)[1].status_code
+        for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+
+    assert statuses == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    with schema_context("public"):
+        attempt = AccessAttempt.objects.get()
+    assert attempt.username == "alpha:admin"
+    assert attempt.failures_since_start == settings.AXES_FAILURE_LIMIT
+    assert wrong not in attempt.post_data  # the code is masked like the password
+    with schema_context("alpha"):
+        # Not django-otp's delay that refuses the right code below: axes' lockout.
+        TOTPDevice.objects.update(throttling_failure_count=0, throttling_failure_timestamp=None)
+    client, response = _login("alpha.localhost", "admin", "pw-alpha", code(key_hex, steps_ahead=1))
+    assert response.status_code == 429
+    assert client.get("/admin/").status_code == 302
 
 
 def test_a_session_without_the_code_of_an_enrolled_user_is_not_logged_in(
@@ -164,11 +227,39 @@ def test_required_by_the_operators_a_tenant_admin_enrols_before_anything_else(
 
     key_hex = _enrol(client)
     assert client.get("/admin/calls/call/").status_code == 200
+    assert client.get("/admin/password_change/").status_code == 200  # now it may
     # Required: it cannot be turned off.
     page = client.post("/admin/two-factor/", {"otp_token": code(key_hex, steps_ahead=1)})
     assert "cannot be turned off" in page.content.decode()
     with schema_context("alpha"):
         assert TOTPDevice.objects.count() == 1
+
+
+def test_required_a_tenant_admin_cannot_change_the_password_before_enrolling(
+    alpha_admin: User, tenants: dict[str, Tenant]
+) -> None:
+    """The password alone is half a login where a code is required: it changes nothing."""
+    alpha = Tenant.objects.get(pk=tenants["alpha"].pk)
+    alpha.require_two_factor = True
+    alpha.save(update_fields=["require_two_factor"])
+    client, _ = _login("alpha.localhost", "admin", "pw-alpha")
+
+    for url in ("/admin/password_change/", "/admin/password_change/done/"):
+        response = client.get(url)
+        assert (response.status_code, response["Location"]) == (302, "/admin/two-factor/"), url
+    response = client.post(
+        "/admin/password_change/",
+        {
+            "old_password": "pw-alpha",
+            "new_password1": "n3w-Passw0rd!",
+            "new_password2": "n3w-Passw0rd!",
+        },
+    )
+    assert (response.status_code, response["Location"]) == (302, "/admin/two-factor/")
+
+    alpha_admin.refresh_from_db()
+    assert alpha_admin.check_password("pw-alpha")
+    assert client.get("/admin/logout/").status_code in (200, 405)  # logging out stays open
 
 
 def test_the_operators_tick_the_requirement_on_the_tenant(
