@@ -40,14 +40,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # A user of its own, without a shell login or a home to write to.
 RUN groupadd --system --gid 10001 simtrix \
     && useradd --system --uid 10001 --gid simtrix --no-create-home --shell /usr/sbin/nologin simtrix \
-    && mkdir -p /data/media \
-    && chown simtrix:simtrix /data/media
+    && mkdir -p /data/media /run/simtrix-metrics \
+    && chown simtrix:simtrix /data/media /run/simtrix-metrics
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 WORKDIR /app
 USER simtrix:simtrix
 EXPOSE 8000
-# /healthz on the operators' host: the process answers (docker-compose.yml checks /readyz too).
+# /healthz: the process answers (docker-compose.yml checks /readyz too). Any Host works: the
+# probes are answered before the host check (simtrix/probes.py).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; r = u.urlopen(u.Request('http://127.0.0.1:8000/healthz', headers={'Host': 'localhost'}), timeout=4); sys.exit(r.status != 200)"]
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "simtrix.wsgi:application"]

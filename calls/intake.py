@@ -36,6 +36,7 @@ from calls.sql import (
     event_record,
     event_stored,
 )
+from common.logcontext import bridge_call_logged
 from common.metrics import bridge_event_observed
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject, RoutingFacts
@@ -188,6 +189,7 @@ def _jsonable(value: Any) -> Any:
 
 
 @bridge_event_observed(conflict=EventConflict)
+@bridge_call_logged
 def call_event_receive(
     *, device: Device, event: EventFacts, call_id: str, raw: dict[str, Any], lookup: bool = False
 ) -> EventReceipt:

@@ -3,8 +3,9 @@
 On the ground floor so that `crm`, `calls` and `scenarios` can count without importing the
 wiring; `simtrix.metrics` serves them at `/metrics`, with the per-tenant outbox gauges it reads at
 scrape time. Under gunicorn (and in the Celery worker) PROMETHEUS_MULTIPROC_DIR makes
-prometheus-client keep each process's values in a file of that directory, which the view adds up;
-it must be set before this module is first imported (gunicorn.conf.py, the compose file).
+prometheus-client keep each process's values in a file of that directory, named by host and pid
+(common.metrics_files), which the view adds up; it must be set before this module is first
+imported (gunicorn.conf.py, the compose file).
 
 Labels are bounded sets, never free text: bridge event types are the contract's, lookup results
 are four words, Bitrix24 methods are the client's own names (anything else is `other`) and error
@@ -21,7 +22,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, values
+
+from common.metrics_files import multiprocess_directory, process_identifier
+
+# Before any metric exists: its value files are named after this process as
+# common.metrics_files names it (host and pid), not by the pid alone, which two containers
+# sharing the directory may both have.
+if multiprocess_directory():
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_identifier)
 
 BRIDGE_EVENTS = Counter(
     "simtrix_bridge_events",

@@ -3,7 +3,10 @@
 `outbox_status_all` visits each schema in turn (three queries a tenant); a scrape every 15 s over
 a thousand tenants would be 3,000 queries. Here each batch of schemas is one statement, a
 `UNION ALL` of one indexed aggregate per schema (the `(status, due_at)` index: only scheduled and
-failed rows are read), so a scrape costs a round trip per 200 tenants.
+failed rows are read), so a scrape costs a round trip per 200 tenants. A schema without the
+outbox table (a tenant whose migrations have not run yet, or failed) would fail the whole
+statement and drop every tenant's gauges: the schemas that have it are found first (one query
+of the catalog) and only those are counted.
 """
 
 from __future__ import annotations
@@ -35,11 +38,24 @@ class OutboxCounts(TypedDict):
 def outbox_counts_all(*, now: datetime | None = None) -> list[OutboxCounts]:
     """Due, late and failed runs of every active tenant (a statement per 200 tenants)."""
     now = now or timezone.now()
-    schemas = sorted(active_tenant_schemas())
+    schemas = _with_outbox_table(sorted(active_tenant_schemas()))
     counts: list[OutboxCounts] = []
     for start in range(0, len(schemas), SCHEMAS_PER_STATEMENT):
         counts += _counts(schemas[start : start + SCHEMAS_PER_STATEMENT], now=now)
     return counts
+
+
+def _with_outbox_table(schemas: list[str]) -> list[str]:
+    if not schemas:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_schema FROM information_schema.tables "
+            "WHERE table_name = %s AND table_schema = ANY(%s)",
+            [ActionRun._meta.db_table, schemas],
+        )
+        present = {row[0] for row in cursor.fetchall()}
+    return [schema for schema in schemas if schema in present]
 
 
 def _counts(schemas: list[str], *, now: datetime) -> list[OutboxCounts]:

@@ -1,6 +1,7 @@
 """Log lines that say when, how bad, where and for whom: time, level, logger, the tenant's
-schema, the SIMtrix call a Bitrix24 request serves (crm.context) and the request id
-(simtrix.request_id).
+schema, the SIMtrix call a Bitrix24 request serves (crm.context), the bridge's id of the call
+whose event is being handled (common.logcontext) and the request id (simtrix.request_id; a Celery
+task's is the one of the request that queued it).
 
 `SIMTRIX_LOG_FORMAT=json` writes one JSON object a line (python-json-logger) for a log shipper;
 the default is the same facts as text. The tenant is the schema of the database connection, which
@@ -15,12 +16,18 @@ from typing import Any
 
 from django.db import connection
 
+from common.logcontext import current_bridge_call_id
 from crm.context import current_call_id
 from simtrix.request_id import current_request_id
 
 # The record's attributes ContextFilter adds, in the order the text format shows them.
-CONTEXT_FIELDS = ("tenant", "call_id", "request_id")
-_TEXT_NAMES = {"tenant": "tenant", "call_id": "call", "request_id": "request"}
+CONTEXT_FIELDS = ("tenant", "call_id", "bridge_call_id", "request_id")
+_TEXT_NAMES = {
+    "tenant": "tenant",
+    "call_id": "call",
+    "bridge_call_id": "bridge_call",
+    "request_id": "request",
+}
 
 
 def _schema() -> str | None:
@@ -31,10 +38,15 @@ def _schema() -> str | None:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the tenant, call and request ids to every record (unless the caller gave them)."""
+    """Adds the tenant, call ids and request id to every record (unless the caller gave them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = {"tenant": _schema, "call_id": current_call_id, "request_id": current_request_id}
+        context = {
+            "tenant": _schema,
+            "call_id": current_call_id,
+            "bridge_call_id": current_bridge_call_id,
+            "request_id": current_request_id,
+        }
         for name, read in context.items():
             if not hasattr(record, name):
                 setattr(record, name, read())

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -118,7 +118,9 @@ def _authorized(request: HttpRequest, token: str) -> bool:
 def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.SIMTRIX_METRICS_TOKEN
     if not token:
-        raise Http404
+        # A plain answer, not Http404: simtrix.probes serves this before the URL resolver and
+        # the host check, where Django's 404 page (and its DEBUG variant) cannot be rendered.
+        return HttpResponseNotFound("Not Found\n", content_type="text/plain")
     if not _authorized(request, token):
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -1,13 +1,14 @@
 """Every request gets an id: the proxy's X-Request-ID when it is a sane token, a new one
 otherwise. It is in every log line of the request (simtrix.logs) and echoed in the response's
-X-Request-ID, so a support ticket's id finds the server's lines and the proxy's alike."""
+X-Request-ID, so a support ticket's id finds the server's lines and the proxy's alike. A Celery
+task queued during the request carries it too (simtrix.celery)."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from django.http import HttpRequest, HttpResponseBase
 
@@ -22,6 +23,16 @@ _request_id: ContextVar[str | None] = ContextVar("simtrix_request_id", default=N
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def request_id_set(request_id: str | None) -> Token[str | None]:
+    """For code that is no request (a Celery task): its lines carry `request_id` until
+    `request_id_reset` with the returned token."""
+    return _request_id.set(request_id)
+
+
+def request_id_reset(token: Token[str | None]) -> None:
+    _request_id.reset(token)
 
 
 def request_id_from(header: str | None) -> str:

@@ -147,10 +147,17 @@ DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 MIDDLEWARE = [
     # First: every answer carries its X-Request-ID, even a host no tenant owns (simtrix.logs).
     "simtrix.request_id.RequestIdMiddleware",
-    "tenants.middleware.ActiveTenantMiddleware",
+    # Security headers (HSTS, nosniff, CSP) on every answer, static files, probes and unknown
+    # hosts' 404s included. Neither reads the Host of a probe (SECURE_REDIRECT_EXEMPT), and the
+    # SSL redirect of other paths comes before the tenant lookup.
     "django.middleware.security.SecurityMiddleware",
+    "simtrix.csp.ContentSecurityPolicyMiddleware",
+    # /healthz, /readyz, /metrics by path, before any host check or tenant lookup: a probe's
+    # Host is rarely a tenant's, and a fresh install has none (simtrix.probes).
+    "simtrix.probes.ProbeMiddleware",
     # Serves the admin's static files under gunicorn without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tenants.middleware.ActiveTenantMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -159,7 +166,6 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "simtrix.csp.ContentSecurityPolicyMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page (tenants.logins).
     "axes.middleware.AxesMiddleware",
 ]

@@ -7,17 +7,23 @@ import json
 import logging
 import logging.config
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from django_tenants.utils import schema_context
+from rest_framework.test import APIClient
 
+from calls.services import device_register
+from common.logcontext import bridge_call_context
 from crm.context import crm_call_context
-from simtrix.celery import _django_logging, app
+from simtrix.celery import REQUEST_ID_HEADER, _django_logging, _request_id_publish, app
 from simtrix.logs import ContextFilter, logging_config
+from simtrix.request_id import current_request_id, request_id_reset, request_id_set
 from tenants.models import Tenant
 
 logger = logging.getLogger("simtrix.tests.logging")
@@ -112,10 +118,8 @@ def test_a_requests_lines_carry_its_id_and_tenant(
     assert response["X-Request-ID"] == "lb-7f3a9c"
     lines = [line for line in json_lines(stream) if line["logger"] == "simtrix.health"]
     assert lines
-    expected_tenant = "public" if host == "localhost" else "alpha"
-    assert {(line["request_id"], line["tenant"]) for line in lines} == {
-        ("lb-7f3a9c", expected_tenant)
-    }
+    # The probes run in the public schema on every host (simtrix.probes).
+    assert {(line["request_id"], line["tenant"]) for line in lines} == {("lb-7f3a9c", "public")}
 
 
 @pytest.mark.parametrize(
@@ -145,8 +149,8 @@ def test_an_absent_or_insane_request_id_is_replaced_by_a_new_one(
     "given", ["7f3a9c1e-5b2d-4c8a-9e6f-1a2b3c4d5e6f", "Root=1-67891233-abcdef012345678912345678"]
 )
 def test_a_sane_request_id_is_kept(given: str, tenants: dict[str, Tenant], db: None) -> None:
-    response = Client(HTTP_HOST="unknown.example").get("/healthz", HTTP_X_REQUEST_ID=given)
-    assert response.status_code in (400, 404)  # no tenant owns that host ...
+    response = Client(HTTP_HOST="unknown.example").get("/admin/", HTTP_X_REQUEST_ID=given)
+    assert response.status_code == 404  # no tenant owns that host ...
     assert response["X-Request-ID"] == given  # ... and the answer still carries the id
 
 
@@ -176,10 +180,85 @@ def test_a_caller_given_context_is_kept() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     record.tenant = "given"
     ContextFilter().filter(record)
-    context = tuple(getattr(record, name) for name in ("tenant", "call_id", "request_id"))
-    assert context == ("given", None, None)
+    context = tuple(
+        getattr(record, name) for name in ("tenant", "call_id", "bridge_call_id", "request_id")
+    )
+    assert context == ("given", None, None, None)
 
 
 def test_an_unknown_format_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="SIMTRIX_LOG_FORMAT is 'text' or 'json', not 'xml'"):
         logging_config(log_format="xml", level="INFO")
+
+
+def test_the_bridge_call_id_is_in_the_text_format(
+    log_output: Callable[[str], io.StringIO], tenants: dict[str, Tenant], db: None
+) -> None:
+    stream = log_output("text")
+    with schema_context("alpha"), bridge_call_context("c-77"):
+        logger.warning("a line")
+    assert stream.getvalue().endswith(" tenant=alpha bridge_call=c-77: a line\n")
+
+
+def test_a_bridge_events_lines_carry_its_call_and_request(
+    log_output: Callable[[str], io.StringIO], alpha: Tenant, alpha_portal: Any
+) -> None:
+    # Bitrix24 fails during the caller lookup: crm.session logs while the event is handled.
+    alpha_portal.set_fault("fail_next", count=20)
+    with schema_context("alpha"):
+        _, device_token = device_register(
+            name="Log phone", phone_number="+48500100998", bitrix24_user_id=5, country="PL"
+        )
+    client = APIClient(HTTP_HOST="alpha.localhost")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {device_token}")
+    call_id = f"log-{uuid.uuid4().hex[:8]}"
+    stream = log_output("json")
+    response = client.post(
+        "/api/bridge/v1/events/",
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "call.started",
+            "call_id": call_id,
+            "occurred_at": timezone.now().isoformat(),
+            "direction": "incoming",
+            "phone_number": "+48600111222",
+        },
+        format="json",
+        HTTP_X_REQUEST_ID="bridge-req-1",
+    )
+    assert response.status_code in (200, 201), response.content
+    lines = [line for line in json_lines(stream) if line["logger"].startswith("crm.")]
+    assert lines
+    assert {(line["bridge_call_id"], line["request_id"]) for line in lines} == {
+        (call_id, "bridge-req-1")
+    }
+
+
+def test_a_task_queued_by_a_request_logs_with_its_request_id(
+    log_output: Callable[[str], io.StringIO], tenants: dict[str, Tenant], db: None
+) -> None:
+    headers: dict[str, Any] = {"_schema_name": "alpha"}
+    token = request_id_set("req-7f3a")
+    try:
+        _request_id_publish(headers=headers)  # what Celery sends when the request queues it
+    finally:
+        request_id_reset(token)
+    assert headers[REQUEST_ID_HEADER] == "req-7f3a"
+
+    stream = log_output("json")
+    log_a_line.apply(headers=headers)  # as the worker runs it: no request around
+    (line,) = [line for line in json_lines(stream) if line["message"] == "inside a task"]
+    assert (line["request_id"], line["tenant"]) == ("req-7f3a", "alpha")
+    assert current_request_id() is None  # put back when the task is over
+
+
+def test_a_task_no_request_queued_logs_with_its_own_task_id(
+    log_output: Callable[[str], io.StringIO], tenants: dict[str, Tenant], db: None
+) -> None:
+    headers: dict[str, Any] = {}
+    _request_id_publish(headers=headers)
+    assert REQUEST_ID_HEADER not in headers
+    stream = log_output("json")
+    result = log_a_line.apply()
+    (line,) = [line for line in json_lines(stream) if line["message"] == "inside a task"]
+    assert line["request_id"] == result.id

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -299,10 +301,27 @@ def test_outbox_counts_take_one_statement_for_many_tenants(alpha: Tenant, beta: 
     with CaptureQueriesContext(connection) as queries:
         counts = outbox_counts_all()
     assert {row["schema"] for row in counts} >= {"alpha", "beta"}
-    runs = [q["sql"] for q in queries.captured_queries if "scenarios_actionrun" in q["sql"]]
+    runs = [q["sql"] for q in queries.captured_queries if '"scenarios_actionrun"' in q["sql"]]
     assert len(runs) == 1
     assert '"alpha"."scenarios_actionrun"' in runs[0]
     assert '"beta"."scenarios_actionrun"' in runs[0]
+
+
+def test_a_schema_without_the_outbox_table_leaves_the_other_tenants_counted(
+    alpha: Tenant, beta: Tenant, token: str
+) -> None:
+    # A tenant whose migrations did not run: its schema exists, the table does not. (Both are
+    # rolled back with the test; bulk_create skips the schema creation save() would do.)
+    with connection.cursor() as cursor:
+        cursor.execute('CREATE SCHEMA "unmigrated"')
+    Tenant.objects.bulk_create([Tenant(schema_name="unmigrated", name="Unmigrated")])
+
+    counts = outbox_counts_all()
+
+    assert {row["schema"] for row in counts} >= {"alpha", "beta"}
+    assert "unmigrated" not in {row["schema"] for row in counts}
+    samples = scrape()
+    assert ("simtrix_outbox_due", frozenset({("tenant", "alpha")})) in samples
 
 
 def test_the_dispatcher_age_is_infinite_when_it_never_ran(
@@ -396,17 +415,19 @@ def test_gunicorn_drops_a_dead_workers_live_gauges_and_keeps_its_counters(
         import os
         from prometheus_client import Gauge
         from common import metrics
+        from common.metrics_files import process_identifier
         metrics.rate_limit_wait_record(1.0)
         Gauge("simtrix_test_live", "x", multiprocess_mode="livesum").set(1)
-        print(os.getpid())
+        print(os.getpid(), process_identifier())
         """
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, check=True, capture_output=True
     )
-    pid = int(done.stdout.decode().strip())
-    assert (tmp_path / f"gauge_livesum_{pid}.db").exists()
+    pid, identifier = done.stdout.decode().split()
+    assert identifier == f"{socket.gethostname().replace('_', '-')}-{pid}"
+    assert (tmp_path / f"gauge_livesum_{identifier}.db").exists()
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
@@ -415,8 +436,93 @@ def test_gunicorn_drops_a_dead_workers_live_gauges_and_keeps_its_counters(
         def __init__(self, pid: int) -> None:
             self.pid = pid
 
-    config["child_exit"](None, Worker(pid))
+    config["child_exit"](None, Worker(int(pid)))
 
-    assert not (tmp_path / f"gauge_livesum_{pid}.db").exists()
-    assert (tmp_path / f"counter_{pid}.db").exists()
+    assert not (tmp_path / f"gauge_livesum_{identifier}.db").exists()
+    assert (tmp_path / f"counter_{identifier}.db").exists()
     assert config["worker_class"] == "gthread"
+
+
+# Two containers (web, worker) whose processes have the same pid write into one directory. Each
+# process opens its files, waits until the other has too, then counts: with files named by the
+# pid alone both would write one file and one's counts would be lost.
+_SAME_PID = textwrap.dedent(
+    """
+    import os, socket, sys, time
+    from pathlib import Path
+    socket.gethostname = lambda: sys.argv[1]
+    os.getpid = lambda: 7  # every container's first process
+    from common import metrics
+    ok = metrics.BITRIX24_REQUESTS.labels("crm.contact.list", "ok")
+    sync = Path(sys.argv[2])
+    (sync / f"ready-{sys.argv[1]}").touch()
+    while not (sync / "go").exists():
+        time.sleep(0.01)
+    ok.inc(3)
+    metrics.rate_limit_wait_record(0.5)
+    """
+)
+
+
+def test_processes_of_two_containers_with_the_same_pid_are_both_counted(
+    tenants: dict[str, Tenant],
+    db: None,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    directory, sync = tmp_path / "metrics", tmp_path / "sync"
+    directory.mkdir()
+    sync.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    hosts = ["web_1a2b", "worker-3c4d"]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _SAME_PID, host, str(sync)], cwd=REPO, env=env)
+        for host in hosts
+    ]
+    while len(list(sync.glob("ready-*"))) < 2 and all(p.poll() is None for p in processes):
+        time.sleep(0.01)
+    (sync / "go").touch()
+    assert [p.wait(timeout=60) for p in processes] == [0, 0]
+    names = sorted(path.name for path in directory.glob("counter_*.db"))
+    assert names == ["counter_web-1a2b-7.db", "counter_worker-3c4d-7.db"]
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    samples = scrape()
+    ok = {"method": "crm.contact.list", "outcome": "ok"}
+    assert value(samples, "simtrix_bitrix24_requests_total", **ok) == 6
+    assert value(samples, "simtrix_bitrix24_rate_limit_wait_seconds_total") == 1.0
+
+
+def test_gunicorn_defaults_the_directory_before_prometheus_and_prepares_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    host = socket.gethostname().replace("_", "-")
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    assert directory.is_dir()  # made when the configuration is read
+    stale = [f"counter_{host}-41.db", f"gauge_livesum_{host}-41.db", f"histogram_{host}-9.db"]
+    others = ["counter_otherhost-41.db", "notes.txt"]
+    for name in stale + others:
+        (directory / name).write_bytes(b"")
+
+    config["on_starting"](None)
+
+    assert sorted(p.name for p in directory.iterdir()) == sorted(others)
+    config_text = (REPO / "gunicorn.conf.py").read_text()
+    assert config_text.index("PROMETHEUS_MULTIPROC_DIR") < config_text.index("prometheus")
+    # Without the variable, gunicorn sets one before anything imports prometheus-client.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    probe = (
+        "import os, runpy; runpy.run_path('gunicorn.conf.py'); "
+        "from prometheus_client import values; "
+        "print(os.environ['PROMETHEUS_MULTIPROC_DIR'], values.ValueClass.__name__)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=env, check=True, capture_output=True, text=True
+    )
+    default, value_class = done.stdout.split()
+    assert default.endswith(f"simtrix-metrics-{os.getuid()}")
+    assert value_class == "MmapedValue"  # prometheus-client saw the directory when imported

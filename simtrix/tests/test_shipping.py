@@ -8,9 +8,11 @@ static files storage is exercised for real, with and without a manifest.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,71 @@ def test_the_licence_is_apache_2_and_the_readme_says_so() -> None:
     readme = (REPO / "README.md").read_text()
     assert "Apache-2.0" in readme
     assert "[LICENSE](LICENSE)" in readme
+
+
+_GUNICORN_LOGS = textwrap.dedent(
+    """
+    import datetime, runpy, types
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    cfg = Config()
+    for name, value in runpy.run_path("gunicorn.conf.py").items():
+        if name in cfg.settings:
+            cfg.set(name, value)
+    log = Logger(cfg)
+    log.info("Booting worker with pid: %s", 42)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/api/bridge/v1/lookup/?token=sekrit-42",
+               "PATH_INFO": "/api/bridge/v1/lookup/", "QUERY_STRING": "token=sekrit-42",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.9"}
+    resp = types.SimpleNamespace(status="200 OK", sent=17, headers=[("X-Request-ID", "rq-1")])
+    log.access(resp, types.SimpleNamespace(headers=[]), environ, datetime.timedelta(0, 0, 5000))
+    """
+)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_gunicorns_own_and_access_lines_use_the_projects_format_without_the_query(
+    log_format: str,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _GUNICORN_LOGS],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "SIMTRIX_LOG_FORMAT": log_format},
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert "sekrit-42" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    if log_format == "json":
+        parsed = {line["logger"]: line for line in map(json.loads, lines)}
+        assert parsed["gunicorn.error"]["message"] == "Booting worker with pid: 42"
+        access = parsed["gunicorn.access"]
+        assert access["level"] == "INFO"
+        assert "time" in access
+        assert access["message"].startswith('10.0.0.9 "GET /api/bridge/v1/lookup/" 200 17 5ms')
+        assert "request=rq-1" in access["message"]
+    else:
+        assert any(" INFO gunicorn.error" in line and "pid: 42" in line for line in lines)
+        assert any(' INFO gunicorn.access' in line and '"GET /api/bridge/v1/lookup/"' in line
+                   for line in lines)  # fmt: skip
+
+
+def test_every_variable_gunicorn_reads_is_in_the_readmes_configuration_table() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Operating it")]
+    config = (REPO / "gunicorn.conf.py").read_text()
+    read = set(re.findall(r"environ\.get\(\"([A-Z0-9_]+)\"", config))
+    assert {"GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_ACCESSLOG"} <= read
+    for name in read - {"SIMTRIX_LOG_FORMAT", "SIMTRIX_LOG_LEVEL"}:  # (Watching it section)
+        assert f"`{name}`" in table, name
+    # Names are written in full, so that searching the README for one finds it.
+    assert not re.findall(r"`_[A-Z]", table)
+    for name in ["SIMTRIX_RUN_BACKOFF_CAP_SECONDS", "SIMTRIX_S3_ENDPOINT_URL",
+                 "SIMTRIX_S3_SECRET_ACCESS_KEY", "SIMTRIX_S3_PREFIX"]:  # fmt: skip
+        assert f"`{name}`" in table, name
+
+
+def test_the_compose_files_comment_names_the_real_variables() -> None:
+    header = (REPO / "docker-compose.yml").read_text().split("\nx-app:", 1)[0]
+    assert "SIMTRIX_CSRF_TRUSTED_ORIGINS" in header
+    assert not re.search(r"(?<![A-Z_])CSRF_TRUSTED_ORIGINS", header)
