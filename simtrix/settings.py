@@ -91,8 +91,9 @@ SHARED_APPS = [
     # (a tenant's search_path falls back to public); names are tenant-qualified (tenants.logins).
     "axes",
     # Two-factor devices live next to their users: public for operators, each tenant's schema.
+    # accounts.TotpDevice, not django_otp.plugins.otp_totp: its key is encrypted at rest.
     "django_otp",
-    "django_otp.plugins.otp_totp",
+    "accounts",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served locally: self-hosted servers may be offline
@@ -107,7 +108,7 @@ TENANT_APPS = [
     "django.contrib.messages",
     "tenants.apps.TenantAdminConfig",
     "django_otp",
-    "django_otp.plugins.otp_totp",
+    "accounts",
     "crm",
     "calls",
     "scenarios",
@@ -299,7 +300,8 @@ AXES_VERBOSE = False
 # Operators (public host) must use an authenticator app; a tenant's admins must when the
 # operators tick "Require two-factor" on the tenant.
 SIMTRIX_REQUIRE_OPERATOR_2FA = env.bool("SIMTRIX_REQUIRE_OPERATOR_2FA", default=False)
-# Device keys are never shown back in the admin; a user enrols on "Two-factor authentication".
+# Device keys are never shown back in the admin (accounts.admin); a user enrols on
+# "Two-factor authentication". (Also honoured by django-otp's own admins, none installed.)
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- Cache and Celery: both on Redis, both tenant-aware -----------------------------------

@@ -16,9 +16,9 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.admin import TotpDeviceAdmin
+from accounts.models import TotpDevice
 from tenants.models import Domain, Tenant
 from tenants.services import (
     ProvisioningError,
@@ -169,8 +169,8 @@ class DomainAdmin(admin.ModelAdmin):
 public_site.register(User, UserAdmin)
 public_site.register(Group, GroupAdmin)
 # Operators' own authenticator apps: removing one lets an operator who lost a phone enrol again.
-# (A tenant's devices are in its schema, on its own admin: django_otp registers them there.)
-public_site.register(TOTPDevice, TOTPDeviceAdmin)
+# (A tenant's devices are in its schema, on its own admin: accounts.admin registers them there.)
+public_site.register(TotpDevice, TotpDeviceAdmin)
 
 
 # --- Login lockouts of every admin (tenants.logins): seen and lifted here ------------------

@@ -5,7 +5,8 @@ admin's user links), and from then on the login asks for its code next to the pa
 required: for every admin of a tenant (the operators tick `Tenant.require_two_factor`), and for
 every operator (`SIMTRIX_REQUIRE_OPERATOR_2FA`). A user who must and has no device yet is sent to
 enrol before anything else; a session that has not passed the code of an enrolled device is
-treated as not logged in. Devices live next to their users, in the schema of the host.
+treated as not logged in. Devices live next to their users, in the schema of the host, their
+keys encrypted (accounts.models.TotpDevice).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from collections.abc import Callable
 from functools import update_wrapper
 from typing import Any, TypeVar, cast
-from urllib.parse import quote, urlencode
 
 import qrcode
 import qrcode.image.svg
@@ -32,8 +32,9 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django_otp import DEVICE_ID_SESSION_KEY, devices_for_user
 from django_otp import login as otp_login
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.util import random_hex
+
+from accounts.models import TotpDevice
 
 # The key of an enrolment in progress: in the session until the first code proves the app has
 # it, so an abandoned enrolment leaves no device behind.
@@ -107,7 +108,7 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
             user.otp_device = device  # type: ignore[attr-defined]
         return cleaned
 
-    def _verified_device(self, user: AbstractBaseUser, token: str) -> TOTPDevice | None:
+    def _verified_device(self, user: AbstractBaseUser, token: str) -> TotpDevice | None:
         """The device that accepts ``token`` now, or None."""
         token = token.replace(" ", "")
         if not token:
@@ -132,13 +133,11 @@ class EnrolForm(forms.Form):
     )
 
 
-def totp_uri(*, key_hex: str, username: str, issuer: str) -> str:
-    """The otpauth:// URI authenticator apps read from the QR code."""
+def totp_uri(*, user: AbstractBaseUser, key_hex: str, issuer: str) -> str:
+    """The otpauth:// URI authenticator apps read from the QR code (of a device not saved yet:
+    the key stays in the session until the first code)."""
 
-    secret = base64.b32encode(binascii.unhexlify(key_hex)).decode().rstrip("=")
-    label = quote(f"{issuer}:{username}")
-    query = urlencode({"secret": secret, "issuer": issuer, "digits": 6, "period": 30})
-    return f"otpauth://totp/{label}?{query}"
+    return TotpDevice(user=user, key=key_hex).config_url_for(issuer)
 
 
 def _qr_svg(data: str) -> str:
@@ -146,7 +145,7 @@ def _qr_svg(data: str) -> str:
     return image.to_string(encoding="unicode")
 
 
-def totp_device_enrol(*, user: AbstractBaseUser, key_hex: str, token: str) -> TOTPDevice | None:
+def totp_device_enrol(*, user: AbstractBaseUser, key_hex: str, token: str) -> TotpDevice | None:
     """The user's new device, once `token` shows the app holds `key_hex`; None otherwise."""
 
     digits = _token_digits(token)
@@ -157,7 +156,7 @@ def totp_device_enrol(*, user: AbstractBaseUser, key_hex: str, token: str) -> TO
     if not totp.verify(digits, tolerance=1):
         return None
     # last_t: the code just used cannot log in a second time.
-    return TOTPDevice.objects.create(
+    return TotpDevice.objects.create(
         user=user, name=DEVICE_NAME, key=key_hex, confirmed=True, last_t=totp.t(), drift=0
     )
 
@@ -255,8 +254,8 @@ class TwoFactorAdminSite(admin.AdminSite):
                 "otp_token", "That code does not match: check the app's clock and try again."
             )
         uri = totp_uri(
+            user=request.user,  # type: ignore[arg-type]
             key_hex=key_hex,
-            username=request.user.get_username(),
             issuer=self.totp_issuer(request),
         )
         secret = base64.b32encode(binascii.unhexlify(key_hex)).decode().rstrip("=")

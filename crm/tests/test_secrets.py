@@ -3,6 +3,8 @@ rotation and through the migration that encrypted the rows written before."""
 
 from __future__ import annotations
 
+import base64
+import functools
 import importlib
 import importlib.util
 import io
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from django.apps import apps
+from django.contrib.auth.models import User
 from django.core.exceptions import FieldError
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -28,6 +31,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
 from django_tenants.utils import schema_context
 
+from accounts.models import TotpDevice
 from common.crypto import (
     ENCRYPTED_PREFIX,
     SecretUndecryptable,
@@ -189,6 +193,32 @@ def test_no_secret_in_a_pg_dump(committed_db: Callable[[Callable[[], None]], Non
             assert value not in dump, name
         webhook_secret = secrets["webhook_url"].rstrip("/").rsplit("/", 1)[1]
         assert webhook_secret not in dump
+
+
+def test_no_two_factor_key_in_a_pg_dump(committed_db: Callable[[Callable[[], None]], None]) -> None:
+    """An admin's TOTP seed (accounts.TotpDevice) is a secret like the portal's: a dump with it
+    would be everyone's second factor. Neither its hex nor its base32 (the QR code's) form."""
+    keys = {}
+    for schema in ("public", "alpha"):
+        with schema_context(schema):
+            user = User.objects.create_user(f"dump-{uuid.uuid4().hex[:8]}", password="pw")
+            device = TotpDevice.objects.create(user=user, name=f"dump-device-{schema}")
+            committed_db(functools.partial(_delete_user, schema, user))
+            keys[schema] = device.key
+    dump = _pg_dump()
+
+    # The rows are in it.
+    assert "dump-device-public" in dump
+    assert "dump-device-alpha" in dump
+    for key_hex in keys.values():
+        key = bytes.fromhex(key_hex)
+        for form in (key_hex, key_hex.upper(), base64.b32encode(key).decode().rstrip("=")):
+            assert form not in dump
+
+
+def _delete_user(schema: str, user: User) -> None:
+    with schema_context(schema):
+        user.delete()
 
 
 # --- Keys and rotation ------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django_otp.oath import totp
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_tenants.utils import schema_context
 
+from accounts.models import TotpDevice
 from calls.models import Device
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 def _wipe() -> None:
     with schema_context("alpha"):
-        TOTPDevice.objects.filter(user__username="csp-admin").delete()
+        TotpDevice.objects.filter(user__username="csp-admin").delete()
         Device.objects.filter(name="CSP phone").delete()
         User.objects.filter(username="csp-admin").delete()
 
@@ -117,4 +117,4 @@ def test_the_admin_works_under_its_content_security_policy(
     violations = [e for e in console_errors if re.search("CSP violation|Content Security", e)]
     assert violations == [], violations
     with schema_context("alpha"):
-        assert TOTPDevice.objects.filter(user__username="csp-admin", confirmed=True).count() == 1
+        assert TotpDevice.objects.filter(user__username="csp-admin", confirmed=True).count() == 1

@@ -12,10 +12,10 @@ from axes.models import AccessAttempt
 from django.contrib.auth.models import User
 from django.test import Client
 from django_otp.oath import totp
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_tenants.utils import schema_context
 from pytest_django import Settings
 
+from accounts.models import TotpDevice
 from tenants.models import Tenant
 from tenants.twofactor import PENDING_KEY_SESSION_KEY
 
@@ -68,7 +68,7 @@ def test_a_user_enrols_and_then_every_login_asks_for_the_code(alpha_admin: User)
     assert response.status_code == 302  # no device yet: the password is enough
     key_hex = _enrol(client)
     with schema_context("alpha"):
-        device = TOTPDevice.objects.get(user__username="admin")
+        device = TotpDevice.objects.get(user__username="admin")
         assert (device.confirmed, device.key) == (True, key_hex)
     assert client.get("/admin/").status_code == 200  # this session passed the code already
 
@@ -85,7 +85,7 @@ def test_a_user_enrols_and_then_every_login_asks_for_the_code(alpha_admin: User)
     assert GENERIC_ERROR in response.content.decode()
     with schema_context("alpha"):
         # django-otp delays the next try after a wrong code: a user waits, the test resets it.
-        TOTPDevice.objects.filter(pk=device.pk).update(
+        TotpDevice.objects.filter(pk=device.pk).update(
             throttling_failure_count=0, throttling_failure_timestamp=None
         )
 
@@ -150,7 +150,7 @@ def test_wrong_codes_count_towards_the_lockout(alpha_admin: User, settings: Sett
     assert wrong not in attempt.post_data  # the code is masked like the password
     with schema_context("alpha"):
         # Not django-otp's delay that refuses the right code below: axes' lockout.
-        TOTPDevice.objects.update(throttling_failure_count=0, throttling_failure_timestamp=None)
+        TotpDevice.objects.update(throttling_failure_count=0, throttling_failure_timestamp=None)
     client, response = _login("alpha.localhost", "admin", "pw-alpha", code(key_hex, steps_ahead=1))
     assert response.status_code == 429
     assert client.get("/admin/").status_code == 302
@@ -160,7 +160,7 @@ def test_a_session_without_the_code_of_an_enrolled_user_is_not_logged_in(
     alpha_admin: User,
 ) -> None:
     with schema_context("alpha"):
-        TOTPDevice.objects.create(user=alpha_admin, name="Authenticator app", confirmed=True)
+        TotpDevice.objects.create(user=alpha_admin, name="Authenticator app", confirmed=True)
     client = Client(HTTP_HOST="alpha.localhost")
     client.force_login(alpha_admin)  # the password's half of a login, without the code
     response = client.get("/admin/calls/call/")
@@ -183,7 +183,7 @@ def test_a_wrong_enrolment_code_creates_no_device(alpha_admin: User) -> None:
         assert response.status_code == 200
         assert error in response.content.decode(), token
     with schema_context("alpha"):
-        assert not TOTPDevice.objects.exists()
+        assert not TotpDevice.objects.exists()
     assert client.session[PENDING_KEY_SESSION_KEY] == key_hex  # the QR code shown stays valid
 
 
@@ -192,7 +192,7 @@ def test_devices_are_per_tenant_like_their_users(alpha_admin: User, beta: Tenant
         User.objects.create_superuser("admin", password="pw-beta")
     _enrol(_login("alpha.localhost", "admin", "pw-alpha")[0])
     with schema_context("beta"):
-        assert not TOTPDevice.objects.exists()
+        assert not TotpDevice.objects.exists()
     # Beta's "admin" is another person: no code asked.
     assert _login("beta.localhost", "admin", "pw-beta")[1].status_code == 302
 
@@ -206,7 +206,7 @@ def test_an_enrolled_user_turns_it_off_with_a_current_code(alpha_admin: User) ->
     response = client.post("/admin/two-factor/", {"otp_token": code(key_hex, steps_ahead=1)})
     assert response.status_code == 302
     with schema_context("alpha"):
-        assert not TOTPDevice.objects.exists()
+        assert not TotpDevice.objects.exists()
     assert _login("alpha.localhost", "admin", "pw-alpha")[1].status_code == 302
 
 
@@ -232,7 +232,7 @@ def test_required_by_the_operators_a_tenant_admin_enrols_before_anything_else(
     page = client.post("/admin/two-factor/", {"otp_token": code(key_hex, steps_ahead=1)})
     assert "cannot be turned off" in page.content.decode()
     with schema_context("alpha"):
-        assert TOTPDevice.objects.count() == 1
+        assert TotpDevice.objects.count() == 1
 
 
 def test_required_a_tenant_admin_cannot_change_the_password_before_enrolling(
@@ -300,7 +300,7 @@ def test_operators_can_be_required_to_use_it(
     key_hex = _enrol(client)
     assert client.get("/admin/tenants/tenant/").status_code == 200
     with schema_context("public"):
-        assert TOTPDevice.objects.get(user__username="operator").key == key_hex
+        assert TotpDevice.objects.get(user__username="operator").key == key_hex
     # From now on the operator's login asks for the code.
     assert _login("localhost", "operator", "pw-operator")[1].status_code == 200
     token = code(key_hex, steps_ahead=1)
