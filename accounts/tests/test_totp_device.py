@@ -4,12 +4,10 @@ devices enrolled with django-otp's own (plain-key) table."""
 from __future__ import annotations
 
 import base64
-import importlib
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.apps import apps
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -22,8 +20,6 @@ from django_tenants.utils import schema_context
 from accounts.models import TotpDevice
 from common.crypto import ENCRYPTED_PREFIX, secret_decrypt
 from tenants.models import Tenant
-
-migration = importlib.import_module("accounts.migrations.0002_devices_from_otp_totp")
 
 
 def code(device: TotpDevice, *, steps_ahead: int = 0) -> int:
@@ -147,58 +143,3 @@ def test_operators_see_their_own_devices_not_a_tenants(alpha_admin: User) -> Non
     assert "Tenant admin's phone" not in pages[0]
     _assert_key_not_shown(pages, device)
     assert client.get("/admin/accounts/totpdevice/add/").status_code == 403
-
-
-# --- Devices enrolled before: django-otp's plain-key table ------------------------------------
-
-
-def test_devices_in_django_otps_old_table_move_encrypted_and_the_table_goes(
-    alpha_admin: User,
-) -> None:
-    key_hex = random_hex(20)
-    with schema_context("public"):
-        public_before = TotpDevice.objects.count()
-    with connection.cursor() as cursor:
-        # otp_totp's table as its three migrations left it, in alpha's schema only.
-        cursor.execute(
-            """CREATE TABLE otp_totp_totpdevice (
-                id serial PRIMARY KEY, name varchar(64) NOT NULL, confirmed boolean NOT NULL,
-                key varchar(80) NOT NULL, step smallint NOT NULL, t0 bigint NOT NULL,
-                digits smallint NOT NULL, tolerance smallint NOT NULL, drift smallint NOT NULL,
-                last_t bigint NOT NULL, user_id integer NOT NULL REFERENCES auth_user (id),
-                throttling_failure_timestamp timestamptz NULL,
-                throttling_failure_count integer NOT NULL,
-                created_at timestamptz NULL, last_used_at timestamptz NULL)"""
-        )
-        cursor.execute(
-            "INSERT INTO otp_totp_totpdevice VALUES "
-            "(DEFAULT, 'Phone', true, %s, 30, 0, 6, 1, -1, 59000000, %s, NULL, 3, "
-            "'2026-01-02T03:04:05Z', NULL)",
-            [key_hex, alpha_admin.pk],
-        )
-        cursor.execute(
-            "INSERT INTO django_migrations (app, name, applied) VALUES (%s, %s, now())",
-            ["otp_totp", "0001_initial"],
-        )
-
-    with connection.schema_editor() as editor:
-        migration.devices_move_from_otp_totp(apps, editor)
-
-    device = TotpDevice.objects.get()
-    assert (device.user_id, device.name, device.key) == (alpha_admin.pk, "Phone", key_hex)
-    assert (device.last_t, device.throttling_failure_count) == (59000000, 3)
-    assert device.created_at is not None
-    assert device.created_at.isoformat() == "2026-01-02T03:04:05+00:00"
-    assert _stored_key(device).startswith(ENCRYPTED_PREFIX)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('alpha.otp_totp_totpdevice')")
-        assert cursor.fetchone()[0] is None
-        cursor.execute("SELECT count(*) FROM django_migrations WHERE app = 'otp_totp'")
-        assert cursor.fetchone()[0] == 0
-    with schema_context("public"):
-        assert TotpDevice.objects.count() == public_before  # another schema's: untouched
-
-    # Run again (another schema, or a database created after the switch): nothing to do.
-    with connection.schema_editor() as editor:
-        migration.devices_move_from_otp_totp(apps, editor)
-    assert TotpDevice.objects.count() == 1
