@@ -76,6 +76,11 @@ def _setup(devices: int, ringing: int = 0) -> tuple[str, list[str]]:
         ),
         DJANGO_DEBUG="0",
         SIMTRIX_LOG_LEVEL="WARNING",
+        # Plain http on localhost, as in the tests (production redirects to https).
+        SIMTRIX_SSL_REDIRECT="0",
+        # The phones' requests, not a line per request on the terminal (gunicorn.conf.py logs
+        # every request by default).
+        GUNICORN_ACCESSLOG="",
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "simtrix.settings")
     sys.path.insert(0, str(REPO))
