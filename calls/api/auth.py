@@ -78,9 +78,14 @@ def _token_failures_key(address: str, window: int) -> str:
     return caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{address}:{window}")
 
 
+# The failures' clock (fixed one-minute windows); the tests hold it still, so a count never
+# straddles two windows.
+_clock = time.time
+
+
 def _token_failures_wait(address: str) -> float | None:
     """Seconds until this address may try tokens again, or None when it may now (one GET)."""
-    now = time.time()
+    now = _clock()
     window = int(now // THROTTLE_WINDOW_SECONDS)
     key = _token_failures_key(address, window)
     count = _shared_redis(key).get(key)
@@ -90,7 +95,7 @@ def _token_failures_wait(address: str) -> float | None:
 
 
 def _token_failure_count(address: str) -> None:
-    window = int(time.time() // THROTTLE_WINDOW_SECONDS)
+    window = int(_clock() // THROTTLE_WINDOW_SECONDS)
     key = _token_failures_key(address, window)
     pipe = _shared_redis(key, write=True).pipeline()
     pipe.incr(key)
