@@ -8,10 +8,10 @@ prometheus-client keep each process's values in a file of that directory, named 
 imported (gunicorn.conf.py, the compose file).
 
 Labels are bounded sets, never free text: bridge event types are the contract's, lookup results
-are four words, Bitrix24 methods are the client's own names (anything else is `other`) and error
-codes outside the documented list are `error`. No counter has a tenant label: with a thousand
-tenants the series would be a thousand times more; the outbox gauges are per tenant because a
-tenant's late work is the question they answer.
+are four words, Bitrix24 methods are the client's own names (anything else is `other`) and a
+failure's outcome is one of the codes crm tells apart (crm.errors.KNOWN_CODES) or `error`. No
+counter has a tenant label: with a thousand tenants the series would be a thousand times more;
+the outbox gauges are per tenant because a tenant's late work is the question they answer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import Counter, Histogram, values
 
@@ -69,40 +69,6 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 CONFLICT = "conflict"
 ERROR = "error"
 
-# Codes Bitrix24 documents (and the client's own, for failures without an answer); any other
-# code a portal sends is counted as `error`, so a portal cannot grow the label set.
-BITRIX24_ERROR_CODES = frozenset(
-    {
-        "QUERY_LIMIT_EXCEEDED",
-        "OPERATION_TIME_LIMIT",
-        "OVERLOAD_LIMIT",
-        "INVALID_CREDENTIALS",
-        "NO_AUTH_FOUND",
-        "INVALID_TOKEN",
-        "EXPIRED_TOKEN",
-        "INSUFFICIENT_SCOPE",
-        "INVALID_GRANT",
-        "INVALID_CLIENT",
-        "WRONG_AUTH_TYPE",
-        "ACCESS_DENIED",
-        "USER_ACCESS_ERROR",
-        "PAYMENT_REQUIRED",
-        "PORTAL_DELETED",
-        "ERROR_METHOD_NOT_FOUND",
-        "NOT_FOUND",
-        "ERROR_NOT_FOUND",
-        "INVALID_ARG_VALUE",
-        "ERROR_ARGUMENT",
-        "ERROR_CORE",
-        "INTERNAL_SERVER_ERROR",
-        "ERROR_UNEXPECTED_ANSWER",
-        "UNEXPECTED_ANSWER",
-        "BAD_GATEWAY",
-        "CONNECTION_ERROR",
-        "TIMEOUT",
-        "TLS_ERROR",
-    }
-)
 _METHOD = re.compile(r"[a-z0-9_.]{1,64}")
 
 _LOOKUP_RESULTS = {"found": "hit", "not_found": "miss", "pending": "pending"}
@@ -111,25 +77,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _Bitrix24Failure(Protocol):
-    code: str
-
-
 def bitrix24_method_label(method: str) -> str:
     lowered = method.lower()
     return lowered if _METHOD.fullmatch(lowered) else "other"
 
 
-def bitrix24_outcome_label(error: _Bitrix24Failure | None) -> str:
-    if error is None:
-        return "ok"
-    code = (error.code or "").upper()
-    return code.lower() if code in BITRIX24_ERROR_CODES else "error"
+def bitrix24_request_record(*, method: str, outcome: str) -> None:
+    """One HTTP attempt at Bitrix24 (crm.session's request log calls this for every row).
 
-
-def bitrix24_request_record(*, method: str, error: _Bitrix24Failure | None) -> None:
-    """One HTTP attempt at Bitrix24 (crm.session's request log calls this for every row)."""
-    BITRIX24_REQUESTS.labels(bitrix24_method_label(method), bitrix24_outcome_label(error)).inc()
+    `outcome` is `ok` or a bounded error label (crm.errors.Bitrix24Error.outcome)."""
+    BITRIX24_REQUESTS.labels(bitrix24_method_label(method), outcome).inc()
 
 
 def rate_limit_wait_record(wait: float) -> None:

@@ -27,6 +27,37 @@ AUTH_CODES = frozenset(
     }
 )
 
+# Every code this client tells apart (Bitrix24's documented ones and its own, for failures
+# without an answer): the metrics' outcome label is one of these, or `error` for any code a
+# portal makes up, so a portal cannot grow the label set.
+KNOWN_CODES = (
+    RATE_LIMIT_CODES
+    | AUTH_CODES
+    | frozenset(
+        {
+            "PORTAL_DELETED",
+            "PORTAL_MOVED",
+            "ERROR_METHOD_NOT_FOUND",
+            "NOT_FOUND",
+            "ERROR_NOT_FOUND",
+            "INVALID_ARG_VALUE",
+            "ERROR_ARGUMENT",
+            "ERROR_CORE",
+            "INTERNAL_SERVER_ERROR",
+            "ERROR_UNEXPECTED_ANSWER",
+            "UNEXPECTED_ANSWER",
+            "BAD_GATEWAY",
+            "CONNECTION_ERROR",
+            "TIMEOUT",
+            "TLS_ERROR",
+            "NOT_CONFIGURED",
+            "RATE_LIMITED",
+            "INTENT_EXPIRED",
+            "INTENT_IN_PROGRESS",
+        }
+    )
+)
+
 # What an operator should do about the errors they will meet most (shown in the admin).
 HINTS = {
     "INVALID_CREDENTIALS": "check the webhook URL",
@@ -70,6 +101,12 @@ class Bitrix24Error(Exception):
 
     def __str__(self) -> str:
         return self.display()
+
+    @property
+    def outcome(self) -> str:
+        """The metrics' label for this failure: its code in lower case, if a known one."""
+        code = (self.code or "").upper()
+        return code.lower() if code in KNOWN_CODES else "error"
 
     def display(self) -> str:
         """One line for people: Bitrix24's words, its code, and what to do."""

@@ -692,7 +692,7 @@ class Bitrix24Session:
         error: Bitrix24Error | None,
         intent_key: str,
     ) -> RequestLog:
-        bitrix24_request_record(method=method, error=error)
+        bitrix24_request_record(method=method, outcome="ok" if error is None else error.outcome)
         summary = redact_params(params)
         sub_methods: list[str] = []
         if commands is not None:

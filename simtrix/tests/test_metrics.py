@@ -335,11 +335,6 @@ def test_the_dispatcher_age_is_infinite_when_it_never_ran(
 # --- Bounded labels ---------------------------------------------------------------------------
 
 
-class _Failure:
-    def __init__(self, code: str) -> None:
-        self.code = code
-
-
 @pytest.mark.parametrize(
     ("method", "label"),
     [
@@ -368,7 +363,8 @@ def test_method_labels_are_the_clients_names_or_other(method: str, label: str) -
     ],
 )
 def test_outcome_labels_are_documented_codes_or_error(code: str | None, label: str) -> None:
-    assert m.bitrix24_outcome_label(None if code is None else _Failure(code)) == label
+    error = None if code is None else Bitrix24Error("failed", code=code)
+    assert ("ok" if error is None else error.outcome) == label
 
 
 # --- Many processes (gunicorn workers, the Celery worker) ----------------------------------
@@ -377,7 +373,7 @@ def test_outcome_labels_are_documented_codes_or_error(code: str | None, label: s
 _RECORD = textwrap.dedent(
     """
     from common import metrics
-    metrics.bitrix24_request_record(method="crm.contact.list", error=None)
+    metrics.bitrix24_request_record(method="crm.contact.list", outcome="ok")
     metrics.rate_limit_wait_record(0.25)
     """
 )
