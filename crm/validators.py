@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -119,41 +120,48 @@ def address_host_check(host: str) -> None:
         raise AddressProblem(f"{host} is this server itself{_PRIVATE_HINT}")
 
 
-def validate_webhook_url(value: str) -> None:
-    shown = mask_webhook_url(value)
-    try:
-        address_parse(value)
-    except AddressProblem as exc:
-        raise ValidationError(f"Invalid Bitrix24 webhook URL {shown!r}: {exc}.") from None
-    if not WEBHOOK_URL_RE.match(value):
-        raise ValidationError(
-            f"Invalid Bitrix24 webhook URL {shown!r}: expected "
-            "https://PORTAL/rest/USER_ID/SECRET/ (Bitrix24 only accepts webhooks over HTTPS)."
-        )
-
-
-def validate_oauth_token_url(value: str) -> None:
+def _address_validate(
+    value: str, *, what: str, shown: str, fits: Callable[[str, Address], object], expected: str
+) -> None:
+    """A ValidationError naming ``what`` unless ``value`` is an allowed address that ``fits``."""
     try:
         address = address_parse(value)
     except AddressProblem as exc:
-        raise ValidationError(f"Invalid OAuth token URL {value!r}: {exc}.") from None
-    if not _OAUTH_TOKEN_PATH.match(address.path):
-        raise ValidationError(
-            f"Invalid OAuth token URL {value!r}: expected https://HOST/oauth/token/ "
-            "(https://oauth.bitrix.info/oauth/token/ for Bitrix24 cloud)."
-        )
+        raise ValidationError(f"Invalid {what} {shown!r}: {exc}.") from None
+    if not fits(value, address):
+        raise ValidationError(f"Invalid {what} {shown!r}: expected {expected}.")
+
+
+def validate_webhook_url(value: str) -> None:
+    _address_validate(
+        value,
+        what="Bitrix24 webhook URL",
+        shown=mask_webhook_url(value),  # never the secret
+        fits=lambda raw, _: WEBHOOK_URL_RE.match(raw),
+        expected="https://PORTAL/rest/USER_ID/SECRET/ (Bitrix24 only accepts webhooks over HTTPS)",
+    )
+
+
+def validate_oauth_token_url(value: str) -> None:
+    _address_validate(
+        value,
+        what="OAuth token URL",
+        shown=value,
+        fits=lambda _, address: _OAUTH_TOKEN_PATH.match(address.path),
+        expected="https://HOST/oauth/token/ (https://oauth.bitrix.info/oauth/token/ for "
+        "Bitrix24 cloud)",
+    )
 
 
 def validate_rest_endpoint(value: str) -> None:
     """The portal's REST endpoint of an OAuth installation (``client_endpoint``)."""
-    try:
-        address = address_parse(value)
-    except AddressProblem as exc:
-        raise ValidationError(f"Invalid portal REST endpoint {value!r}: {exc}.") from None
-    if not _ENDPOINT_PATH.match(address.path):
-        raise ValidationError(
-            f"Invalid portal REST endpoint {value!r}: expected https://PORTAL/rest/."
-        )
+    _address_validate(
+        value,
+        what="portal REST endpoint",
+        shown=value,
+        fits=lambda _, address: _ENDPOINT_PATH.match(address.path),
+        expected="https://PORTAL/rest/",
+    )
 
 
 def mask_webhook_url(value: str) -> str:
