@@ -78,7 +78,7 @@ def _token_failures_key(address: str, window: int) -> str:
     return caches["shared"].make_key(f"{_FAILED_AUTH_KEY}:{address}:{window}")
 
 
-# The failures' clock (fixed one-minute windows); the tests hold it still, so a count never
+# The throttles' clock (fixed one-minute windows); the tests hold it still, so a count never
 # straddles two windows.
 _clock = time.time
 
@@ -128,7 +128,7 @@ class DeviceRateThrottle(BaseThrottle):
             return True
 
         limit = call_settings_get().throttle_per_minute
-        now = time.time()
+        now = _clock()
         window = int(now // THROTTLE_WINDOW_SECONDS)
         key = f"simtrix:throttle:{connection.schema_name}:{client.device.pk}:{window}"
         redis = cache._cache.get_client(key, write=True)
