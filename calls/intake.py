@@ -93,12 +93,16 @@ def event_body(*, event: EventFacts, call_id: str) -> dict[str, Any]:
     return body
 
 
-def _replay(*, device: Device, event_id: str, digests: tuple[str, ...]) -> EventReceipt | None:
+def _replay(
+    *, device: Device, event_id: str, digest: str, raw: dict[str, Any]
+) -> EventReceipt | None:
     stored = event_stored(event_id=event_id)
     if stored is None:
         return None
     device_id, body_hash, response_status, response_body = stored
-    if device_id != device.pk or body_hash not in digests:
+    # An event stored before unknown fields were dropped (event_body) was hashed over the whole
+    # body as sent: hashed again only then, not for every event.
+    if device_id != device.pk or (body_hash != digest and body_hash != _body_hash(raw)):
         raise EventConflict("This event_id was already used for a different event.")
     return EventReceipt("duplicate", response_status or 200, response_body or {})
 
@@ -203,11 +207,10 @@ def call_event_receive(
     """
     body = event_body(event=event, call_id=call_id)
     digest = _body_hash(body)
-    digests = (digest, _body_hash(raw))
     crm = caller = None
     if lookup and event.type == STARTED:
         # Don't ask Bitrix24 again for a resent call.started: check for a replay first.
-        receipt = _replay(device=device, event_id=event.event_id, digests=digests)
+        receipt = _replay(device=device, event_id=event.event_id, digest=digest, raw=raw)
         if receipt is not None:
             return receipt
         crm, caller = caller_lookup_with_facts(
@@ -227,7 +230,7 @@ def call_event_receive(
         # The event_id is taken (a resend, or a concurrent twin that committed first): the
         # unique constraint, not a check before the insert, decides; nothing of this attempt
         # was kept, and the stored event answers.
-        receipt = _replay(device=device, event_id=event.event_id, digests=digests)
+        receipt = _replay(device=device, event_id=event.event_id, digest=digest, raw=raw)
         if receipt is None:
             raise
         return receipt
