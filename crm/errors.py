@@ -49,7 +49,6 @@ KNOWN_CODES = (
             "BAD_GATEWAY",
             "CONNECTION_ERROR",
             "TIMEOUT",
-            "TLS_ERROR",
             "NOT_CONFIGURED",
             "RATE_LIMITED",
             "INTENT_EXPIRED",

@@ -615,11 +615,8 @@ class Bitrix24Session:
             target,
             error.code if error else "?",
         )
-        cls = (
-            Bitrix24TransientError
-            if error is not None and error.transient
-            else (Bitrix24PermanentError)
-        )
+        transient = error is not None and error.transient
+        cls = Bitrix24TransientError if transient else Bitrix24PermanentError
         return cls(
             f"The portal moved to {target}, which did not answer like a Bitrix24 portal: "
             "check the new address and update the connection",
@@ -951,7 +948,6 @@ def _is_connection_problem(error: Bitrix24Error) -> bool:
         in {
             "CONNECTION_ERROR",
             "TIMEOUT",
-            "TLS_ERROR",
             "ERROR_METHOD_NOT_FOUND",
             "NOT_CONFIGURED",
             "BAD_GATEWAY",
