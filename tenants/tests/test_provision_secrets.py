@@ -21,6 +21,7 @@ from django_tenants.utils import schema_context, schema_exists
 from conftest import subprocess_database_url
 from crm.models import Bitrix24Connection
 from tenants.models import Tenant
+from tenants.tests.test_settings import settings_start
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS_TOKEN = "0f3c9a7d2b1e4c5f8a6d9e0b1c2d3e4f"
@@ -154,14 +155,7 @@ SHOW_KEYS = (
 
 
 def _start(**overrides: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "simtrix.settings", **overrides}
-    for name, value in overrides.items():
-        if value == "":
-            env.pop(name)
-    return subprocess.run(
-        [sys.executable, "-c", SHOW_KEYS], cwd=REPO, env=env, capture_output=True, text=True,
-        check=False,
-    )  # fmt: skip
+    return settings_start(SHOW_KEYS, **overrides)
 
 
 def test_refuses_to_start_without_an_encryption_key_when_debug_is_off() -> None:
