@@ -10,8 +10,6 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import qrcode
-import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -47,13 +45,8 @@ from calls.services import (
     device_rotate_token,
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
-from tenants.admin_utils import ReadOnlyAdmin
+from tenants.admin_utils import ReadOnlyAdmin, qr_svg
 from tenants.context import tenant_country, tenant_timezone
-
-
-def _qr_svg(data: str) -> str:
-    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    return image.to_string(encoding="unicode")
 
 
 def bridge_setup_uri(*, request: HttpRequest, token: str) -> str:
@@ -68,7 +61,7 @@ def _token_page(
     cards = []
     for device, token in issued:
         uri = bridge_setup_uri(request=request, token=token)
-        cards.append({"device": device, "token": token, "uri": uri, "qr_svg": _qr_svg(uri)})
+        cards.append({"device": device, "token": token, "uri": uri, "qr_svg": qr_svg(uri)})
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Device token - shown once",

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from functools import update_wrapper
 from typing import Any, TypeVar, cast
 
-import qrcode
-import qrcode.image.svg
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -35,6 +33,7 @@ from django_otp.oath import TOTP
 from django_otp.util import random_hex
 
 from accounts.models import TotpDevice
+from tenants.admin_utils import qr_svg
 
 # The key of an enrolment in progress: in the session until the first code proves the app has
 # it, so an abandoned enrolment leaves no device behind.
@@ -138,11 +137,6 @@ def totp_uri(*, user: AbstractBaseUser, key_hex: str, issuer: str) -> str:
     the key stays in the session until the first code)."""
 
     return TotpDevice(user=user, key=key_hex).config_url_for(issuer)
-
-
-def _qr_svg(data: str) -> str:
-    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    return image.to_string(encoding="unicode")
 
 
 def totp_device_enrol(*, user: AbstractBaseUser, key_hex: str, token: str) -> TotpDevice | None:
@@ -262,7 +256,7 @@ class TwoFactorAdminSite(admin.AdminSite):
         context.update(
             {
                 "form": form,
-                "qr_svg": _qr_svg(uri),
+                "qr_svg": qr_svg(uri),
                 # Grouped by four, as apps show it, for typing it in by hand.
                 "secret": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
             }
