@@ -1,7 +1,7 @@
-"""Every tenant's outbox as it is right now, for the operators' /metrics.
+"""Every tenant's outbox as it is right now, for the operators' /metrics and `outbox_status`.
 
-`outbox_status_all` visits each schema in turn (three queries a tenant); a scrape every 15 s over
-a thousand tenants would be 3,000 queries. Here each batch of schemas is one statement, a
+Visiting each schema in turn (three queries a tenant), a scrape every 15 s over a thousand
+tenants would be 3,000 queries. Here each batch of schemas is one statement, a
 `UNION ALL` of one indexed aggregate per schema (the `(status, due_at)` index: only scheduled and
 failed rows are read), so a scrape costs a round trip per 200 tenants. A schema without the
 outbox table (a tenant whose migrations have not run yet, or failed) would fail the whole
