@@ -20,7 +20,14 @@ class SandboxControl:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _call(self, verb: str, route: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
+    def _call(
+        self,
+        verb: str,
+        route: str,
+        body: dict[str, Any] | None = None,
+        _timeout: float | None = None,
+        **query: Any,
+    ) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
         resp = self.session.request(
             verb,
@@ -28,7 +35,7 @@ class SandboxControl:
             json=body if body is not None else ({} if verb != "GET" else None),
             params=params or None,
             verify=self.verify,
-            timeout=self.timeout,
+            timeout=_timeout if _timeout is not None else self.timeout,
         )
         if resp.status_code >= 400:
             raise SandboxControlError(f"{verb} {route}: HTTP {resp.status_code} {resp.text}")
@@ -147,6 +154,42 @@ class SandboxControl:
     def entity(self, entity_type: str, entity_id: int) -> dict[str, Any]:
         return self._call("GET", f"entities/{entity_type.lower()}/{entity_id}")
 
+    def update_entity(
+        self, entity_type: str, entity_id: int, user_id: int | None = None, **fields: Any
+    ) -> None:
+        """A user edits the record in Bitrix24 (fires ONCRM{TYPE}UPDATE)."""
+        self._call("POST", f"entities/{entity_type.lower()}/{entity_id}", fields, user_id=user_id)
+
+    def delete_entity(self, entity_type: str, entity_id: int) -> None:
+        self._call("DELETE", f"entities/{entity_type.lower()}/{entity_id}")
+
+    def click_to_call(
+        self,
+        user_id: int,
+        phone_number: str,
+        line_number: str | None = None,
+        entity_type: str | None = None,
+        entity_id: int | None = None,
+        *,
+        crm_create: bool | None = None,
+        client_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        body = {
+            "user_id": user_id,
+            "phone_number": phone_number,
+            "line_number": line_number,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "crm_create": crm_create,
+            "client_id": client_id,
+            "timeout": timeout,
+        }
+        return self._call("POST", "click_to_call", body, _timeout=timeout + 10)
+
+    def external_lines(self) -> list[dict[str, Any]]:
+        return self._call("GET", "external_lines")["external_lines"]
+
     def calls(self) -> dict[str, Any]:
         return self._call("GET", "calls")
 
@@ -178,3 +221,36 @@ class SandboxControl:
 
     def add_oauth_app(self, scopes: list[str] | None = None, user_id: int = 1) -> dict[str, Any]:
         return self._call("POST", "apps", {"scopes": scopes, "user_id": user_id})
+
+    def uninstall_app(
+        self, client_id: str, clean: bool = False, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        body = {"clean": clean, "timeout": timeout}
+        return self._call("POST", f"apps/{client_id}/uninstall", body, _timeout=timeout + 10)
+
+    # Events -----------------------------------------------------------------------------------
+
+    def event_handlers(self) -> list[dict[str, Any]]:
+        return self._call("GET", "events/handlers")["handlers"]
+
+    def add_outbound_webhook(self, handler: str, events: list[str]) -> dict[str, Any]:
+        return self._call("POST", "outbound_webhooks", {"handler": handler, "events": events})
+
+    def outbound_webhooks(self) -> list[dict[str, Any]]:
+        return self._call("GET", "outbound_webhooks")["outbound_webhooks"]
+
+    def delete_outbound_webhook(self, hook_id: int) -> None:
+        self._call("DELETE", f"outbound_webhooks/{hook_id}")
+
+    def deliveries(self, event: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "events/deliveries", event=event)["deliveries"]
+
+    def clear_deliveries(self) -> None:
+        self._call("DELETE", "events/deliveries")
+
+    def wait_deliveries(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Block until the portal's event queue is empty; TimeoutError if it is not in time."""
+        body = self._call("POST", "events/wait", {"timeout": timeout}, _timeout=timeout + 10)
+        if not body["drained"]:
+            raise TimeoutError(f"{body['pending']} deliveries still pending")
+        return body["deliveries"]

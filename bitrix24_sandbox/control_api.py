@@ -4,7 +4,8 @@ Routes (all JSON):
     GET    state                         summary: counters, limiter, faults, switches
     GET    dump                          the whole state as JSON
     POST   save                          write the state file now (if configured)
-    POST   reset                         {"seed": true}  back to seed data; credentials survive
+    POST   reset                         {"seed": true}  back to seed data; credentials, event
+                                         bindings and outbound webhooks survive
     GET    requests?method=&in_batch=    request log;  DELETE requests clears it
     GET    faults / POST faults / DELETE faults
            POST body: {"kind": "down", "mode": "http503"|"reset", "method": null}
@@ -25,8 +26,26 @@ Routes (all JSON):
     POST   categories/delete             {"id": 1}
     POST   contacts                      contact fields -> {"id": N}
     POST   entities/{type}               fields -> {"id": N}   (type: contact|company|lead|deal)
+    POST   entities/{type}/{id}?user_id= fields to update (crm.*.update semantics) -> {"ok"}
+    DELETE entities/{type}/{id}          -> {"ok"}   (add/update/delete fire ONCRM{TYPE}{ACTION})
     GET    entities/{type}[/{id}]        legacy rows incl. PHONE
-    GET    calls                         {"active": [...], "finished": [...]}
+    GET    calls                         {"active": [...], "finished": [...],
+                                          "registrations": [...]}  (every register, by whom)
+    POST   click_to_call                 {"user_id": 5, "phone_number": "+48600111222",
+                                          "line_number", "entity_type", "entity_id",
+                                          "crm_create", "client_id", "timeout": 30}
+                                         -> {"call_id", "call", "drained", "deliveries"}: the portal
+                                         registers the call, then ONEXTERNALCALLSTART
+    GET    external_lines                all lines of all apps
+    GET    events/handlers               event.bind rows and outbound-webhook rows
+    GET    events/deliveries?event=      delivery log;  DELETE events/deliveries clears it
+    POST   events/wait                   {"timeout": 10} -> {"drained", "pending",
+                                          "deliveries"} once the event queue is empty
+    GET    outbound_webhooks / POST outbound_webhooks {"handler": URL, "events": [...]}
+                                         -> {"id", "application_token", "handler_ids", ...}
+    DELETE outbound_webhooks/{id}
+    POST   apps/{client_id}/uninstall    {"clean": false} -> ONAPPUNINSTALL, then the app's
+                                         bindings, lines and tokens are removed
     GET    activities | notifications | tasks | triggers | comments | records
     GET    files/{id}                    metadata of a stored recording
     GET    users                         all users (raw)
@@ -295,6 +314,30 @@ def _add_entity(
     return 200, {"id": portal.add_entity(etype, body)}
 
 
+def _entity_type(name: str) -> str:
+    etype = _ENTITY_NAMES.get(name.lower())
+    if etype is None:
+        raise RestError(f"unknown entity type {name}", "NOT_FOUND", 404)
+    return etype
+
+
+@route("POST", r"entities/(\w+)/(\d+)")
+def _update_entity(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    user_id = int(qs.get("user_id") or 1)
+    portal.update_entity(_entity_type(m.group(1)), int(m.group(2)), body, user_id)
+    return 200, {"ok": True}
+
+
+@route("DELETE", r"entities/(\w+)/(\d+)")
+def _delete_entity(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.delete_entity(_entity_type(m.group(1)), int(m.group(2)))
+    return 200, {"ok": True}
+
+
 @route("GET", r"entities/(\w+)(?:/(\d+))?")
 def _entities(
     portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
@@ -316,6 +359,30 @@ def _calls(
     portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
 ) -> Reply:
     return 200, portal.calls()
+
+
+@route("POST", "click_to_call")
+def _click_to_call(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    entity_id = body.get("entity_id")
+    return 200, portal.click_to_call(
+        int(body["user_id"]),
+        str(body["phone_number"]),
+        body.get("line_number"),
+        body.get("entity_type"),
+        None if entity_id in (None, "") else int(entity_id),
+        crm_create=body.get("crm_create"),
+        client_id=body.get("client_id"),
+        timeout=float(body.get("timeout", 30)),
+    )
+
+
+@route("GET", "external_lines")
+def _external_lines(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"external_lines": portal.external_lines()}
 
 
 @route("GET", "triggers")
@@ -359,3 +426,78 @@ def _add_app(
     portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
 ) -> Reply:
     return 200, portal.add_oauth_app(body.get("scopes"), int(body.get("user_id", 1)))
+
+
+@route("POST", r"apps/([^/]+)/uninstall")
+def _uninstall_app(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    clean = bool(to_bool(body.get("clean", False)))
+    return 200, portal.uninstall_app(m.group(1), clean, float(body.get("timeout", 10)))
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+@route("GET", "events/handlers")
+def _event_handlers(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"handlers": portal.event_handlers()}
+
+
+@route("GET", "events/deliveries")
+def _deliveries(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"deliveries": portal.deliveries(qs.get("event"))}
+
+
+@route("DELETE", "events/deliveries")
+def _clear_deliveries(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.clear_deliveries()
+    return 200, {"ok": True}
+
+
+@route("POST", "events/wait")
+def _wait_deliveries(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    queue = portal.state.delivery_queue
+    drained = queue.wait(None, float(body.get("timeout", 10)))
+    return 200, {"drained": drained, "pending": queue.pending(), "deliveries": portal.deliveries()}
+
+
+@route("GET", "outbound_webhooks")
+def _outbound_webhooks(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"outbound_webhooks": portal.outbound_webhooks()}
+
+
+@route("POST", "outbound_webhooks")
+def _add_outbound_webhook(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    events = body.get("events")
+    if not isinstance(events, list):
+        raise ValueError('"events" must be a list of event names')
+    hook = portal.add_outbound_webhook(str(body["handler"]), events)
+    return 200, {
+        "id": hook["ID"],
+        "application_token": hook["APPLICATION_TOKEN"],
+        "handler": hook["HANDLER"],
+        "events": hook["EVENTS"],
+        "handler_ids": hook["HANDLER_IDS"],
+    }
+
+
+@route("DELETE", r"outbound_webhooks/(\d+)")
+def _delete_outbound_webhook(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    if not portal.delete_outbound_webhook(int(m.group(1))):
+        return _not_found("no such outbound webhook")
+    return 200, {"deleted": True}

@@ -15,7 +15,14 @@ from .core import METHODS, Auth, Ctx, Page, RestError, iso
 from .state import State
 
 # Methods the docs call "application only"; a control switch makes them refuse webhooks (4.0).
-APP_ONLY_TELEPHONY = {"telephony.externalcall.register", "telephony.externalcall.finish"}
+APP_ONLY_TELEPHONY = {
+    "telephony.externalcall.register",
+    "telephony.externalcall.finish",
+    "telephony.externalline.add",
+    "telephony.externalline.get",
+    "telephony.externalline.update",
+    "telephony.externalline.delete",
+}
 
 
 @dataclass

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from . import crm_store as S
+from . import events
 from . import filters as F
 from .core import (
     Ctx,
@@ -89,13 +90,16 @@ def _register_legacy(prefix: str, etype: str) -> None:
         data = require_array(p, "fields")
         if etype == "COMPANY" and not str(upper_keys(data).get("TITLE") or "").strip():
             raise RestError('The field "Company name" is required.')
-        return S.add_entity(ctx.state, etype, data, ctx.auth.user_id)
+        eid = S.add_entity(ctx.state, etype, data, ctx.auth.user_id)
+        events.fire_crm(ctx.state, etype, "ADD", eid)
+        return eid
 
     @rest_method(f"{base}.update", "crm")
     def update(ctx: Ctx, p: dict[str, Any]) -> Any:
         eid = require_id(p)
         _get_record(ctx, etype, eid)
         S.update_entity(ctx.state, etype, eid, require_array(p, "fields"), ctx.auth.user_id)
+        events.fire_crm(ctx.state, etype, "UPDATE", eid)
         return True
 
     @rest_method(f"{base}.delete", "crm")
@@ -103,6 +107,7 @@ def _register_legacy(prefix: str, etype: str) -> None:
         eid = require_id(p)
         _get_record(ctx, etype, eid)
         del ctx.state.entities[etype][eid]
+        events.fire_crm(ctx.state, etype, "DELETE", eid)
         return True
 
 
@@ -179,6 +184,7 @@ def crm_item_add(ctx: Ctx, p: dict[str, Any]) -> Any:
         raise RestError("Could not find value for parameter {fields}", "100")
     legacy = S.item_fields_to_legacy(ctx.state, etype, data)
     eid = S.add_entity(ctx.state, etype, legacy, ctx.auth.user_id)
+    events.fire_crm(ctx.state, etype, "ADD", eid)
     return {"item": S.item_row(etype, ctx.state.entities[etype][eid], ["*"])}
 
 
@@ -191,6 +197,7 @@ def crm_item_update(ctx: Ctx, p: dict[str, Any]) -> Any:
         raise RestError("Could not find value for parameter {fields}", "100")
     legacy = S.item_fields_to_legacy(ctx.state, etype, data)
     S.update_entity(ctx.state, etype, rec["ID"], legacy, ctx.auth.user_id)
+    events.fire_crm(ctx.state, etype, "UPDATE", rec["ID"])
     return {"item": S.item_row(etype, rec, ["*"])}
 
 

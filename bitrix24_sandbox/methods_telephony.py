@@ -1,4 +1,6 @@
-"""External-PBX telephony: register -> show/hide -> finish -> attachRecord (REFERENCE 4.1-4.4).
+"""External-PBX telephony: register -> show/hide -> finish -> attachRecord (REFERENCE 4.1-4.4),
+external lines (4.5) and the portal side of click-to-call (4.7: register, then
+ONEXTERNALCALLSTART).
 
 The state machine is what matters to the bridge: an active-call table with the 30-minute
 re-registration rule, a statistic table written by finish, and CRM activities only for calls
@@ -16,10 +18,11 @@ import ssl
 import urllib.error
 import urllib.request
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlparse
 
 from . import crm_store as S
+from . import events
 from .core import (
     PORTAL_TZ,
     Ctx,
@@ -32,7 +35,10 @@ from .core import (
     to_int,
 )
 from .methods_activity import create_activity
-from .phone import clean_phone, normalize_phone
+from .phone import clean_phone, international_phone, normalize_phone, phone_extension
+
+if TYPE_CHECKING:
+    from .state import State
 
 DEDUP_WINDOW = 30 * 60
 CALL_TYPES = {
@@ -46,19 +52,19 @@ SEARCH_ORDER = ("CONTACT", "LEAD", "COMPANY")  # searchCrmEntities order (REFERE
 BIND_ORDER = ("CONTACT", "COMPANY", "LEAD")  # primary entity picked by register's auto-search
 
 
-def _resolve_user(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+def _resolve_user(state: State, p: dict[str, Any]) -> dict[str, Any]:
     user_id = p.get("USER_ID")
     inner = p.get("USER_PHONE_INNER")
     if user_id in (None, "", 0, "0") and inner in (None, ""):
         raise RestError("USER_ID or USER_PHONE_INNER should be set")
     user = None
     if user_id not in (None, "", 0, "0"):
-        user = ctx.state.active_user(user_id)
+        user = state.active_user(user_id)
     else:
         user = next(
             (
                 u
-                for u in ctx.state.users.values()
+                for u in state.users.values()
                 if u["ACTIVE"] and str(u.get("UF_PHONE_INNER") or "") == str(inner)
             ),
             None,
@@ -82,9 +88,9 @@ def _parse_start(value: Any) -> tuple[str, float]:
     return str(value), dt.timestamp()
 
 
-def _employee_phones(ctx: Ctx) -> set[str]:
+def _employee_phones(state: State) -> set[str]:
     phones: set[str] = set()
-    for u in ctx.state.users.values():
+    for u in state.users.values():
         if not u["ACTIVE"]:
             continue
         for key in ("PERSONAL_MOBILE", "PERSONAL_PHONE", "WORK_PHONE", "UF_PHONE_INNER"):
@@ -94,9 +100,9 @@ def _employee_phones(ctx: Ctx) -> set[str]:
     return phones
 
 
-def _pick_source(ctx: Ctx, requested: Any) -> str:
+def _pick_source(state: State, requested: Any) -> str:
     for candidate in (requested, "CALL", "OTHER"):
-        if candidate and S.status_exists(ctx.state, "SOURCE", candidate):
+        if candidate and S.status_exists(state, "SOURCE", candidate):
             return str(candidate)
     return "OTHER"
 
@@ -114,9 +120,19 @@ def _register_result(call: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@rest_method("telephony.externalcall.register", "telephony")
-def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
-    user = _resolve_user(ctx, p)
+def register_call(
+    state: State,
+    p: dict[str, Any],
+    *,
+    app_key: str,
+    auth_mode: str,
+    app_id: int | None,
+    registered_by: str = "rest",
+) -> dict[str, Any]:
+    """``Helper::registerExternalCall``: what telephony.externalCall.register does, also used by
+    the portal itself for a click-to-call (``start_call``). Every call is logged in
+    ``state.registrations`` (NEW false = the 30-minute re-registration rule matched)."""
+    user = _resolve_user(state, p)
     phone = clean_phone(p.get("PHONE_NUMBER"))
     if not phone:
         raise RestError("Unsupported phone number format")
@@ -129,12 +145,11 @@ def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
     line = str(line) if line not in (None, "") else None
     external_id = p.get("EXTERNAL_CALL_ID")
     external_id = str(external_id) if external_id not in (None, "") else None
-    app_key = ctx.auth.client_id or "webhook"
     t = now()
 
     # Re-registration: the same still-active call within 30 minutes gets the same CALL_ID;
     # LINE_NUMBER / EXTERNAL_CALL_ID only narrow the match when they are given.
-    for call in ctx.state.active_calls.values():
+    for call in state.active_calls.values():
         if (
             call["USER_ID"] == user["ID"]
             and call["PHONE_NORMALIZED"] == normalized
@@ -144,7 +159,8 @@ def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
             and (line is None or call["LINE_NUMBER"] == line)
             and (external_id is None or call["EXTERNAL_CALL_ID"] == external_id)
         ):
-            call["REREGISTRATIONS"].append({"TIME": t, "PARAMS": dict(p)})
+            call["REREGISTRATIONS"].append({"TIME": t, "BY": registered_by, "PARAMS": dict(p)})
+            _log_registration(state, call, registered_by, new=False, at=t)
             result = _register_result(call)
             result.update(CRM_CREATED_LEAD=None, CRM_CREATED_ENTITIES=[])
             return result
@@ -157,32 +173,33 @@ def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
     wanted_id = to_int(p.get("CRM_ENTITY_ID"))
     internal = any(
         str(u.get("UF_PHONE_INNER") or "") == phone
-        for u in ctx.state.users.values()
+        for u in state.users.values()
         if u["ACTIVE"] and u.get("UF_PHONE_INNER")
     )
-    if wanted_type in BIND_ORDER and wanted_id and wanted_id in ctx.state.entities[wanted_type]:
+    if wanted_type in BIND_ORDER and wanted_id and wanted_id in state.entities[wanted_type]:
         entity_type, entity_id = wanted_type, wanted_id
     elif not internal:
         for etype in BIND_ORDER:
-            found = S.find_by_phone(ctx.state, etype, {normalized} if normalized else set())
+            found = S.find_by_phone(state, etype, {normalized} if normalized else set())
             if found:
                 entity_type, entity_id = etype, found[0]
                 break
         if not entity_type and to_bool(p.get("CRM_CREATE")):
-            if normalized in _employee_phones(ctx):
+            if normalized in _employee_phones(state):
                 lead_error = "Lead creation is disabled for local users"
             else:
                 title = {1: "Outgoing call", 4: "Callback"}.get(call_type, "Incoming call")
                 fields = {
                     "TITLE": f"{phone} - {title}",
                     "STATUS_ID": "NEW",
-                    "SOURCE_ID": _pick_source(ctx, p.get("CRM_SOURCE")),
+                    "SOURCE_ID": _pick_source(state, p.get("CRM_SOURCE")),
                     "SOURCE_DESCRIPTION": f"Call to {line}" if line else "",
                     "ASSIGNED_BY_ID": user["ID"],
                     "OPENED": "Y",
                     "PHONE": [{"VALUE": phone, "VALUE_TYPE": "WORK"}],
                 }
-                created_lead = S.add_entity(ctx.state, "LEAD", fields, user["ID"])
+                created_lead = S.add_entity(state, "LEAD", fields, user["ID"])
+                events.fire_crm(state, "LEAD", "ADD", created_lead)
                 created = [{"ENTITY_TYPE": "LEAD", "ENTITY_ID": created_lead}]
                 entity_type, entity_id = "LEAD", created_lead
 
@@ -208,16 +225,44 @@ def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
         "ADD_TO_CHAT": to_bool(p.get("ADD_TO_CHAT", 1)) is not False,
         "CRM_SOURCE": p.get("CRM_SOURCE"),
         "APP_KEY": app_key,
-        "AUTH": ctx.auth.mode,
-        "REST_APP_ID": ctx.auth.app_id,
+        "AUTH": auth_mode,
+        "REST_APP_ID": app_id,
+        "REGISTERED_BY": registered_by,
         "REGISTERED_AT": t,
         "REREGISTRATIONS": [],
         "SHOWN_TO": [user["ID"]] if to_bool(p.get("SHOW", 1)) is not False else [],
         "EVENTS": [],
         "PARAMS": dict(p),
     }
-    ctx.state.active_calls[call_id] = call
+    state.active_calls[call_id] = call
+    _log_registration(state, call, registered_by, new=True, at=t)
     return _register_result(call)
+
+
+def _log_registration(state: State, call: dict[str, Any], by: str, *, new: bool, at: float) -> None:
+    state.registrations.append(
+        {
+            "CALL_ID": call["CALL_ID"],
+            "REGISTERED_BY": by,
+            "NEW": new,
+            "APP_KEY": call["APP_KEY"],
+            "USER_ID": call["USER_ID"],
+            "PHONE_NUMBER": call["PHONE_NUMBER"],
+            "TYPE": call["TYPE"],
+            "TIME": at,
+        }
+    )
+
+
+@rest_method("telephony.externalcall.register", "telephony")
+def telephony_externalcall_register(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return register_call(
+        ctx.state,
+        p,
+        app_key=ctx.auth.client_id or "webhook",
+        auth_mode=ctx.auth.mode,
+        app_id=ctx.auth.app_id,
+    )
 
 
 def _card_event(ctx: Ctx, p: dict[str, Any], action: str) -> bool:
@@ -247,7 +292,7 @@ def telephony_externalcall_finish(ctx: Ctx, p: dict[str, Any]) -> Any:
     call_id = p.get("CALL_ID")
     if not isinstance(call_id, str):
         raise RestError("CALL_ID must be a string", "INVALID_ARGUMENT")
-    user = _resolve_user(ctx, p)
+    user = _resolve_user(ctx.state, p)
     call = ctx.state.active_calls.get(call_id)
     if call is None:
         raise RestError("Call is not found (call should be registered prior to finishing")
@@ -261,7 +306,10 @@ def telephony_externalcall_finish(ctx: Ctx, p: dict[str, Any]) -> Any:
     etype, eid = call["CRM_ENTITY_TYPE"], call["CRM_ENTITY_ID"]
     if call["CRM_CREATED_LEAD"] and call["CRM_CREATED_LEAD"] in ctx.state.entities["LEAD"]:
         # Entities auto-created at register belong to whoever finishes the call (REFERENCE 4.2).
-        ctx.state.entities["LEAD"][call["CRM_CREATED_LEAD"]]["ASSIGNED_BY_ID"] = user["ID"]
+        lead = ctx.state.entities["LEAD"][call["CRM_CREATED_LEAD"]]
+        if lead["ASSIGNED_BY_ID"] != user["ID"]:
+            lead["ASSIGNED_BY_ID"] = user["ID"]
+            events.fire_crm(ctx.state, "LEAD", "UPDATE", lead["ID"])
     if etype and eid and eid in ctx.state.entities.get(etype, {}):
         missed = incoming and status_code == "304"
         number = call["PHONE_NUMBER"]
@@ -478,3 +526,170 @@ def telephony_externalcall_searchcrmentities(ctx: Ctx, p: dict[str, Any]) -> Any
                 }
             )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# External lines (REFERENCE 4.5). Lines belong to the calling app; webhook calls share one
+# "webhook" pseudo-app, like register/finish. Errors come without a code in practice (1.4).
+
+
+def _line_owner(ctx: Ctx) -> str:
+    return ctx.auth.client_id or "webhook"
+
+
+def _line_flag(value: Any, default: str = "Y") -> str:
+    if value in (None, ""):
+        return default
+    return "Y" if to_bool(value) else "N"
+
+
+def find_line(state: State, app_key: str, number: str) -> dict[str, Any] | None:
+    return next(
+        (
+            line
+            for line in state.external_lines.values()
+            if line["APP_KEY"] == app_key and line["NUMBER"] == number
+        ),
+        None,
+    )
+
+
+def _existing_line(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+    number = str(p.get("NUMBER") or "").strip()
+    if not number:
+        raise RestError("NUMBER should not be empty")
+    line = find_line(ctx.state, _line_owner(ctx), number)
+    if line is None:
+        raise RestError(f"Could not find line with number {number}")
+    return line
+
+
+@rest_method("telephony.externalline.add", "telephony")
+def telephony_externalline_add(ctx: Ctx, p: dict[str, Any]) -> Any:
+    number = str(p.get("NUMBER") or "").strip()
+    if not number:
+        raise RestError("NUMBER should not be empty")
+    if find_line(ctx.state, _line_owner(ctx), number) is not None:
+        raise RestError("Line already exists")
+    line_id = ctx.state.next_id("external_line")
+    name = p.get("NAME")
+    ctx.state.external_lines[line_id] = {
+        "ID": line_id,
+        "NUMBER": number,
+        "NAME": None if name is None else str(name),
+        "CRM_AUTO_CREATE": _line_flag(p.get("CRM_AUTO_CREATE")),
+        "APP_KEY": _line_owner(ctx),
+        "REST_APP_ID": ctx.auth.app_id,
+        "CREATED": now(),
+    }
+    return {"ID": line_id}
+
+
+@rest_method("telephony.externalline.get", "telephony")
+def telephony_externalline_get(ctx: Ctx, p: dict[str, Any]) -> Any:
+    owner = _line_owner(ctx)
+    return [
+        {"NUMBER": line["NUMBER"], "NAME": line["NAME"], "CRM_AUTO_CREATE": line["CRM_AUTO_CREATE"]}
+        for _, line in sorted(ctx.state.external_lines.items())
+        if line["APP_KEY"] == owner
+    ]
+
+
+@rest_method("telephony.externalline.update", "telephony")
+def telephony_externalline_update(ctx: Ctx, p: dict[str, Any]) -> Any:
+    changes: dict[str, Any] = {}
+    if p.get("NAME") is not None:
+        changes["NAME"] = str(p["NAME"])
+    if p.get("CRM_AUTO_CREATE") not in (None, ""):
+        changes["CRM_AUTO_CREATE"] = _line_flag(p["CRM_AUTO_CREATE"])
+    if not changes:
+        raise RestError("There are no fields to update")
+    line = _existing_line(ctx, p)
+    line.update(changes)
+    return {"ID": str(line["ID"])}  # the ORM hands back the primary key as read: a string
+
+
+@rest_method("telephony.externalline.delete", "telephony")
+def telephony_externalline_delete(ctx: Ctx, p: dict[str, Any]) -> Any:
+    line = _existing_line(ctx, p)
+    del ctx.state.external_lines[line["ID"]]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# Click-to-call: a user clicks a number in the CRM (Helper::startCall, REFERENCE 4.7)
+
+
+def _caller_app(state: State, line_number: str, client_id: str | None) -> str:
+    """Whose outgoing line the click uses: the named app, the owner of the line, else the first
+    app (then outbound webhook) subscribed to ONEXTERNALCALLSTART."""
+    handlers = events.handlers_for(state, "ONEXTERNALCALLSTART")
+    if not handlers:
+        raise RestError("Outgoing line is not found", "LINE_NOT_FOUND")
+    if client_id is not None:
+        if client_id != "webhook" and client_id not in state.apps:
+            raise ValueError(f"no app with client_id {client_id}")
+        return client_id
+    if line_number:
+        owners = sorted(
+            (line["ID"], line["APP_KEY"])
+            for line in state.external_lines.values()
+            if line["NUMBER"] == line_number
+        )
+        if owners:
+            return str(owners[0][1])
+    apps = [r["CLIENT_ID"] for r in handlers if r["CLIENT_ID"]]
+    return str(apps[0]) if apps else "webhook"
+
+
+def start_call(
+    state: State,
+    *,
+    user_id: int,
+    phone_number: str,
+    line_number: str | None = None,
+    entity_type: str | None = None,
+    entity_id: int | None = None,
+    crm_create: bool | None = None,
+    client_id: str | None = None,
+) -> tuple[dict[str, Any], list[int]]:
+    """Register the outgoing call as the portal (exactly what register TYPE=1 would do), then
+    fire ONEXTERNALCALLSTART with its CALL_ID. Returns (register result, delivery ids)."""
+    line_number = str(line_number or "").strip()
+    app_key = _caller_app(state, line_number, client_id)
+    line = find_line(state, app_key, line_number) if line_number else None
+    if crm_create is None:
+        crm_create = line is None or line["CRM_AUTO_CREATE"] == "Y"
+    etype = str(entity_type or "").upper().removeprefix("CRM_")
+    app = state.apps.get(app_key)
+    params: dict[str, Any] = {
+        "USER_ID": user_id,
+        "PHONE_NUMBER": phone_number,
+        "TYPE": 1,
+        "LINE_NUMBER": line_number,
+        "CRM_CREATE": 1 if crm_create else 0,
+        "CRM_ENTITY_TYPE": etype,
+        "CRM_ENTITY_ID": entity_id,
+        "SHOW": 0,
+    }
+    result = register_call(
+        state,
+        params,
+        app_key=app_key,
+        auth_mode="portal",
+        app_id=None if app is None else app["APP_ID"],
+        registered_by="portal",
+    )
+    data = {
+        "PHONE_NUMBER": phone_number,
+        "PHONE_NUMBER_INTERNATIONAL": international_phone(phone_number),
+        "EXTENSION": phone_extension(phone_number),
+        "USER_ID": user_id,
+        "CALL_LIST_ID": 0,
+        "LINE_NUMBER": line_number,
+        "IS_MOBILE": False,
+        "CALL_ID": result["CALL_ID"],
+        "CRM_ENTITY_TYPE": result["CRM_ENTITY_TYPE"] or "",
+        "CRM_ENTITY_ID": result["CRM_ENTITY_ID"],
+    }
+    return result, events.fire(state, "ONEXTERNALCALLSTART", data)

@@ -45,3 +45,31 @@ def clean_phone(value: object) -> str:
     if value is None:
         return ""
     return re.sub(r"[^0-9#*+,;]", "", str(value))
+
+
+_EXTENSION_DIGITS = re.compile(r"(?:[#;,]|ext\.?|доб\.?)\s*(\d*)\s*$", re.IGNORECASE)
+PORTAL_COUNTRY_CODE = "48"  # the sandbox is a Polish portal (seed.py)
+
+
+def phone_extension(value: str) -> str:
+    """The extension part of a clicked number (``+48 22 123 45 67 #12`` -> ``12``)."""
+    m = _EXTENSION_DIGITS.search(value)
+    return m.group(1) if m and re.search(r"\d", value[: m.start()]) else ""
+
+
+def international_phone(value: str) -> str:
+    """``PHONE_NUMBER_INTERNATIONAL`` of ONEXTERNALCALLSTART: the E.164 form the portal's phone
+    parser gives with the portal's country as default (an approximation of
+    ``Parser::parse($number)->format(E164)``; the number itself is sent as clicked)."""
+    number = value.strip()
+    m = _EXTENSION_DIGITS.search(number)
+    if m and re.search(r"\d", number[: m.start()]):
+        number = number[: m.start()]
+    digits = re.sub(r"\D", "", number)
+    if not digits:
+        return ""
+    if number.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    return f"+{PORTAL_COUNTRY_CODE}{digits.removeprefix('0')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,9 +16,11 @@ from urllib.parse import urlsplit
 
 import trustme
 
+from . import events as ev
 from .control import SandboxControl
 from .core import ALL_SCOPES, RestError
-from .crm_store import add_entity, stage_entity_id
+from .crm_store import add_entity, stage_entity_id, update_entity
+from .methods_telephony import start_call
 from .server import SandboxHTTPServer
 from .state import State
 
@@ -31,6 +34,7 @@ class SandboxPortal:
     ``state_file`` makes the data, credentials and CA survive restarts (used by the demo).
     ``hostnames`` are more names its certificate covers (besides 127.0.0.1 and localhost), for
     a client that resolves them to this server itself (a portal under a public-looking name).
+    ``event_timeout`` is the per-delivery timeout of the event queue (``delivery.py``).
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class SandboxPortal:
         cert_dir: str | None = None,
         token_ttl: int = 3600,
         hostnames: Sequence[str] = (),
+        event_timeout: float = 10.0,
     ) -> None:
         self.host = host
         self.hostnames = list(hostnames)
@@ -56,6 +61,7 @@ class SandboxPortal:
             bucket_size=bucket_size,
             token_ttl=token_ttl,
         )
+        self.state.delivery_queue.timeout = event_timeout
         self._cert_dir = cert_dir
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -107,6 +113,7 @@ class SandboxPortal:
             daemon=True,
         )
         self._thread.start()
+        self.state.delivery_queue.start()
         if self.state_file:
             self._saver = threading.Thread(
                 target=self._autosave, name="b24-sandbox-saver", daemon=True
@@ -122,6 +129,7 @@ class SandboxPortal:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.state.delivery_queue.stop()
         if self._saver is not None:
             self._saver.join(timeout=5)
         self.save_state()
@@ -220,6 +228,11 @@ class SandboxPortal:
                     "active_calls": len(s.active_calls),
                     "finished_calls": len(s.finished_calls),
                     "records": len(s.records),
+                    "external_lines": len(s.external_lines),
+                    "event_handlers": len(s.event_handlers),
+                    "outbound_webhooks": len(s.outbound_webhooks),
+                    "deliveries": len(s.deliveries),
+                    "pending_deliveries": s.delivery_queue.pending(),
                 },
                 "request_count": len(top),
                 "subcall_count": len(s.requests) - len(top),
@@ -420,9 +433,35 @@ class SandboxPortal:
             self.state.statuses = [s for s in self.state.statuses if s["ENTITY_ID"] != eid]
             return 1
 
+    # CRM data as a user edits it in Bitrix24: the ONCRM* events fire like for REST writes.
+
     def add_entity(self, etype: str, fields: dict[str, Any], user_id: int = 1) -> int:
         with self.state.lock:
-            return add_entity(self.state, etype, fields, user_id)
+            eid = add_entity(self.state, etype, fields, user_id)
+            ev.fire_crm(self.state, etype, "ADD", eid)
+            return eid
+
+    def _entity(self, etype: str, entity_id: int) -> dict[str, Any]:
+        rec = self.state.entities[etype].get(int(entity_id))
+        if rec is None:
+            raise RestError("Not found", "NOT_FOUND", 404)
+        return rec
+
+    def update_entity(
+        self, etype: str, entity_id: int, fields: dict[str, Any], user_id: int = 1
+    ) -> None:
+        """Same semantics as crm.*.update: multifield items without ID are added, items with
+        the ID of an existing value change it (or delete it with an empty VALUE)."""
+        with self.state.lock:
+            self._entity(etype, entity_id)
+            update_entity(self.state, etype, int(entity_id), fields, user_id)
+            ev.fire_crm(self.state, etype, "UPDATE", int(entity_id))
+
+    def delete_entity(self, etype: str, entity_id: int) -> None:
+        with self.state.lock:
+            self._entity(etype, entity_id)
+            del self.state.entities[etype][int(entity_id)]
+            ev.fire_crm(self.state, etype, "DELETE", int(entity_id))
 
     def calls(self) -> dict[str, Any]:
         with self.state.lock:
@@ -431,7 +470,140 @@ class SandboxPortal:
                     {
                         "active": list(self.state.active_calls.values()),
                         "finished": list(self.state.finished_calls.values()),
+                        "registrations": list(self.state.registrations),
                     },
                     default=str,
                 )
             )
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """Every externalCall registration (REST and the portal's click-to-call) since reset."""
+        with self.state.lock:
+            return [dict(r) for r in self.state.registrations]
+
+    def external_lines(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [dict(line) for _, line in sorted(self.state.external_lines.items())]
+
+    # Events ----------------------------------------------------------------------------------
+
+    def event_handlers(self) -> list[dict[str, Any]]:
+        """The whole handler table: app bindings and the rows of outbound webhooks."""
+        with self.state.lock:
+            return [dict(r) for _, r in sorted(self.state.event_handlers.items())]
+
+    def add_outbound_webhook(self, handler: str, events: list[str]) -> dict[str, Any]:
+        """What an admin creates in Bitrix24's UI: handler URL + events; shows the token."""
+        with self.state.lock:
+            hook = ev.add_outbound_webhook(self.state, handler, events)
+            return copy.deepcopy(hook)
+
+    def outbound_webhooks(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [copy.deepcopy(h) for _, h in sorted(self.state.outbound_webhooks.items())]
+
+    def delete_outbound_webhook(self, hook_id: int) -> bool:
+        with self.state.lock:
+            return ev.delete_outbound_webhook(self.state, int(hook_id))
+
+    def deliveries(
+        self, event: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        with self.state.lock:
+            rows = self.state.deliveries
+            if event:
+                rows = [r for r in rows if r["event"] == event.upper()]
+            if ids is not None:
+                wanted = set(ids)
+                rows = [r for r in rows if r["id"] in wanted]
+            return copy.deepcopy(rows)
+
+    def clear_deliveries(self) -> None:
+        with self.state.lock:
+            self.state.deliveries = []
+
+    def wait_deliveries(
+        self, timeout: float = 10.0, ids: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Block until the event queue is empty (or ``ids`` are done); the deliveries then.
+        Raises TimeoutError if the queue did not drain in time."""
+        drained, deliveries = self._wait(ids, timeout)
+        if not drained:
+            raise TimeoutError(f"{self.state.delivery_queue.pending()} deliveries still pending")
+        return deliveries
+
+    def _wait(self, ids: Sequence[int] | None, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
+        drained = self.state.delivery_queue.wait(ids, timeout)
+        return drained, self.deliveries(ids=ids)
+
+    def click_to_call(
+        self,
+        user_id: int,
+        phone_number: str,
+        line_number: str | None = None,
+        entity_type: str | None = None,
+        entity_id: int | None = None,
+        *,
+        crm_create: bool | None = None,
+        client_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """A user clicked ``phone_number`` in the CRM: the portal registers the outgoing call
+        itself, then sends ONEXTERNALCALLSTART with its CALL_ID (REFERENCE 4.7, pitfall 12).
+        Waits for those deliveries; returns ``{"call_id", "call", "drained", "deliveries"}``
+        (``drained`` false: a handler was still being called when ``timeout`` ran out)."""
+        with self.state.lock:
+            result, ids = start_call(
+                self.state,
+                user_id=int(user_id),
+                phone_number=str(phone_number),
+                line_number=line_number,
+                entity_type=entity_type,
+                entity_id=None if entity_id is None else int(entity_id),
+                crm_create=crm_create,
+                client_id=client_id,
+            )
+        drained, deliveries = self._wait(ids, timeout)
+        return {
+            "call_id": result["CALL_ID"],
+            "call": result,
+            "drained": drained,
+            "deliveries": deliveries,
+        }
+
+    def uninstall_app(
+        self, client_id: str, clean: bool = False, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The admin uninstalls the app: ONAPPUNINSTALL to its handlers (no tokens in it, like
+        Bitrix24 sends it), then its bindings, lines and tokens are gone."""
+        s = self.state
+        with s.lock:
+            app = s.apps.get(client_id)
+            if app is None or not app.get("INSTALLED", True):
+                raise RestError("Application not found", "NOT_FOUND", 404)
+            ids = ev.fire(
+                s,
+                "ONAPPUNINSTALL",
+                {"LANGUAGE_ID": "en", "CLEAN": 1 if clean else 0},
+                client_id=client_id,
+                include_outbound=False,
+                send_auth=False,
+            )
+            removed = ev.remove_app_handlers(s, client_id)
+            revoked = 0
+            for tokens in (s.access_tokens, s.refresh_tokens):
+                for token in [t for t, info in tokens.items() if info["CLIENT_ID"] == client_id]:
+                    del tokens[token]
+                    revoked += 1
+            for line_id in [
+                i for i, line in s.external_lines.items() if line["APP_KEY"] == client_id
+            ]:
+                del s.external_lines[line_id]
+            app["INSTALLED"] = False
+        drained, deliveries = self._wait(ids, timeout)
+        return {
+            "removed_handlers": removed,
+            "revoked_tokens": revoked,
+            "drained": drained,
+            "deliveries": deliveries,
+        }

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from . import control_api
 from . import methods_activity as _activity  # noqa: F401  (registers methods)
 from . import methods_crm as _crm  # noqa: F401
+from . import methods_events as _events  # noqa: F401
 from . import methods_misc as _misc  # noqa: F401
 from . import methods_telephony as telephony
 from .core import Auth, RestError

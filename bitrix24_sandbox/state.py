@@ -16,6 +16,7 @@ from typing import Any
 
 from . import crm_store, seed
 from .core import ALL_SCOPES, OperatingLog, now
+from .delivery import DeliveryQueue
 from .seed import DAY
 
 # Collections whose dict keys are ints in memory but strings in JSON.
@@ -28,7 +29,11 @@ _INT_KEYED = (
     "tasks",
     "notifications",
     "records",
+    "external_lines",
 )
+# Event handlers (event.bind rows, outbound webhooks) are configuration like the credentials:
+# they survive reset() and are persisted with them.
+_INT_KEYED_AUTH = ("event_handlers", "outbound_webhooks")
 _DATA_ATTRS = (
     *_INT_KEYED,
     "statuses",
@@ -40,7 +45,13 @@ _DATA_ATTRS = (
     "upload_tokens",
     "counters",
 )
-_AUTH_ATTRS = ("webhooks", "apps", "access_tokens", "refresh_tokens")
+_AUTH_ATTRS = (
+    "webhooks",
+    "apps",
+    "access_tokens",
+    "refresh_tokens",
+    *_INT_KEYED_AUTH,
+)
 
 
 @dataclass
@@ -92,6 +103,10 @@ class State:
             "USER_ID": 1,
             "SCOPES": list(ALL_SCOPES),
         }
+        self.event_handlers: dict[int, dict[str, Any]] = {}
+        self.outbound_webhooks: dict[int, dict[str, Any]] = {}
+        self.delivery_queue = DeliveryQueue(self.lock)
+        self.delivery_seq = 0  # not reset: ids of deliveries still in the queue stay unique
         self.reset()
 
     # ----------------------------------------------------------------------------------------
@@ -120,6 +135,8 @@ class State:
             self.active_calls: dict[str, dict[str, Any]] = {}
             self.finished_calls: dict[str, dict[str, Any]] = {}
             self.upload_tokens: dict[str, dict[str, Any]] = {}
+            # External lines belong to the app that added them ("webhook" for webhook calls).
+            self.external_lines: dict[int, dict[str, Any]] = {}
             self.counters: dict[str, int] = {
                 "LEAD": 0,
                 "DEAL": 0,
@@ -154,6 +171,9 @@ class State:
         self.rate_limited_count = 0
         self.refresh_count = 0
         self.rate.level = 0.0
+        # Event deliveries (delivery.py) and every externalCall registration, portal's or REST.
+        self.deliveries: list[dict[str, Any]] = []
+        self.registrations: list[dict[str, Any]] = []
 
     def _seed(self) -> None:
         t = now()
@@ -387,7 +407,7 @@ class State:
             data: dict[str, Any] = {}
             for attr in _DATA_ATTRS + _AUTH_ATTRS:
                 value = getattr(self, attr)
-                if attr in _INT_KEYED:
+                if attr in _INT_KEYED + _INT_KEYED_AUTH:
                     value = {str(k): v for k, v in value.items()}
                 if attr == "entities":
                     value = {t: {str(k): v for k, v in rows.items()} for t, rows in value.items()}
@@ -403,7 +423,7 @@ class State:
                 if attr not in data:
                     continue
                 value = data[attr]
-                if attr in _INT_KEYED:
+                if attr in _INT_KEYED + _INT_KEYED_AUTH:
                     value = {int(k): v for k, v in value.items()}
                 if attr == "entities":
                     value = {t: {int(k): v for k, v in rows.items()} for t, rows in value.items()}
