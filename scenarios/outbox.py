@@ -31,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import F, Q
 from django.utils import timezone
 
 from common.sql import instance_insert
@@ -40,7 +40,7 @@ from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
 from tenants.connection import tenant_connection
-from tenants.models import OutboxWake, Tenant
+from tenants.wake import tenant_wake
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ def outbox_wake(*, at: datetime) -> None:
     Part of the caller's transaction, like the run it is written for: committed together or not
     at all. An insert, so concurrent events of one tenant never wait on one another.
     """
-    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).values("pk")
-    OutboxWake.objects.create(tenant_id=Subquery(tenant), at=at)
+    tenant_wake(at=at)
 
 
 def _sent_wake(now: datetime) -> None:

@@ -40,6 +40,7 @@ from scenarios.monitoring import outbox_counts_all
 from scenarios.outbox import late_filter, lease, outbox_wake, redispatch_after, runs_dispatch
 from tenants.connection import tenant_connection
 from tenants.models import OutboxWake, Tenant, TenantSchedule
+from tenants.wake import visit_hooks_run
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +94,18 @@ def _visit(*, tenant_id: int, schema: str, horizon: datetime) -> int:
         try:
             now = timezone.now()
             sent = runs_dispatch(lookahead=horizon - now)
+            hooks_next_at = visit_hooks_run(now)
             state = outbox_state(now=timezone.now())
         except Exception:
             logger.exception("outbox of %s not dispatched; trying again shortly", schema)
             outbox_wake(at=timezone.now() + VISIT_RETRY)
             return 0
+        next_at = min((at for at in (state.next_at, hooks_next_at) if at is not None), default=None)
         if (
-            state.next_at is not None
-            and not OutboxWake.objects.filter(tenant_id=tenant_id, at__lte=state.next_at).exists()
+            next_at is not None
+            and not OutboxWake.objects.filter(tenant_id=tenant_id, at__lte=next_at).exists()
         ):
-            outbox_wake(at=state.next_at)
+            outbox_wake(at=next_at)
         facts = {
             "outbox_visited_at": now,
             "outbox_late": state.late,
