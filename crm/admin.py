@@ -10,11 +10,13 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from crm.errors import Bitrix24Error
+from crm.events import events_bind, events_handler_url
 from crm.models import (
     Bitrix24Connection,
     Bitrix24User,
     Department,
     EntityField,
+    InboundEvent,
     Intent,
     LeadSource,
     LeadStatus,
@@ -38,6 +40,14 @@ class ConnectionForm(forms.ModelForm):
         label="New client secret",
         widget=forms.PasswordInput(render_value=False),
         help_text="The local application's secret; leave empty to keep the stored one.",
+    )
+    new_events_token = forms.CharField(
+        required=False,
+        label="New events token",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Webhook connection: the application token Bitrix24 shows for the outbound "
+        "webhook you created (event ONEXTERNALCALLSTART, handler: the events URL above). Leave "
+        "empty to keep the stored one.",
     )
 
     class Meta:
@@ -77,6 +87,8 @@ class ConnectionForm(forms.ModelForm):
             self.instance.webhook_url = url if url.endswith("/") else f"{url}/"
         if self.cleaned_data.get("new_client_secret"):
             self.instance.oauth_client_secret = self.cleaned_data["new_client_secret"].strip()
+        if self.cleaned_data.get("new_events_token"):
+            self.instance.events_token = self.cleaned_data["new_events_token"].strip()
         return super().save(commit)
 
 
@@ -95,6 +107,10 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         "checked_at",
         "directory_synced_at",
         "updated_at",
+        "events_url",
+        "events_state",
+        "events_token_state",
+        "external_lines",
     ]
     fieldsets = [
         (None, {"fields": ["auth_mode", "health", "last_error_at", "last_ok_at"]}),
@@ -116,6 +132,24 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "Bitrix24 calling SIMtrix (click-to-call, CRM changes)",
+            {
+                "fields": [
+                    "events_url",
+                    "events_state",
+                    "events_token_state",
+                    "new_events_token",
+                    "external_lines",
+                ],
+                "description": "OAuth application: SIMtrix binds its events when the "
+                "application is installed. Inbound webhook: create an outbound webhook in "
+                "Bitrix24 (Developer resources > Other > Outbound webhook) with the events URL "
+                "below as its handler and the event ONEXTERNALCALLSTART (and, so cached caller "
+                "names follow CRM edits, ONCRMCONTACTUPDATE, ONCRMCOMPANYUPDATE, "
+                "ONCRMLEADUPDATE), then paste its application token here.",
+            },
+        ),
+        (
             "Limits and lookup",
             {
                 "fields": [
@@ -129,7 +163,7 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         ),
         ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
     ]
-    actions = ["test_connection", "sync_directory"]
+    actions = ["test_connection", "sync_directory", "bind_events"]
 
     def save_model(
         self, request: HttpRequest, obj: Bitrix24Connection, form: Any, change: bool
@@ -166,6 +200,69 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             f"installed on {obj.portal_domain}; access token "
             f"{'expires ' + expires.strftime('%Y-%m-%d %H:%M') if expires else 'expiry unknown'}"
         )
+
+    @admin.display(description="Events URL")
+    def events_url(self, obj: Bitrix24Connection) -> str:
+        return events_handler_url() or "(the tenant has no domain)"
+
+    @admin.display(description="Events")
+    def events_state(self, obj: Bitrix24Connection) -> str:
+        parts = []
+        if obj.uninstalled_at:
+            parts.append(f"application uninstalled {_when(obj.uninstalled_at)}")
+        if obj.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
+            if obj.events_bind_error:
+                parts.append(f"binding failed: {obj.events_bind_error}")
+            elif obj.events_bound_at:
+                parts.append(f"{len(obj.events_bound)} events bound {_when(obj.events_bound_at)}")
+            else:
+                parts.append("not bound yet (install the application)")
+        parts.append(
+            f"last event received {_when(obj.last_event_at)}"
+            if obj.last_event_at
+            else "no event received yet"
+        )
+        if obj.last_event_refused_at and (
+            not obj.last_event_at or obj.last_event_refused_at > obj.last_event_at
+        ):
+            parts.append(
+                f"an event with a wrong token was refused {_when(obj.last_event_refused_at)}"
+            )
+        return "; ".join(parts)
+
+    @admin.display(description="Events token")
+    def events_token_state(self, obj: Bitrix24Connection) -> str:
+        if obj.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
+            return (
+                "the application's (received at installation)"
+                if obj.oauth_application_token
+                else "none yet: install the application"
+            )
+        return "stored (hidden)" if obj.events_token else "not set: events are refused"
+
+    @admin.display(description="External lines")
+    def external_lines(self, obj: Bitrix24Connection) -> str:
+        lines = ", ".join(f"{number} ({name})" for number, name in (obj.lines or {}).items())
+        state = lines or "none registered"
+        if obj.lines_sync_error:
+            return f"{state}; last sync failed: {obj.lines_sync_error}"
+        return f"{state}; synced {_when(obj.lines_synced_at)}" if obj.lines_synced_at else state
+
+    @admin.action(description="Bind the events again (OAuth application)", permissions=["change"])
+    def bind_events(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
+        try:
+            bound = events_bind()
+        except Bitrix24Error as exc:
+            messages.error(request, f"Binding the events failed: {exc.display()}")
+            return
+        if bound:
+            messages.success(request, f"Bound {len(bound)} events to {events_handler_url()}.")
+        else:
+            messages.warning(
+                request,
+                "Only an OAuth application binds events; a webhook connection uses the "
+                "outbound webhook its admin created.",
+            )
 
     @admin.action(description="Test the connection (and its scopes)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
@@ -287,3 +384,26 @@ class EntityFieldAdmin(ReadOnlyAdmin):
     list_display = ["entity_type", "name", "title", "type", "multiple", "custom", "removed"]
     list_filter = ["entity_type", "custom", "removed"]
     search_fields = ["name", "title"]
+
+
+def _when(at: Any) -> str:
+    return f"{timezone.localtime(at):%Y-%m-%d %H:%M}" if at else "never"
+
+
+@admin.register(InboundEvent)
+class InboundEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "event", "status", "attempts", "done_at", "error"]
+    list_filter = ["status", "event"]
+    readonly_fields = [
+        "event",
+        "handler_id",
+        "data",
+        "ts",
+        "status",
+        "result",
+        "error",
+        "attempts",
+        "received_at",
+        "next_attempt_at",
+        "done_at",
+    ]

@@ -253,6 +253,25 @@ def externalcall_hide(call_id: str, user_ids: list[int]) -> Req[bool]:
     )
 
 
+def externalline_get() -> Req[list[dict[str, Any]]]:
+    return Req("telephony.externalLine.get", {}, _rows)
+
+
+def externalline_add(number: str, name: str) -> Req[Any]:
+    # CRM_AUTO_CREATE N: SIMtrix makes the leads it wants itself (the unknown-number scenario).
+    params = {"NUMBER": number, "NAME": name, "CRM_AUTO_CREATE": "N"}
+    return Req("telephony.externalLine.add", params, idempotent=False)
+
+
+def externalline_update(number: str, name: str) -> Req[Any]:
+    params = {"NUMBER": number, "NAME": name, "CRM_AUTO_CREATE": "N"}
+    return Req("telephony.externalLine.update", params)
+
+
+def externalline_delete(number: str) -> Req[Any]:
+    return Req("telephony.externalLine.delete", {"NUMBER": number})
+
+
 def externalcall_attach_record(
     call_id: str, filename: str, content_b64: str
 ) -> Req[dict[str, Any]]:
@@ -313,3 +332,19 @@ def notify_system_add(user_id: int, message: str, tag: str = "") -> Req[int | No
         # via webhook it needs a CLIENT_ID too (REFERENCE 5.4).
         params.update({"TAG": tag, "CLIENT_ID": "simtrix"})
     return Req("im.notify.system.add", params, _optional_int, idempotent=bool(tag))
+
+
+# ----------------------------------------------------------------------------------------------
+# Events (an application's)
+
+
+def event_get() -> Req[list[dict[str, Any]]]:
+    return Req("event.get", {}, _rows)
+
+
+def event_bind(event: str, handler: str) -> Req[Any]:
+    return Req("event.bind", {"event": event, "handler": handler}, idempotent=False)
+
+
+def event_unbind(event: str, handler: str) -> Req[Any]:
+    return Req("event.unbind", {"event": event, "handler": handler})

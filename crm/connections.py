@@ -13,6 +13,7 @@ from crm.client import Bitrix24Client
 from crm.directory import directory_sync_later
 from crm.domain import ConnectionCheck
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured, Bitrix24PermanentError
+from crm.events import events_bind_later
 from crm.models import Bitrix24Connection
 from crm.session import Bitrix24Session, apply_token_response, oauth_token_request
 
@@ -91,11 +92,13 @@ def connection_install_oauth(*, auth: dict[str, str]) -> Bitrix24Connection:
         conn.auth_mode = Bitrix24Connection.AuthMode.OAUTH
         conn.oauth_application_token = (auth.get("application_token") or "")[:64]
         conn.oauth_installed_at = timezone.now()
+        conn.uninstalled_at = None
         conn.last_error_code = ""
         conn.last_error = ""
         conn.save()
     cache_clear()
     directory_sync_later()  # Bitrix24 waits on this callback: the sync runs in the background
+    events_bind_later()  # and on the event.bind requests
     return conn
 
 

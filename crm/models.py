@@ -67,6 +67,25 @@ class Bitrix24Connection(models.Model):
         help_text="The application_token of the portal's outbound webhook.",
     )
     oauth_installed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # ONAPPUNINSTALL: the portal removed the application; its tokens no longer work.
+    uninstalled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Bitrix24 -> SIMtrix: the handlers bound with event.bind (OAuth), the last event received.
+    events_bound = models.JSONField(default=list, blank=True, editable=False)
+    events_bound_at = models.DateTimeField(null=True, blank=True, editable=False)
+    events_bind_error = models.TextField(blank=True, editable=False)
+    last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_event_refused_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The last time an event with a wrong application token was refused.",
+    )
+    # External lines (telephony.externalLine.*): the devices' numbers as last synced.
+    lines = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="number -> name, as registered."
+    )
+    lines_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    lines_sync_error = models.TextField(blank=True, editable=False)
 
     # Settings.
     rate_plan = models.CharField(max_length=16, choices=RatePlan, default=RatePlan.STANDARD)
@@ -340,3 +359,39 @@ class EntityField(DirectoryRow):
 
     def __str__(self) -> str:
         return f"{self.entity_type}.{self.name}" + (f" ({self.title})" if self.title else "")
+
+
+class InboundEvent(models.Model):
+    """An event Bitrix24 posted to SIMtrix, verified, kept until its work is done."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        IGNORED = "ignored", "ignored (nothing to do)"
+        FAILED = "failed"
+
+    event = models.CharField(max_length=64, db_index=True)
+    handler_id = models.CharField(max_length=32, blank=True, verbose_name="event handler ID")
+    data = models.JSONField(default=dict, blank=True, help_text="data[...] as posted.")
+    ts = models.CharField(max_length=20, blank=True, help_text="The portal's timestamp.")
+    status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        verbose_name = "Bitrix24 event"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="crm_event_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} ({self.status})"

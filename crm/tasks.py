@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from crm.directory import directory_sync
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured
+from crm.events import event_process, events_bind
 from crm.selectors import crm_find_by_phone
 from crm.services import history_prune
 from tenants.fanout import in_tenant_schema, tenants_each
@@ -56,3 +57,24 @@ def directory_sync_task(self: Task) -> dict | None:
 def directory_sync_all_task() -> int:
     """Hourly, in public: the directory sync, queued once for every active tenant."""
     return tenants_each(directory_sync_task)
+
+
+@shared_task(name="crm.event_process", acks_late=True, ignore_result=True, soft_time_limit=120)
+def event_process_task(event_pk: int) -> str:
+    """One Bitrix24 event's work (crm.events)."""
+    return event_process(event_pk)
+
+
+@shared_task(
+    name="crm.events_bind", bind=True, max_retries=5, soft_time_limit=60, ignore_result=True
+)
+def events_bind_task(self: Task) -> list[str] | None:
+    """Binds SIMtrix's events in an OAuth-connected portal (after its installation)."""
+    if not in_tenant_schema("crm.events_bind"):
+        return None
+    try:
+        return events_bind()
+    except Bitrix24Error as exc:
+        if exc.transient and _retries_left(self):
+            raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+        raise

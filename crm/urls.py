@@ -10,4 +10,5 @@ app_name = "crm"
 
 urlpatterns = [
     path("install/", views.install, name="install"),
+    path("events/", views.events, name="events"),
 ]

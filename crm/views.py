@@ -1,14 +1,16 @@
-"""The local application's install callback (Bitrix24 posts its first tokens here)."""
+"""Bitrix24 calling SIMtrix: the local application's install callback (its first tokens), and
+the events handler (crm.events)."""
 
 from __future__ import annotations
 
 import logging
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm.errors import Bitrix24Error
+from crm.events import EventInvalid, EventRefused, event_receive
 from crm.services import connection_install_oauth
 
 logger = logging.getLogger(__name__)
@@ -63,3 +65,16 @@ def install(request: HttpRequest) -> HttpResponse:
         f"SIMtrix is connected to {connection.portal_domain}.",
         content_type="text/plain; charset=utf-8",
     )
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def events(request: HttpRequest) -> HttpResponse:
+    """An event as Bitrix24 posts it (form-encoded); verified, stored, answered at once."""
+    try:
+        event = event_receive(form=((key, request.POST.get(key, "")) for key in request.POST))
+    except EventRefused as exc:
+        return HttpResponse(str(exc), status=401, content_type="text/plain; charset=utf-8")
+    except EventInvalid as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    return JsonResponse({"accepted": event.event})

@@ -15,6 +15,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from crm import client as b24
 from crm.client import Bitrix24Client
 from crm.errors import Bitrix24PermanentError
+from crm.events import events_bind
 from crm.models import Bitrix24Connection, Bitrix24User, RequestLog
 from crm.selectors import crm_find_by_phone
 from crm.services import connection_set_oauth_app
@@ -77,9 +78,35 @@ def test_install_syncs_the_directory_of_the_installed_portal(
     finally:
         celery_app.conf.task_always_eager = False
 
-    assert len(queued) == 1
+    assert len(queued) == 2  # the directory sync, the events' binding
     assert Bitrix24User.objects.get(id=5).name == "Marta Nowak"
-    assert Bitrix24Connection.objects.get().directory_synced_at is not None
+    conn = Bitrix24Connection.objects.get()
+    assert conn.directory_synced_at is not None
+    assert "ONEXTERNALCALLSTART" in conn.events_bound
+
+
+def test_install_binds_the_events_to_the_tenants_handler_and_drops_stale_ones(
+    portal: Any, settings: Any
+) -> None:
+    settings.SIMTRIX_PUBLIC_SCHEME, settings.SIMTRIX_PUBLIC_PORT = "http", "8000"
+    app = portal.add_oauth_app(scopes=SCOPES)
+    assert _install(portal, app).status_code == 200
+    client = Bitrix24Client()
+    # An earlier installation pointed at another address.
+    client.run(b24.event_bind("ONEXTERNALCALLSTART", "https://old.example.com/bitrix24/events/"))
+
+    bound = events_bind()
+
+    handler = "http://alpha.localhost:8000/bitrix24/events/"
+    rows = client.run(b24.event_get())
+    assert {(row["event"], row["handler"]) for row in rows} == {(name, handler) for name in bound}
+    assert {"ONEXTERNALCALLSTART", "ONCRMCONTACTUPDATE", "ONAPPUNINSTALL"} <= set(bound)
+    events_bind()  # again: nothing bound twice
+    assert len(client.run(b24.event_get())) == len(bound)
+
+
+def test_a_webhook_connection_binds_nothing(portal: Any) -> None:
+    assert events_bind() == []
 
 
 def test_install_with_a_foreign_refresh_token_is_refused(portal: Any) -> None:
