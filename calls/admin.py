@@ -110,6 +110,7 @@ class DeviceAdmin(admin.ModelAdmin):
         "name",
         "phone_number",
         "bitrix24_user_id",
+        "main",
         "token_hint",
         "active",
         "heartbeat",

@@ -17,6 +17,13 @@ class Device(models.Model):
     token_hint = models.CharField(
         max_length=12, editable=False, help_text="The token's first characters, to recognise it."
     )
+    main = models.BooleanField(
+        "main phone",
+        default=False,
+        help_text="Dials this user's clicks in Bitrix24 when no other rule picks one of their "
+        "phones (the line they chose, the phone that last spoke with the number, one in the "
+        "number's country).",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     app_version = models.CharField(max_length=32, blank=True, editable=False)

@@ -49,16 +49,18 @@ def device_register(
 def device_rotate_token(*, device: Device) -> str:
     """Replaces the device's token (the old one stops working at once) and returns the new one."""
     token = token_generate()
-    Device.objects.filter(pk=device.pk).update(
-        token_hash=token_hash(token), token_hint=token[:10], revoked_at=None
-    )
     device.refresh_from_db()
+    device.token_hash, device.token_hint, device.revoked_at = token_hash(token), token[:10], None
+    # save(), not update(): whoever follows devices (commands.lines) hears post_save.
+    device.save(update_fields=["token_hash", "token_hint", "revoked_at"])
     return token
 
 
 def device_revoke(*, device: Device) -> None:
-    Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     device.refresh_from_db()
+    if device.revoked_at is None:
+        device.revoked_at = timezone.now()
+        device.save(update_fields=["revoked_at"])
 
 
 def device_mark_seen(*, device_id: int, app_version: str, seen_at: datetime | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from prometheus_client import Counter, Histogram, values
+from prometheus_client import Counter, Gauge, Histogram, values
 
 from common.metrics_files import multiprocess_directory, process_identifier
 
@@ -59,6 +59,16 @@ RATE_LIMIT_WAITS = Counter(
     "Requests that waited for a slot of the portal's rate limit (waited), or found none in "
     "the time they had (gave_up).",
     ["outcome"],
+)
+COMMANDS_WAITING = Gauge(
+    "simtrix_commands_waiting",
+    "Phones' long polls waiting for a command now (summed over the live web processes).",
+    multiprocess_mode="livesum",
+)
+COMMANDS_CLOSED = Counter(
+    "simtrix_commands_closed",
+    "Commands given to phones, by type and how they ended (done, failed, rejected, expired).",
+    ["type", "status"],
 )
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "simtrix_bitrix24_rate_limit_wait_seconds",

@@ -112,6 +112,7 @@ TENANT_APPS = [
     "crm",
     "calls",
     "scenarios",
+    "commands",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -271,6 +272,13 @@ SIMTRIX_CONTENT_SECURITY_POLICY = env.str(
 # then the Nth entry from the right of X-Forwarded-For. 0 (no proxy): REMOTE_ADDR, the header
 # ignored (a client could write any address into it).
 SIMTRIX_TRUSTED_PROXY_COUNT = env.int("SIMTRIX_TRUSTED_PROXY_COUNT", default=0)
+# How Bitrix24 reaches a tenant: the events handler SIMtrix binds is
+# <scheme>://<tenant's primary domain>[:<port>]/bitrix24/events/ (the demo: http and 8000).
+SIMTRIX_PUBLIC_SCHEME = env.str("SIMTRIX_PUBLIC_SCHEME", default="https")
+SIMTRIX_PUBLIC_PORT = env.str("SIMTRIX_PUBLIC_PORT", default="")
+# A phone's long poll for commands reads the database this often even when no wake came
+# (commands.wakeup: a wake lost on the way is late by this much at most).
+SIMTRIX_COMMANDS_CHECK_SECONDS = env.float("SIMTRIX_COMMANDS_CHECK_SECONDS", default=10.0)
 
 # --- Logins: lockout (django-axes) and two factors (django-otp) on both admins -------------
 # tenants/logins.py and tenants/twofactor.py; README "Logins".
@@ -348,6 +356,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "expire-recordings": {"task": "calls.recordings_expire_all", "schedule": 3600.0},
     # Mirrors each tenant's Bitrix24 users, pipelines, stages, lead statuses and sources.
     "crm-directory-sync": {"task": "crm.directory_sync_all", "schedule": 3600.0},
+    # Each phone's number as a Bitrix24 external line (a request only when something changed).
+    "commands-lines-sync": {"task": "commands.lines_sync_all", "schedule": 3600.0},
     # Users' Bitrix24 work-day status, for tenants that route by it (TenantSchedule).
     "routing-availability": {"task": "scenarios.availability_refresh_all", "schedule": 60.0},
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from calls.api import views
+from commands.api import views as commands
 
 app_name = "bridge"
 
@@ -14,4 +15,6 @@ urlpatterns = [
     path("calls/<str:call_id>/notes/", views.NotesView.as_view(), name="notes"),
     path("heartbeat/", views.HeartbeatView.as_view(), name="heartbeat"),
     path("ping/", views.PingView.as_view(), name="ping"),
+    path("commands/", commands.CommandsView.as_view(), name="commands"),
+    path("commands/<str:command_id>/ack/", commands.CommandAckView.as_view(), name="command-ack"),
 ]

@@ -61,6 +61,7 @@ class Bridge:
     """An APIClient on a tenant host that speaks for one device."""
 
     def __init__(self, token: str, host: str = "alpha.localhost") -> None:
+        self.token = token
         self.client = APIClient(HTTP_HOST=host)
         self.client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
 

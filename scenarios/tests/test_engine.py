@@ -37,10 +37,13 @@ def phone(celery_worker: str, alpha_portal: Any, committed_db: Callable) -> Iter
 
 
 def top_level_requests(portal: Any) -> list[str]:
+    """A call's requests: the phone's external line, synced when the device was registered
+    (commands.lines, in the worker at any moment), is not the call's."""
     return [
         r["method"]
         for r in portal.state.query_requests(in_batch=False)
         if r.get("method") != "oauth.token"
+        and not str(r.get("method")).lower().startswith("telephony.externalline")
     ]
 
 

@@ -5,7 +5,13 @@ tenant's setup works end to end: every request goes through the public bridge AP
 device token, exactly as a phone would send it.
 
     python manage.py simulate_calls --base-url http://demo.localhost:8000 --token stx_... \\
-        --calls 12 [--token stx_... (another device)] [--interval 2] [--seed 7]
+        --calls 12 [--token stx_... (another device)] [--interval 2] [--seed 7] \\
+        [--poll [--poll-seconds 600]]
+
+With `--poll` each phone also keeps long-polling the commands channel, as the bridge app does
+all day: a `dial` (a number clicked in Bitrix24) is acknowledged and placed as an outgoing call
+with the command's `call_id`; a command the simulator cannot carry out is acknowledged `failed`.
+It polls until `--poll-seconds` run out (0: until stopped).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class Tally:
     events: int = 0
     recordings: int = 0
     notes: int = 0
+    dials: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     found: int = 0
     errors: list[str] = field(default_factory=list)
@@ -210,6 +217,56 @@ def simulate_call(client: BridgeClient, rng: random.Random, tally: Tally, tz: An
         tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
 
 
+def simulate_dial(
+    client: BridgeClient, command: dict[str, Any], rng: random.Random, tally: Tally, tz: Any
+) -> None:
+    """The agent's phone dials a number clicked in Bitrix24, with the command's call_id."""
+    client.request("POST", f"commands/{command['command_id']}/ack/", json={"status": "done"})
+    call_id, number = command["call_id"], command["phone_number"]
+    outcome = _pick(rng, OUTGOING_OUTCOMES)
+    talk = rng.randint(10, 120) if outcome == "answered" else 0
+    ring = rng.randint(2, 8)
+    start = datetime.now(UTC).astimezone(tz)
+    started = _event("call.started", call_id, start, direction="outgoing", phone_number=number)
+    client.request("POST", "events/", json=started)
+    later = []
+    if outcome == "answered":
+        later.append(_event("call.answered", call_id, start + timedelta(seconds=ring)))
+    end = start + timedelta(seconds=ring + talk)
+    later.append(_event("call.ended", call_id, end, outcome=outcome, duration_seconds=talk))
+    for body in later:
+        client.request("POST", "events/", json=body)
+    tally.add(events=1 + len(later), dials=1)
+    with tally.lock:
+        tally.calls += 1
+        tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
+
+
+def poll_commands(
+    client: BridgeClient, rng: random.Random, tally: Tally, tz: Any, *, until: float | None
+) -> None:
+    """Long-polls the commands channel like the bridge app, until `until` (monotonic)."""
+    while until is None or time.monotonic() < until:
+        wait = 25 if until is None else max(0, min(25, int(until - time.monotonic())))
+        try:
+            commands = client.request("GET", f"commands/?wait={wait}").json()["commands"]
+            for command in commands:
+                if command["type"] == "dial":
+                    simulate_dial(client, command, rng, tally, tz)
+                else:
+                    client.request(
+                        "POST",
+                        f"commands/{command['command_id']}/ack/",
+                        json={"status": "failed", "error": "the simulator does not send SMS"},
+                    )
+        except (SimulationFailed, requests.RequestException) as exc:
+            with tally.lock:
+                tally.errors.append(str(exc))
+            time.sleep(2)
+        if wait == 0:
+            return
+
+
 class Command(JsonCommand):
     help = "Plays bridge apps over HTTP against a tenant: a mix of realistic calls."
 
@@ -225,10 +282,21 @@ class Command(JsonCommand):
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--timezone", default="Europe/Warsaw", help="The phones' time zone.")
         parser.add_argument("--schema", default="", help="Only echoed in the summary.")
+        parser.add_argument(
+            "--poll",
+            action="store_true",
+            help="Keep long-polling the commands channel and dial what Bitrix24 users click.",
+        )
+        parser.add_argument(
+            "--poll-seconds",
+            type=float,
+            default=0,
+            help="With --poll: stop polling after this long (0: until stopped).",
+        )
 
     def run(self, **options: Any) -> dict[str, Any]:
-        if options["calls"] < 1:
-            raise self.fail("--calls must be at least 1.")
+        if options["calls"] < (0 if options["poll"] else 1):
+            raise self.fail("--calls must be at least 1 (0 with --poll).")
         tz = ZoneInfo(options["timezone"])
         seed = options["seed"] if options["seed"] is not None else random.randrange(10**6)
         clients = [BridgeClient(options["base_url"], token) for token in options["token"]]
@@ -243,6 +311,8 @@ class Command(JsonCommand):
         for i in range(options["calls"] % len(clients)):
             shares[i] += 1
 
+        until = time.monotonic() + options["poll_seconds"] if options["poll_seconds"] else None
+
         def play(index: int, client: BridgeClient, count: int) -> None:
             rng = random.Random(seed + index)
             for n in range(count):
@@ -254,15 +324,23 @@ class Command(JsonCommand):
                 if n + 1 < count:
                     time.sleep(options["interval"])
 
+        def poll(index: int, client: BridgeClient) -> None:
+            poll_commands(client, random.Random(seed + 1000 + index), tally, tz, until=until)
+
         threads = [
             threading.Thread(target=play, args=(i, client, share), daemon=True)
             for i, (client, share) in enumerate(zip(clients, shares, strict=True))
         ]
+        if options["poll"]:
+            threads += [
+                threading.Thread(target=poll, args=(i, client), daemon=True)
+                for i, client in enumerate(clients)
+            ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        if tally.errors and not tally.calls:
+        if tally.errors and not tally.calls and not options["poll"]:
             raise self.fail(f"No call got through: {tally.errors[0]}")
         summary = {
             "schema": options["schema"] or None,
@@ -271,6 +349,7 @@ class Command(JsonCommand):
             "events": tally.events,
             "recordings": tally.recordings,
             "notes": tally.notes,
+            "dials": tally.dials,
             "known_callers_found": tally.found,
             "outcomes": dict(sorted(tally.outcomes.items())),
             "errors": tally.errors,

@@ -1,0 +1,92 @@
+"""Support staff's view of click-to-calls and of the commands the phones were given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from calls.selectors import agent_names
+from commands.models import Command, Dial
+from tenants.admin_utils import ReadOnlyAdmin
+
+
+@admin.register(Dial)
+class DialAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "phone_number", "user", "device", "status", "line_reason"]
+    list_filter = ["status"]
+    search_fields = ["phone_number", "b24_call_id"]
+    list_select_related = ["device"]
+    readonly_fields = [
+        "created_at",
+        "phone_number",
+        "user",
+        "line_number",
+        "crm_entity_type",
+        "crm_entity_id",
+        "device",
+        "line_reason",
+        "status",
+        "failure",
+        "call_link",
+        "command",
+        "b24_call_id",
+        "closed_at",
+        "attempts",
+        "last_error",
+    ]
+    fields = list(readonly_fields)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        self._names = agent_names(
+            user_ids=list(Dial.objects.values_list("b24_user_id", flat=True).distinct()[:500])
+        )
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="Bitrix24 user")
+    def user(self, obj: Dial) -> str:
+        names = getattr(self, "_names", None) or agent_names(user_ids=[obj.b24_user_id])
+        name = names.get(obj.b24_user_id)
+        return f"{name} (#{obj.b24_user_id})" if name else f"User #{obj.b24_user_id}"
+
+    @admin.display(description="Call")
+    def call_link(self, obj: Dial) -> str:
+        if obj.call_id is None:
+            return "-"
+        url = reverse("admin:calls_call_change", args=[obj.call_id])
+        return format_html('<a href="{}">{}</a>', url, obj.call)
+
+
+@admin.register(Command)
+class CommandAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "type",
+        "device",
+        "phone_number",
+        "status",
+        "delivery_count",
+        "acked_at",
+        "error",
+    ]
+    list_filter = ["type", "status"]
+    search_fields = ["phone_number", "command_id"]
+    list_select_related = ["device"]
+    readonly_fields = [
+        "command_id",
+        "type",
+        "device",
+        "phone_number",
+        "status",
+        "payload",
+        "created_at",
+        "expires_at",
+        "first_delivered_at",
+        "delivery_count",
+        "acked_at",
+        "error",
+    ]
+    fields = list(readonly_fields)
