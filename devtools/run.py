@@ -12,14 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+from bitrix24_sandbox.control import SandboxControl
 from devtools.services import DATA, REPO, database_create_if_missing, services_env
 
 WEB_PORT = int(os.environ.get("SIMTRIX_WEB_PORT", "8000"))
 SANDBOX_PORT = int(os.environ.get("SIMTRIX_SANDBOX_PORT", "8443"))
+# What the demo portal's outbound webhook sends the demo tenant.
+DEMO_EVENTS = ["ONEXTERNALCALLSTART", "ONCRMCONTACTUPDATE", "ONCRMCOMPANYUPDATE", "ONCRMLEADUPDATE"]
 
 
 def _log(message: str) -> None:
@@ -86,6 +90,18 @@ def _wait_for_web(timeout: float = 60) -> None:
     raise SystemExit("the web server did not come up")
 
 
+def _click_once(control: SandboxControl) -> None:
+    """A user clicks a number in the portal once the phones are polling: the demo's dial."""
+    time.sleep(20)
+    try:
+        result = control.click_to_call(5, "+48600111222")
+    except Exception as exc:  # the demo goes on without it
+        _log(f"the demo's click-to-call did not go through: {exc}")
+        return
+    codes = [delivery.get("status_code") for delivery in result.get("deliveries", [])]
+    _log(f"Marta clicked +48600111222 in Bitrix24 (call {result['call_id']}): SIMtrix said {codes}")
+
+
 def main() -> int:
     children: list[subprocess.Popen[str]] = []
 
@@ -112,8 +128,18 @@ def main() -> int:
             bundle = str(_ca_bundle(portal["ca_cert_path"]))
             env["REQUESTS_CA_BUNDLE"] = env["SSL_CERT_FILE"] = bundle
 
-            # The webhook's secret travels in the environment, never in `ps`.
-            demo_env = {**env, "SIMTRIX_BITRIX24_WEBHOOK": portal["webhook_url"]}
+            # Click-to-call: the portal's outbound webhook posts ONEXTERNALCALLSTART (and CRM
+            # edits) to the demo tenant; its token verifies them (README, "Click-to-call").
+            control = SandboxControl(portal["url"], verify=portal["ca_cert_path"])
+            hook = control.add_outbound_webhook(
+                f"http://demo.localhost:{WEB_PORT}/bitrix24/events/", DEMO_EVENTS
+            )
+            # The secrets travel in the environment, never in `ps`.
+            demo_env = {
+                **env,
+                "SIMTRIX_BITRIX24_WEBHOOK": portal["webhook_url"],
+                "SIMTRIX_BITRIX24_EVENTS_TOKEN": hook["application_token"],
+            }
             demo = json.loads(_manage(demo_env, "demo_setup", capture=True))
 
             processes = {
@@ -127,18 +153,23 @@ def main() -> int:
                 _log(f"starting {name}")
                 children.append(subprocess.Popen(command, cwd=REPO, env=env, text=True))
             _wait_for_web()
+            # Both demo phones keep polling for commands, as the bridge app does all day.
             simulate = [
                 sys.executable, "manage.py", "simulate_calls", "--schema", "demo",
-                "--base-url", f"http://demo.localhost:{WEB_PORT}", "--calls", "12",
-                "--token", demo["device_token"],
+                "--base-url", f"http://demo.localhost:{WEB_PORT}", "--calls", "12", "--poll",
+                *[arg for token in demo["device_tokens"] for arg in ("--token", token)],
             ]  # fmt: skip
             children.append(subprocess.Popen(simulate, cwd=REPO, env=env, text=True))
+            threading.Thread(target=_click_once, args=(control,), daemon=True).start()
             _log(
                 "\n\n  SIMtrix is running. Ctrl-C stops everything.\n"
                 f"  Operators' admin:  http://localhost:{WEB_PORT}/admin/\n"
                 f"  Demo tenant admin: http://demo.localhost:{WEB_PORT}/admin/\n"
                 f"  Bridge API docs:   http://demo.localhost:{WEB_PORT}/api/docs/\n"
                 f"  Log in as {demo['username']} / {demo['password']} on both.\n"
+                "  Click-to-call: Marta clicks Anna Kowalska's number in 20 s; click again with\n"
+                f"    curl -sk -X POST {portal['url']}/_sandbox/click_to_call \\\n"
+                '      -d \'{"user_id": 5, "phone_number": "+48600111222"}\'\n'
             )
             while all(child.poll() is None for child in children[:-1]):
                 time.sleep(0.5)

@@ -262,8 +262,17 @@ def test_openapi_schema_describes_every_endpoint_and_error(alpha: Tenant) -> Non
         "/api/bridge/v1/calls/{call_id}/recording/",
         "/api/bridge/v1/calls/{call_id}/notes/",
         "/api/bridge/v1/heartbeat/",
+        "/api/bridge/v1/commands/",
+        "/api/bridge/v1/commands/{command_id}/ack/",
     ]:
         assert endpoint in paths, endpoint
+    poll = paths["/api/bridge/v1/commands/"]["get"]
+    assert [p["name"] for p in poll["parameters"]] == ["wait"]
+    assert {"200", "400", "401", "429"} <= set(poll["responses"])
+    ack = paths["/api/bridge/v1/commands/{command_id}/ack/"]["post"]["responses"]
+    assert {"200", "400", "404", "409"} <= set(ack)
+    command = schema["components"]["schemas"]["Command"]["properties"]
+    assert {"command_id", "type", "expires_at", "phone_number", "call_id", "crm"} <= set(command)
     events = paths["/api/bridge/v1/events/"]["post"]["responses"]
     assert {"200", "201", "400", "401", "409", "413", "415", "429"} <= set(events)
     upload = paths["/api/bridge/v1/calls/{call_id}/recording/"]["put"]["responses"]

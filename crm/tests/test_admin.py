@@ -41,7 +41,7 @@ def _action(client: Client, action: str) -> str:
 @pytest.mark.parametrize(
     "model",
     ["bitrix24connection", "requestlog", "intent", "bitrix24user", "department", "pipeline",
-     "stage", "leadstatus", "leadsource"],
+     "stage", "leadstatus", "leadsource", "inboundevent"],
 )  # fmt: skip
 def test_admin_pages_render(admin_client: Client, model: str) -> None:
     assert admin_client.get(f"/admin/crm/{model}/").status_code == 200
@@ -54,6 +54,40 @@ def test_connection_page_never_shows_the_webhook_secret(admin_client: Client, po
     assert "/rest/1/****/" in page
     assert secret not in page
     assert secret not in admin_client.get(CONNECTION_LIST).content.decode()
+
+
+def test_the_connection_page_shows_the_events_url_and_whether_events_arrive(
+    admin_client: Client,
+) -> None:
+    pk = Bitrix24Connection.objects.get().pk
+    page = admin_client.get(f"{CONNECTION_LIST}{pk}/change/").content.decode()
+    assert "https://alpha.localhost/bitrix24/events/" in page
+    assert "no event received yet" in page
+    assert "not set: events are refused" in page
+    response = admin_client.post(
+        f"{CONNECTION_LIST}{pk}/change/",
+        {
+            "auth_mode": "webhook",
+            "new_webhook_url": "",
+            "oauth_client_id": "",
+            "new_client_secret": "",
+            "new_events_token": "the-outbound-webhooks-token",
+            "oauth_token_url": "https://oauth.bitrix.info/oauth/token/",
+            "rate_plan": "standard",
+            "rate_limit_per_second": "",
+            "rate_limit_burst": "",
+            "lookup_budget_ms": "1500",
+            "lookup_cache_ttl_s": "300",
+        },
+    )
+    assert response.status_code == 302
+    assert Bitrix24Connection.objects.get().events_token == "the-outbound-webhooks-token"
+    event = {"event": "ONCRMDEALUPDATE", "auth[application_token]": "the-outbound-webhooks-token"}
+    assert Client(HTTP_HOST="alpha.localhost").post("/bitrix24/events/", event).status_code == 200
+    page = admin_client.get(f"{CONNECTION_LIST}{pk}/change/").content.decode()
+    assert "last event received" in page
+    assert "stored (hidden)" in page
+    assert "the-outbound-webhooks-token" not in page
 
 
 def test_wrong_webhook_secret_is_shown_clearly(admin_client: Client, portal: Any) -> None:

@@ -13,7 +13,7 @@ from django_tenants.utils import schema_context
 
 from calls.models import Device
 from calls.services import device_register, device_rotate_token
-from crm.services import connection_set_webhook
+from crm.services import connection_set_events_token, connection_set_webhook
 from tenants.management.jsoncommand import JsonCommand
 from tenants.management.secret_input import SecretOption, secret_options_read
 from tenants.models import Tenant
@@ -24,6 +24,11 @@ DEMO_DOMAIN = "demo.localhost"
 # The agents of the sandbox portal's seed who carry the demo phones.
 DEMO_DEVICES = [("Marta's phone", "+48500100200", 5), ("Ewa's phone", "+48500100300", 9)]
 WEBHOOK = SecretOption("--bitrix24-webhook", "SIMTRIX_BITRIX24_WEBHOOK", "Bitrix24 webhook URL")
+EVENTS_TOKEN = SecretOption(
+    "--bitrix24-events-token",
+    "SIMTRIX_BITRIX24_EVENTS_TOKEN",
+    "the application token of the portal's outbound webhook (click-to-call)",
+)
 
 
 class Command(JsonCommand):
@@ -32,13 +37,15 @@ class Command(JsonCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(WEBHOOK.option, default=None, help=WEBHOOK.help)
+        parser.add_argument(EVENTS_TOKEN.option, default=None, help=EVENTS_TOKEN.help)
         parser.add_argument(
             "--state-file", default=str(Path(settings.BASE_DIR) / ".devdata" / "demo.json")
         )
 
     def run(self, **options: Any) -> dict[str, Any]:
         stdin = options.get("stdin") or sys.stdin
-        webhook = secret_options_read(options, [WEBHOOK], stdin=stdin)[WEBHOOK.dest]
+        secrets_read = secret_options_read(options, [WEBHOOK, EVENTS_TOKEN], stdin=stdin)
+        webhook, events_token = secrets_read[WEBHOOK.dest], secrets_read[EVENTS_TOKEN.dest]
         if not webhook:
             raise self.fail(f"The demo needs a webhook: {WEBHOOK.option} - or ${WEBHOOK.variable}.")
         state_file = Path(options["state_file"])
@@ -60,6 +67,8 @@ class Command(JsonCommand):
                 _superuser_ensure(state["username"], state["password"])
         with schema_context(DEMO_SCHEMA):
             connection_set_webhook(webhook_url=webhook)
+            if events_token:
+                connection_set_events_token(token=events_token)
             tokens = []
             for name, number, user_id in DEMO_DEVICES:
                 device = Device.objects.filter(name=name).first()
