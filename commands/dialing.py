@@ -19,10 +19,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from calls.models import Call, CallTransition
+from calls.models import Call, CallEvent, CallTransition
 from calls.selectors import caller_lookup
 from commands.models import Command, Dial
 from commands.selection import line_choose
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 # message is lost.
 CLOSE_LEASE = timedelta(seconds=30)
 CLOSE_MAX_ATTEMPTS = 10
+# A dial the phone acknowledged, but whose call it never reported, is closed after this.
+REPORT_WITHIN = timedelta(minutes=15)
 # What the call records when a click did not connect, and what Bitrix24's call then says.
 _OUTCOME = {
     Dial.Status.NO_PHONE: Call.Outcome.FAILED,
@@ -96,6 +98,30 @@ def dial_start(
     existing = Dial.objects.filter(b24_call_id=b24_call_id).first()
     if existing is not None:
         return existing
+    try:
+        with transaction.atomic():
+            return _dial_make(
+                b24_call_id=b24_call_id,
+                user_id=user_id,
+                phone=phone,
+                line_number=line_number,
+                entity_type=entity_type,
+                entity_id=entity_id,
+            )
+    except IntegrityError:
+        # The same event delivered twice at once: the other delivery made the dial.
+        return Dial.objects.get(b24_call_id=b24_call_id)
+
+
+def _dial_make(
+    *,
+    b24_call_id: str,
+    user_id: int,
+    phone: str,
+    line_number: str,
+    entity_type: str,
+    entity_id: int | None,
+) -> Dial:
     try:
         e164 = phone_to_e164(phone, country=tenant_country())
     except InvalidPhoneNumber:
@@ -178,7 +204,10 @@ def _dial_command_closed(command: Command) -> None:
         return
     if command.status == Command.Status.DONE:
         dial.status = Dial.Status.DIALLED
-        dial.save(update_fields=["status", "updated_at"])
+        # The phone reports the call it placed; if it never does, the dispatcher closes it.
+        dial.next_attempt_at = timezone.now() + REPORT_WITHIN
+        dial.save(update_fields=["status", "next_attempt_at", "updated_at"])
+        tenant_wake(at=dial.next_attempt_at)
         return
     dial.status, why = _BY_COMMAND[Command.Status(command.status)]
     dial.failure = f"{why}: {command.error}"[:300] if command.error else why
@@ -189,6 +218,12 @@ def _dial_command_closed(command: Command) -> None:
 def _close_soon(dial: Dial) -> None:
     """Queues the close (finish in Bitrix24, notify) once this transaction commits."""
     now = timezone.now()
+    if dial.call_id is not None and CallEvent.objects.filter(call_id=dial.call_id).exists():
+        # The phone reported the call after all (an acknowledgement lost, a late one): the
+        # call's own handlers finish it in Bitrix24 as it went.
+        dial.closed_at, dial.next_attempt_at = now, None
+        dial.save(update_fields=["closed_at", "next_attempt_at"])
+        return
     dial.next_attempt_at = now + CLOSE_LEASE  # the dispatcher's, if the task is lost
     dial.save(update_fields=["next_attempt_at"])
     tenant_wake(at=dial.next_attempt_at)
@@ -202,8 +237,6 @@ def _call_ended(dial: Dial, *, at: datetime) -> None:
         return
     outcome = _OUTCOME[Dial.Status(dial.status)]
     call = Call.objects.select_for_update().get(pk=dial.call_id)
-    if call.events.exists():
-        return  # the phone reported the call after all: its events tell how it went
     before = call.status
     Call.objects.filter(pk=call.pk).update(
         status=Call.Status.ENDED, outcome=outcome, ended_at=at, duration_seconds=0
@@ -279,12 +312,14 @@ def dial_close(dial_pk: int) -> str:
 
 @visit_hook("commands")
 def commands_due(now: datetime) -> datetime | None:
-    """The dispatcher's visit: expires what the phones never acknowledged, retries closes."""
+    """The dispatcher's visit: expires what the phones never acknowledged, retries closes,
+    gives up on dialled calls the phone never reported."""
     next_expiry = commands_expire_due(now)
+    _unreported_close(now)
     due = list(
-        Dial.objects.filter(closed_at__isnull=True, next_attempt_at__lte=now).values_list(
-            "pk", flat=True
-        )[:200]
+        Dial.objects.filter(
+            closed_at__isnull=True, next_attempt_at__lte=now, status__in=Dial.FAILURES
+        ).values_list("pk", flat=True)[:200]
     )
     if due:
         Dial.objects.filter(pk__in=due).update(next_attempt_at=now + CLOSE_LEASE)
@@ -297,3 +332,22 @@ def commands_due(now: datetime) -> datetime | None:
         .first()
     )
     return min((at for at in (next_expiry, next_close) if at is not None), default=None)
+
+
+def _unreported_close(now: datetime) -> None:
+    """A dial acknowledged `done` whose call never came: not connected, as far as anyone knows."""
+    with transaction.atomic():
+        stale = list(
+            Dial.objects.select_for_update(skip_locked=True).filter(
+                status=Dial.Status.DIALLED, closed_at__isnull=True, next_attempt_at__lte=now
+            )[:100]
+        )
+        for dial in stale:
+            if dial.call_id is not None and CallEvent.objects.filter(call_id=dial.call_id).exists():
+                dial.closed_at, dial.next_attempt_at = now, None  # reported: the call's own work
+                dial.save(update_fields=["closed_at", "next_attempt_at"])
+                continue
+            dial.status = Dial.Status.FAILED
+            dial.failure = "the phone dialled but never reported the call"
+            dial.save(update_fields=["status", "failure", "updated_at"])
+            _close_soon(dial)

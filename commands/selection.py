@@ -14,9 +14,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import phonenumbers
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from calls.models import Call, Device
+from calls.models import Call, CallEvent, Device
 from tenants.context import tenant_timezone
 
 _NOT_DIGITS = re.compile(r"\D")
@@ -76,8 +77,10 @@ def line_choose(*, user_id: int, phone_e164: str, line_number: str = "") -> Line
     if not devices:
         return LineChoice(None, "none", f"user {user_id} has no active phone in SIMtrix{suffix}")
     by_pk = {device.pk: device for device in devices}
+    # Calls the phones reported (a click that never reached its phone is no call).
+    reported = Exists(CallEvent.objects.filter(call=OuterRef("pk")))
     last = (
-        Call.objects.filter(device_id__in=by_pk, phone_number=phone_e164)
+        Call.objects.filter(reported, device_id__in=by_pk, phone_number=phone_e164)
         .order_by("-started_at", "-pk")
         .values_list("device_id", "started_at")
         .first()

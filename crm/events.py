@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from common.phones import InvalidPhoneNumber, phone_to_e164
@@ -111,7 +112,11 @@ def event_receive(*, form: Iterable[tuple[str, str]]) -> InboundEvent:
     now = timezone.now()
     if not expected or not token or not hmac.compare_digest(token.encode(), expected.encode()):
         if conn is not None:
-            Bitrix24Connection.objects.filter(pk=conn.pk).update(last_event_refused_at=now)
+            # Shown in the admin; written once a minute at most (anyone can post wrong tokens).
+            Bitrix24Connection.objects.filter(pk=conn.pk).filter(
+                Q(last_event_refused_at__isnull=True)
+                | Q(last_event_refused_at__lt=now - timedelta(minutes=1))
+            ).update(last_event_refused_at=now)
         raise EventRefused("The application token is not this tenant's.")
     name = str(body.get("event") or "").strip().upper()
     if not name or len(name) > 64:

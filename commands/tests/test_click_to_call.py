@@ -202,3 +202,29 @@ def test_a_dial_the_phone_never_picks_up_expires_and_is_finished(
         assert Dial.objects.get(b24_call_id=b24_call_id).status == "expired"
     notes = [n for n in alpha_portal.state.notifications.values() if n["USER_ID"] == 5]
     assert any("did not pick up the call in time" in n["MESSAGE"] for n in notes)
+
+
+def test_a_dial_acknowledged_but_never_reported_is_closed_in_the_end(
+    clicked: Callable[..., dict[str, Any]], web_server: int, alpha_portal: Any
+) -> None:
+    with schema_context("alpha"):
+        _, token = device_register(
+            name="Marta's phone", phone_number="+48500100200", bitrix24_user_id=5, country="PL"
+        )
+    b24_call_id = clicked(5)["call_id"]
+    dial = _poll(web_server, token)[0]
+    ack = Bridge(token).post(f"commands/{dial['command_id']}/ack/", {"status": "done"})
+    assert ack.status_code == 200
+    with schema_context("alpha"):
+        record = Dial.objects.get(b24_call_id=b24_call_id)
+        assert record.status == "dialled"
+        assert record.next_attempt_at is not None
+        Dial.objects.filter(pk=record.pk).update(next_attempt_at=timezone.now())
+    finished = _wait(lambda: _finished(alpha_portal, b24_call_id))
+    assert finished["STATISTIC"]["CALL_DURATION"] == 0
+    with schema_context("alpha"):
+        record.refresh_from_db()
+        assert (record.status, record.failure) == (
+            "failed",
+            "the phone dialled but never reported the call",
+        )

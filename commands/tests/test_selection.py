@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from calls.models import Call, Device
+from calls.models import Call, CallEvent, Device
 from calls.services import device_register, device_revoke
 from commands.selection import line_choose
 from tenants.models import Tenant
@@ -22,6 +23,21 @@ def _phone(name: str, number: str, user: int = 5, *, seen_ago_min: int | None = 
         )
         device.refresh_from_db()
     return device
+
+
+def _reported(device: Device, call_id: str, *, at: datetime) -> Call:
+    """A call the phone reported (with its event)."""
+    call = Call.objects.create(device=device, call_id=call_id, phone_number=NUMBER, started_at=at)
+    CallEvent.objects.create(
+        event_id=uuid.uuid4(),
+        device=device,
+        call=call,
+        type="call.started",
+        occurred_at=at,
+        body={},
+        body_hash="x",
+    )
+    return call
 
 
 def test_no_active_phone_is_no_phone_and_says_so(alpha: Tenant) -> None:
@@ -63,12 +79,8 @@ def test_the_phone_that_last_spoke_with_the_number_comes_next(alpha: Tenant) -> 
     german = _phone("German SIM", "+4915112345678", seen_ago_min=90)
     older = _phone("Spare", "+48500100400")
     now = timezone.now()
-    Call.objects.create(
-        device=older, call_id="c-old", phone_number=NUMBER, started_at=now - timedelta(days=9)
-    )
-    Call.objects.create(
-        device=german, call_id="c-new", phone_number=NUMBER, started_at=now - timedelta(days=1)
-    )
+    _reported(older, "c-old", at=now - timedelta(days=9))
+    _reported(german, "c-new", at=now - timedelta(days=1))
     choice = line_choose(user_id=5, phone_e164=NUMBER)
     assert (choice.device, choice.rule) == (german, "last_call")
     assert "German SIM last spoke with this number" in choice.reason
@@ -77,7 +89,7 @@ def test_the_phone_that_last_spoke_with_the_number_comes_next(alpha: Tenant) -> 
 def test_a_call_of_another_users_phone_does_not_count(alpha: Tenant) -> None:
     polish = _phone("Polish SIM", "+48500100200")
     other = _phone("Ewa's SIM", "+4915112345678", user=7)
-    Call.objects.create(device=other, call_id="c-1", phone_number=NUMBER, started_at=timezone.now())
+    _reported(other, "c-1", at=timezone.now())
     choice = line_choose(user_id=5, phone_e164=NUMBER)
     assert (choice.device, choice.rule) == (polish, "same_country")
 
@@ -105,3 +117,14 @@ def test_last_the_phone_seen_most_recently(alpha: Tenant) -> None:
     choice = line_choose(user_id=5, phone_e164="+442071838750")
     assert (choice.device, choice.rule) == (recent, "most_recent")
     assert "Czech SIM was seen most recently" in choice.reason
+
+
+def test_a_click_that_never_reached_its_phone_is_no_call_with_the_number(alpha: Tenant) -> None:
+    polish = _phone("Polish SIM", "+48500100200")
+    czech = _phone("Czech SIM", "+420601123456")
+    # Made when a click chose the Czech phone; the phone never reported it.
+    Call.objects.create(
+        device=czech, call_id="b24-x", phone_number=NUMBER, started_at=timezone.now()
+    )
+    choice = line_choose(user_id=5, phone_e164=NUMBER)
+    assert (choice.device, choice.rule) == (polish, "same_country")
