@@ -1,7 +1,13 @@
 """gunicorn's settings for the web process (`gunicorn -c gunicorn.conf.py simtrix.wsgi`).
 
-Threads: a ringing call's lookup waits for Bitrix24 (up to the tenant's lookup budget) without
-holding a whole worker; bench/bridge_events.py measured 4 workers x 4 threads.
+Threads: every phone keeps a long poll for commands open (commands.api.views), and a waiting
+poll holds a thread (not a database connection); a ringing call's lookup waits for Bitrix24 (up
+to the tenant's lookup budget) in a thread too. Threads cost memory only when used (about 160 KB
+a waiting phone), so the default is 4 workers x 150 threads: 600 phones waiting at once with room
+for the calls' requests. Size GUNICORN_THREADS as phones / GUNICORN_WORKERS plus a margin: with
+fewer threads than waiting phones, polls take every thread and the bridge's events queue behind
+them (bench/commands_longpoll.py: 4 x 4 delivered 61 of 600 commands to 500 phones; 2 x 300 all
+of them, p99 0.2-0.6 s). bench/bridge_events.py measured the calls' requests at 4 x 4.
 
 Metrics: each worker keeps its values in files of PROMETHEUS_MULTIPROC_DIR, named by host and pid
 (common.metrics_files), which /metrics adds up. The directory must be known before
@@ -36,7 +42,7 @@ from simtrix.logs import logging_config  # noqa: E402
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "150"))
 # A bridge request is over in a few seconds (the lookup budget); a recording upload may take
 # longer on a slow phone line.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))

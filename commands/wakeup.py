@@ -6,10 +6,11 @@ that process waiting for the device: however many phones wait, a process holds o
 connection, and a waiting poll holds no database connection and no Redis connection of its own.
 
 Redis only wakes; the database decides. A poll checks the database after registering its wait
-(so a command created in between is not missed), after every wake, and every few seconds anyway.
-While the listener is not subscribed (Redis down or restarting), polls check the database every
-half second, and when it subscribes again it wakes every poll, since wakes published meanwhile
-were lost.
+(so a command created in between is not missed), after every wake, and every
+SIMTRIX_COMMANDS_CHECK_SECONDS (by default never within one poll: a wake lost on its way waits
+for the phone's next poll). While the listener is not subscribed (Redis down or restarting),
+polls check the database every half second, and when it subscribes again it wakes every poll,
+since wakes published meanwhile were lost.
 """
 
 from __future__ import annotations

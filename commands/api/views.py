@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import logging
 import time
+import uuid
 
-from django.db import connection
+from django.db import OperationalError, connection
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
@@ -29,7 +30,7 @@ from commands.services import (
 from commands.wakeup import wake_watch
 from tenants.connection import tenant_connection
 
-_UUID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
+logger = logging.getLogger(__name__)
 
 
 class AckConflict(APIException):
@@ -54,7 +55,13 @@ def commands_wait(*, device_id: int, wait_s: float) -> list[Command]:
     with wake_watch(schema=tenant_connection.schema_name, device_id=device_id) as watch:
         while True:
             # Watching from before this read: a command made after it wakes the watch.
-            commands = commands_deliver(device_id=device_id)
+            try:
+                commands = commands_deliver(device_id=device_id)
+            except OperationalError:
+                # No connection now (the server is full, or restarting): a phone that was only
+                # waiting gets "nothing yet" rather than a 500, and asks again.
+                logger.warning("commands poll of device %s: database unavailable", device_id)
+                commands = []
             remaining = deadline - time.monotonic()
             if commands or remaining <= 0:
                 return commands
@@ -115,8 +122,10 @@ class CommandAckView(BridgeView):
         },
     )
     def post(self, request: Request, command_id: str) -> Response:
-        if not _UUID.fullmatch(command_id):
-            raise NotFound("This device has no command with that command_id.")
+        try:
+            uuid.UUID(command_id)
+        except ValueError:
+            raise NotFound("This device has no command with that command_id.") from None
         serializer = AckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
