@@ -18,7 +18,7 @@ from pytest_django import Settings
 
 from calls.models import Device
 from calls.services import device_register
-from commands import services
+from commands import services, wakeup
 from commands.models import Command
 from commands.services import command_create
 from crm.redis_client import get_redis
@@ -158,3 +158,22 @@ def test_a_poll_with_wait_zero_answers_at_once(committed_db: Callable, web_serve
     assert response.json() == {"commands": []}
     assert time.monotonic() - started < 5
     assert settings.SIMTRIX_COMMANDS_CHECK_SECONDS == 30
+
+
+def test_with_redis_gone_a_waiting_poll_finds_the_command_in_the_database_within_a_second(
+    committed_db: Callable, web_server: int, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process's listener cannot reach Redis (nothing listens on port 9): polls read the
+    # database every half second instead of waiting for a wake that cannot come.
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    monkeypatch.setattr(wakeup, "_listener", wakeup._Listener())
+    monkeypatch.setattr(services, "wake_publish", lambda **kwargs: None)
+    device, token = _device(committed_db)
+    poll = _Poll(web_server, token, wait=25)
+    poll.start()
+    time.sleep(1.5)
+    assert not wakeup._listener.subscribed
+    command = _dial(device)
+    made = time.monotonic()
+    assert [c["command_id"] for c in poll.commands()] == [str(command.command_id)]
+    assert time.monotonic() - made < 3
