@@ -19,13 +19,14 @@ from pytest_django import Settings
 from calls.models import Device
 from calls.services import device_register
 from commands import services, wakeup
-from commands.models import Command
+from commands.models import Command, Dial
 from commands.services import command_create
 from crm.redis_client import get_redis
 
 
 def _wipe() -> None:
     with schema_context("alpha"):
+        Dial.objects.all().delete()
         Command.objects.all().delete()
         Device.objects.filter(name__startswith="poll-").delete()
 

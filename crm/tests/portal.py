@@ -10,7 +10,8 @@
     The sandbox reset to its seed (no faults, standard rate limit), tenant ``alpha`` connected to
     it through the admin webhook (user 1) with default settings, alpha's directory synced
     (users, pipelines, stages, lead statuses, sources, CRM fields), alpha's cached lookups and
-    the portal's limiter cleared, and both request logs emptied (the sandbox's and alpha's
+    the portal's limiter cleared, no event handlers bound (apps' or outbound webhooks'), and both
+    request logs emptied (the sandbox's and alpha's
     ``RequestLog``, with alpha's ``Intent`` rows), so a test counts only its own requests
     (``portal.state.query_requests()``; ``in_batch=False`` for HTTP requests). Returns the
     portal. Works with ``db`` (its writes are rolled back with the test) and with
@@ -98,6 +99,10 @@ def alpha_portal(sandbox_portal: Any, tenants: Any, django_db_blocker: Any) -> I
         portal_connect(sandbox_portal)
     with sandbox_portal.state.lock:
         sandbox_portal.state.requests.clear()
+        # reset() keeps these as credentials: an earlier test's event handlers (an OAuth app's
+        # bindings, an outbound webhook) must not receive this test's events.
+        sandbox_portal.state.event_handlers.clear()
+        sandbox_portal.state.outbound_webhooks.clear()
     yield sandbox_portal
     if committed:
         with django_db_blocker.unblock():
