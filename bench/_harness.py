@@ -11,12 +11,15 @@ it is flushed).
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +35,40 @@ def _server_url() -> str:
     return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+def with_db(url: str, name: str) -> str:
+    """The database URL `url` with another database name."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_drop(name: str) -> None:
+    """Drops a benchmark's throwaway database on DATABASE_URL's server, connections and all."""
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(with_db(os.environ["DATABASE_URL"], "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def server_wait_up(port: int, *, host: str, token: str, timeout: float = 60) -> None:
+    """Waits until the web server on `port` answers the bridge's ping for `host`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/bridge/v1/ping/",
+                         headers={"Host": host, "Authorization": f"Bearer {token}"})  # fmt: skip
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("gunicorn did not come up")
 
 
 @contextmanager
@@ -44,12 +78,12 @@ def throwaway_environment(
     """Creates the database, provisions `tenants` tenants connected to a sandbox (and
     `bare_tenants` more with no Bitrix24: then all made by _schemas_clone); yields it."""
     name = f"simtrix_bench_{secrets.token_hex(4)}"
-    admin_url = _with_db(_server_url(), "postgres")
+    admin_url = with_db(_server_url(), "postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     ca_bundle = os.path.join(tempfile.gettempdir(), f"simtrix-bench-ca-{os.getpid()}.pem")
     os.environ.update(
-        DATABASE_URL=_with_db(_server_url(), name),
+        DATABASE_URL=with_db(_server_url(), name),
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench"),
         # Settings require a key with DJANGO_DEBUG off; this one is base64 of 32 public bytes.

@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -41,20 +40,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from bench._harness import database_drop, free_port, server_wait_up, with_db
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "bench.localhost"
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _setup(devices: int, ringing: int = 0) -> tuple[str, list[str]]:
@@ -64,10 +54,10 @@ def _setup(devices: int, ringing: int = 0) -> tuple[str, list[str]]:
 
     server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     name = f"simtrix_bench_events_{secrets.token_hex(3)}"
-    with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_db(server, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     os.environ.update(
-        DATABASE_URL=_with_db(server, name),
+        DATABASE_URL=with_db(server, name),
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"),
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench-secret"),
         # Settings require a key with DJANGO_DEBUG off; this one is base64 of 32 public bytes.
@@ -155,16 +145,6 @@ def _calls_start_part(job: tuple[list[int], int, int]) -> None:
                 call_event_receive(
                     device=device, event=serializer.facts(), call_id=call_id, raw=raw, lookup=True
                 )
-
-
-def _drop(name: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    server = os.environ["DATABASE_URL"]
-    with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- Load generation (runs in client processes) -----------------------------------------------
@@ -320,7 +300,7 @@ def main() -> int:
 
     per_round = options.ringing or int(options.seconds * 25) + 10
     database, tokens = _setup(options.devices, ringing=per_round * options.rounds)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "simtrix.wsgi:application", "-b", f"127.0.0.1:{port}",
          "-w", str(options.workers), "-k", "gthread", "--threads", str(options.threads),
@@ -329,7 +309,7 @@ def main() -> int:
     )  # fmt: skip
     load = os.getloadavg()[0]
     try:
-        _wait_up(port, tokens[0])
+        server_wait_up(port, host=HOST, token=tokens[0])
         context = multiprocessing.get_context("fork")
         with context.Pool(2) as pool:
             _drive(pool, port, tokens, "closed", "ping", 2, 0)  # warm-up: connections, caches
@@ -348,7 +328,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
-        _drop(database)
+        database_drop(database)
     _report(options, load, rounds, ping_paced, events_paced, rate * len(tokens))
     return 0
 
@@ -411,20 +391,6 @@ def _report(  # noqa: PLR0917
     later_p99 = events_paced["later"]["p99_ms"]
     print(f"paced (asked {asked:.0f}/s, sent {sent:.0f}/s): "
           f"answered/ended p99 = {later_p99:.1f} ms (target < 50 ms)")  # fmt: skip
-
-
-def _wait_up(port: int, token: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/bridge/v1/ping/",
-                         headers={"Host": HOST, "Authorization": f"Bearer {token}"})  # fmt: skip
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("gunicorn did not come up")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,11 +69,17 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil  # type: ignore[import-untyped]  # no stubs installed (types-psutil)
 
-from bench._harness import percentile, table
+from bench._harness import (
+    database_drop,
+    free_port,
+    percentile,
+    server_wait_up,
+    table,
+    with_db,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "bench.localhost"
@@ -86,16 +91,6 @@ ACK_TIMEOUT_S = 30
 DRAIN_S = WAIT_S + 5
 
 
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- The database (the bench process) ---------------------------------------------------------
 
 
@@ -105,10 +100,10 @@ def _setup(devices: int) -> tuple[str, list[str], list[int]]:
 
     server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     name = f"simtrix_bench_longpoll_{secrets.token_hex(3)}"
-    with psycopg.connect(_with_db(server, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_db(server, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     os.environ.update(
-        DATABASE_URL=_with_db(server, name),
+        DATABASE_URL=with_db(server, name),
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
         DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench-secret"),
         # Settings require a key with DJANGO_DEBUG off; this one is base64 of 32 public bytes.
@@ -157,15 +152,6 @@ def _setup(devices: int) -> tuple[str, list[str], list[int]]:
             pks.append(device.pk)
     connection.close()
     return name, tokens, pks
-
-
-def _drop(name: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(_with_db(os.environ["DATABASE_URL"], "postgres"), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _fresh_start() -> None:
@@ -462,23 +448,6 @@ def _server_stop(server: Any) -> None:
         server.wait(timeout=10)
 
 
-def _wait_up(port: int, token: str, timeout: float = 60) -> None:
-    import http.client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/bridge/v1/ping/",
-                         headers={"Host": HOST, "Authorization": f"Bearer {token}"})  # fmt: skip
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("gunicorn did not come up")
-
-
 def _warm(port: int, token: str, requests: int) -> None:
     """A few requests on new connections, so that every worker has served one."""
     import http.client
@@ -597,7 +566,7 @@ def _run(
     label = _label(model, options)
     print(f"\n== {label}: {devices} phones", flush=True)
     _fresh_start()
-    port = _free_port()
+    port = free_port()
     handle, name = tempfile.mkstemp(prefix=f"simtrix-bench-{model}-", suffix=".log")
     os.close(handle)
     log_path = Path(name)
@@ -611,7 +580,7 @@ def _run(
     with log_path.open("wb") as log:
         server = _server_start(model, port, options, log)
         try:
-            _wait_up(port, tokens[0])
+            server_wait_up(port, host=HOST, token=tokens[0])
             _warm(port, tokens[0], 4 * options.workers)
             _fresh_start()  # the warm-up's device is seen again only by its phone
             # The bench's connections, before the phones' load could leave none.
@@ -912,7 +881,7 @@ def main() -> int:
         for model in models:
             results.append(_run(model, options, tokens, pks, database))
     finally:
-        _drop(database)
+        database_drop(database)
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     _report(options, results, load)
     return 0

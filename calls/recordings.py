@@ -27,6 +27,7 @@ from calls.models import Call, CallRecording, CallTransition
 from calls.selectors import call_settings_get
 from scenarios.choices import InternalAction
 from scenarios.outbox import run_plan
+from tenants.fanout import task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,10 @@ def call_recording_store(
 def _queue_conversion(recording_id: int, version: int) -> None:
     from calls.tasks import recording_convert_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    recording_convert_task.delay(recording_id, version)
+    # Lost with the broker, it is done when the recording is attached (recording_bitrix24_file).
+    task_queue(
+        recording_convert_task, recording_id, version, what=f"recording {recording_id}'s conversion"
+    )
 
 
 def _files_delete(names: list[str]) -> None:

@@ -14,7 +14,6 @@ in a Bitrix24 notification; the call page says so too.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,13 +30,13 @@ from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.domain import CrmObject
 from crm.errors import Bitrix24Error
 from crm.events import event_handler
+from crm.mapping import domain_type
 from crm.models import InboundEvent
 from crm.services import crm_call_finish, crm_notify
 from tenants.connection import tenant_connection
 from tenants.context import tenant_country
+from tenants.fanout import task_queue
 from tenants.wake import tenant_wake, visit_hook
-
-logger = logging.getLogger(__name__)
 
 # A failed dial's close is retried with this backoff; the dispatcher takes it up if its task
 # message is lost.
@@ -45,6 +44,10 @@ CLOSE_LEASE = timedelta(seconds=30)
 CLOSE_MAX_ATTEMPTS = 10
 # A dial the phone acknowledged, but whose call it never reported, is closed after this.
 REPORT_WITHIN = timedelta(minutes=15)
+# A click taken up later than this (a worker backlog, an outage) is not dialled: the user has
+# long stopped waiting at the call page, and a phone ringing out of the blue minutes later
+# helps nobody. The dial command's own TTL.
+CLICK_STALE_AFTER = timedelta(seconds=60)
 # What the call records when a click did not connect, and what Bitrix24's call then says.
 _OUTCOME = {
     Dial.Status.NO_PHONE: Call.Outcome.FAILED,
@@ -73,13 +76,19 @@ def external_call_start(event: InboundEvent) -> dict[str, Any]:
     if not b24_call_id:
         return {"skipped": "no CALL_ID"}
     entity_id = _data(event, "CRM_ENTITY_ID")
+    # "CONTACT" → "contact", as every call stores it; a type SIMtrix does not log to, none.
+    entity_type = domain_type(_data(event, "CRM_ENTITY_TYPE")) or ""
+    late = timezone.now() - event.received_at
     dial = dial_start(
         b24_call_id=b24_call_id[:100],
+        late_s=int(late.total_seconds()) if late > CLICK_STALE_AFTER else None,
         user_id=user_id,
         phone=_data(event, "PHONE_NUMBER_INTERNATIONAL") or _data(event, "PHONE_NUMBER"),
         line_number=_data(event, "LINE_NUMBER")[:64],
-        entity_type=_data(event, "CRM_ENTITY_TYPE").upper()[:16],
-        entity_id=int(entity_id) if entity_id.isdigit() and int(entity_id) > 0 else None,
+        entity_type=entity_type,
+        entity_id=int(entity_id)
+        if entity_type and entity_id.isdigit() and int(entity_id) > 0
+        else None,
     )
     return {"dial": dial.pk, "status": dial.status, "device": dial.device_id}
 
@@ -92,22 +101,23 @@ def dial_start(
     line_number: str = "",
     entity_type: str = "",
     entity_id: int | None = None,
+    late_s: int | None = None,
 ) -> Dial:
     """Picks the phone and sends it the dial, once per Bitrix24 call (an event delivered twice
-    finds its dial)."""
+    finds its dial). A click `late_s` seconds old is closed as expired instead."""
     existing = Dial.objects.filter(b24_call_id=b24_call_id).first()
     if existing is not None:
         return existing
     try:
-        with transaction.atomic():
-            return _dial_make(
-                b24_call_id=b24_call_id,
-                user_id=user_id,
-                phone=phone,
-                line_number=line_number,
-                entity_type=entity_type,
-                entity_id=entity_id,
-            )
+        return _dial_make(
+            b24_call_id=b24_call_id,
+            user_id=user_id,
+            phone=phone,
+            line_number=line_number,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            late_s=late_s,
+        )
     except IntegrityError:
         # The same event delivered twice at once: the other delivery made the dial.
         return Dial.objects.get(b24_call_id=b24_call_id)
@@ -121,15 +131,19 @@ def _dial_make(
     line_number: str,
     entity_type: str,
     entity_id: int | None,
+    late_s: int | None,
 ) -> Dial:
     try:
         e164 = phone_to_e164(phone, country=tenant_country())
     except InvalidPhoneNumber:
         e164 = ""
     choice = (
-        line_choose(user_id=user_id, phone_e164=e164, line_number=line_number) if e164 else None
+        line_choose(user_id=user_id, phone_e164=e164, line_number=line_number)
+        if e164 and late_s is None
+        else None
     )
-    # Who the number is, for the phone's screen (outside the transaction: Bitrix24 may be slow).
+    # Who the number is, for the phone's screen (before the dial's transaction, whose savepoint
+    # a twin delivery's unique b24_call_id rolls back: Bitrix24 may be slow).
     crm: CrmObject = (
         caller_lookup(phone_number=e164, budget_s=None)
         if choice and choice.device
@@ -144,14 +158,20 @@ def _dial_make(
             crm_entity_type=entity_type,
             crm_entity_id=entity_id,
         )
+        if late_s is not None:
+            dial.status = Dial.Status.EXPIRED
+            dial.failure = f"the click reached SIMtrix {late_s} s late, too late to dial"
+            dial.save()
+            _close_soon(dial)
+            return dial
         if choice is None or choice.device is None:
             dial.status = Dial.Status.NO_PHONE
             dial.line_reason = (choice.reason if choice else "")[:300]
             dial.failure = (
-                f"the number {phone!r} cannot be dialled" if not e164 else "no usable phone"
+                f"no usable phone: {choice.reason}"[:300]
+                if choice is not None
+                else f"the number {phone!r} cannot be dialled"
             )
-            if choice is not None:
-                dial.failure = f"no usable phone: {choice.reason}"[:300]
             dial.save()
             _close_soon(dial)
             return dial
@@ -215,14 +235,22 @@ def _dial_command_closed(command: Command) -> None:
     _close_soon(dial)
 
 
+def _reported(dial: Dial) -> bool:
+    """The phone reported the dial's call: the call's own handlers finish it in Bitrix24."""
+    return dial.call_id is not None and CallEvent.objects.filter(call_id=dial.call_id).exists()
+
+
+def _closed_as_reported(dial: Dial, *, at: datetime) -> None:
+    dial.closed_at, dial.next_attempt_at = at, None
+    dial.save(update_fields=["closed_at", "next_attempt_at"])
+
+
 def _close_soon(dial: Dial) -> None:
     """Queues the close (finish in Bitrix24, notify) once this transaction commits."""
     now = timezone.now()
-    if dial.call_id is not None and CallEvent.objects.filter(call_id=dial.call_id).exists():
-        # The phone reported the call after all (an acknowledgement lost, a late one): the
-        # call's own handlers finish it in Bitrix24 as it went.
-        dial.closed_at, dial.next_attempt_at = now, None
-        dial.save(update_fields=["closed_at", "next_attempt_at"])
+    if _reported(dial):
+        # After all (an acknowledgement lost, a late one): it went as its events say.
+        _closed_as_reported(dial, at=now)
         return
     dial.next_attempt_at = now + CLOSE_LEASE  # the dispatcher's, if the task is lost
     dial.save(update_fields=["next_attempt_at"])
@@ -254,10 +282,7 @@ def _call_ended(dial: Dial, *, at: datetime) -> None:
 def _queue_close(dial_pk: int) -> None:
     from commands.tasks import dial_close_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    try:
-        dial_close_task.apply_async((dial_pk,))
-    except Exception as exc:  # the broker is down: the dispatcher takes it up
-        logger.warning("dial %s close not queued (taken up later): %s", dial_pk, exc)
+    task_queue(dial_close_task, dial_pk, what=f"the close of dial {dial_pk}")
 
 
 def _message(dial: Dial) -> str:
@@ -265,7 +290,12 @@ def _message(dial: Dial) -> str:
 
 
 def dial_close(dial_pk: int) -> str:
-    """Finishes a failed click's Bitrix24 call (not connected) and tells the user why; once."""
+    """Finishes a failed click's Bitrix24 call (not connected) and tells the user why; once.
+
+    Claimed in a short transaction (the lease keeps the dispatcher off it), Bitrix24 asked
+    with no row locked, the outcome written in another: a slow portal holds no lock that the
+    phone's events for the same call would wait on. Both requests carry intent keys, so a close
+    run twice (a task delivered twice) reaches Bitrix24 once."""
     with transaction.atomic():
         dial = (
             Dial.objects.select_for_update(skip_locked=True)
@@ -274,35 +304,45 @@ def dial_close(dial_pk: int) -> str:
         )
         if dial is None:
             return "nothing to close"
+        if _reported(dial):
+            # The phone did place the call after all (its acknowledgement was lost or late):
+            # the call's own handlers finish it in Bitrix24, with what really happened.
+            _closed_as_reported(dial, at=timezone.now())
+            return "reported"
         dial.attempts += 1
-        try:
-            crm_call_finish(
-                intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:finish",
-                b24_call_id=dial.b24_call_id,
-                user_id=dial.b24_user_id,
-                duration_s=0,
-                outcome=_OUTCOME[Dial.Status(dial.status)],
-                failed_reason=dial.failure[:200],
-            )
-            crm_notify(
-                user_id=dial.b24_user_id,
-                message=_message(dial),
-                intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:notify",
-            )
-        except Bitrix24Error as exc:
-            dial.last_error = exc.display()[:300]
-            if exc.transient and dial.attempts < CLOSE_MAX_ATTEMPTS:
-                delay = min(600, 10 * 2 ** (dial.attempts - 1))
-                dial.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-                dial.save(update_fields=["attempts", "last_error", "next_attempt_at"])
+        dial.next_attempt_at = timezone.now() + CLOSE_LEASE
+        dial.save(update_fields=["attempts", "next_attempt_at"])
+        tenant_wake(at=dial.next_attempt_at)
+    try:
+        crm_call_finish(
+            intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:finish",
+            b24_call_id=dial.b24_call_id,
+            user_id=dial.b24_user_id,
+            duration_s=0,
+            outcome=_OUTCOME[Dial.Status(dial.status)],
+            failed_reason=dial.failure[:200],
+        )
+        crm_notify(
+            user_id=dial.b24_user_id,
+            message=_message(dial),
+            intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:notify",
+        )
+    except Bitrix24Error as exc:
+        dial.last_error = exc.display()[:300]
+        if exc.transient and dial.attempts < CLOSE_MAX_ATTEMPTS:
+            delay = min(600, 10 * 2 ** (dial.attempts - 1))
+            dial.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+            with transaction.atomic():
+                dial.save(update_fields=["last_error", "next_attempt_at"])
                 tenant_wake(at=dial.next_attempt_at)
-                return "retry"
-            dial.closed_at, dial.next_attempt_at = timezone.now(), None
-            dial.save(update_fields=["attempts", "last_error", "closed_at", "next_attempt_at"])
-            return "failed"
-        now = timezone.now()
-        dial.closed_at, dial.next_attempt_at, dial.last_error = now, None, ""
-        dial.save(update_fields=["attempts", "last_error", "closed_at", "next_attempt_at"])
+            return "retry"
+        dial.closed_at, dial.next_attempt_at = timezone.now(), None
+        dial.save(update_fields=["last_error", "closed_at", "next_attempt_at"])
+        return "failed"
+    now = timezone.now()
+    dial.closed_at, dial.next_attempt_at, dial.last_error = now, None, ""
+    with transaction.atomic():
+        dial.save(update_fields=["last_error", "closed_at", "next_attempt_at"])
         if dial.call_id is not None:
             Call.objects.filter(pk=dial.call_id, b24_finished_at__isnull=True).update(
                 b24_finished_at=now
@@ -343,9 +383,8 @@ def _unreported_close(now: datetime) -> None:
             )[:100]
         )
         for dial in stale:
-            if dial.call_id is not None and CallEvent.objects.filter(call_id=dial.call_id).exists():
-                dial.closed_at, dial.next_attempt_at = now, None  # reported: the call's own work
-                dial.save(update_fields=["closed_at", "next_attempt_at"])
+            if _reported(dial):
+                _closed_as_reported(dial, at=now)
                 continue
             dial.status = Dial.Status.FAILED
             dial.failure = "the phone dialled but never reported the call"

@@ -8,7 +8,6 @@ sync failed (a sync with nothing to change makes no request).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db import transaction
@@ -17,9 +16,7 @@ from django.dispatch import receiver
 
 from calls.models import Device
 from crm.lines import LinesSynced, lines_sync
-from tenants.connection import tenant_connection
-
-logger = logging.getLogger(__name__)
+from tenants.fanout import task_queue
 
 
 def lines_wanted() -> dict[str, str]:
@@ -41,15 +38,8 @@ def lines_sync_devices(*, force: bool = False) -> LinesSynced:
 def lines_sync_later() -> None:
     from commands.tasks import lines_sync_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    schema = tenant_connection.schema_name
-
-    def queue() -> None:
-        try:
-            lines_sync_task.apply_async(countdown=2)
-        except Exception as exc:  # the hourly sync catches up
-            logger.warning("external lines of %s not queued: %s", schema, exc)
-
-    transaction.on_commit(queue)
+    # The hourly sync catches up if this is lost.
+    transaction.on_commit(lambda: task_queue(lines_sync_task, what="external lines", countdown=2))
 
 
 @receiver(post_save, sender=Device, dispatch_uid="commands.lines.device_saved")

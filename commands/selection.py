@@ -58,19 +58,25 @@ def _best(devices: list[Device]) -> Device:
 def line_choose(*, user_id: int, phone_e164: str, line_number: str = "") -> LineChoice:
     devices = list(Device.objects.filter(bitrix24_user_id=user_id, revoked_at__isnull=True))
     notes: list[str] = []
-    if line_number and _digits(line_number):
-        line = next(
+    wanted = _digits(line_number)
+    if wanted:
+        # The user's own phones first: the line is one of them unless the user picked a
+        # colleague's; only then are the others looked through, for the reason shown.
+        line = next((d for d in devices if _digits(d.phone_number) == wanted), None)
+        if line is not None:
+            return LineChoice(line, "chosen_line", f"the line chosen in Bitrix24 ({line.name})")
+        other = next(
             (
                 device
                 for device in Device.objects.filter(revoked_at__isnull=True)
-                if _digits(device.phone_number) == _digits(line_number)
+                .exclude(bitrix24_user_id=user_id)
+                .only("name", "phone_number")
+                if _digits(device.phone_number) == wanted
             ),
             None,
         )
-        if line is not None and line.bitrix24_user_id == user_id:
-            return LineChoice(line, "chosen_line", f"the line chosen in Bitrix24 ({line.name})")
-        if line is not None:
-            notes.append(f"line {line_number} is another user's phone ({line.name})")
+        if other is not None:
+            notes.append(f"line {line_number} is another user's phone ({other.name})")
         else:
             notes.append(f"line {line_number} is not one of SIMtrix's phones")
     suffix = f" ({'; '.join(notes)})" if notes else ""

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from calls.models import Device
-from commands.models import Command
+from commands.models import Command, Dial
 from commands.wakeup import wake_publish
 from common.metrics import COMMANDS_CLOSED
 from tenants.connection import tenant_connection
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 # The contract: a dial expires 60 s after it was made, an SMS after 24 h; a poll gets 20 at most.
 TTL = {Command.Type.DIAL: timedelta(seconds=60), Command.Type.SEND_SMS: timedelta(hours=24)}
 POLL_LIMIT = 20
+# Commands one dispatcher visit expires at most (more are left for the next visit, at once).
+EXPIRE_BATCH = 500
+# How long what the phones were told stays in the audit trail (the calls themselves stay).
+RETENTION_DAYS = 90
 ACK_STATUSES = (Command.Status.DONE, Command.Status.FAILED, Command.Status.REJECTED)
 
 ClosedHandler = Callable[[Command], None]
@@ -85,19 +90,11 @@ def commands_deliver(*, device_id: int) -> list[Command]:
         ).order_by("created_at", "pk")[:POLL_LIMIT]
     )
     if commands:
-        pks = [command.pk for command in commands]
-        Command.objects.filter(pk__in=pks).update(delivery_count=F("delivery_count") + 1)
-        Command.objects.filter(pk__in=pks, first_delivered_at__isnull=True).update(
-            first_delivered_at=now
+        Command.objects.filter(pk__in=[command.pk for command in commands]).update(
+            delivery_count=F("delivery_count") + 1,
+            first_delivered_at=Coalesce("first_delivered_at", Value(now)),
         )
     return commands
-
-
-def command_for_device(*, device: Device, command_id: str) -> Command:
-    command = Command.objects.filter(device=device, command_id=command_id).first()
-    if command is None:
-        raise CommandNotFound(command_id)
-    return command
 
 
 def command_ack(*, device: Device, command_id: str, status: str, error: str = "") -> Command:
@@ -136,11 +133,11 @@ def commands_expire_due(now: datetime) -> datetime | None:
         due = list(
             Command.objects.select_for_update(skip_locked=True).filter(
                 status=Command.Status.PENDING, expires_at__lte=now
-            )[:500]
+            )[:EXPIRE_BATCH]
         )
         for command in due:
             _close(command, status=Command.Status.EXPIRED, at=now)
-    if len(due) == 500:
+    if len(due) == EXPIRE_BATCH:
         return now
     return (
         Command.objects.filter(status=Command.Status.PENDING)
@@ -148,6 +145,23 @@ def commands_expire_due(now: datetime) -> datetime | None:
         .values_list("expires_at", flat=True)
         .first()
     )
+
+
+def commands_prune(*, older_than_days: int = RETENTION_DAYS) -> dict[str, int]:
+    """Deletes the commands, and the click-to-calls, of more than `older_than_days` ago that
+    are over (closed, acknowledged, expired); the calls they made stay. Hourly."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    dials, _ = (
+        Dial.objects.filter(created_at__lt=cutoff)
+        .filter(Q(closed_at__isnull=False) | Q(status=Dial.Status.DIALLED))
+        .delete()
+    )
+    commands, _ = (
+        Command.objects.filter(created_at__lt=cutoff, dial__isnull=True)
+        .exclude(status=Command.Status.PENDING)
+        .delete()
+    )
+    return {"dials": dials, "commands": commands}
 
 
 def command_resource(command: Command) -> dict[str, Any]:

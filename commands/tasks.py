@@ -8,6 +8,7 @@ from celery import Task, shared_task
 
 from commands.dialing import dial_close
 from commands.lines import lines_sync_devices
+from commands.services import commands_prune
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured
 from tenants.fanout import in_tenant_schema, tenants_each
 
@@ -22,8 +23,10 @@ def dial_close_task(dial_pk: int) -> str:
     name="commands.lines_sync", bind=True, max_retries=4, soft_time_limit=60, ignore_result=True
 )
 def lines_sync_task(self: Task) -> dict | None:
+    """The hourly upkeep: the tenant's external lines checked, old commands pruned."""
     if not in_tenant_schema("commands.lines_sync"):
         return None
+    commands_prune()
     try:
         return vars(lines_sync_devices())
     except Bitrix24NotConfigured:

@@ -15,8 +15,6 @@ since wakes published meanwhile were lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -69,14 +67,9 @@ class Watch:
 
     channel: str
     _event: threading.Event = field(default_factory=threading.Event)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _async_event: asyncio.Event | None = None
 
     def _wake(self) -> None:
         self._event.set()
-        if self._loop is not None and self._async_event is not None:
-            with contextlib.suppress(RuntimeError):  # the poll's loop is closed: it is gone
-                self._loop.call_soon_threadsafe(self._async_event.set)
 
     def _check_every(self) -> float:
         if not _listener.subscribed:
@@ -86,24 +79,6 @@ class Watch:
     def wait(self, timeout: float) -> bool:
         """Blocks until woken or `timeout` (capped at the next database check); True if woken."""
         woken = self._event.wait(max(0.0, min(timeout, self._check_every())))
-        self._event.clear()
-        return woken
-
-    async def wait_async(self, timeout: float) -> bool:
-        """As `wait`, for a poll served by an async view (no thread held while it waits)."""
-        if self._async_event is None:
-            self._loop = asyncio.get_running_loop()
-            self._async_event = asyncio.Event()
-            if self._event.is_set():
-                self._async_event.set()
-        try:
-            await asyncio.wait_for(
-                self._async_event.wait(), max(0.0, min(timeout, self._check_every()))
-            )
-            woken = True
-        except TimeoutError:
-            woken = False
-        self._async_event.clear()
         self._event.clear()
         return woken
 
@@ -130,11 +105,6 @@ class _Listener:
                 watches.discard(watch)
                 if not watches:
                     del self._watches[watch.channel]
-
-    @property
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(len(watches) for watches in self._watches.values())
 
     def _ensure_started(self) -> None:
         # A forked worker (gunicorn) inherits the object, not the thread: start its own.
@@ -197,8 +167,3 @@ def wake_watch(*, schema: str, device_id: int) -> Iterator[Watch]:
     finally:
         COMMANDS_WAITING.dec()
         _listener.remove(watch)
-
-
-def waiting_polls() -> int:
-    """How many polls of this process wait now (the simtrix_commands_waiting gauge)."""
-    return _listener.waiting

@@ -3,15 +3,23 @@
 Keys carry the tenant's schema, so tenants never read each other's entries. Each cached lookup
 is also indexed by the CRM entity it found, so a change SIMtrix makes to that entity (a new
 responsible, a new deal) invalidates every number that resolved to it.
+
+Without Redis the cache is empty and writes are dropped (logged): a lookup then asks Bitrix24,
+and an entry a failed delete left behind expires with its TTL.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, cast
+
+from redis.exceptions import RedisError
 
 from crm.redis_client import get_redis
 from tenants.connection import tenant_connection
+
+logger = logging.getLogger(__name__)
 
 
 def _prefix() -> str:
@@ -27,7 +35,11 @@ def _entity_key(entity_type: str, entity_id: int) -> str:
 
 
 def cache_get(e164: str) -> dict[str, Any] | None:
-    raw = get_redis().get(lookup_key(e164))
+    try:
+        raw = get_redis().get(lookup_key(e164))
+    except RedisError as exc:
+        logger.warning("lookup cache not read (Redis unavailable): %s", exc)
+        return None
     return json.loads(raw) if raw else None
 
 
@@ -40,20 +52,33 @@ def cache_set(
         key = _entity_key(entity_type, entity_id)
         pipe.sadd(key, e164)
         pipe.expire(key, max(1, ttl) + 60)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except RedisError as exc:
+        logger.warning("lookup not cached (Redis unavailable): %s", exc)
 
 
 def cache_delete(e164: str) -> None:
-    get_redis().delete(lookup_key(e164))
+    try:
+        get_redis().delete(lookup_key(e164))
+    except RedisError as exc:
+        logger.warning("a cached lookup not dropped (Redis unavailable): %s", exc)
 
 
 def cache_delete_entity(entity_type: str, entity_id: int) -> None:
     r = get_redis()
     key = _entity_key(entity_type, entity_id)
-    # get_redis() leaves decode_responses off: members come back as bytes.
-    phones = [p.decode() for p in cast(set[bytes], r.smembers(key))]
-    keys = [lookup_key(p) for p in phones] + [key]
-    r.delete(*keys)
+    try:
+        # get_redis() leaves decode_responses off: members come back as bytes.
+        phones = [p.decode() for p in cast(set[bytes], r.smembers(key))]
+        r.delete(*[lookup_key(p) for p in phones], key)
+    except RedisError as exc:
+        logger.warning(
+            "cached lookups of %s %s not dropped (Redis unavailable): %s",
+            entity_type,
+            entity_id,
+            exc,
+        )
 
 
 def cache_clear() -> int:
@@ -67,7 +92,13 @@ def cache_clear() -> int:
 
 def once_per(name: str, seconds: int) -> bool:
     """True for the first caller in ``seconds`` (debounces background work per tenant)."""
-    return bool(get_redis().set(f"{_prefix()}:once:{name}", 1, nx=True, ex=seconds))
+    try:
+        return bool(get_redis().set(f"{_prefix()}:once:{name}", 1, nx=True, ex=seconds))
+    except RedisError as exc:
+        # Nobody is first: background work that cannot be debounced waits for Redis.
+        job = name.split(":", maxsplit=1)[0]
+        logger.warning("%s not started (Redis unavailable): %s", job, exc)
+        return False
 
 
 def once_reset(name: str) -> None:

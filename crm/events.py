@@ -35,6 +35,7 @@ from crm.errors import Bitrix24Error
 from crm.models import Bitrix24Connection, InboundEvent
 from tenants.connection import tenant_connection
 from tenants.context import tenant_country
+from tenants.fanout import task_queue
 from tenants.models import Domain
 from tenants.wake import tenant_wake, visit_hook
 
@@ -110,7 +111,12 @@ def event_receive(*, form: Iterable[tuple[str, str]]) -> InboundEvent:
     conn = Bitrix24Connection.objects.filter(singleton=1).first()
     expected = events_token_expected(conn)
     now = timezone.now()
-    if not expected or not token or not hmac.compare_digest(token.encode(), expected.encode()):
+    if (
+        conn is None
+        or not expected
+        or not token
+        or not hmac.compare_digest(token.encode(), expected.encode())
+    ):
         if conn is not None:
             # Shown in the admin; written once a minute at most (anyone can post wrong tokens).
             Bitrix24Connection.objects.filter(pk=conn.pk).filter(
@@ -122,27 +128,25 @@ def event_receive(*, form: Iterable[tuple[str, str]]) -> InboundEvent:
     if not name or len(name) > 64:
         raise EventInvalid("The request names no event.")
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    requeue_at = now + REQUEUE_AFTER
     with transaction.atomic():
         event = InboundEvent.objects.create(
             event=name,
             handler_id=str(body.get("event_handler_id") or "")[:32],
             data=data,
             ts=str(body.get("ts") or "")[:20],
-            next_attempt_at=now + REQUEUE_AFTER,
+            next_attempt_at=requeue_at,
         )
-        Bitrix24Connection.objects.filter(pk=conn.pk).update(last_event_at=now)  # type: ignore[union-attr]
-        tenant_wake(at=event.next_attempt_at)  # type: ignore[arg-type]
+        Bitrix24Connection.objects.filter(pk=conn.pk).update(last_event_at=now)
+        tenant_wake(at=requeue_at)
         transaction.on_commit(lambda: _queue(event.pk))
     return event
 
 
-def _queue(event_pk: int, *, countdown: float = 0) -> None:
+def _queue(event_pk: int) -> None:
     from crm.tasks import event_process_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    try:
-        event_process_task.apply_async((event_pk,), countdown=countdown or None)  # type: ignore[arg-type]
-    except Exception as exc:  # the broker is down: the dispatcher takes it up
-        logger.warning("Bitrix24 event %s not queued (taken up later): %s", event_pk, exc)
+    task_queue(event_process_task, event_pk, what=f"Bitrix24 event {event_pk}")
 
 
 def event_process(event_pk: int) -> str:
@@ -255,16 +259,24 @@ for _name in CRM_ENTITY_EVENTS:
 @event_handler("ONAPPUNINSTALL")
 def _app_uninstalled(event: InboundEvent) -> dict[str, Any]:
     now = timezone.now()
-    Bitrix24Connection.objects.filter(singleton=1).update(
+    # An uninstall taken up after the application was installed again (the worker was behind)
+    # is the old installation's: the new tokens stay.
+    updated = Bitrix24Connection.objects.filter(
+        Q(oauth_installed_at__isnull=True) | Q(oauth_installed_at__lt=event.received_at),
+        singleton=1,
+    ).update(
         uninstalled_at=now,
         oauth_access_token="",
         oauth_refresh_token="",
+        oauth_application_token="",
         events_bound=[],
         last_error_code="APP_UNINSTALLED",
         last_error="The Bitrix24 application was uninstalled from the portal: install it again "
         "to reconnect.",
         last_error_at=now,
     )
+    if not updated:
+        return {"skipped": "installed again after this uninstall"}
     return {"uninstalled": True, "clean": str(event.data.get("CLEAN", ""))}
 
 
@@ -320,12 +332,5 @@ def events_bind() -> list[str]:
 def events_bind_later() -> None:
     from crm.tasks import events_bind_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    schema = tenant_connection.schema_name
-    transaction.on_commit(lambda: _bind_queue(events_bind_task, schema))
-
-
-def _bind_queue(task: Any, schema: str) -> None:
-    try:
-        task.apply_async()
-    except Exception as exc:  # the admin's "bind events" does it again
-        logger.warning("event binding of %s not queued: %s", schema, exc)
+    # The admin's "Bind the events again" does it if this is lost.
+    transaction.on_commit(lambda: task_queue(events_bind_task, what="the events' binding"))

@@ -27,6 +27,7 @@ from crm.models import (
 from crm.phones import InvalidPhoneNumber, lookup_forms, phone_to_e164
 from crm.session import Bitrix24Session
 from tenants.context import tenant_country
+from tenants.fanout import task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _refresh_in_background(e164: str) -> None:
     from crm.tasks import lookup_refresh_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     if once_per(f"lookup-refresh:{e164}", 30):
-        lookup_refresh_task.delay(e164)
+        task_queue(lookup_refresh_task, e164, what="a lookup refresh")
 
 
 # ----------------------------------------------------------------------------------------------

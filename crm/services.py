@@ -67,7 +67,7 @@ from crm.mapping import (
     owner_type_id,
     task_binding,
 )
-from crm.models import Bitrix24Connection, Intent, RequestLog
+from crm.models import Bitrix24Connection, InboundEvent, Intent, RequestLog
 from crm.operations import CrmBatch, Deferred, Op, batchable, crm_batch, op_run
 from crm.phones import phone_to_e164
 from crm.selectors import crm_find_by_phone
@@ -120,16 +120,23 @@ Direction = Literal["incoming", "outgoing"]
 
 
 def history_prune(*, older_than_days: int = 30) -> dict[str, int]:
-    """Deletes request-log rows and finished intents older than the retention period.
+    """Deletes request-log rows, finished intents and worked-off Bitrix24 events older than the
+    retention period.
 
-    Done and failed intents only: an ambiguous one may still have to be searched for.
+    Done and failed intents only: an ambiguous one may still have to be searched for. Pending
+    events stay whatever their age.
     """
     cutoff = timezone.now() - timedelta(days=older_than_days)
     requests, _ = RequestLog.objects.filter(created_at__lt=cutoff).delete()
     intents, _ = Intent.objects.filter(
         updated_at__lt=cutoff, status__in=[Intent.Status.DONE, Intent.Status.FAILED]
     ).delete()
-    return {"requests": requests, "intents": intents}
+    events, _ = (
+        InboundEvent.objects.filter(received_at__lt=cutoff)
+        .exclude(status=InboundEvent.Status.PENDING)
+        .delete()
+    )
+    return {"requests": requests, "intents": intents, "events": events}
 
 
 # ----------------------------------------------------------------------------------------------

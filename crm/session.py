@@ -49,6 +49,7 @@ from b24pysdk.utils.encoding import encode_params
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from common.metrics import bitrix24_request_record
 from crm.context import current_call_id
@@ -408,6 +409,12 @@ class Bitrix24Session:
             return _Attempt({}, self._classify(exc, method), answered=answered)
 
     def _respect_limits(self, method: str, error: Bitrix24Error) -> None:
+        try:
+            self._limits_note(method, error)
+        except RedisError as exc:
+            logger.warning("the portal's limit not noted (Redis unavailable): %s", exc)
+
+    def _limits_note(self, method: str, error: Bitrix24Error) -> None:
         if error.code == "QUERY_LIMIT_EXCEEDED":
             # Someone else is using the portal too: everybody slows down for a moment.
             self.limiter.block(1.0 / self.limiter.per_second + random.uniform(0, 0.5))
@@ -455,6 +462,20 @@ class Bitrix24Session:
         return self.auth_mode == Bitrix24Connection.AuthMode.OAUTH
 
     def _wait_for_slot(
+        self, method: str, commands: dict[str, Command] | None, deadline: float | None
+    ) -> None:
+        try:
+            self._slot_take(method, commands, deadline)
+        except RedisError as exc:
+            # The portal's budget is shared by every process through Redis: without it, no
+            # request is sent (a lookup answers "unavailable", an action retries later).
+            raise Bitrix24TransientError(
+                f"The request rate to the portal cannot be kept without Redis: {exc}",
+                code="RATE_LIMITER_UNAVAILABLE",
+                method=method,
+            ) from exc
+
+    def _slot_take(
         self, method: str, commands: dict[str, Command] | None, deadline: float | None
     ) -> None:
         max_wait = MAX_RATE_WAIT if deadline is None else max(0.0, deadline - _now() - 0.05)

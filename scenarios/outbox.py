@@ -40,6 +40,7 @@ from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
 from tenants.connection import tenant_connection
+from tenants.fanout import task_queue
 from tenants.wake import tenant_wake
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,15 @@ def _send(run_ids: list[int], *, etas: dict[int, datetime | None] | None = None)
     now = timezone.now()
     for run_id in run_ids:
         eta = (etas or {}).get(run_id)
-        run_action_task.apply_async(
-            (run_id,),
-            eta=eta if eta is not None and eta > now else None,  # type: ignore[arg-type]  # celery-types: None is the default
-        )
+        # A broker that is down loses nothing: the runs' wake has the dispatcher send them
+        # (and each further try would wait for the broker's connection timeout again).
+        if not task_queue(
+            run_action_task,
+            run_id,
+            what=f"action run {run_id}",
+            eta=eta if eta is not None and eta > now else None,
+        ):
+            return
 
 
 def outbox_wake(*, at: datetime) -> None:

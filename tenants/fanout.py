@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from django_tenants.utils import get_public_schema_name, schema_context
@@ -42,6 +43,26 @@ def tenants_each(task: _Task, *, schemas: Iterable[str] | None = None) -> int:
             task.apply_async()
         count += 1
     return count
+
+
+def task_queue(
+    task: _Task,
+    *args: Any,
+    what: str,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+) -> bool:
+    """Queues `task` in the current schema; whether it was. A broker that is down is logged,
+    not raised: the caller's row is what makes the work found again (the dispatcher, an hourly
+    job, an admin action), and the request or transaction that queued it must not fail for it."""
+    try:
+        task.apply_async(args, countdown=countdown, eta=eta)
+    except Exception as exc:
+        logger.warning(
+            "%s of %s not queued (taken up later): %s", what, tenant_connection.schema_name, exc
+        )
+        return False
+    return True
 
 
 def in_tenant_schema(job: str) -> bool:

@@ -57,7 +57,7 @@ def visit_hooks_run(now: datetime) -> datetime | None:
             at = hook(now)
         except Exception:
             logger.exception("visit hook %s failed in %s", name, tenant_connection.schema_name)
-            at = now.replace(microsecond=0) + _RETRY
+            at = now + _RETRY
         if at is not None and (soonest is None or at < soonest):
             soonest = at
     return soonest

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache, caches
 from django.db import connection
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
@@ -19,6 +21,8 @@ from calls.models import Device
 from calls.selectors import call_settings_get, device_for_token
 from calls.services import device_touch
 from common.http import address_counted, client_ip
+
+logger = logging.getLogger(__name__)
 
 THROTTLE_WINDOW_SECONDS = 60
 # Wrong device tokens one address may try per window before every token from it waits (429),
@@ -84,11 +88,16 @@ _clock = time.time
 
 
 def _token_failures_wait(address: str) -> float | None:
-    """Seconds until this address may try tokens again, or None when it may now (one GET)."""
+    """Seconds until this address may try tokens again, or None when it may now (one GET).
+    Without Redis it may: the phones' events matter more than a guesser's cost."""
     now = _clock()
     window = int(now // THROTTLE_WINDOW_SECONDS)
     key = _token_failures_key(address, window)
-    count = _shared_redis(key).get(key)
+    try:
+        count = _shared_redis(key).get(key)
+    except RedisError as exc:
+        logger.warning("wrong-token limit not checked (Redis unavailable): %s", exc)
+        return None
     if count is None or int(count) < TOKEN_FAILURES_PER_WINDOW:
         return None
     return (window + 1) * THROTTLE_WINDOW_SECONDS - now
@@ -100,7 +109,10 @@ def _token_failure_count(address: str) -> None:
     pipe = _shared_redis(key, write=True).pipeline()
     pipe.incr(key)
     pipe.expire(key, THROTTLE_WINDOW_SECONDS + 5)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except RedisError as exc:
+        logger.warning("wrong device token not counted (Redis unavailable): %s", exc)
 
 
 def device_token_failures_forget(*, address: str | None = None) -> int:
@@ -131,11 +143,15 @@ class DeviceRateThrottle(BaseThrottle):
         now = _clock()
         window = int(now // THROTTLE_WINDOW_SECONDS)
         key = f"simtrix:throttle:{connection.schema_name}:{client.device.pk}:{window}"
-        redis = cache._cache.get_client(key, write=True)
-        pipe = redis.pipeline()
+        pipe = cache._cache.get_client(key, write=True).pipeline()
         pipe.incr(key)
         pipe.expire(key, THROTTLE_WINDOW_SECONDS + 5)
-        count, _ = pipe.execute()
+        try:
+            count, _ = pipe.execute()
+        except RedisError as exc:
+            # Unthrottled rather than refused: nothing a phone sends may be lost to it.
+            logger.warning("device %s not throttled (Redis unavailable): %s", client.device.pk, exc)
+            return True
         self._wait = (window + 1) * THROTTLE_WINDOW_SECONDS - now
         return count <= limit
 

@@ -12,8 +12,8 @@ from django_tenants.utils import schema_context
 from calls.models import Device
 from calls.services import device_register
 from calls.tests.conftest import Bridge
-from commands.models import Command
-from commands.services import command_create, commands_expire_due
+from commands.models import Command, Dial
+from commands.services import command_create, commands_expire_due, commands_prune
 from tenants.models import Tenant
 
 
@@ -175,3 +175,20 @@ def test_an_sms_command_expires_after_a_day(device: Device) -> None:
         payload={"sms_id": "s-1", "text": "Hello"},
     )
     assert command.expires_at - command.created_at == timedelta(hours=24)
+
+
+def test_commands_over_and_older_than_the_retention_are_pruned(device: Device) -> None:
+    old = timezone.now() - timedelta(days=91)
+    done, pending, recent, dialled = (_dial(device) for _ in range(4))
+    Command.objects.filter(pk__in=[done.pk, dialled.pk]).update(status="done")
+    Command.objects.filter(pk__in=[done.pk, pending.pk, dialled.pk]).update(created_at=old)
+    Command.objects.filter(pk=recent.pk).update(status="done")
+    dial = Dial.objects.create(
+        b24_call_id="b24-old", b24_user_id=5, command=dialled, status="dialled"
+    )
+    open_dial = Dial.objects.create(b24_call_id="b24-open", b24_user_id=5, status="expired")
+    Dial.objects.filter(pk__in=[dial.pk, open_dial.pk]).update(created_at=old)
+    assert commands_prune() == {"dials": 1, "commands": 2}
+    # Still pending (the dispatcher expires it), recent, or a failed click not yet closed: kept.
+    assert set(Command.objects.values_list("pk", flat=True)) == {pending.pk, recent.pk}
+    assert list(Dial.objects.values_list("pk", flat=True)) == [open_dial.pk]

@@ -138,6 +138,9 @@ def test_the_clicked_number_is_dialled_by_the_users_phone_and_finished_with_its_
             "answered",
         )
         assert call.b24_finished_at is not None
+        # The entity Bitrix24 bound the call to ("CONTACT"), as every call names it.
+        assert call.b24_entity_type == "contact"
+        assert call.b24_entity_id is not None
         first = call.transitions.order_by("at", "pk").first()
         assert first is not None
         assert "Click-to-call from Bitrix24 user 5" in first.description

@@ -131,7 +131,7 @@ def test_history_older_than_the_retention_is_pruned(portal: Any) -> None:
 
     from django.utils import timezone
 
-    from crm.models import Intent, RequestLog
+    from crm.models import InboundEvent, Intent, RequestLog
     from crm.services import history_prune
 
     directory_sync()
@@ -140,13 +140,19 @@ def test_history_older_than_the_retention_is_pruned(portal: Any) -> None:
     Intent.objects.create(key="old-done", method="crm.lead.add", status="done")
     Intent.objects.create(key="old-ambiguous", method="crm.lead.add", status="ambiguous")
     Intent.objects.update(updated_at=old)
+    for status in ("done", "ignored", "pending"):
+        InboundEvent.objects.create(event="ONCRMCONTACTUPDATE", status=status)
+    InboundEvent.objects.update(received_at=old)
+    InboundEvent.objects.create(event="ONCRMCONTACTUPDATE", status="done")
     directory_sync()
 
     # One batch request and its nine commands (four lists, four field lists, the scopes) are
     # old; the second sync's ten rows stay.
-    assert history_prune() == {"requests": 10, "intents": 1}
+    assert history_prune() == {"requests": 10, "intents": 1, "events": 2}
     assert RequestLog.objects.count() == 10
     assert list(Intent.objects.values_list("key", flat=True)) == ["old-ambiguous"]
+    # A pending event stays whatever its age; a recent one stays.
+    assert sorted(InboundEvent.objects.values_list("status", flat=True)) == ["done", "pending"]
 
 
 def test_crm_field_lists_are_mirrored_in_the_same_request(portal: Any) -> None:

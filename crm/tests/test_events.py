@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -145,6 +146,46 @@ def test_the_uninstall_event_marks_the_connection_uninstalled(webhook_tenant: Te
     assert connection.uninstalled_at is not None
     assert connection.last_error_code == "APP_UNINSTALLED"
     assert event_process(event.pk) == "not pending"  # processed once
+
+
+def test_an_uninstall_taken_up_after_a_reinstall_leaves_the_new_installation(
+    alpha: Tenant,
+) -> None:
+    Bitrix24Connection.objects.update_or_create(
+        singleton=1,
+        defaults={
+            "auth_mode": "oauth",
+            "oauth_client_endpoint": "https://portal.example/rest/",
+            "oauth_application_token": "old-app-token",
+            "oauth_access_token": "old-access",
+            "oauth_installed_at": timezone.now() - timedelta(days=30),
+        },
+    )
+    assert _post(_event("ONAPPUNINSTALL", token="old-app-token")).status_code == 200
+    uninstall = InboundEvent.objects.get()
+    # Installed again before the worker took the uninstall up.
+    Bitrix24Connection.objects.update(
+        oauth_application_token="new-app-token",
+        oauth_access_token="new-access",
+        oauth_installed_at=timezone.now(),
+    )
+    assert event_process(uninstall.pk) == "done"
+    uninstall.refresh_from_db()
+    assert uninstall.result == {"skipped": "installed again after this uninstall"}
+    connection = Bitrix24Connection.objects.get()
+    assert (connection.oauth_access_token, connection.oauth_application_token) == (
+        "new-access",
+        "new-app-token",
+    )
+    assert connection.uninstalled_at is None
+    # The current installation's own uninstall does what it says, token included.
+    assert _post(_event("ONAPPUNINSTALL", token="new-app-token")).status_code == 200
+    latest = InboundEvent.objects.latest("pk")
+    assert event_process(latest.pk) == "done"
+    connection.refresh_from_db()
+    assert connection.uninstalled_at is not None
+    assert (connection.oauth_access_token, connection.oauth_application_token) == ("", "")
+    assert _post(_event("ONCRMCONTACTUPDATE", token="new-app-token")).status_code == 401
 
 
 def test_an_event_nobody_handles_is_ignored(webhook_tenant: Tenant) -> None:
