@@ -187,6 +187,40 @@ class SandboxControl:
         }
         return self._call("POST", "click_to_call", body, _timeout=timeout + 10)
 
+    def send_sms(
+        self,
+        code: str,
+        phone_number: str,
+        text: str,
+        *,
+        user_id: int = 1,
+        module_id: str = "bizproc",
+        entity_type: str | None = None,
+        entity_id: int | None = None,
+        client_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """A user sends an SMS through provider ``code``: ``{"message_id", "message",
+        "drained", "deliveries"}`` once the POST to its HANDLER is done."""
+        body = {
+            "code": code,
+            "phone_number": phone_number,
+            "text": text,
+            "user_id": user_id,
+            "module_id": module_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "client_id": client_id,
+            "timeout": timeout,
+        }
+        return self._call("POST", "send_sms", body, _timeout=timeout + 10)
+
+    def sms_senders(self) -> list[dict[str, Any]]:
+        return self._call("GET", "sms_senders")["sms_senders"]
+
+    def sms_messages(self) -> list[dict[str, Any]]:
+        return self._call("GET", "sms_messages")["sms_messages"]
+
     def external_lines(self) -> list[dict[str, Any]]:
         return self._call("GET", "external_lines")["external_lines"]
 

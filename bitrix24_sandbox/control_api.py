@@ -37,6 +37,13 @@ Routes (all JSON):
                                          -> {"call_id", "call", "drained", "deliveries"}: the portal
                                          registers the call, then ONEXTERNALCALLSTART
     GET    external_lines                all lines of all apps
+    POST   send_sms                      {"code": "provider1", "phone_number": "+48600111222",
+                                          "text": "Hello", "user_id": 1, "module_id": "bizproc"
+                                          | "crm", "entity_type", "entity_id", "client_id",
+                                          "timeout": 30} -> {"message_id", "message", "drained",
+                                          "deliveries"}: the message POSTed to the HANDLER
+    GET    sms_senders                   providers of all apps (messageservice.sender.add)
+    GET    sms_messages                  messages sent through them, with STATUS_HISTORY
     GET    events/handlers               event.bind rows and outbound-webhook rows
     GET    events/deliveries?event=      delivery log;  DELETE events/deliveries clears it
     POST   events/wait                   {"timeout": 10} -> {"drained", "pending",
@@ -45,7 +52,7 @@ Routes (all JSON):
                                          -> {"id", "application_token", "handler_ids", ...}
     DELETE outbound_webhooks/{id}
     POST   apps/{client_id}/uninstall    {"clean": false} -> ONAPPUNINSTALL, then the app's
-                                         bindings, lines and tokens are removed
+                                         bindings, SMS providers, lines and tokens are removed
     GET    activities | notifications | tasks | triggers | comments | records
     GET    files/{id}                    metadata of a stored recording
     GET    users                         all users (raw)
@@ -376,6 +383,38 @@ def _click_to_call(
         client_id=body.get("client_id"),
         timeout=float(body.get("timeout", 30)),
     )
+
+
+@route("POST", "send_sms")
+def _send_sms(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    entity_id = body.get("entity_id")
+    return 200, portal.send_sms(
+        str(body["code"]),
+        str(body["phone_number"]),
+        str(body["text"]),
+        user_id=int(body.get("user_id", 1)),
+        module_id=str(body.get("module_id") or "bizproc"),
+        entity_type=body.get("entity_type"),
+        entity_id=None if entity_id in (None, "") else int(entity_id),
+        client_id=body.get("client_id"),
+        timeout=float(body.get("timeout", 30)),
+    )
+
+
+@route("GET", "sms_senders")
+def _sms_senders(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"sms_senders": portal.sms_senders()}
+
+
+@route("GET", "sms_messages")
+def _sms_messages(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    return 200, {"sms_messages": portal.sms_messages()}
 
 
 @route("GET", "external_lines")

@@ -41,6 +41,7 @@ ALL_SCOPES = [
     "disk",
     "entity",
     "pull",
+    "messageservice",
 ]
 
 

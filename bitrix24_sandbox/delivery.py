@@ -4,6 +4,8 @@ Bitrix24 hands events to a queue server that calls the handlers later (REFERENCE
 REST method that fires an event never waits for its handler; neither does the sandbox. Each
 delivery is one POST (``application/x-www-form-urlencoded``, PHP-style nested keys), 10 s
 timeout, no retries, recorded in ``State.deliveries`` with what was sent and what came back.
+SMS providers' handler calls (``messageservice``) go through the same queue, as in Bitrix24;
+their records carry a ``payload`` of top-level fields instead of ``event``/``data``.
 
 Handlers may be ``http://`` or ``https://`` (verified against the system CAs, ``SSL_CERT_FILE``
 included). ``localhost`` and ``*.localhost`` (RFC 6761) are connected on 127.0.0.1 with the
@@ -189,15 +191,21 @@ class DeliveryQueue:
         with self.lock:
             sent = time.time()
             # ts is when the queue sends the event (docs: "sent from the event queue").
-            payload = {
-                "event": record["event"],
-                "event_handler_id": record["event_handler_id"],
-                "data": record["data"],
-                "ts": str(int(sent)),
-                "auth": record["auth"],
-            }
+            ts = str(int(sent))
+            if record.get("payload") is not None:
+                # Not an event: a call with its own top-level fields (an SMS provider's
+                # handler gets type, code, message_id, ... then ts and auth).
+                payload = {**record["payload"], "ts": ts, "auth": record["auth"]}
+            else:
+                payload = {
+                    "event": record["event"],
+                    "event_handler_id": record["event_handler_id"],
+                    "data": record["data"],
+                    "ts": ts,
+                    "auth": record["auth"],
+                }
             fields = form_fields(payload)
-            record.update(state="sending", sent_at=sent, ts=payload["ts"], fields=fields)
+            record.update(state="sending", sent_at=sent, ts=ts, fields=fields)
             url = str(record["handler"])
         status, error, body = post_form(url, fields, self.timeout)
         finished = time.time()

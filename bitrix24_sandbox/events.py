@@ -173,10 +173,13 @@ def reduced_auth(state: State, application_token: str) -> dict[str, Any]:
     }
 
 
-def app_auth(state: State, app: dict[str, Any]) -> dict[str, Any]:
-    """A fresh token pair of the app, as every app event carries (REFERENCE 4.7)."""
-    tokens = state.issue_tokens(app["CLIENT_ID"])
-    return {
+def app_auth(state: State, app: dict[str, Any], user_id: int | None = None) -> dict[str, Any]:
+    """A fresh token pair of the app, as every app event carries (REFERENCE 4.7).
+
+    With ``user_id`` (an SMS provider's handler call) the tokens act as that user and the
+    block says so in ``user_id``, after ``member_id`` as in an OAuth token answer."""
+    tokens = state.issue_tokens(app["CLIENT_ID"], user_id)
+    auth: dict[str, Any] = {
         "access_token": tokens["access_token"],
         "expires_in": state.token_ttl,
         "scope": ",".join(app["SCOPES"]),
@@ -185,9 +188,12 @@ def app_auth(state: State, app: dict[str, Any]) -> dict[str, Any]:
         "status": "L",
         "client_endpoint": f"{state.base_url}/rest/",
         "member_id": state.member_id,
-        "refresh_token": tokens["refresh_token"],
-        "application_token": app["APPLICATION_TOKEN"],
     }
+    if user_id is not None:
+        auth["user_id"] = int(user_id)
+    auth["refresh_token"] = tokens["refresh_token"]
+    auth["application_token"] = app["APPLICATION_TOKEN"]
+    return auth
 
 
 def handlers_for(state: State, event: str) -> list[dict[str, Any]]:
@@ -237,32 +243,67 @@ def fire(
             auth = (
                 app_auth(state, app) if send_auth else reduced_auth(state, app["APPLICATION_TOKEN"])
             )
-        state.delivery_seq += 1
-        record: dict[str, Any] = {
-            "id": state.delivery_seq,
-            "event": event,
-            "event_handler_id": row["ID"],
-            "handler": row["HANDLER"],
-            "kind": kind,
-            "client_id": row["CLIENT_ID"],
-            "outbound_webhook_id": hook_id,
-            "data": copy.deepcopy(data),
-            "auth": auth,
-            "state": "queued",
-            "queued_at": now(),
-            "sent_at": None,
-            "finished_at": None,
-            "duration": None,
-            "ts": None,
-            "fields": None,
-            "status_code": None,
-            "error": None,
-            "response": None,
-        }
-        state.deliveries.append(record)
-        state.delivery_queue.put(record)
-        ids.append(record["id"])
+        ids.append(
+            queue_delivery(
+                state,
+                handler=row["HANDLER"],
+                kind=kind,
+                client_id=row["CLIENT_ID"],
+                auth=auth,
+                event=event,
+                event_handler_id=row["ID"],
+                outbound_webhook_id=hook_id,
+                data=copy.deepcopy(data),
+            )
+        )
     return ids
+
+
+def queue_delivery(
+    state: State,
+    *,
+    handler: str,
+    kind: str,
+    client_id: str | None,
+    auth: dict[str, Any],
+    event: str | None = None,
+    event_handler_id: int | None = None,
+    outbound_webhook_id: int | None = None,
+    data: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Record one POST for the queue and hand it over; returns the delivery id.
+
+    An event has ``event``/``data``; any other call (an SMS provider's handler) gives its
+    top-level ``payload`` (``ts`` and ``auth`` are added when it is sent)."""
+    state.delivery_seq += 1
+    record: dict[str, Any] = {
+        "id": state.delivery_seq,
+        "event": event,
+        "event_handler_id": event_handler_id,
+        "handler": handler,
+        "kind": kind,
+        "client_id": client_id,
+        "outbound_webhook_id": outbound_webhook_id,
+        "data": data,
+        "auth": auth,
+        **({} if payload is None else {"payload": payload}),
+        **(extra or {}),
+        "state": "queued",
+        "queued_at": now(),
+        "sent_at": None,
+        "finished_at": None,
+        "duration": None,
+        "ts": None,
+        "fields": None,
+        "status_code": None,
+        "error": None,
+        "response": None,
+    }
+    state.deliveries.append(record)
+    state.delivery_queue.put(record)
+    return int(record["id"])
 
 
 def fire_crm(state: State, etype: str, action: str, entity_id: int) -> list[int]:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import trustme
 
 from . import events as ev
+from . import methods_messageservice as sms
 from .control import SandboxControl
 from .core import ALL_SCOPES, RestError
 from .crm_store import add_entity, stage_entity_id, update_entity
@@ -233,6 +234,8 @@ class SandboxPortal:
                     "outbound_webhooks": len(s.outbound_webhooks),
                     "deliveries": len(s.deliveries),
                     "pending_deliveries": s.delivery_queue.pending(),
+                    "sms_senders": len(s.sms_senders),
+                    "sms_messages": len(s.sms_messages),
                 },
                 "request_count": len(top),
                 "subcall_count": len(s.requests) - len(top),
@@ -571,11 +574,67 @@ class SandboxPortal:
             "deliveries": deliveries,
         }
 
+    # SMS providers (messageservice) ---------------------------------------------------------
+
+    def send_sms(
+        self,
+        code: str,
+        phone_number: str,
+        text: str,
+        *,
+        user_id: int = 1,
+        module_id: str = "bizproc",
+        entity_type: str | None = None,
+        entity_id: int | None = None,
+        client_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """A user sends an SMS through the provider ``code`` (from a CRM card: ``module_id=
+        "crm"``; from a workflow or automation rule: ``"bizproc"``). The provider is
+        ``client_id``'s, else the first installed app's with that code. The portal creates the
+        message (status ``queued``) and POSTs it to the provider's HANDLER through the event
+        queue; waits for that delivery. Returns ``{"message_id", "message", "drained",
+        "deliveries"}``."""
+        with self.state.lock:
+            message, ids = sms.send_message(
+                self.state,
+                code=str(code),
+                phone_number=str(phone_number),
+                text=str(text),
+                user_id=int(user_id),
+                module_id=str(module_id),
+                entity_type=entity_type,
+                entity_id=None if entity_id is None else int(entity_id),
+                client_id=client_id,
+            )
+            message_id = message["MESSAGE_ID"]
+        drained, deliveries = self._wait(ids, timeout)
+        with self.state.lock:
+            message = copy.deepcopy(self.state.sms_messages.get(message_id, message))
+        return {
+            "message_id": message_id,
+            "message": message,
+            "drained": drained,
+            "deliveries": deliveries,
+        }
+
+    def sms_messages(self) -> list[dict[str, Any]]:
+        """Every message sent through a provider since reset, oldest first; ``STATUS_HISTORY``
+        lists its statuses in order (``STATUS_CHANGES``: the same with time and user)."""
+        with self.state.lock:
+            return copy.deepcopy(list(self.state.sms_messages.values()))
+
+    def sms_senders(self) -> list[dict[str, Any]]:
+        """Every registered provider of every app, in registration order."""
+        with self.state.lock:
+            rows = sorted(self.state.sms_senders.values(), key=lambda r: r["ID"])
+            return copy.deepcopy(rows)
+
     def uninstall_app(
         self, client_id: str, clean: bool = False, timeout: float = 10.0
     ) -> dict[str, Any]:
         """The admin uninstalls the app: ONAPPUNINSTALL to its handlers (no tokens in it, like
-        Bitrix24 sends it), then its bindings, lines and tokens are gone."""
+        Bitrix24 sends it), then its bindings, SMS providers, lines and tokens are gone."""
         s = self.state
         with s.lock:
             app = s.apps.get(client_id)
@@ -590,6 +649,7 @@ class SandboxPortal:
                 send_auth=False,
             )
             removed = ev.remove_app_handlers(s, client_id)
+            removed_senders = sms.remove_app_senders(s, client_id)
             revoked = 0
             for tokens in (s.access_tokens, s.refresh_tokens):
                 for token in [t for t, info in tokens.items() if info["CLIENT_ID"] == client_id]:
@@ -603,6 +663,7 @@ class SandboxPortal:
         drained, deliveries = self._wait(ids, timeout)
         return {
             "removed_handlers": removed,
+            "removed_senders": removed_senders,
             "revoked_tokens": revoked,
             "drained": drained,
             "deliveries": deliveries,

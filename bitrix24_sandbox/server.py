@@ -23,6 +23,7 @@ from . import control_api
 from . import methods_activity as _activity  # noqa: F401  (registers methods)
 from . import methods_crm as _crm  # noqa: F401
 from . import methods_events as _events  # noqa: F401
+from . import methods_messageservice as _messageservice  # noqa: F401
 from . import methods_misc as _misc  # noqa: F401
 from . import methods_telephony as telephony
 from .core import Auth, RestError
@@ -347,7 +348,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return None, fail(401, "expired_token", "The access token provided has expired.")
         auth = Auth(
             mode="oauth",
-            user_id=app["USER_ID"],
+            user_id=int(info.get("USER_ID") or app["USER_ID"]),
             scopes=list(app["SCOPES"]),
             key=f"app:{app['CLIENT_ID']}",
             app_id=app["APP_ID"],
@@ -386,7 +387,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 return
             # Each refresh rotates the refresh token: the old one is burnt (REFERENCE 1.2).
             del state.refresh_tokens[str(p["refresh_token"])]
-            tokens = state.issue_tokens(app["CLIENT_ID"])
+            token_user = info.get("USER_ID")
+            tokens = state.issue_tokens(app["CLIENT_ID"], token_user)
             state.refresh_count += 1
             state.requests.append(
                 {
@@ -414,7 +416,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 "status": "L",
                 "client_endpoint": f"{self.portal.url}/rest/",
                 "member_id": state.member_id,
-                "user_id": app["USER_ID"],
+                "user_id": token_user or app["USER_ID"],
                 "refresh_token": tokens["refresh_token"],
             },
         )

@@ -44,6 +44,7 @@ _DATA_ATTRS = (
     "finished_calls",
     "upload_tokens",
     "counters",
+    "sms_messages",
 )
 _AUTH_ATTRS = (
     "webhooks",
@@ -51,6 +52,7 @@ _AUTH_ATTRS = (
     "access_tokens",
     "refresh_tokens",
     *_INT_KEYED_AUTH,
+    "sms_senders",
 )
 
 
@@ -105,6 +107,9 @@ class State:
         }
         self.event_handlers: dict[int, dict[str, Any]] = {}
         self.outbound_webhooks: dict[int, dict[str, Any]] = {}
+        # SMS providers (messageservice.sender.add) are the app's configuration, like its event
+        # bindings: keyed "client_id|CODE" (Bitrix24's MESSAGE_FROM of their messages).
+        self.sms_senders: dict[str, dict[str, Any]] = {}
         self.delivery_queue = DeliveryQueue(self.lock)
         self.delivery_seq = 0  # not reset: ids of deliveries still in the queue stay unique
         self.reset()
@@ -137,6 +142,8 @@ class State:
             self.upload_tokens: dict[str, dict[str, Any]] = {}
             # External lines belong to the app that added them ("webhook" for webhook calls).
             self.external_lines: dict[int, dict[str, Any]] = {}
+            # Messages sent through an app's SMS provider, by their 32-hex MESSAGE_ID.
+            self.sms_messages: dict[str, dict[str, Any]] = {}
             self.counters: dict[str, int] = {
                 "LEAD": 0,
                 "DEAL": 0,
@@ -358,13 +365,16 @@ class State:
                 "app_id": app_id,
             }
 
-    def issue_tokens(self, client_id: str) -> dict[str, Any]:
+    def issue_tokens(self, client_id: str, user_id: int | None = None) -> dict[str, Any]:
+        """A token pair of the app; ``user_id`` makes it act as that user (the tokens an SMS
+        provider's handler gets are the sending user's), else as the user who installed it."""
         app = self.apps[client_id]
         access = secrets.token_hex(16) + f"{app['APP_ID']:08x}{secrets.token_hex(11)}"
         refresh = secrets.token_hex(16) + f"{app['APP_ID']:08x}{secrets.token_hex(11)}"
         expires = int(now()) + self.token_ttl
-        self.access_tokens[access] = {"CLIENT_ID": client_id, "EXPIRES": expires}
-        self.refresh_tokens[refresh] = {"CLIENT_ID": client_id}
+        owner: dict[str, Any] = {} if user_id is None else {"USER_ID": int(user_id)}
+        self.access_tokens[access] = {"CLIENT_ID": client_id, "EXPIRES": expires, **owner}
+        self.refresh_tokens[refresh] = {"CLIENT_ID": client_id, **owner}
         return {"access_token": access, "refresh_token": refresh, "expires": expires}
 
     def expire_tokens(self, access_token: str | None = None) -> int:
