@@ -24,6 +24,12 @@ class Device(models.Model):
         "phones (the line they chose, the phone that last spoke with the number, one in the "
         "number's country).",
     )
+    sms_default = models.BooleanField(
+        "default SMS line",
+        default=False,
+        help_text="Sends the SMS Bitrix24 hands SIMtrix when the user it is for has no phone "
+        "here. One phone at most.",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     app_version = models.CharField(max_length=32, blank=True, editable=False)
@@ -31,6 +37,15 @@ class Device(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sms_default"],
+                condition=models.Q(sms_default=True),
+                name="calls_one_default_sms_line",
+                violation_error_message="Another phone is the default SMS line already: "
+                "untick it there first.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.phone_number})"

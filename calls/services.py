@@ -222,6 +222,12 @@ SUPPORT_VIEW_MODELS = [
     ("scenarios", "routingcondition"),
     ("scenarios", "routingsettings"),
     ("crm", "requestlog"),
+    ("crm", "inboundevent"),
+    ("commands", "command"),
+    ("commands", "dial"),
+    ("sms", "smsmessage"),
+    ("sms", "smsevent"),
+    ("sms", "smssettings"),
 ]
 
 

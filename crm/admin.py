@@ -11,6 +11,12 @@ from django.utils.html import format_html
 
 from crm.errors import Bitrix24Error
 from crm.events import events_bind, events_handler_url
+from crm.messageservice import (
+    PROVIDER_CODE,
+    WEBHOOK_EXPLANATION,
+    sms_handler_url,
+    sms_provider_register,
+)
 from crm.models import (
     Bitrix24Connection,
     Bitrix24User,
@@ -111,6 +117,7 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         "events_state",
         "events_token_state",
         "external_lines",
+        "sms_provider_state",
     ]
     fieldsets = [
         (None, {"fields": ["auth_mode", "health", "last_error_at", "last_ok_at"]}),
@@ -140,6 +147,7 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
                     "events_token_state",
                     "new_events_token",
                     "external_lines",
+                    "sms_provider_state",
                 ],
                 "description": "OAuth application: SIMtrix binds its events when the "
                 "application is installed. Inbound webhook: create an outbound webhook in "
@@ -201,6 +209,19 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             f"{'expires ' + expires.strftime('%Y-%m-%d %H:%M') if expires else 'expiry unknown'}"
         )
 
+    @admin.display(description="SMS provider")
+    def sms_provider_state(self, obj: Bitrix24Connection) -> str:
+        if obj.auth_mode != Bitrix24Connection.AuthMode.OAUTH:
+            return f"not available with an inbound webhook. {WEBHOOK_EXPLANATION}"
+        if obj.sms_provider_error:
+            return f"registering {PROVIDER_CODE!r} failed: {obj.sms_provider_error}"
+        if obj.sms_provider_at:
+            return (
+                f"{PROVIDER_CODE!r} registered {_when(obj.sms_provider_at)}; Bitrix24 posts its "
+                f"messages to {sms_handler_url()}"
+            )
+        return "not registered yet (it is, with the events, when the application is installed)"
+
     @admin.display(description="Events URL")
     def events_url(self, obj: Bitrix24Connection) -> str:
         return events_handler_url() or "(the tenant has no domain)"
@@ -248,15 +269,23 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
             return f"{state}; last sync failed: {obj.lines_sync_error}"
         return f"{state}; synced {_when(obj.lines_synced_at)}" if obj.lines_synced_at else state
 
-    @admin.action(description="Bind the events again (OAuth application)", permissions=["change"])
+    @admin.action(
+        description="Bind the events and the SMS provider again (OAuth application)",
+        permissions=["change"],
+    )
     def bind_events(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
         try:
             bound = events_bind()
+            provider = sms_provider_register() if bound else False
         except Bitrix24Error as exc:
             messages.error(request, f"Binding the events failed: {exc.display()}")
             return
         if bound:
             messages.success(request, f"Bound {len(bound)} events to {events_handler_url()}.")
+        if provider:
+            messages.success(
+                request, f"SMS provider {PROVIDER_CODE!r} registered: {sms_handler_url()}."
+            )
         else:
             messages.warning(
                 request,

@@ -348,3 +348,31 @@ def event_bind(event: str, handler: str) -> Req[Any]:
 
 def event_unbind(event: str, handler: str) -> Req[Any]:
     return Req("event.unbind", {"event": event, "handler": handler})
+
+
+# ----------------------------------------------------------------------------------------------
+# SMS provider (messageservice: an application's only)
+
+
+def _codes(value: Any) -> list[str]:
+    return [str(code) for code in value or [] if isinstance(code, str)]
+
+
+def messageservice_sender_list() -> Req[list[str]]:
+    return Req("messageservice.sender.list", {}, _codes)
+
+
+def messageservice_sender_add(code: str, handler: str, name: str, description: str) -> Req[bool]:
+    params = {
+        "CODE": code,
+        "TYPE": "SMS",
+        "HANDLER": handler,
+        "NAME": name,
+        "DESCRIPTION": description,
+    }
+    return Req("messageservice.sender.add", params, _bool, idempotent=False)
+
+
+def messageservice_message_status_update(code: str, message_id: str, status: str) -> Req[bool]:
+    params = {"CODE": code, "MESSAGE_ID": message_id, "STATUS": status}
+    return Req("messageservice.message.status.update", params, _bool)

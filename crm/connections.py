@@ -26,6 +26,11 @@ OPTIONAL_SCOPES = {
     "carry their departments)",
     "timeman": "routing by work-day status is off (every user counts as available)",
 }
+# Optional for an OAuth application only (a webhook cannot use them whatever it is granted).
+OAUTH_OPTIONAL_SCOPES = {
+    "messageservice": "Bitrix24's own SMS (robots, the CRM card) cannot go through the phones "
+    "(SIMtrix is not registered as an SMS provider); scenario SMS still work",
+}
 
 
 def scopes_granted(scopes: list[str]) -> set[str]:
@@ -122,9 +127,12 @@ def connection_test() -> ConnectionCheck:
     granted = scopes_granted(scopes)
     missing = [s for s in REQUIRED_SCOPES if s not in granted]
     error = f"Missing scopes: {', '.join(missing)}" if missing else ""
+    optional = dict(OPTIONAL_SCOPES)
+    if conn.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
+        optional.update(OAUTH_OPTIONAL_SCOPES)
     warnings = [
         f"Optional scope {scope} is not granted: {what}"
-        for scope, what in OPTIONAL_SCOPES.items()
+        for scope, what in optional.items()
         if scope not in granted
     ]
     Bitrix24Connection.objects.filter(pk=conn.pk).update(

@@ -103,8 +103,11 @@ def events_token_expected(conn: Bitrix24Connection | None) -> str:
     return conn.events_token
 
 
-def event_receive(*, form: Iterable[tuple[str, str]]) -> InboundEvent:
-    """Verifies and stores one event; its work is queued when the caller's transaction commits."""
+def event_receive(*, form: Iterable[tuple[str, str]], as_event: str = "") -> InboundEvent:
+    """Verifies and stores one event; its work is queued when the caller's transaction commits.
+
+    `as_event`: a post that is no event but is handled like one (a message for the SMS
+    provider, crm.messageservice): stored under that name, its whole body but `auth` as data."""
     body = form_nested(form)
     auth = body.get("auth")
     token = str(auth.get("application_token") or "") if isinstance(auth, dict) else ""
@@ -124,10 +127,17 @@ def event_receive(*, form: Iterable[tuple[str, str]]) -> InboundEvent:
                 | Q(last_event_refused_at__lt=now - timedelta(minutes=1))
             ).update(last_event_refused_at=now)
         raise EventRefused("The application token is not this tenant's.")
-    name = str(body.get("event") or "").strip().upper()
+    name = as_event or str(body.get("event") or "").strip().upper()
     if not name or len(name) > 64:
         raise EventInvalid("The request names no event.")
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    data: dict[str, Any]
+    if as_event:
+        # Of `auth`, only whom it is for: the tokens are not stored.
+        data = {key: value for key, value in body.items() if key != "auth"}
+        data["auth_user_id"] = str(auth.get("user_id") or "") if isinstance(auth, dict) else ""
+    else:
+        posted = body.get("data")
+        data = posted if isinstance(posted, dict) else {}
     requeue_at = now + REQUEUE_AFTER
     with transaction.atomic():
         event = InboundEvent.objects.create(
@@ -270,6 +280,7 @@ def _app_uninstalled(event: InboundEvent) -> dict[str, Any]:
         oauth_refresh_token="",
         oauth_application_token="",
         events_bound=[],
+        sms_provider_at=None,
         last_error_code="APP_UNINSTALLED",
         last_error="The Bitrix24 application was uninstalled from the portal: install it again "
         "to reconnect.",

@@ -69,6 +69,9 @@ class Bitrix24Connection(models.Model):
     oauth_installed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # ONAPPUNINSTALL: the portal removed the application; its tokens no longer work.
     uninstalled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The SMS provider (crm.messageservice): registered when, or why not.
+    sms_provider_at = models.DateTimeField(null=True, blank=True, editable=False)
+    sms_provider_error = models.CharField(max_length=500, blank=True, editable=False)
     # Bitrix24 -> SIMtrix: the handlers bound with event.bind (OAuth), the last event received.
     events_bound = models.JSONField(default=list, blank=True, editable=False)
     events_bound_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from crm.directory import directory_sync
 from crm.errors import Bitrix24Error, Bitrix24NotConfigured
 from crm.events import event_process, events_bind
+from crm.messageservice import sms_provider_register
 from crm.selectors import crm_find_by_phone
 from crm.services import history_prune
 from tenants.fanout import in_tenant_schema, tenants_each
@@ -69,11 +70,15 @@ def event_process_task(event_pk: int) -> str:
     name="crm.events_bind", bind=True, max_retries=5, soft_time_limit=60, ignore_result=True
 )
 def events_bind_task(self: Task) -> list[str] | None:
-    """Binds SIMtrix's events in an OAuth-connected portal (after its installation)."""
+    """Binds SIMtrix's events in an OAuth-connected portal and registers its SMS provider
+    (after its installation)."""
     if not in_tenant_schema("crm.events_bind"):
         return None
     try:
-        return events_bind()
+        bound = events_bind()
+        if bound:
+            sms_provider_register()
+        return bound
     except Bitrix24Error as exc:
         if exc.transient and _retries_left(self):
             raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc

@@ -11,4 +11,5 @@ app_name = "crm"
 urlpatterns = [
     path("install/", views.install, name="install"),
     path("events/", views.events, name="events"),
+    path("sms/", views.sms, name="sms"),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from crm.errors import Bitrix24Error
 from crm.events import EventInvalid, EventRefused, event_receive
+from crm.messageservice import SEND_EVENT
 from crm.services import connection_install_oauth
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,22 @@ def events(request: HttpRequest) -> HttpResponse:
     """An event as Bitrix24 posts it (form-encoded); verified, stored, answered at once."""
     try:
         event = event_receive(form=((key, request.POST.get(key, "")) for key in request.POST))
+    except EventRefused as exc:
+        return HttpResponse(str(exc), status=401, content_type="text/plain; charset=utf-8")
+    except EventInvalid as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    return JsonResponse({"accepted": event.event})
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def sms(request: HttpRequest) -> HttpResponse:
+    """A message sent through SIMtrix's SMS provider (crm.messageservice), as Bitrix24 posts it
+    to the handler: verified like an event, stored, answered at once, sent by a phone later."""
+    try:
+        event = event_receive(
+            form=((key, request.POST.get(key, "")) for key in request.POST), as_event=SEND_EVENT
+        )
     except EventRefused as exc:
         return HttpResponse(str(exc), status=401, content_type="text/plain; charset=utf-8")
     except EventInvalid as exc:

@@ -33,6 +33,7 @@ class ActionType(models.TextChoices):
     CREATE_DEAL = "create_deal", "Create a deal with a new contact"
     TIMELINE_COMMENT = "timeline_comment", "Timeline comment"
     POST_CALL_SYNC = "post_call_sync", "Post-call sync (notes and recording)"
+    SEND_SMS = "send_sms", "Send an SMS from the call's phone"
 
 
 class Timing(models.TextChoices):
@@ -93,6 +94,7 @@ NEEDS_RESPONSIBLE = frozenset(
 NEEDS_TEXT: dict[str, str] = {
     ActionType.NOTIFY: "text_template",
     ActionType.TIMELINE_COMMENT: "text_template",
+    ActionType.SEND_SMS: "text_template",
     ActionType.CALLBACK_TASK: "title_template",
     ActionType.CREATE_LEAD: "title_template",
     ActionType.CREATE_DEAL: "title_template",

@@ -48,6 +48,8 @@ from scenarios.selectors import Directory, action_reference_problems, call_reach
 from scenarios.services import Unresolvable, call_facts, responsible_resolve, scenario_on_call_event
 from scenarios.validation import template_render
 from scenarios.worktime import due_at, work_schedule
+from sms.models import SmsMessage
+from sms.services import sms_guard_problem, sms_send
 from tenants.connection import tenant_connection
 from tenants.context import tenant_timezone
 
@@ -406,6 +408,31 @@ def timeline_comment(run: ActionRun) -> dict[str, Any]:
     text = template_render(_config(run)["text_template"], message_values(call, entity))
     comment_id = crm_timeline_comment_add(entity=_crm_ref(entity), text=text)
     return {"comment_id": comment_id}
+
+
+@action_handler(ActionType.SEND_SMS)
+def send_sms(run: ActionRun) -> dict[str, Any]:
+    """Texts the caller from the phone that took (or missed) the call, unless a guard says no;
+    the text reaches the entity's timeline once the phone has sent it (sms.sync)."""
+    call = _call(run)
+    problem = sms_guard_problem(phone_number=call.phone_number, intent_key=run_intent_key(run))
+    if problem:
+        raise ActionSkipped(problem)
+    entity = _entity(call)
+    text = template_render(_config(run)["text_template"], message_values(call, entity))
+    if not text.strip():
+        raise ActionSkipped("The text is empty once its placeholders are filled in.")
+    sms = sms_send(
+        device=call.device,
+        phone_number=call.phone_number,
+        text=text,
+        source=SmsMessage.Source.SCENARIO,
+        intent_key=run_intent_key(run),
+        b24_user_id=call.device.bitrix24_user_id,
+        entity=_crm_ref(entity) if entity else None,
+        call_id=call.pk,
+    )
+    return {"sms": sms.sms_id, "status": sms.status, "from": call.device.name}
 
 
 @action_handler(ActionType.POST_CALL_SYNC)

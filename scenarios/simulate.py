@@ -41,6 +41,7 @@ from scenarios.selectors import (
 )
 from scenarios.services import Unresolvable, responsible_resolve
 from scenarios.worktime import work_schedule
+from sms.services import sms_guard_problem
 from tenants.context import tenant_country, tenant_timezone
 
 Action = ScenarioAction
@@ -309,6 +310,14 @@ def _describe(
         simulated.notes.append("skipped if the caller is reached by an answered call before")
     if kind == ActionType.POST_CALL_SYNC:
         simulated.notes.append("carries the notes and the recording into the activity")
+    if kind == ActionType.SEND_SMS:
+        problem = sms_guard_problem(phone_number=facts.phone_number)
+        simulated.notes.append(
+            f"would be skipped: {problem}"
+            if problem
+            else f"texts {facts.phone_number} from the call's phone; the text goes to the "
+            "timeline once sent"
+        )
     if config.get("responsible") == Action.Responsible.ROUND_ROBIN:
         simulated.notes.append(
             f"round-robin over {config.get('users') or agents()}; shown: whose turn it is now"

@@ -113,6 +113,7 @@ TENANT_APPS = [
     "calls",
     "scenarios",
     "commands",
+    "sms",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 

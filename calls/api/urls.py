@@ -4,6 +4,7 @@ from django.urls import path
 
 from calls.api import views
 from commands.api import views as commands
+from sms.api import views as sms
 
 app_name = "bridge"
 
@@ -17,4 +18,5 @@ urlpatterns = [
     path("ping/", views.PingView.as_view(), name="ping"),
     path("commands/", commands.CommandsView.as_view(), name="commands"),
     path("commands/<str:command_id>/ack/", commands.CommandAckView.as_view(), name="command-ack"),
+    path("sms/", sms.SmsEventsView.as_view(), name="sms"),
 ]

@@ -152,11 +152,16 @@ def alpha_wipe() -> None:
         CallTransition,
         Device,
     )
+    from commands.models import Command, Dial
     from crm.models import Intent, RequestLog
     from scenarios.document import DEFAULT_CONFIGURATION, scenario_config_import
     from scenarios.models import ActionRun, CallPlan, RoundRobinCursor
+    from sms.models import SmsMessage
 
     with schema_context("alpha"):
+        SmsMessage.objects.all().delete()  # and their events
+        Dial.objects.all().delete()
+        Command.objects.all().delete()
         ActionRun.objects.filter(after__isnull=False).delete()
         ActionRun.objects.all().delete()
         CallPlan.objects.all().delete()
