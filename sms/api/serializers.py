@@ -70,6 +70,7 @@ class SmsBatchSerializer(serializers.Serializer):
 
 class SmsResourceSerializer(serializers.Serializer):
     sms_id = serializers.CharField()
-    direction = serializers.ChoiceField(choices=SmsMessage.Direction.choices)
+    # A string, not a second enum beside the calls' `direction` (the schema names each once).
+    direction = serializers.CharField(help_text="`outgoing` (sent by the phone) or `incoming`.")
     status = serializers.ChoiceField(choices=SmsMessage.Status.choices)
     phone_number = serializers.CharField()

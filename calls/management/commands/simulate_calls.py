@@ -10,7 +10,8 @@ device token, exactly as a phone would send it.
 
 With `--poll` each phone also keeps long-polling the commands channel, as the bridge app does
 all day: a `dial` (a number clicked in Bitrix24) is acknowledged and placed as an outgoing call
-with the command's `call_id`; a command the simulator cannot carry out is acknowledged `failed`.
+with the command's `call_id`; a `send_sms` is acknowledged and reported sent, then delivered; a
+command the simulator cannot carry out is acknowledged `failed`.
 It polls until `--poll-seconds` run out (0: until stopped).
 """
 
@@ -75,6 +76,7 @@ class Tally:
     recordings: int = 0
     notes: int = 0
     dials: int = 0
+    sms: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     found: int = 0
     errors: list[str] = field(default_factory=list)
@@ -242,6 +244,22 @@ def simulate_dial(
         tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
 
 
+def simulate_sms(client: BridgeClient, command: dict[str, Any], tally: Tally, tz: Any) -> None:
+    """The agent's phone texts the number: hands it to its radio, then reports it sent and,
+    a moment later, delivered."""
+    client.request("POST", f"commands/{command['command_id']}/ack/", json={"status": "done"})
+    now = datetime.now(UTC).astimezone(tz)
+    for type_, at in (("sms.sent", now), ("sms.delivered", now + timedelta(seconds=2))):
+        body = {
+            "event_id": str(uuid.uuid4()),
+            "type": type_,
+            "occurred_at": at.isoformat(),
+            "sms_id": command["sms_id"],
+        }
+        client.request("POST", "sms/", json=body)
+    tally.add(sms=1)
+
+
 def poll_commands(
     client: BridgeClient, rng: random.Random, tally: Tally, tz: Any, *, until: float | None
 ) -> None:
@@ -253,11 +271,13 @@ def poll_commands(
             for command in commands:
                 if command["type"] == "dial":
                     simulate_dial(client, command, rng, tally, tz)
+                elif command["type"] == "send_sms":
+                    simulate_sms(client, command, tally, tz)
                 else:
                     client.request(
                         "POST",
                         f"commands/{command['command_id']}/ack/",
-                        json={"status": "failed", "error": "the simulator does not send SMS"},
+                        json={"status": "failed", "error": "the simulator cannot do this"},
                     )
         except (SimulationFailed, requests.RequestException) as exc:
             with tally.lock:
@@ -350,6 +370,7 @@ class Command(JsonCommand):
             "recordings": tally.recordings,
             "notes": tally.notes,
             "dials": tally.dials,
+            "sms_sent": tally.sms,
             "known_callers_found": tally.found,
             "outcomes": dict(sorted(tally.outcomes.items())),
             "errors": tally.errors,

@@ -14,6 +14,8 @@ from django_tenants.utils import schema_context
 from calls.models import Device
 from calls.services import device_register, device_rotate_token
 from crm.services import connection_set_events_token, connection_set_webhook
+from scenarios.choices import ActionType, Trigger
+from scenarios.models import Scenario, ScenarioAction
 from tenants.management.jsoncommand import JsonCommand
 from tenants.management.secret_input import SecretOption, secret_options_read
 from tenants.models import Tenant
@@ -80,6 +82,7 @@ class Command(JsonCommand):
                     # Tokens are never stored in clear: the demo gets fresh ones every run.
                     token = device_rotate_token(device=device)
                 tokens.append(token)
+            _missed_call_sms_ensure()
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(state))
         return {
@@ -90,6 +93,21 @@ class Command(JsonCommand):
             "device_token": tokens[0],
             "device_tokens": tokens,
         }
+
+
+def _missed_call_sms_ensure() -> None:
+    """The demo shows SMS through the phones: a missed call texts the caller back (the
+    simulated phone answers the send_sms command; the SMS list shows it)."""
+    missed = Scenario.objects.filter(trigger=Trigger.INCOMING_MISSED).first()
+    if missed is None or missed.actions.filter(action_type=ActionType.SEND_SMS).exists():
+        return
+    last = missed.actions.order_by("-position").values_list("position", flat=True).first() or 0
+    ScenarioAction.objects.create(
+        scenario=missed,
+        position=last + 10,
+        action_type=ActionType.SEND_SMS,
+        text_template="Sorry we missed your call - we will call you back soon. {agent}",
+    )
 
 
 def _superuser_ensure(username: str, password: str) -> None:
