@@ -15,6 +15,7 @@ from typing import Any
 from calls.models import Device
 from commands.selection import line_choose
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.errors import Bitrix24PermanentError
 from crm.events import event_handler
 from crm.mapping import ENTITY_TYPES, domain_type
 from crm.messageservice import SEND_EVENT, crm_entity_responsible
@@ -110,10 +111,15 @@ def _device_for(
     reasons: list[str] = []
     users: list[tuple[int, str]] = []
     if entity is not None:
-        responsible = crm_entity_responsible(entity=entity)
+        try:
+            responsible = crm_entity_responsible(entity=entity)
+        except Bitrix24PermanentError as exc:
+            # Deleted meanwhile, or not the user's to read: the next phone in line sends it.
+            responsible = None
+            reasons.append(f"the {entity[0]} {entity[1]} could not be read ({exc.display()})")
         if responsible:
             users.append((responsible, f"the {entity[0]}'s responsible"))
-        else:
+        elif not reasons:
             reasons.append(f"the {entity[0]} {entity[1]} has no responsible")
     if sender and sender not in [user for user, _ in users]:
         users.append((sender, "the user who sent it"))

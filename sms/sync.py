@@ -194,6 +194,9 @@ def _unknown(sms: SmsMessage, received: str) -> str:
         )
         sms.notified_user_id = agent
         sms.outcome = f"unknown sender: user {agent} notified"
+    elif policy == SmsSettings.Unknown.CREATE_LEAD and not sms.phone_number.startswith("+"):
+        # An alphanumeric sender ("BANK") is no lead: nobody can call it back.
+        sms.outcome = "unknown sender: not a phone number, no lead made"
     elif policy == SmsSettings.Unknown.CREATE_LEAD:
         responsible = round_robin_pick(key="agents", candidates=agents(), peek=False) or agent
         if not responsible:

@@ -200,3 +200,15 @@ def test_a_message_with_another_tenants_token_is_refused(provider: Any) -> None:
     )
     assert response.status_code == 401
     assert not InboundEvent.objects.filter(event=SEND_EVENT).exists()
+
+
+def test_an_entity_that_cannot_be_read_falls_back_to_the_sending_users_phone(
+    provider: Any, alpha_portal: Any
+) -> None:
+    admin_phone, _ = device_register(
+        name="Admin's phone", phone_number="+48500100300", bitrix24_user_id=1, country="PL"
+    )
+    result = _provide(_message(alpha_portal, provider, entity_id=99999))
+    sms = SmsMessage.objects.get(sms_id=result["sms"])
+    assert sms.device_id == admin_phone.pk
+    assert "the user who sent it" in result["why"]

@@ -70,3 +70,15 @@ def test_an_unknown_sender_follows_the_tenants_setting(
         assert len(leads) == 1
         assert (sms.crm_entity_type, sms.crm_entity_id) == ("lead", int(leads[0]["ID"]))
         assert "lead" in sms.outcome
+
+
+def test_a_text_from_an_alphanumeric_sender_makes_no_lead(
+    alpha: Tenant, alpha_portal: Any, bridge: Bridge, device: Device
+) -> None:
+    SmsSettings.objects.update_or_create(singleton=1, defaults={"unknown_sender": "create_lead"})
+    leads_before = len(alpha_portal.state.entities["LEAD"])
+    sms = _receive(bridge, "BANK", "Your code is 1234")
+    assert sms.phone_number == "BANK"
+    assert sms.outcome == "unknown sender: not a phone number, no lead made"
+    assert sms.sync_due_at is None
+    assert len(alpha_portal.state.entities["LEAD"]) == leads_before
