@@ -344,10 +344,23 @@ def dial_close(dial_pk: int) -> str:
     with transaction.atomic():
         dial.save(update_fields=["last_error", "closed_at", "next_attempt_at"])
         if dial.call_id is not None:
-            Call.objects.filter(pk=dial.call_id, b24_finished_at__isnull=True).update(
-                b24_finished_at=now
-            )
+            _detach(dial, call_pk=dial.call_id)
     return "closed"
+
+
+def _detach(dial: Dial, *, call_pk: int) -> None:
+    """The call no longer stands for Bitrix24's call, which is finished as not connected. If
+    the phone did place it after all (its acknowledgement lost) and reports it late, it is
+    registered and logged as a call of its own, as any call the phone reports."""
+    Call.objects.filter(pk=call_pk, b24_call_id=dial.b24_call_id).update(
+        b24_call_id="",
+        b24_registered_at=None,
+        b24_finished_at=None,
+        b24_log_mode="",
+        b24_log_note=f"Its click-to-call was finished in Bitrix24 as not connected (CALL_ID "
+        f"{dial.b24_call_id}); reported by the phone after all, it is logged as a call of its "
+        "own.",
+    )
 
 
 @visit_hook("commands")

@@ -3,6 +3,7 @@ taken up too late, and a close that finds the phone did place the call after all
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from calls.models import CallEvent
 from calls.services import device_register
-from calls.tests.conftest import Bridge, started
+from calls.tests.conftest import T0, Bridge, ended, started
 from commands.dialing import dial_close, external_call_start
 from commands.models import Command, Dial
 from crm.models import InboundEvent
@@ -109,3 +110,41 @@ def test_a_close_that_finds_the_call_reported_leaves_it_to_the_calls_own_handler
     assert dial.closed_at is not None
     assert _finished(alpha_portal, event.data["CALL_ID"]) is None
     assert not [n for n in alpha_portal.state.notifications.values() if n["USER_ID"] == 5]
+
+
+def test_a_call_the_phone_reports_after_its_click_was_closed_is_logged_as_its_own(
+    alpha: Tenant,
+    alpha_portal: Any,
+    eager_celery: None,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    _, token = device_register(
+        name="Marta's phone", phone_number="+48500100200", bitrix24_user_id=5, country="PL"
+    )
+    event = _click(alpha_portal, 5)
+    dial = _dial_for(event)
+    # The acknowledgement was lost: the dial expired and its Bitrix24 call was finished.
+    Dial.objects.filter(pk=dial.pk).update(status="expired", failure="timed out")
+    assert dial_close(dial.pk) == "closed"
+    clicked_call = _finished(alpha_portal, event.data["CALL_ID"])
+    assert clicked_call is not None
+    assert clicked_call["STATISTIC"]["CALL_DURATION"] == 0
+    call = dial.call
+    assert call is not None
+    call.refresh_from_db()
+    assert (call.b24_call_id, call.b24_finished_at) == ("", None)
+    # ...but the phone had dialled, and reports the call now.
+    bridge = Bridge(token)
+    with django_capture_on_commit_callbacks(execute=True):
+        bridge.send(started(call.call_id, direction="outgoing", phone_number=NUMBER))
+        bridge.send(
+            ended(
+                call.call_id, outcome="answered", duration_seconds=42, at=T0 + timedelta(minutes=1)
+            )
+        )
+    call.refresh_from_db()
+    assert call.b24_call_id not in ("", event.data["CALL_ID"])
+    assert call.b24_finished_at is not None
+    own = _finished(alpha_portal, call.b24_call_id)
+    assert own is not None
+    assert own["STATISTIC"]["CALL_DURATION"] == 42
