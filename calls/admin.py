@@ -5,12 +5,13 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -43,15 +44,42 @@ from calls.services import (
     device_register,
     device_revoke,
     device_rotate_token,
+    device_user_problem,
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
+from crm.selectors import directory_users
 from tenants.admin_utils import ReadOnlyAdmin, qr_svg
 from tenants.context import tenant_country, tenant_timezone
 
 
+def bridge_server_url(request: HttpRequest) -> str:
+    """The bridge API's address for this tenant's phones: SIMTRIX_BRIDGE_PUBLIC_URL, else the
+    address this page was opened by."""
+    template = settings.SIMTRIX_BRIDGE_PUBLIC_URL
+    if template:
+        return template.replace("{host}", request.get_host().split(":")[0])
+    return request.build_absolute_uri("/api/bridge/v1/")
+
+
+def bridge_server_unreachable(server: str) -> str:
+    """Why a phone could not reach `server` (loopback, *.localhost), or ""."""
+    host = (urlsplit(server).hostname or "").lower()
+    if (
+        host == "localhost"
+        or host.endswith(".localhost")
+        or host.startswith("127.")
+        or host == "::1"
+    ):
+        return (
+            f"A phone cannot reach {host}: it is this computer's own name. Open the admin by "
+            "the address the phones use, or set SIMTRIX_BRIDGE_PUBLIC_URL."
+        )
+    return ""
+
+
 def bridge_setup_uri(*, request: HttpRequest, token: str) -> str:
     """What the app scans: this tenant's API base URL and the device token."""
-    server = request.build_absolute_uri("/api/bridge/v1/")
+    server = bridge_server_url(request)
     return "simtrix://connect?" + urlencode({"server": server, "token": token})
 
 
@@ -67,7 +95,8 @@ def _token_page(
         "title": "Device token - shown once",
         "cards": cards,
         "opts": model_admin.model._meta,
-        "server": request.build_absolute_uri("/api/bridge/v1/"),
+        "server": bridge_server_url(request),
+        "unreachable": bridge_server_unreachable(bridge_server_url(request)),
     }
     response = TemplateResponse(request, "admin/calls/device/token_issued.html", context)
     # The page holds a secret: never keep it in a browser or proxy cache.
@@ -75,16 +104,52 @@ def _token_page(
     return response
 
 
-class DeviceCreationForm(forms.ModelForm):
+class DeviceForm(forms.ModelForm):
+    """The agent picked by name from the synced directory (an id only before the first sync);
+    a user Bitrix24 does not have, or has deactivated, is refused."""
+
     class Meta:
         model = Device
-        fields = ["name", "phone_number", "bitrix24_user_id"]
+        fields = ["name", "phone_number", "bitrix24_user_id", "main", "sms_default"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.bitrix24_user_id if self.instance.pk else None
+        users = list(directory_users(active_only=False))
+        if users:
+            choices: list[tuple[Any, str]] = [("", "---------")]
+            choices += [
+                (u.id, f"{u.name} (#{u.id})" if u.active else f"{u.name} (#{u.id}, deactivated)")
+                for u in users
+                if u.active or u.id == current
+            ]
+            if current and current not in {u.id for u in users}:
+                choices.append((current, f"User #{current} (not in Bitrix24)"))
+            field = self.fields["bitrix24_user_id"]
+            self.fields["bitrix24_user_id"] = forms.TypedChoiceField(
+                label=field.label or "Bitrix24 user",
+                choices=choices,
+                coerce=int,
+                help_text="The agent who carries this phone, from the Bitrix24 directory.",
+            )
+
+    def clean_bitrix24_user_id(self) -> int:
+        user_id = int(self.cleaned_data["bitrix24_user_id"])
+        problem = device_user_problem(user_id=user_id)
+        if problem:
+            raise forms.ValidationError(problem)
+        return user_id
 
     def clean_phone_number(self) -> str:
         try:
             return phone_to_e164(self.cleaned_data["phone_number"], country=tenant_country())
         except InvalidPhoneNumber as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+
+class DeviceCreationForm(DeviceForm):
+    class Meta(DeviceForm.Meta):
+        fields = ["name", "phone_number", "bitrix24_user_id"]
 
 
 class HeartbeatFilter(admin.SimpleListFilter):
@@ -109,7 +174,7 @@ class DeviceAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "phone_number",
-        "bitrix24_user_id",
+        "agent",
         "main",
         "token_hint",
         "active",
@@ -125,13 +190,24 @@ class DeviceAdmin(admin.ModelAdmin):
     def get_form(
         self, request: HttpRequest, obj: Device | None = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        if obj is None:
-            kwargs["form"] = DeviceCreationForm
+        kwargs["form"] = DeviceCreationForm if obj is None else DeviceForm
         return super().get_form(request, obj, change, **kwargs)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Calls point at their device for the audit trail: revoke instead of deleting.
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        self._names = agent_names(
+            user_ids=list(Device.objects.values_list("bitrix24_user_id", flat=True)[:1000])
+        )
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="Agent (Bitrix24 user)", ordering="bitrix24_user_id")
+    def agent(self, obj: Device) -> str:
+        names = getattr(self, "_names", None) or agent_names(user_ids=[obj.bitrix24_user_id])
+        name = names.get(obj.bitrix24_user_id)
+        return f"{name} (#{obj.bitrix24_user_id})" if name else f"User #{obj.bitrix24_user_id}"
 
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         if change:
@@ -307,7 +383,8 @@ CSV_COLUMNS = [
     ("duration_seconds", "Duration (s)"),
     ("device", "Device"),
     ("agent", "Agent (Bitrix24 user)"),
-    ("crm_status", "Caller"),
+    ("caller", "Caller"),
+    ("crm_status", "CRM lookup"),
     ("crm_entity", "CRM entity"),
     ("b24_log_mode", "Logged as"),
     ("call_id", "Bridge call id"),
@@ -433,13 +510,22 @@ class CallAdmin(ReadOnlyAdmin):
         queryset = changelist.get_queryset(request).select_related("device")
         writer = csv.writer(_Echo())
 
+        # The tenant's zone, taken now: the rows are written after this view has returned.
+        zone = timezone.get_current_timezone()
+
         def rows() -> Iterator[str]:
             yield writer.writerow([label for _, label in CSV_COLUMNS])
             for call in queryset.iterator(chunk_size=500):
-                yield writer.writerow(_csv_row(call))
+                yield writer.writerow(_csv_row(call, zone=zone))
 
-        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-        stamp = timezone.now().strftime("%Y%m%d-%H%M")
+        def with_bom() -> Iterator[str]:
+            # Excel takes a CSV without a byte-order mark for the system's code page (cp1250 in
+            # Polish): "Łódź" would come out garbled.
+            yield "\ufeff"
+            yield from rows()
+
+        response = StreamingHttpResponse(with_bom(), content_type="text/csv; charset=utf-8")
+        stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
         response["Content-Disposition"] = f'attachment; filename="calls-{stamp}.csv"'
         return response
 
@@ -460,16 +546,18 @@ class CallAdmin(ReadOnlyAdmin):
         )
 
 
-def _csv_row(call: Call) -> list[Any]:
+def _csv_row(call: Call, *, zone: tzinfo) -> list[Any]:
     entity = (call.crm or {}).get("entity") or {}
     values = {
-        "started_at": call.started_at.isoformat() if call.started_at else "",
+        # In the tenant's time zone, with its offset.
+        "started_at": call.started_at.astimezone(zone).isoformat() if call.started_at else "",
         "device": call.device.name,
         "agent": call.device.bitrix24_user_id,
         "crm_entity": f"{entity.get('type')} {entity.get('id')} {entity.get('name', '')}".strip()
         if entity
         else "",
         "phone_number": call.phone_number or call.phone_raw,
+        "caller": entity.get("name", "") if entity else "",
     }
     row = []
     for name, _ in CSV_COLUMNS:

@@ -23,11 +23,28 @@ from calls.selectors import (
 )
 from calls.tokens import token_generate, token_hash
 from common.phones import phone_to_e164
+from crm.models import Bitrix24User
 from scenarios.outbox import run_plan
 
 logger = logging.getLogger(__name__)
 
 # --- Devices ------------------------------------------------------------------------------
+
+
+def device_user_problem(*, user_id: int) -> str | None:
+    """Why a phone cannot be given to this Bitrix24 user: unknown to the portal, or
+    deactivated there. None when the user is fine, or the directory was never synced (nothing
+    to check against yet)."""
+    if user_id < 1:
+        return "A Bitrix24 user ID is a positive number."
+    if not Bitrix24User.objects.exists():
+        return None
+    user = Bitrix24User.objects.filter(pk=user_id).first()
+    if user is None:
+        return f"Bitrix24 has no user #{user_id} (the directory was synced from the portal)."
+    if not user.active:
+        return f"{user.name} (#{user_id}) is deactivated in Bitrix24."
+    return None
 
 
 @transaction.atomic

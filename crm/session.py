@@ -77,6 +77,9 @@ from crm.validators import (
 
 logger = logging.getLogger(__name__)
 
+# A 5xx without a JSON body (a proxy's or load balancer's page) is named by its status.
+_HTTP_5XX_CODES = {502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE", 504: "GATEWAY_TIMEOUT"}
+
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 10.0
 MAX_ATTEMPTS = 4
@@ -529,7 +532,7 @@ class Bitrix24Session:
         if status is not None and status >= 500:
             return Bitrix24TransientError(
                 NOT_A_PORTAL_DOWN,
-                code="BAD_GATEWAY",
+                code=_HTTP_5XX_CODES.get(status, "SERVER_ERROR"),
                 http_status=status,
                 method=method,
                 ambiguous=True,
@@ -972,6 +975,9 @@ def _is_connection_problem(error: Bitrix24Error) -> bool:
             "ERROR_METHOD_NOT_FOUND",
             "NOT_CONFIGURED",
             "BAD_GATEWAY",
+            "SERVICE_UNAVAILABLE",
+            "GATEWAY_TIMEOUT",
+            "SERVER_ERROR",
             "INTERNAL_SERVER_ERROR",
             "PORTAL_DELETED",
             "PORTAL_MOVED",

@@ -161,6 +161,8 @@ MIDDLEWARE = [
     # Serves the admin's static files under gunicorn without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tenants.middleware.ActiveTenantMiddleware",
+    # The admin on the tenant's clock (its time zone), the bridge API on UTC offsets.
+    "tenants.middleware.TenantClockMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -277,6 +279,10 @@ SIMTRIX_TRUSTED_PROXY_COUNT = env.int("SIMTRIX_TRUSTED_PROXY_COUNT", default=0)
 # <scheme>://<tenant's primary domain>[:<port>]/bitrix24/events/ (the demo: http and 8000).
 SIMTRIX_PUBLIC_SCHEME = env.str("SIMTRIX_PUBLIC_SCHEME", default="https")
 SIMTRIX_PUBLIC_PORT = env.str("SIMTRIX_PUBLIC_PORT", default="")
+# The bridge API's address a device's QR code carries, `{host}` standing for the tenant's host
+# (e.g. "https://{host}/api/bridge/v1/" behind a TLS proxy); empty: the address the admin was
+# opened by.
+SIMTRIX_BRIDGE_PUBLIC_URL = env.str("SIMTRIX_BRIDGE_PUBLIC_URL", default="")
 # A phone's long poll for commands reads the database this often even when no wake came
 # (commands.wakeup). The default, the longest wait, means never within a poll while Redis
 # wakes them: 500 phones reading every 10 s cost 13 % of a core in reconnections

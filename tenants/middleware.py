@@ -3,10 +3,14 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django_tenants.middleware.main import TenantMainMiddleware
 
 from tenants.models import Domain, Tenant
@@ -48,3 +52,27 @@ class ActiveTenantMiddleware(TenantMainMiddleware):
             with _lock:
                 _tenants_by_host[hostname] = (domain.tenant, now)
         return copy.copy(domain.tenant)
+
+
+class TenantClockMiddleware:
+    """The tenant's pages on the tenant's clock: every time the admin shows or reads (lists,
+    forms, date filters, exports) is in the tenant's time zone. The bridge API keeps its
+    offsets as they are (ISO 8601 in UTC), whatever the tenant's zone."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        tenant = getattr(request, "tenant", None)
+        zone = getattr(tenant, "timezone", "") if tenant is not None else ""
+        if zone and not request.path.startswith("/api/"):
+            try:
+                timezone.activate(ZoneInfo(zone))
+            except (ZoneInfoNotFoundError, ValueError):
+                timezone.deactivate()
+        else:
+            timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

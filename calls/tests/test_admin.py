@@ -82,6 +82,8 @@ def test_adding_a_device_shows_its_token_once_with_a_qr_code(admin_client_alpha:
     token = match.group(1)
     assert "<svg" in html
     assert "simtrix://connect?server=http%3A%2F%2Falpha.localhost%2Fapi%2Fbridge%2Fv1%2F" in html
+    # alpha.localhost is this computer's own name: the page says a phone cannot reach it.
+    assert 'id="qr-unreachable"' in html
     assert "no-store" in response["Cache-Control"]
     device = Device.objects.get(name="Anna's phone")
     assert device.phone_number == "+48600700800"
@@ -165,8 +167,12 @@ def test_csv_export_of_the_filtered_list(admin_client_alpha: Client) -> None:
     response = admin_client_alpha.get("/admin/calls/call/export.csv?direction__exact=incoming")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(response.getvalue().decode())))
+    content = response.getvalue()
+    assert content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel (Polish too) reads it right
+    rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
     assert rows[0][:3] == ["Started", "Direction", "Number"]
+    assert "Caller" in rows[0]
+    assert "CRM lookup" in rows[0]
     assert sorted(row[-1] for row in rows[1:]) == ["a", "e", "m"]
     assert "+48600111222" in {row[2] for row in rows[1:]}
 
@@ -269,3 +275,84 @@ def test_call_settings_are_one_editable_row(admin_client_alpha: Client) -> None:
 
 def test_notes_are_visible_in_the_admin_only_as_part_of_the_call(alpha: Tenant) -> None:
     assert CallNote._meta.app_label == "calls"
+
+
+def test_the_admin_is_on_the_tenants_clock_and_the_api_on_utc(
+    admin_client_alpha: Client, bridge: Bridge, alpha: Tenant
+) -> None:
+    from tenants.middleware import tenant_cache_clear
+
+    Tenant.objects.filter(pk=alpha.pk).update(timezone="Europe/Warsaw")
+    tenant_cache_clear()
+    # 13:32:05 UTC: 14:32 in Warsaw (CET, +01:00).
+    assert bridge.send(started("clock-1", at=T0)).status_code == 201
+    listing = admin_client_alpha.get("/admin/calls/call/").content.decode()
+    assert "Times in Europe/Warsaw" in listing
+    assert "2:32 p.m." in listing  # Django's English format of 14:32
+    assert "1:32 p.m." not in listing
+    content = admin_client_alpha.get("/admin/calls/call/export.csv").getvalue()
+    rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
+    assert rows[1][0] == "2026-11-21T14:32:05+01:00"
+    # The bridge API is not the admin: its times stay ISO 8601 on UTC.
+    detail = bridge.get("calls/clock-1/").json()
+    assert detail["started_at"] in ("2026-11-21T13:32:05Z", "2026-11-21T13:32:05+00:00")
+
+
+def test_a_device_is_given_to_a_bitrix24_user_picked_by_name_never_an_unknown_one(
+    admin_client_alpha: Client,
+) -> None:
+    from crm.models import Bitrix24User
+
+    seen = timezone.now()
+    Bitrix24User.objects.create(id=5, name="Marta Nowak", active=True, seen_at=seen)
+    Bitrix24User.objects.create(id=7, name="Jan Odszedł", active=False, seen_at=seen)
+    form = admin_client_alpha.get("/admin/calls/device/add/").content.decode()
+    assert "Marta Nowak (#5)" in form
+    assert "Jan Odszedł" not in form  # deactivated users are not offered
+    for user_id in (7, 42):  # deactivated, unknown: not among the choices
+        refused = admin_client_alpha.post(
+            "/admin/calls/device/add/",
+            {"name": "Phone", "phone_number": "600 700 800", "bitrix24_user_id": user_id},
+        )
+        assert refused.status_code == 200
+        assert "Select a valid choice" in refused.content.decode()
+        assert not Device.objects.filter(name="Phone").exists()
+    added = admin_client_alpha.post(
+        "/admin/calls/device/add/",
+        {"name": "Phone", "phone_number": "600 700 800", "bitrix24_user_id": 5},
+    )
+    assert added.status_code == 200
+    assert Device.objects.get(name="Phone").bitrix24_user_id == 5
+    listing = admin_client_alpha.get("/admin/calls/device/").content.decode()
+    assert "Marta Nowak (#5)" in listing
+
+
+def test_issue_device_token_refuses_a_user_bitrix24_does_not_have(alpha: Tenant) -> None:
+    from django.core.management import CommandError, call_command
+
+    from crm.models import Bitrix24User
+
+    Bitrix24User.objects.create(id=7, name="Jan Odszedł", active=False, seen_at=timezone.now())
+    with pytest.raises(CommandError, match="is deactivated in Bitrix24"):
+        call_command(
+            "issue_device_token", "--schema", "alpha", "--name", "Reception",
+            "--phone-number", "600 111 222", "--bitrix24-user-id", "7",
+        )  # fmt: skip
+    with pytest.raises(CommandError, match="has no user #42"):
+        call_command(
+            "issue_device_token", "--schema", "alpha", "--name", "Reception",
+            "--phone-number", "600 111 222", "--bitrix24-user-id", "42",
+        )  # fmt: skip
+    assert not Device.objects.filter(name="Reception").exists()
+
+
+def test_the_qr_carries_the_public_address_the_operator_set(
+    admin_client_alpha: Client, settings: Settings
+) -> None:
+    settings.SIMTRIX_BRIDGE_PUBLIC_URL = "https://{host}.example.com/api/bridge/v1/"
+    html = admin_client_alpha.post(
+        "/admin/calls/device/add/",
+        {"name": "Anna's phone", "phone_number": "600 700 800", "bitrix24_user_id": 3},
+    ).content.decode()
+    assert "server=https%3A%2F%2Falpha.localhost.example.com%2Fapi%2Fbridge%2Fv1%2F" in html
+    assert 'id="qr-unreachable"' not in html

@@ -81,6 +81,10 @@ def test_simulator_plays_realistic_calls_through_the_http_api(
     assert summary["errors"] == []
     assert sum(summary["outcomes"].values()) == 10
     assert len(summary["outcomes"]) >= 2  # a mix, not one kind of call
+    # Whatever the seed, a run shows each kind of call SIMtrix treats differently.
+    assert summary["outcomes"].get("missed", 0) >= 2
+    assert summary["outcomes"].get("rejected", 0) >= 1
+    assert summary["outcomes"].get("answered", 0) >= 1
     assert summary["known_callers_found"] >= 1
     with schema_context("alpha"):
         calls = list(Call.objects.select_related("device"))
@@ -88,6 +92,9 @@ def test_simulator_plays_realistic_calls_through_the_http_api(
         assert {c.device.name for c in calls} == {"Marta's phone", "Ewa's phone"}
         assert all(c.status == "ended" and c.outcome for c in calls)
         assert {c.crm_status for c in calls} <= {"found", "not_found"}
+        assert {"found", "not_found"} <= {
+            c.crm_status for c in calls if c.outcome == "missed"
+        }  # a known caller missed, and an unknown number
         assert CallEvent.objects.count() == summary["events"]
         assert CallRecording.objects.count() == summary["recordings"]
         assert CallNote.objects.count() == summary["notes"]

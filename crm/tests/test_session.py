@@ -46,6 +46,15 @@ def test_transient_failures_give_up_after_the_attempts(portal: Any) -> None:
     assert len(top_level(portal, "crm.contact.get")) == 4
 
 
+def test_a_proxys_503_page_is_named_service_unavailable(portal: Any) -> None:
+    portal.set_fault("down", mode="http503", method="crm.contact.get")
+
+    with pytest.raises(Bitrix24TransientError) as caught:
+        Bitrix24Client().run(b24.entity_get("CONTACT", 12), max_attempts=1)
+
+    assert (caught.value.code, caught.value.http_status) == ("SERVICE_UNAVAILABLE", 503)
+
+
 def test_permanent_failure_is_not_retried_and_keeps_bitrix24s_words(portal: Any) -> None:
     with pytest.raises(Bitrix24PermanentError) as caught:
         Bitrix24Client().run(b24.entity_get("CONTACT", 999999))

@@ -141,6 +141,21 @@ def test_demo_setup_takes_the_webhook_from_the_environment(
     assert json.loads(out.getvalue())["schema"] == "demo"
     with schema_context("demo"):
         assert Bitrix24Connection.objects.get().webhook_url == webhook
+        # What the demo shows beyond the defaults: a routing rule to try, missed calls texted.
+        from scenarios.models import RoutingRule, ScenarioAction
+
+        rule = RoutingRule.objects.get(name="Companies to Marta")
+        assert list(rule.conditions.values_list("source", "values")) == [
+            ("entity_type", ["company"])
+        ]
+        assert ScenarioAction.objects.filter(
+            scenario__trigger="incoming_missed", action_type="send_sms"
+        ).exists()
+    # Run again (a second `make run`): nothing doubled.
+    call_command("demo_setup", "--state-file", str(tmp_path / "demo.json"), stdout=out)
+    with schema_context("demo"):
+        assert RoutingRule.objects.filter(name="Companies to Marta").count() == 1
+        assert ScenarioAction.objects.filter(action_type="send_sms").count() == 1
     monkeypatch.delenv("SIMTRIX_BITRIX24_WEBHOOK")
     with pytest.raises(CommandError, match="The demo needs a webhook"):
         call_command("demo_setup", "--state-file", str(tmp_path / "demo.json"), stdout=out)

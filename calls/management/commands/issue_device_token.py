@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django_tenants.utils import schema_context
 
-from calls.services import device_register
+from calls.services import device_register, device_user_problem
 from common.phones import InvalidPhoneNumber
 from tenants.management.jsoncommand import JsonCommand
 from tenants.models import Tenant
@@ -33,6 +33,9 @@ class Command(JsonCommand):
         if options["bitrix24_user_id"] < 1:
             raise self.fail("--bitrix24-user-id must be a positive Bitrix24 user ID.")
         with schema_context(tenant.schema_name):
+            problem = device_user_problem(user_id=options["bitrix24_user_id"])
+            if problem:
+                raise self.fail(problem)
             try:
                 device, token = device_register(
                     name=options["name"].strip(),

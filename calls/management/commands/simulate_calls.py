@@ -175,15 +175,35 @@ def _event(kind: str, call_id: str, at: datetime, **fields: Any) -> dict[str, An
     }
 
 
-def simulate_call(client: BridgeClient, rng: random.Random, tally: Tally, tz: Any) -> None:
-    direction = "incoming" if rng.random() < 0.65 else "outgoing"
-    known = rng.random() < 0.6
+# The calls a run opens with, whatever the seed, so every demo shows what SIMtrix does with
+# each kind: (direction, a known caller, outcome). Random calls follow.
+SHOWCASE = [
+    ("incoming", True, "missed"),
+    ("incoming", False, "missed"),  # an unknown number: a new lead
+    ("incoming", True, "rejected"),
+    ("incoming", True, "answered"),  # routed by the caller's CRM data
+]
+
+
+def simulate_call(
+    client: BridgeClient,
+    rng: random.Random,
+    tally: Tally,
+    tz: Any,
+    kind: tuple[str, bool, str] | None = None,
+) -> None:
+    """One call; `kind` (direction, known, outcome) fixes what is otherwise drawn."""
+    if kind is not None:
+        direction, known, outcome = kind
+    else:
+        direction = "incoming" if rng.random() < 0.65 else "outgoing"
+        known = rng.random() < 0.6
+        outcome = _pick(rng, INCOMING_OUTCOMES if direction == "incoming" else OUTGOING_OUTCOMES)
     number = (
         rng.choice(KNOWN_NUMBERS)
         if known
         else f"+48 7{rng.randint(10, 99)} {rng.randint(100, 999)} {rng.randint(100, 999)}"
     )
-    outcome = _pick(rng, INCOMING_OUTCOMES if direction == "incoming" else OUTGOING_OUTCOMES)
     talk = rng.randint(15, 420) if outcome == "answered" else 0
     ring = rng.randint(3, 25)
     # The call happened just now: it ends at the moment it is reported.
@@ -333,11 +353,17 @@ class Command(JsonCommand):
 
         until = time.monotonic() + options["poll_seconds"] if options["poll_seconds"] else None
 
+        # The showcase goes round the phones: the first call of each, then the second...
+        showcase: list[list[tuple[str, bool, str]]] = [[] for _ in clients]
+        for n, kind in enumerate(SHOWCASE[: options["calls"]]):
+            showcase[n % len(clients)].append(kind)
+
         def play(index: int, client: BridgeClient, count: int) -> None:
             rng = random.Random(seed + index)
+            kinds = showcase[index]
             for n in range(count):
                 try:
-                    simulate_call(client, rng, tally, tz)
+                    simulate_call(client, rng, tally, tz, kinds[n] if n < len(kinds) else None)
                 except (SimulationFailed, requests.RequestException) as exc:
                     with tally.lock:
                         tally.errors.append(str(exc))

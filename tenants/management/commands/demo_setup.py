@@ -15,7 +15,7 @@ from calls.models import Device
 from calls.services import device_register, device_rotate_token
 from crm.services import connection_set_events_token, connection_set_webhook
 from scenarios.choices import ActionType, Trigger
-from scenarios.models import Scenario, ScenarioAction
+from scenarios.models import RoutingCondition, RoutingRule, Scenario, ScenarioAction
 from tenants.management.jsoncommand import JsonCommand
 from tenants.management.secret_input import SecretOption, secret_options_read
 from tenants.models import Tenant
@@ -83,6 +83,7 @@ class Command(JsonCommand):
                     token = device_rotate_token(device=device)
                 tokens.append(token)
             _missed_call_sms_ensure()
+            _routing_rule_ensure()
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(state))
         return {
@@ -108,6 +109,23 @@ def _missed_call_sms_ensure() -> None:
         action_type=ActionType.SEND_SMS,
         text_template="Sorry we missed your call - we will call you back soon. {agent}",
     )
+
+
+def _routing_rule_ensure() -> None:
+    """A rule to try in the demo: calls from companies go to Marta (user 5); the rest as the
+    "Others" fallback says. The routing page's test box shows why."""
+    rule, created = RoutingRule.objects.get_or_create(
+        name="Companies to Marta",
+        defaults={"position": 10, "target": RoutingRule.Target.USER, "users": [5]},
+    )
+    if created:
+        RoutingCondition.objects.create(
+            rule=rule,
+            position=0,
+            source=RoutingCondition.Source.ENTITY_TYPE,
+            operator=RoutingCondition.Operator.EQUALS,
+            values=["company"],
+        )
 
 
 def _superuser_ensure(username: str, password: str) -> None:
