@@ -221,6 +221,11 @@ def _max_attempts() -> int:
     return getattr(settings, "SIMTRIX_RUN_MAX_ATTEMPTS", MAX_ATTEMPTS)
 
 
+def run_attempts_allowed() -> int:
+    """How many times a run is tried before it fails (the call page counts against it)."""
+    return _max_attempts()
+
+
 def _backoff(attempts: int) -> timedelta:
     base = getattr(settings, "SIMTRIX_RUN_BACKOFF_BASE_SECONDS", BACKOFF_BASE_SECONDS)
     cap = getattr(settings, "SIMTRIX_RUN_BACKOFF_CAP_SECONDS", BACKOFF_CAP_SECONDS)

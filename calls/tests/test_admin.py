@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -356,3 +356,49 @@ def test_the_qr_carries_the_public_address_the_operator_set(
     ).content.decode()
     assert "server=https%3A%2F%2Falpha.localhost.example.com%2Fapi%2Fbridge%2Fv1%2F" in html
     assert 'id="qr-unreachable"' not in html
+
+
+def test_the_call_page_says_at_the_top_what_happened_to_the_call(
+    admin_client_alpha: Client, bridge: Bridge, alpha: Tenant
+) -> None:
+    from scenarios.models import ActionRun
+    from tenants.middleware import tenant_cache_clear
+
+    Tenant.objects.filter(pk=alpha.pk).update(timezone="Europe/Warsaw")
+    tenant_cache_clear()
+    bridge.send(started("st-1"))
+    bridge.send(ended("st-1", outcome="missed", duration_seconds=0))
+    call = Call.objects.get(call_id="st-1")
+    # Planned once the caller is known (alpha has no portal here): the log run, as planned.
+    log = ActionRun.objects.create(call=call, action_type="log_call", due_at=timezone.now())
+
+    def status() -> str:
+        page = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+        match = re.search(
+            r'id="call-status" data-kind="(\w+)"[^>]*>\s*<strong>([^<]*)</strong>', page
+        )
+        assert match is not None, "no status line"
+        return f"{match.group(1)}: {match.group(2)}"
+
+    assert status().startswith("waiting: Waiting for Bitrix24")
+    ActionRun.objects.filter(pk=log.pk).update(
+        attempts=2, last_error="HTTP 503", due_at=datetime(2026, 11, 21, 13, 40, tzinfo=UTC)
+    )
+    assert status() == "waiting: Waiting for Bitrix24: retry 3 of 12 at 14:40 (last: HTTP 503)"
+    ActionRun.objects.filter(pk=log.pk).update(status="failed", last_error="Access denied")
+    assert status() == "failed: Not logged in Bitrix24: failed: Access denied"
+    page = admin_client_alpha.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert 'id="call-retry"' in page
+    admin_client_alpha.post(
+        "/admin/scenarios/actionrun/", {"action": "retry", "_selected_action": log.pk}
+    )
+    assert ActionRun.objects.get(pk=log.pk).status == "scheduled"
+    Call.objects.filter(pk=call.pk).update(
+        b24_finished_at=datetime(2026, 11, 21, 13, 33, tzinfo=UTC),
+        b24_call_id="externalCall.1",
+        b24_log_mode="telephony",
+        b24_activity_id=123,
+    )
+    assert status() == (
+        "logged: Logged in Bitrix24 at 14:33 as a telephony call (externalCall.1), activity #123."
+    )
