@@ -402,3 +402,63 @@ def test_the_call_page_says_at_the_top_what_happened_to_the_call(
     assert status() == (
         "logged: Logged in Bitrix24 at 14:33 as a telephony call (externalCall.1), activity #123."
     )
+
+
+def test_a_new_tenant_sees_the_onboarding_checklist_ticked_from_real_state(
+    admin_client_alpha: Client, bridge: Bridge
+) -> None:
+    def steps() -> dict[str, str]:
+        page = admin_client_alpha.get("/admin/").content.decode()
+        assert 'id="onboarding"' in page
+        found = re.findall(
+            r'class="step" data-done="(yes|no)">.*?<a href="[^"]*">(?:<strong>)?([^<]+)', page
+        )
+        return {label: done for done, label in found}
+
+    first = steps()
+    assert first["Connect Bitrix24"] == "no"
+    assert first["First device"] == "yes"  # the bridge fixture's phone
+    assert first["A test call"] == "no"
+    bridge.send(started("ob-1"))
+    assert steps()["A test call"] == "yes"
+
+
+def test_a_set_up_tenant_sees_its_state_at_a_glance(
+    admin_client_alpha: Client, bridge: Bridge, device: Device
+) -> None:
+    from crm.models import Bitrix24Connection
+
+    now = timezone.now()
+    assert bridge.send(started("g-1")).status_code == 201  # before the portal: no lookup
+    Bitrix24Connection.objects.update_or_create(
+        singleton=1,
+        defaults={
+            "webhook_url": "https://portal.example/rest/1/secret/",
+            "last_ok_at": now,
+            "directory_synced_at": now,
+        },
+    )
+    Call.objects.filter(call_id="g-1").update(
+        b24_finished_at=now, started_at=now - timedelta(minutes=5), outcome="missed"
+    )
+    Device.objects.filter(pk=device.pk).update(last_seen_at=now - timedelta(days=1))
+    page = admin_client_alpha.get("/admin/").content.decode()
+    assert 'id="onboarding"' not in page, re.findall(r'data-done="no">[^\n]*', page)
+    assert 'id="glance"' in page
+    assert "1 missed" in page
+    assert f"silent: {device.name}" in page.replace("&#x27;", "'")
+    assert "/admin/calls/device/?heartbeat=silent" in page
+
+
+def test_the_home_is_sectioned_by_job_and_the_system_is_for_superusers(
+    admin_client_alpha: Client, support_client: Client
+) -> None:
+    boss = admin_client_alpha.get("/admin/").content.decode()
+    for section in ("Calls", "Setup", "System"):
+        assert f">{section}</a>" in boss or f">{section}<" in boss
+    assert "Bitrix24 requests" in boss
+    helpdesk = support_client.get("/admin/").content.decode()
+    assert ">Calls<" in helpdesk or ">Calls</a>" in helpdesk
+    assert "System" not in helpdesk
+    # Hidden from the menu, not forbidden: the call page links to its requests.
+    assert support_client.get("/admin/crm/requestlog/").status_code == 200

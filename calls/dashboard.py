@@ -1,0 +1,191 @@
+"""The tenant admin's home: the tenant at a glance, or, for a tenant not set up yet, the
+onboarding checklist, each step ticked from what is really there.
+
+Each line links to where it is seen or fixed. Read on every visit of the home page: a handful
+of indexed counts, nothing from Bitrix24 (its health is what the last request recorded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count
+from django.urls import reverse
+from django.utils import timezone
+
+from calls.models import Call, Device
+from calls.selectors import devices_silent
+from crm.connections import REQUIRED_SCOPES, scopes_granted
+from crm.models import Bitrix24Connection
+from scenarios.models import ActionRun, RoutingRule
+from tenants.context import tenant_timezone
+
+
+@dataclass
+class Step:
+    label: str
+    done: bool
+    url: str
+    hint: str = ""
+
+
+@dataclass
+class Line:
+    """One fact of the glance: ok or not, what it says, where it leads."""
+
+    label: str
+    text: str
+    ok: bool
+    url: str
+
+
+@dataclass
+class Dashboard:
+    steps: list[Step]
+    lines: list[Line] = field(default_factory=list)
+    today: dict[str, int] = field(default_factory=dict)
+    today_url: str = ""
+
+    @property
+    def onboarding(self) -> bool:
+        return not all(step.done for step in self.steps)
+
+
+def _admin(name: str, *args: Any) -> str:
+    return reverse(f"admin:{name}", args=args)
+
+
+def _local_midnight(now: datetime) -> datetime:
+    zone = ZoneInfo(tenant_timezone())
+    return datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
+
+
+def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
+    now = now or timezone.now()
+    conn = Bitrix24Connection.objects.filter(singleton=1).first()
+    connection_url = (
+        _admin("crm_bitrix24connection_change", conn.pk)
+        if conn
+        else _admin("crm_bitrix24connection_add")
+    )
+    devices = Device.objects.filter(revoked_at__isnull=True)
+    calls = Call.objects.all()
+    steps = [
+        Step(
+            "Connect Bitrix24",
+            bool(conn and conn.last_ok_at and not conn.last_error),
+            connection_url,
+            "paste an inbound webhook or install the application, then Test connection",
+        ),
+        Step(
+            "Directory synced (users, pipelines)",
+            bool(conn and conn.directory_synced_at),
+            connection_url,
+            "synced in the background once the connection works",
+        ),
+        Step(
+            "First device",
+            devices.exists(),
+            _admin("calls_device_add"),
+            "add the agent's phone and scan its QR code in the SIMtrix Bridge app",
+        ),
+        Step(
+            "A test call",
+            calls.exists(),
+            _admin("calls_call_changelist"),
+            "call the phone, or call from it",
+        ),
+        Step(
+            "Seen in Bitrix24",
+            calls.filter(b24_finished_at__isnull=False).exists(),
+            _admin("calls_call_changelist"),
+            "the call is logged in the contact's timeline",
+        ),
+    ]
+    board = Dashboard(steps=steps)
+    if board.onboarding:
+        return board
+    board.lines = [_connection_line(conn, connection_url), _devices_line(devices, now)]
+    board.lines += _attention_lines()
+    since = _local_midnight(now)
+    board.today = dict(
+        calls.filter(started_at__gte=since)
+        .values_list("outcome")
+        .annotate(n=Count("pk"))
+        .values_list("outcome", "n")
+    )
+    day = since.date().isoformat()
+    board.today_url = _admin("calls_call_changelist") + f"?started_from={day}&started_to={day}"
+    return board
+
+
+def _connection_line(conn: Bitrix24Connection | None, url: str) -> Line:
+    if conn is None or conn.last_error:
+        return Line("Bitrix24", conn.last_error if conn else "not connected", False, url)
+    missing = [s for s in REQUIRED_SCOPES if s not in scopes_granted(list(conn.scopes or []))]
+    if conn.scopes and missing:
+        return Line("Bitrix24", f"missing scopes: {', '.join(missing)}", False, url)
+    parts = [f"{conn.get_auth_mode_display()}, last answer {_ago(conn.last_ok_at)}"]
+    parts.append(
+        f"events arriving (last {_ago(conn.last_event_at)})"
+        if conn.last_event_at
+        else "no event received yet"
+    )
+    return Line("Bitrix24", "; ".join(parts), True, url)
+
+
+def _devices_line(devices: Any, now: datetime) -> Line:
+    silent = list(devices_silent(now=now).values_list("name", flat=True))
+    total = devices.count()
+    url = _admin("calls_device_changelist") + ("?heartbeat=silent" if silent else "")
+    if silent:
+        names = ", ".join(silent[:5]) + ("…" if len(silent) > 5 else "")
+        return Line(
+            "Devices", f"{total - len(silent)} of {total} online; silent: {names}", False, url
+        )
+    return Line("Devices", f"all {total} online", True, url)
+
+
+def _attention_lines() -> list[Line]:
+    lines = []
+    failed = ActionRun.objects.filter(status=ActionRun.Status.FAILED).count()
+    if failed:
+        lines.append(
+            Line(
+                "Failed runs",
+                f"{failed} action run{'s' if failed != 1 else ''} failed: open to see why, "
+                "retry once fixed",
+                False,
+                _admin("scenarios_actionrun_changelist") + "?status__exact=failed",
+            )
+        )
+    broken = list(
+        RoutingRule.objects.filter(enabled=True)
+        .exclude(broken_reason="")
+        .values_list("name", flat=True)
+    )
+    if broken:
+        lines.append(
+            Line(
+                "Routing",
+                f"broken rule{'s' if len(broken) != 1 else ''}: {', '.join(broken)}",
+                False,
+                _admin("scenarios_routingrule_changelist"),
+            )
+        )
+    return lines
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0, int((timezone.now() - moment).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
