@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from calls.models import Call, CallRecording
 from crm.models import RequestLog
@@ -29,45 +30,56 @@ def call_status_line(*, call: Call, runs: list[ActionRun]) -> dict[str, Any]:
         return _logged_line(call)
     log_runs = [run for run in runs if run.action_type == "log_call"]
     if call.status != Call.Status.ENDED:
-        return {"kind": "open", "text": "In progress: the phone has not reported the end yet."}
+        return {"kind": "open", "text": _("In progress: the phone has not reported the end yet.")}
     if not log_runs:
-        return {
-            "kind": "open",
-            "text": "Not logged in Bitrix24: no scenario action logs this call.",
-        }
+        text = _("Not logged in Bitrix24: no scenario action logs this call.")
+        return {"kind": "open", "text": text}
     return _run_line(log_runs[-1])
 
 
 def _logged_line(call: Call) -> dict[str, Any]:
     if call.b24_log_mode == Call.LogMode.ACTIVITY:
-        how = f"as CRM activity #{call.b24_activity_id}"
+        how = _("as CRM activity #%(id)s") % {"id": call.b24_activity_id}
     else:
-        how = f"as a telephony call ({call.b24_call_id})"
+        how = _("as a telephony call (%(id)s)") % {"id": call.b24_call_id}
         if call.b24_activity_id:
-            how += f", activity #{call.b24_activity_id}"
-    return {"kind": "logged", "text": f"Logged in Bitrix24 at {_hhmm(call.b24_finished_at)} {how}."}
+            how += _(", activity #%(id)s") % {"id": call.b24_activity_id}
+    text = _("Logged in Bitrix24 at %(time)s %(how)s.") % {
+        "time": _hhmm(call.b24_finished_at),
+        "how": how,
+    }
+    return {"kind": "logged", "text": text}
 
 
 def _run_line(run: ActionRun) -> dict[str, Any]:
     if run.status == ActionRun.Status.FAILED:
+        reason = run.last_error or _("no reason given")
         return {
             "kind": "failed",
-            "text": f"Not logged in Bitrix24: failed: {run.last_error or 'no reason given'}",
+            "text": _("Not logged in Bitrix24: failed: %(reason)s") % {"reason": reason},
             "retry_run": run,
         }
     if run.status == ActionRun.Status.SKIPPED:
-        return {"kind": "open", "text": f"Not logged in Bitrix24: skipped: {run.last_error}"}
+        text = _("Not logged in Bitrix24: skipped: %(reason)s") % {"reason": run.last_error}
+        return {"kind": "open", "text": text}
     if run.attempts:
-        last = f" (last: {run.last_error})" if run.last_error else "."
-        return {
-            "kind": "waiting",
-            "text": f"Waiting for Bitrix24: retry {run.attempts + 1} of "
-            f"{run_attempts_allowed()} at {_hhmm(run.due_at)}{last}",
+        values = {
+            "attempt": run.attempts + 1,
+            "allowed": run_attempts_allowed(),
+            "time": _hhmm(run.due_at),
+            "error": run.last_error,
         }
-    return {
-        "kind": "waiting",
-        "text": f"Waiting for Bitrix24: to be logged at {_hhmm(run.due_at)}.",
-    }
+        text = (
+            _(
+                "Waiting for Bitrix24: retry %(attempt)s of %(allowed)s at %(time)s "
+                "(last: %(error)s)"
+            )
+            if run.last_error
+            else _("Waiting for Bitrix24: retry %(attempt)s of %(allowed)s at %(time)s.")
+        )
+        return {"kind": "waiting", "text": text % values}
+    text = _("Waiting for Bitrix24: to be logged at %(time)s.") % {"time": _hhmm(run.due_at)}
+    return {"kind": "waiting", "text": text}
 
 
 def call_audit_trail(*, call: Call) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from calls.models import Call, Device
 from calls.selectors import devices_silent
@@ -21,6 +23,18 @@ from crm.connections import REQUIRED_SCOPES, scopes_granted
 from crm.models import Bitrix24Connection
 from scenarios.models import ActionRun, RoutingRule
 from tenants.context import tenant_timezone
+
+# Today's calls by outcome, as the glance names them.
+OUTCOMES = {
+    "answered": gettext_lazy("answered"),
+    "missed": gettext_lazy("missed"),
+    "rejected": gettext_lazy("rejected"),
+    "busy": gettext_lazy("busy"),
+    "no_answer": gettext_lazy("no answer"),
+    "failed": gettext_lazy("failed"),
+    "cancelled": gettext_lazy("cancelled"),
+    "": gettext_lazy("in progress"),
+}
 
 
 @dataclass
@@ -45,7 +59,7 @@ class Line:
 class Dashboard:
     steps: list[Step]
     lines: list[Line] = field(default_factory=list)
-    today: dict[str, int] = field(default_factory=dict)
+    today: list[tuple[int, str]] = field(default_factory=list)
     today_url: str = ""
 
     @property
@@ -74,34 +88,34 @@ def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
     calls = Call.objects.all()
     steps = [
         Step(
-            "Connect Bitrix24",
+            _("Connect Bitrix24"),
             bool(conn and conn.last_ok_at and not conn.last_error),
             connection_url,
-            "paste an inbound webhook or install the application, then Test connection",
+            _("paste an inbound webhook or install the application, then Test connection"),
         ),
         Step(
-            "Directory synced (users, pipelines)",
+            _("Directory synced (users, pipelines)"),
             bool(conn and conn.directory_synced_at),
             connection_url,
-            "synced in the background once the connection works",
+            _("synced in the background once the connection works"),
         ),
         Step(
-            "First device",
+            _("First device"),
             devices.exists(),
             _admin("calls_device_add"),
-            "add the agent's phone and scan its QR code in the SIMtrix Bridge app",
+            _("add the agent's phone and scan its QR code in the SIMtrix Bridge app"),
         ),
         Step(
-            "A test call",
+            _("A test call"),
             calls.exists(),
             _admin("calls_call_changelist"),
-            "call the phone, or call from it",
+            _("call the phone, or call from it"),
         ),
         Step(
-            "Seen in Bitrix24",
+            _("Seen in Bitrix24"),
             calls.filter(b24_finished_at__isnull=False).exists(),
             _admin("calls_call_changelist"),
-            "the call is logged in the contact's timeline",
+            _("the call is logged in the contact's timeline"),
         ),
     ]
     board = Dashboard(steps=steps)
@@ -110,12 +124,16 @@ def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
     board.lines = [_connection_line(conn, connection_url), _devices_line(devices, now)]
     board.lines += _attention_lines()
     since = _local_midnight(now)
-    board.today = dict(
+    counts = dict(
         calls.filter(started_at__gte=since)
         .values_list("outcome")
         .annotate(n=Count("pk"))
         .values_list("outcome", "n")
     )
+    board.today = [
+        (count, str(OUTCOMES.get(outcome, outcome or OUTCOMES[""])))
+        for outcome, count in sorted(counts.items(), key=lambda item: -item[1])
+    ]
     day = since.date().isoformat()
     board.today_url = _admin("calls_call_changelist") + f"?started_from={day}&started_to={day}"
     return board
@@ -123,15 +141,19 @@ def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
 
 def _connection_line(conn: Bitrix24Connection | None, url: str) -> Line:
     if conn is None or conn.last_error:
-        return Line("Bitrix24", conn.last_error if conn else "not connected", False, url)
+        return Line("Bitrix24", conn.last_error if conn else _("not connected"), False, url)
     missing = [s for s in REQUIRED_SCOPES if s not in scopes_granted(list(conn.scopes or []))]
     if conn.scopes and missing:
-        return Line("Bitrix24", f"missing scopes: {', '.join(missing)}", False, url)
-    parts = [f"{conn.get_auth_mode_display()}, last answer {_ago(conn.last_ok_at)}"]
+        text = _("missing scopes: %(scopes)s") % {"scopes": ", ".join(missing)}
+        return Line("Bitrix24", text, False, url)
+    parts = [
+        _("%(mode)s, last answer %(ago)s")
+        % {"mode": conn.get_auth_mode_display(), "ago": _ago(conn.last_ok_at)}
+    ]
     parts.append(
-        f"events arriving (last {_ago(conn.last_event_at)})"
+        _("events arriving (last %(ago)s)") % {"ago": _ago(conn.last_event_at)}
         if conn.last_event_at
-        else "no event received yet"
+        else _("no event received yet")
     )
     return Line("Bitrix24", "; ".join(parts), True, url)
 
@@ -142,50 +164,47 @@ def _devices_line(devices: Any, now: datetime) -> Line:
     url = _admin("calls_device_changelist") + ("?heartbeat=silent" if silent else "")
     if silent:
         names = ", ".join(silent[:5]) + ("…" if len(silent) > 5 else "")
-        return Line(
-            "Devices", f"{total - len(silent)} of {total} online; silent: {names}", False, url
-        )
-    return Line("Devices", f"all {total} online", True, url)
+        text = _("%(online)s of %(total)s online; silent: %(names)s") % {
+            "online": total - len(silent),
+            "total": total,
+            "names": names,
+        }
+        return Line(_("Devices"), text, False, url)
+    return Line(_("Devices"), _("all %(total)s online") % {"total": total}, True, url)
 
 
 def _attention_lines() -> list[Line]:
     lines = []
     failed = ActionRun.objects.filter(status=ActionRun.Status.FAILED).count()
     if failed:
-        lines.append(
-            Line(
-                "Failed runs",
-                f"{failed} action run{'s' if failed != 1 else ''} failed: open to see why, "
-                "retry once fixed",
-                False,
-                _admin("scenarios_actionrun_changelist") + "?status__exact=failed",
-            )
-        )
+        text = ngettext(
+            "%(count)s action run failed: open it to see why, retry once fixed",
+            "%(count)s action runs failed: open them to see why, retry once fixed",
+            failed,
+        ) % {"count": failed}
+        url = _admin("scenarios_actionrun_changelist") + "?status__exact=failed"
+        lines.append(Line(_("Failed runs"), text, False, url))
     broken = list(
         RoutingRule.objects.filter(enabled=True)
         .exclude(broken_reason="")
         .values_list("name", flat=True)
     )
     if broken:
-        lines.append(
-            Line(
-                "Routing",
-                f"broken rule{'s' if len(broken) != 1 else ''}: {', '.join(broken)}",
-                False,
-                _admin("scenarios_routingrule_changelist"),
-            )
-        )
+        text = ngettext("broken rule: %(names)s", "broken rules: %(names)s", len(broken)) % {
+            "names": ", ".join(broken)
+        }
+        lines.append(Line(_("Routing"), text, False, _admin("scenarios_routingrule_changelist")))
     return lines
 
 
 def _ago(moment: datetime | None) -> str:
     if moment is None:
-        return "never"
+        return _("never")
     seconds = max(0, int((timezone.now() - moment).total_seconds()))
     if seconds < 120:
-        return f"{seconds} s ago"
+        return _("%(n)s s ago") % {"n": seconds}
     if seconds < 7200:
-        return f"{seconds // 60} min ago"
+        return _("%(n)s min ago") % {"n": seconds // 60}
     if seconds < 2 * 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} days ago"
+        return _("%(n)s h ago") % {"n": seconds // 3600}
+    return _("%(n)s days ago") % {"n": seconds // 86400}

@@ -164,6 +164,7 @@ MIDDLEWARE = [
     # The admin on the tenant's clock (its time zone), the bridge API on UTC offsets.
     "tenants.middleware.TenantClockMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -194,6 +195,11 @@ WSGI_APPLICATION = "simtrix.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
+# The admin in English or Polish: the user's choice (the switcher in the header, a cookie),
+# else the browser's; the bridge API's errors follow Accept-Language. locale/ holds SIMtrix's
+# own Polish (checked complete by simtrix/tests/test_translations.py).
+LANGUAGES = [("en", "English"), ("pl", "Polski")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from simtrix.health import healthz, readyz
@@ -13,6 +13,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
+    # The language switcher's POST (django.views.i18n.set_language).
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", public_site.urls),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -20,6 +20,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
+    # The language switcher's POST (django.views.i18n.set_language).
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("api/bridge/v1/", include("calls.api.urls")),
     path("bitrix24/", include("crm.urls")),

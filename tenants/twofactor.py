@@ -27,6 +27,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.translation import gettext_lazy
 from django_otp import DEVICE_ID_SESSION_KEY, devices_for_user
 from django_otp import login as otp_login
 from django_otp.oath import TOTP
@@ -287,10 +288,10 @@ class TwoFactorAdminSite(admin.AdminSite):
 # The tenant admin's sections, by job: what a support person reads, what the tenant's admin
 # sets up, the Bitrix24 directory as synced, and the machinery (superusers only). A model
 # registered later and not named here lands in "Other" for superusers: nothing disappears.
-ADMIN_SECTIONS: list[tuple[str, bool, list[str]]] = [
-    ("Calls", False, ["calls.Call", "sms.SmsMessage", "commands.Dial"]),
+ADMIN_SECTIONS: list[tuple[Any, bool, list[str]]] = [
+    (gettext_lazy("Calls"), False, ["calls.Call", "sms.SmsMessage", "commands.Dial"]),
     (
-        "Setup",
+        gettext_lazy("Setup"),
         False,
         [
             "scenarios.Scenario",
@@ -305,7 +306,7 @@ ADMIN_SECTIONS: list[tuple[str, bool, list[str]]] = [
         ],
     ),
     (
-        "Bitrix24 directory",
+        gettext_lazy("Bitrix24 directory"),
         False,
         [
             "crm.Bitrix24User",
@@ -317,9 +318,9 @@ ADMIN_SECTIONS: list[tuple[str, bool, list[str]]] = [
             "crm.EntityField",
         ],
     ),
-    ("Users", False, ["auth.User", "auth.Group", "accounts.TotpDevice"]),
+    (gettext_lazy("Users"), False, ["auth.User", "auth.Group", "accounts.TotpDevice"]),
     (
-        "System",
+        gettext_lazy("System"),
         True,
         [
             "crm.RequestLog",
@@ -363,11 +364,11 @@ class TenantAdminSite(TwoFactorAdminSite):
                 sections.append(_section(name, chosen))
         rest = [entry for key, entry in models.items() if key not in placed]
         if rest and superuser:
-            sections.append(_section("Other", rest))
+            sections.append(_section(gettext_lazy("Other"), rest))
         return sections
 
 
-def _section(name: str, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+def _section(name: Any, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     first_app = entries[0][0]
     return {
         "name": name,

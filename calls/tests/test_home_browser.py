@@ -73,5 +73,14 @@ def test_a_new_tenant_admin_is_walked_through_the_first_steps(
         page.goto(f"{base}/admin/")
         done = page.locator("#onboarding [data-done='yes']", has_text="First device")
         expect(done).to_have_count(1)
+
+        # In Polish, from the switcher in the header (kept for the next pages).
+        page.select_option("#language-switch select", "pl")
+        page.click("#language-apply")
+        expect(page.locator("#onboarding")).to_contain_text("Pierwsze kroki")
+        expect(page.locator("#tenant-clock")).to_have_text("Czas: Europe/Warsaw")
+        page.goto(f"{base}/admin/calls/device/")
+        expect(page.locator("#user-tools")).to_contain_text("Wyloguj")
+        page.screenshot(path=str(SHOTS / "devices-pl.png"), full_page=True)
     with schema_context("alpha"):
         assert Device.objects.get(name="Reception").bitrix24_user_id == 5
