@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from calls.audio import ConversionFailed
 from calls.intake import call_crm_set
@@ -200,7 +201,7 @@ def log_call(run: ActionRun) -> dict[str, Any]:
             user_id=user_id,
             duration_s=duration,
             outcome=call.outcome,
-            failed_reason="Call failed on the phone" if call.outcome == "failed" else "",
+            failed_reason=_("Call failed on the phone") if call.outcome == "failed" else "",
         )
     except Bitrix24AuthTypeDenied:
         return _log_as_activity(run, call, user_id=user_id, duration=duration)

@@ -20,6 +20,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from calls.models import Call, CallEvent, CallTransition
 from calls.selectors import caller_lookup
@@ -34,7 +36,7 @@ from crm.mapping import domain_type
 from crm.models import InboundEvent
 from crm.services import crm_call_finish, crm_notify
 from tenants.connection import tenant_connection
-from tenants.context import tenant_country
+from tenants.context import tenant_country, tenant_language_active
 from tenants.fanout import task_queue
 from tenants.wake import tenant_wake, visit_hook
 
@@ -55,11 +57,20 @@ _OUTCOME = {
     Dial.Status.FAILED: Call.Outcome.FAILED,
     Dial.Status.REJECTED: Call.Outcome.CANCELLED,
 }
+# Stored in English (the admin's audit); the user's notification says them in the tenant's
+# language (_message).
 _BY_COMMAND = {
-    Command.Status.EXPIRED: (Dial.Status.EXPIRED, "the phone did not pick up the call in time"),
-    Command.Status.REJECTED: (Dial.Status.REJECTED, "the agent declined the call on the phone"),
-    Command.Status.FAILED: (Dial.Status.FAILED, "the phone could not dial"),
+    Command.Status.EXPIRED: (
+        Dial.Status.EXPIRED,
+        gettext_noop("the phone did not pick up the call in time"),
+    ),
+    Command.Status.REJECTED: (
+        Dial.Status.REJECTED,
+        gettext_noop("the agent declined the call on the phone"),
+    ),
+    Command.Status.FAILED: (Dial.Status.FAILED, gettext_noop("the phone could not dial")),
 }
+_NEVER_REPORTED = gettext_noop("the phone dialled but never reported the call")
 
 
 def _data(event: InboundEvent, name: str) -> str:
@@ -286,7 +297,12 @@ def _queue_close(dial_pk: int) -> None:
 
 
 def _message(dial: Dial) -> str:
-    return f"SIMtrix could not call {dial.phone_number}: {dial.failure}."
+    """The user's notification, in the tenant's language (a fixed reason too; a reason with
+    details stays as recorded)."""
+    return _("SIMtrix could not call %(number)s: %(why)s.") % {
+        "number": dial.phone_number,
+        "why": _(dial.failure) if dial.failure else "",
+    }
 
 
 def dial_close(dial_pk: int) -> str:
@@ -314,31 +330,10 @@ def dial_close(dial_pk: int) -> str:
         dial.save(update_fields=["attempts", "next_attempt_at"])
         tenant_wake(at=dial.next_attempt_at)
     try:
-        crm_call_finish(
-            intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:finish",
-            b24_call_id=dial.b24_call_id,
-            user_id=dial.b24_user_id,
-            duration_s=0,
-            outcome=_OUTCOME[Dial.Status(dial.status)],
-            failed_reason=dial.failure[:200],
-        )
-        crm_notify(
-            user_id=dial.b24_user_id,
-            message=_message(dial),
-            intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:notify",
-        )
+        with tenant_language_active():
+            _close_in_bitrix24(dial)
     except Bitrix24Error as exc:
-        dial.last_error = exc.display()[:300]
-        if exc.transient and dial.attempts < CLOSE_MAX_ATTEMPTS:
-            delay = min(600, 10 * 2 ** (dial.attempts - 1))
-            dial.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-            with transaction.atomic():
-                dial.save(update_fields=["last_error", "next_attempt_at"])
-                tenant_wake(at=dial.next_attempt_at)
-            return "retry"
-        dial.closed_at, dial.next_attempt_at = timezone.now(), None
-        dial.save(update_fields=["last_error", "closed_at", "next_attempt_at"])
-        return "failed"
+        return _close_failed(dial, exc)
     now = timezone.now()
     dial.closed_at, dial.next_attempt_at, dial.last_error = now, None, ""
     with transaction.atomic():
@@ -346,6 +341,36 @@ def dial_close(dial_pk: int) -> str:
         if dial.call_id is not None:
             _detach(dial, call_pk=dial.call_id)
     return "closed"
+
+
+def _close_in_bitrix24(dial: Dial) -> None:
+    crm_call_finish(
+        intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:finish",
+        b24_call_id=dial.b24_call_id,
+        user_id=dial.b24_user_id,
+        duration_s=0,
+        outcome=_OUTCOME[Dial.Status(dial.status)],
+        failed_reason=dial.failure[:200],
+    )
+    crm_notify(
+        user_id=dial.b24_user_id,
+        message=_message(dial),
+        intent_key=f"dial:{tenant_connection.schema_name}:{dial.pk}:notify",
+    )
+
+
+def _close_failed(dial: Dial, exc: Bitrix24Error) -> str:
+    dial.last_error = exc.display()[:300]
+    if exc.transient and dial.attempts < CLOSE_MAX_ATTEMPTS:
+        delay = min(600, 10 * 2 ** (dial.attempts - 1))
+        dial.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        with transaction.atomic():
+            dial.save(update_fields=["last_error", "next_attempt_at"])
+            tenant_wake(at=dial.next_attempt_at)
+        return "retry"
+    dial.closed_at, dial.next_attempt_at = timezone.now(), None
+    dial.save(update_fields=["last_error", "closed_at", "next_attempt_at"])
+    return "failed"
 
 
 def _detach(dial: Dial, *, call_pk: int) -> None:
@@ -400,6 +425,6 @@ def _unreported_close(now: datetime) -> None:
                 _closed_as_reported(dial, at=now)
                 continue
             dial.status = Dial.Status.FAILED
-            dial.failure = "the phone dialled but never reported the call"
+            dial.failure = _NEVER_REPORTED
             dial.save(update_fields=["status", "failure", "updated_at"])
             _close_soon(dial)

@@ -34,7 +34,7 @@ from crm.client import Bitrix24Client
 from crm.errors import Bitrix24Error
 from crm.models import Bitrix24Connection, InboundEvent
 from tenants.connection import tenant_connection
-from tenants.context import tenant_country
+from tenants.context import tenant_country, tenant_language_active
 from tenants.fanout import task_queue
 from tenants.models import Domain
 from tenants.wake import tenant_wake, visit_hook
@@ -181,7 +181,7 @@ def event_process(event_pk: int) -> str:
             event.save(update_fields=["status", "done_at", "next_attempt_at", "attempts"])
             return event.status
         try:
-            with transaction.atomic():
+            with transaction.atomic(), tenant_language_active():
                 result = handler(event) or {}
         except Bitrix24Error as exc:
             if exc.transient and event.attempts < MAX_ATTEMPTS:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from crm import client as b24
 from crm.cache import cache_delete, cache_delete_entity
@@ -127,14 +128,14 @@ def history_prune(*, older_than_days: int = 30) -> dict[str, int]:
     events stay whatever their age.
     """
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    requests, _ = RequestLog.objects.filter(created_at__lt=cutoff).delete()
-    intents, _ = Intent.objects.filter(
+    requests = RequestLog.objects.filter(created_at__lt=cutoff).delete()[0]
+    intents = Intent.objects.filter(
         updated_at__lt=cutoff, status__in=[Intent.Status.DONE, Intent.Status.FAILED]
-    ).delete()
-    events, _ = (
+    ).delete()[0]
+    events = (
         InboundEvent.objects.filter(received_at__lt=cutoff)
         .exclude(status=InboundEvent.Status.PENDING)
-        .delete()
+        .delete()[0]
     )
     return {"requests": requests, "intents": intents, "events": events}
 
@@ -406,9 +407,7 @@ def _log_call_op(
     # An unanswered incoming call stays open, like Bitrix24's own "missed call" to-do.
     completed = not (direction == "incoming" and outcome != "answered")
     if not subject:
-        label = {"answered": "", "missed": "Missed ", "no_answer": "Unanswered "}.get(outcome, "")
-        subject = f"{label}{direction} call {'from' if direction == 'incoming' else 'to'} {e164}"
-        subject = subject[0].upper() + subject[1:]
+        subject = _activity_subject(direction=direction, outcome=outcome, e164=e164)
     fields = {
         "OWNER_TYPE_ID": owner_type_id(entity[0]),
         "OWNER_ID": int(entity[1]),
@@ -436,6 +435,21 @@ def _log_call_op(
 
 
 @batchable(_log_call_op)
+def _activity_subject(*, direction: str, outcome: str, e164: str) -> str:
+    """ "Missed incoming call from +48...", in the language active (the tenant's)."""
+    incoming = direction == "incoming"
+    subjects = {
+        ("answered", True): _("Incoming call from %(number)s"),
+        ("answered", False): _("Outgoing call to %(number)s"),
+        ("missed", True): _("Missed incoming call from %(number)s"),
+        ("missed", False): _("Missed outgoing call to %(number)s"),
+        ("no_answer", True): _("Unanswered incoming call from %(number)s"),
+        ("no_answer", False): _("Unanswered outgoing call to %(number)s"),
+    }
+    fallback = subjects[("answered", incoming)]
+    return subjects.get((outcome, incoming), fallback) % {"number": e164}
+
+
 def crm_activity_log_call(
     *,
     intent_key: str,

@@ -8,12 +8,14 @@ message. The format is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import date, time
 from typing import Any, cast
 
 from django.db import models, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_noop
 
 from scenarios.choices import CREATION_TYPES, Trigger
 from scenarios.models import (
@@ -31,6 +33,7 @@ from scenarios.routing.rules import OPERATORS, SOURCES, condition_errors, target
 from scenarios.routing.selectors import routing_settings_get
 from scenarios.routing.services import routing_rules_check
 from scenarios.validation import WEEKDAYS, ConfigError, _is_whole, action_errors, hours_errors
+from tenants.context import tenant_language
 
 FORMAT_NAME = "simtrix-configuration"
 FORMAT_VERSION = 1
@@ -351,27 +354,29 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
     "scenarios": [
         {
             "trigger": Trigger.INCOMING_ANSWERED,
-            "name": "Incoming call answered",
+            "name": gettext_noop("Incoming call answered"),
             "actions": [_LOG, _CARD_FOR_BOTH, _POST_CALL_SYNC],
         },
         {
             "trigger": Trigger.INCOMING_MISSED,
-            "name": "Incoming call missed",
+            "name": gettext_noop("Incoming call missed"),
             "actions": [
                 _LOG,
                 {
                     "action_type": "notify",
                     "responsible": "routed",
                     "recipients": ["responsible"],
-                    "text_template": "Missed call from {caller} ({number}) at {time}. {link}",
+                    "text_template": gettext_noop(
+                        "Missed call from {caller} ({number}) at {time}. {link}"
+                    ),
                 },
                 {
                     "action_type": "callback_task",
                     "timing": "delay",
                     "delay_minutes": 30,
                     "responsible": "routed",
-                    "title_template": "Call back {caller} ({number})",
-                    "text_template": "Missed call from {number} at {time}. {link}",
+                    "title_template": gettext_noop("Call back {caller} ({number})"),
+                    "text_template": gettext_noop("Missed call from {number} at {time}. {link}"),
                     "deadline_minutes": 120,
                     "deadline_in_working_time": True,
                 },
@@ -379,28 +384,28 @@ DEFAULT_CONFIGURATION: dict[str, Any] = {
         },
         {
             "trigger": Trigger.INCOMING_REJECTED,
-            "name": "Incoming call rejected",
+            "name": gettext_noop("Incoming call rejected"),
             "actions": [_LOG],
         },
         {
             "trigger": Trigger.OUTGOING_ANSWERED,
-            "name": "Outgoing call answered",
+            "name": gettext_noop("Outgoing call answered"),
             "actions": [_LOG, _CARD_FOR_AGENT, _POST_CALL_SYNC],
         },
         {
             "trigger": Trigger.OUTGOING_NOT_ANSWERED,
-            "name": "Outgoing call not answered",
+            "name": gettext_noop("Outgoing call not answered"),
             "actions": [_LOG],
         },
         {
             "trigger": Trigger.UNKNOWN_NUMBER,
-            "name": "Unknown number",
+            "name": gettext_noop("Unknown number"),
             "actions": [
                 {
                     "action_type": "create_lead",
                     "responsible": "round_robin",
                     "lead_source_id": "CALL",
-                    "title_template": "{call_kind} {number}",
+                    "title_template": gettext_noop("{call_kind} {number}"),
                 }
             ],
         },
@@ -567,11 +572,25 @@ def _scenarios_replace(data: Any) -> dict[str, int]:
     }
 
 
+def default_configuration(language: str = "en") -> dict[str, Any]:
+    """The default scenarios of operations.md, their names and templates in `language`."""
+    data = copy.deepcopy(DEFAULT_CONFIGURATION)
+    with translation.override(language):
+        for item in data["scenarios"]:
+            item["name"] = gettext(item["name"])
+            for action in item["actions"]:
+                for name in ("text_template", "title_template"):
+                    if action.get(name):
+                        action[name] = gettext(action[name])
+    return data
+
+
 def scenarios_install_defaults() -> bool:
-    """The default scenarios of operations.md, for a tenant that has none yet."""
+    """The default scenarios of operations.md, for a tenant that has none yet, in the tenant's
+    language."""
     if Scenario.objects.exists():
         return False
-    scenario_config_import(data=DEFAULT_CONFIGURATION)
+    scenario_config_import(data=default_configuration(tenant_language()))
     return True
 
 

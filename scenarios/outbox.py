@@ -40,6 +40,7 @@ from crm.errors import Bitrix24Error
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
 from tenants.connection import tenant_connection
+from tenants.context import tenant_language_active
 from tenants.fanout import task_queue
 from tenants.wake import tenant_wake
 
@@ -258,7 +259,7 @@ def run_execute(run_id: int) -> str:
         if handler is None:
             raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
 
-        with crm_call_context(run.call_id):
+        with crm_call_context(run.call_id), tenant_language_active():
             result = handler(run) or {}
     except ActionSkipped as exc:
         mine.update(status=ActionRun.Status.SKIPPED, last_error=str(exc), done_at=timezone.now())

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from crm.errors import Bitrix24Error, Bitrix24TransientError
 from crm.messageservice import crm_sms_status_update
@@ -27,7 +28,7 @@ from scenarios.selectors import agents
 from sms.models import SmsMessage, SmsSettings
 from sms.services import SYNC_LEASE, sms_settings_get, sync_queue, sync_soon
 from tenants.connection import tenant_connection
-from tenants.context import tenant_timezone
+from tenants.context import tenant_language_active, tenant_timezone
 from tenants.wake import tenant_wake, visit_hook
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def sms_sync(sms_pk: int) -> str:
         sms.save(update_fields=["sync_attempts", "sync_due_at"])
         tenant_wake(at=sms.sync_due_at)
     try:
-        done = _steps(sms)
+        with tenant_language_active():
+            done = _steps(sms)
     except Bitrix24Error as exc:
         sms.sync_error = exc.display()[:300]
         if exc.transient and sms.sync_attempts < MAX_ATTEMPTS:
@@ -117,7 +119,7 @@ def _steps(sms: SmsMessage) -> str:
 
 def _run_tell(sms: SmsMessage) -> None:
     """The action's run says how its SMS went (the run itself ended when it was queued)."""
-    _, _, run_id = sms.intent_key.partition(":")
+    run_id = sms.intent_key.partition(":")[2]
     if not run_id.isdigit():
         return
     run = ActionRun.objects.filter(pk=int(run_id)).first()
@@ -144,13 +146,18 @@ def _local(moment: datetime | None) -> str:
 
 
 def _sent_comment(sms: SmsMessage) -> str:
-    return f"SMS sent to {sms.phone_number} from {_line(sms)} at {_local(sms.sent_at)}:\n{sms.text}"
+    values = {"number": sms.phone_number, "line": _line(sms), "time": _local(sms.sent_at)}
+    return _("SMS sent to %(number)s from %(line)s at %(time)s:") % values + f"\n{sms.text}"
 
 
 def _received(sms: SmsMessage) -> str:
     if sms.outcome:
         return "nothing to do"
-    received = f"SMS from {sms.phone_number} to {_line(sms)} at {_local(sms.received_at)}"
+    received = _("SMS from %(number)s to %(line)s at %(time)s") % {
+        "number": sms.phone_number,
+        "line": _line(sms),
+        "time": _local(sms.received_at),
+    }
     try:
         lookup = crm_find_by_phone(phone=sms.phone_number, budget_s=math.inf)
     except ValueError:
@@ -189,7 +196,10 @@ def _unknown(sms: SmsMessage, received: str) -> str:
     elif policy == SmsSettings.Unknown.NOTIFY_AGENT and agent:
         crm_notify(
             user_id=agent,
-            message=f"{received} (not in the CRM): {sms.text}"[:1000],
+            message=(
+                _("%(received)s (not in the CRM): %(text)s")
+                % {"received": received, "text": sms.text}
+            )[:1000],
             intent_key=f"sms:{tenant_connection.schema_name}:{sms.pk}:notify",
         )
         sms.notified_user_id = agent
@@ -205,7 +215,7 @@ def _unknown(sms: SmsMessage, received: str) -> str:
         lead_id = crm_lead_create(
             intent_key=f"sms:{tenant_connection.schema_name}:{sms.pk}:lead",
             phone=sms.phone_number,
-            title=f"SMS from {sms.phone_number}",
+            title=_("SMS from %(number)s") % {"number": sms.phone_number},
             status_id=lead_status_first() or "NEW",
             source_id="OTHER",
             responsible_id=responsible,

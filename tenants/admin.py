@@ -61,7 +61,14 @@ class TenantCreationForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["name", "schema_name", "timezone", "default_country", "require_two_factor"]
+        fields = [
+            "name",
+            "schema_name",
+            "timezone",
+            "default_country",
+            "language",
+            "require_two_factor",
+        ]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -75,6 +82,7 @@ class TenantCreationForm(forms.ModelForm):
             bitrix24_webhook=cleaned.get("bitrix24_webhook", ""),
             timezone=cleaned["timezone"],
             country=cleaned["default_country"].upper(),
+            language=cleaned.get("language") or "en",
         )
         # The same checks as provision_tenant, shown on the form instead of failing the save.
         try:
@@ -119,6 +127,7 @@ class TenantAdmin(admin.ModelAdmin):
                 "domain",
                 "timezone",
                 "default_country",
+                "language",
                 "require_two_factor",
                 "bitrix24_webhook",
             ]
@@ -127,6 +136,7 @@ class TenantAdmin(admin.ModelAdmin):
             "schema_name",
             "timezone",
             "default_country",
+            "language",
             "is_active",
             "require_two_factor",
             "created_at",

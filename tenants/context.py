@@ -9,6 +9,7 @@ model's defaults, so a background job never fails for want of a clock or a count
 from __future__ import annotations
 
 from django.db import connection
+from django.utils import translation
 
 from tenants.connection import tenant_connection
 from tenants.memo import tenant_memo
@@ -16,22 +17,23 @@ from tenants.models import Tenant
 
 _COUNTRY_DEFAULT: str = Tenant._meta.get_field("default_country").default
 _TIMEZONE_DEFAULT: str = Tenant._meta.get_field("timezone").default
+_LANGUAGE_DEFAULT: str = Tenant._meta.get_field("language").default
 
 
-def _tenant_settings() -> tuple[str, str]:
-    """(default_country, timezone) of the tenant whose schema is current."""
+def _tenant_settings() -> tuple[str, str, str]:
+    """(default_country, timezone, language) of the tenant whose schema is current."""
     # django-tenants sets tenant and schema together (set_schema: a FakeTenant of the name).
     tenant = getattr(connection, "tenant", None)
     if isinstance(tenant, Tenant):
-        return tenant.default_country, tenant.timezone
+        return tenant.default_country, tenant.timezone, tenant.language
 
-    def load() -> tuple[str, str]:
+    def load() -> tuple[str, str, str]:
         row = (
             Tenant.objects.filter(schema_name=tenant_connection.schema_name)
-            .values_list("default_country", "timezone")
+            .values_list("default_country", "timezone", "language")
             .first()
         )
-        return row or ("", "")
+        return row or ("", "", "")
 
     return tenant_memo("tenants.context", load, seconds=60)
 
@@ -44,3 +46,14 @@ def tenant_country() -> str:
 def tenant_timezone() -> str:
     """The IANA timezone of the tenant's office hours, reports and admin."""
     return _tenant_settings()[1] or _TIMEZONE_DEFAULT
+
+
+def tenant_language() -> str:
+    """The language SIMtrix writes into the tenant's Bitrix24 in ("en", "pl")."""
+    return _tenant_settings()[2] or _LANGUAGE_DEFAULT
+
+
+def tenant_language_active() -> translation.override:
+    """`with tenant_language_active():` what is written into Bitrix24 meanwhile (gettext) is in
+    the tenant's language, whatever the request's or the worker's own."""
+    return translation.override(tenant_language())

@@ -17,6 +17,14 @@ class Tenant(TenantMixin):
         validators=[validate_country],
         help_text="Region used to read phone numbers written without a country code.",
     )
+    language = models.CharField(
+        max_length=8,
+        choices=[("en", "English"), ("pl", "Polski")],
+        default="en",
+        help_text="The language of what SIMtrix writes into Bitrix24 (notifications, tasks, "
+        "leads, call activities) and of a new tenant's default templates. Each admin user "
+        "picks their own language for these pages.",
+    )
     is_active = models.BooleanField(
         default=True, help_text="Inactive tenants are not served and their API tokens stop working."
     )

@@ -44,11 +44,14 @@ class TenantSpec:
     bitrix24_events_token: str = ""
     timezone: str = "UTC"
     country: str = "PL"
+    language: str = "en"
 
 
 def tenant_spec_validate(spec: TenantSpec) -> None:
     """Every check that can be made before anything is written."""
 
+    if spec.language not in ("en", "pl"):
+        raise ProvisioningError(f"--language must be en or pl, not {spec.language!r}.")
     checks = [
         (validate_schema_name, spec.schema),
         (validate_domain, spec.domain),
@@ -120,6 +123,7 @@ def tenant_provision(spec: TenantSpec) -> Tenant:
             name=spec.name.strip(),
             timezone=spec.timezone,
             default_country=spec.country,
+            language=spec.language,
         )
         tenant.save(verbosity=0)
         Domain.objects.create(domain=spec.domain, tenant=tenant, is_primary=True)

@@ -58,6 +58,40 @@ def test_provision_tenant_creates_schema_domain_connection_and_support_group(
         assert all(code.startswith("view_") for code in codenames)
 
 
+def test_a_polish_tenant_gets_its_default_scenarios_and_bitrix24_texts_in_polish(
+    tenants: dict, db: None
+) -> None:
+    from django.utils import translation
+
+    from scenarios.models import Scenario, ScenarioAction
+    from tenants.context import tenant_language, tenant_language_active
+
+    _run(
+        "provision_tenant", "--schema", "epsilon", "--name", "Epsilon", "--domain",
+        "epsilon.localhost", "--language", "pl", "--timezone", "Europe/Warsaw",
+    )  # fmt: skip
+    assert Tenant.objects.get(schema_name="epsilon").language == "pl"
+    with schema_context("epsilon"):
+        assert tenant_language() == "pl"
+        missed = Scenario.objects.get(trigger="incoming_missed")
+        assert missed.name == "Połączenie przychodzące nieodebrane"
+        notify = ScenarioAction.objects.get(scenario=missed, action_type="notify")
+        assert notify.text_template == (
+            "Nieodebrane połączenie od {caller} ({number}) o {time}. {link}"
+        )
+        task = ScenarioAction.objects.get(scenario=missed, action_type="callback_task")
+        assert task.title_template == "Oddzwoń do {caller} ({number})"
+        # What the worker writes into Bitrix24 for this tenant, whatever its own language.
+        with translation.override("en"), tenant_language_active():
+            from crm.services import _activity_subject
+
+            subject = _activity_subject(direction="incoming", outcome="missed", e164="+48600")
+            assert subject == "Nieodebrane połączenie przychodzące od +48600"
+    with schema_context("alpha"):
+        assert tenant_language() == "en"
+        assert Scenario.objects.get(trigger="incoming_missed").name == "Incoming call missed"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

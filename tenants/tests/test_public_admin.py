@@ -28,6 +28,7 @@ def _form(**overrides: str) -> dict[str, str]:
         "domain": "delta.localhost",
         "timezone": "Europe/Warsaw",
         "default_country": "PL",
+        "language": "pl",
         "bitrix24_webhook": WEBHOOK,
     }
     data.update(overrides)
@@ -48,6 +49,10 @@ def test_operator_creates_a_tenant_from_the_admin_like_the_command(tenants: dict
         from scenarios.models import Scenario
 
         assert Scenario.objects.exists()  # the default scenarios came with it
+        # ...in the tenant's language, chosen on the form.
+        assert Scenario.objects.filter(name="Połączenie przychodzące nieodebrane").exists()
+    with schema_context("public"):
+        assert Tenant.objects.get(schema_name="delta").language == "pl"
     # The webhook secret is never shown again.
     page = client.get(f"/admin/tenants/tenant/{tenant.pk}/change/").content.decode()
     assert "s3cr3t-value" not in page

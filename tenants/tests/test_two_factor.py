@@ -277,6 +277,7 @@ def test_the_operators_tick_the_requirement_on_the_tenant(
             "name": alpha.name,
             "timezone": alpha.timezone,
             "default_country": alpha.default_country,
+            "language": alpha.language,
             "is_active": "on",
             "require_two_factor": "on",
             "domains-TOTAL_FORMS": "0",
@@ -321,6 +322,7 @@ def test_a_tenant_created_by_the_operators_can_require_it_from_the_start(
             "domain": "gamma.localhost",
             "timezone": "Europe/Warsaw",
             "default_country": "PL",
+            "language": "pl",
             "require_two_factor": "on",
         },
     )

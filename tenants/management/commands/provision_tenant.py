@@ -29,6 +29,12 @@ class Command(JsonCommand):
             parser.add_argument(secret.option, default=None, help=secret.help)
         parser.add_argument("--timezone", default="UTC")
         parser.add_argument("--country", default="PL")
+        parser.add_argument(
+            "--language",
+            default="en",
+            choices=["en", "pl"],
+            help="What SIMtrix writes into Bitrix24, and the default templates, in this language.",
+        )
 
     def run(self, **options: Any) -> dict[str, Any]:
         secrets = secret_options_read(options, SECRETS, stdin=options.get("stdin") or sys.stdin)
@@ -40,6 +46,7 @@ class Command(JsonCommand):
             bitrix24_events_token=secrets["bitrix24_events_token"],
             timezone=options["timezone"],
             country=options["country"].upper(),
+            language=options["language"],
         )
         try:
             tenant = tenant_provision(spec)
