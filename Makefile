@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format messages
+.PHONY: run test lint format messages manage
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG-1} $(PY) -m devtools.run
+
+# A management command beside `make run`, on the same databases (its embedded ones when
+# DATABASE_URL/REDIS_URL are unset): make manage ARGS="export_config --schema demo"
+manage: $(VENV)/.installed
+	DJANGO_DEBUG=$${DJANGO_DEBUG-1} SIMTRIX_ALLOW_PRIVATE_ADDRESSES=$${SIMTRIX_ALLOW_PRIVATE_ADDRESSES-1} \
+		$(PY) -m devtools.services exec -- $(PY) manage.py $(ARGS)
 
 # The test key is base64("simtrix-test-only-encryption-key"): tests run with DJANGO_DEBUG off.
 TEST_ENCRYPTION_KEY := c2ltdHJpeC10ZXN0LW9ubHktZW5jcnlwdGlvbi1rZXk=

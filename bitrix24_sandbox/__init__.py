@@ -5,8 +5,8 @@
     requests.post(portal.webhook_url() + "crm.contact.get", json={"id": 12},
                   verify=portal.ca_cert_path)
 
-Behaviour follows /work/shared/bitrix24/REFERENCE.md; seed data is described in ``seed.py``,
-the control API in ``control_api.py``.
+Behaviour follows the official Bitrix24 REST docs (github.com/bitrix24/b24restdocs); seed data
+is described in ``seed.py``, the control API in ``control_api.py``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
 
 from calls.audio import CONTENT_TYPES
 from calls.audit import call_audit_trail
@@ -193,9 +194,28 @@ class DeviceAdmin(admin.ModelAdmin):
         kwargs["form"] = DeviceCreationForm if obj is None else DeviceForm
         return super().get_form(request, obj, change, **kwargs)
 
+    change_form_template = "admin/simtrix/change_form_actions.html"
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Calls point at their device for the audit trail: revoke instead of deleting.
         return False
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        # Buttons on the device's own page, not only actions in the list.
+        actions = []
+        if self.has_change_permission(request):
+            actions = [
+                ("rotate_tokens", _("Issue a new token")),
+                ("revoke_tokens", _("Revoke")),
+            ]
+        extra = {**(extra_context or {}), "object_actions": actions}
+        return super().change_view(request, object_id, form_url, extra)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         self._names = agent_names(
@@ -514,7 +534,7 @@ class CallAdmin(ReadOnlyAdmin):
         zone = timezone.get_current_timezone()
 
         def rows() -> Iterator[str]:
-            yield writer.writerow([label for _, label in CSV_COLUMNS])
+            yield writer.writerow([label for _name, label in CSV_COLUMNS])
             for call in queryset.iterator(chunk_size=500):
                 yield writer.writerow(_csv_row(call, zone=zone))
 
@@ -560,7 +580,7 @@ def _csv_row(call: Call, *, zone: tzinfo) -> list[Any]:
         "caller": entity.get("name", "") if entity else "",
     }
     row = []
-    for name, _ in CSV_COLUMNS:
+    for name, _label in CSV_COLUMNS:
         value = values[name] if name in values else getattr(call, name)
         text = "" if value is None else str(value)
         # A cell starting with = + - @ is a formula to spreadsheets (CSV injection); an E.164

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext as _
 
 from crm.errors import Bitrix24Error
 from crm.events import events_bind, events_handler_url
@@ -172,6 +173,25 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
     ]
     actions = ["test_connection", "sync_directory", "bind_events"]
+    change_form_template = "admin/simtrix/change_form_actions.html"
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        # The connection's checks as buttons on its page, not only actions in the list.
+        actions = []
+        if self.has_change_permission(request):
+            actions = [
+                ("test_connection", _("Test connection")),
+                ("sync_directory", _("Sync the directory now")),
+                ("bind_events", _("Bind the events again")),
+            ]
+        extra = {**(extra_context or {}), "object_actions": actions}
+        return super().change_view(request, object_id, form_url, extra)
 
     def save_model(
         self, request: HttpRequest, obj: Bitrix24Connection, form: Any, change: bool

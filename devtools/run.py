@@ -52,6 +52,10 @@ def _start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str
             "127.0.0.1",
             "--port",
             str(SANDBOX_PORT),
+            # The portal keeps its CRM (leads, calls, activities) from one run to the next, as
+            # the demo tenant keeps its calls: old work does not fail with "Not found".
+            "--state-file",
+            str(DATA / "sandbox.json"),
         ],
         cwd=REPO,
         env=env,
@@ -90,8 +94,9 @@ def _wait_for_web(timeout: float = 60) -> None:
     raise SystemExit("the web server did not come up")
 
 
-def _click_once(control: SandboxControl) -> None:
-    """A user clicks a number in the portal once the phones are polling: the demo's dial."""
+def _click_once(control: SandboxControl, banner: str) -> None:
+    """A user clicks a number in the portal once the phones are polling: the demo's dial.
+    Then the start-up's lines once more, the simulated calls' logs having scrolled them away."""
     time.sleep(20)
     try:
         result = control.click_to_call(5, "+48600111222")
@@ -100,6 +105,8 @@ def _click_once(control: SandboxControl) -> None:
         return
     codes = [delivery.get("status_code") for delivery in result.get("deliveries", [])]
     _log(f"Marta clicked +48600111222 in Bitrix24 (call {result['call_id']}): SIMtrix said {codes}")
+    time.sleep(10)
+    _log(banner)
 
 
 def main() -> int:
@@ -131,9 +138,14 @@ def main() -> int:
             # Click-to-call: the portal's outbound webhook posts ONEXTERNALCALLSTART (and CRM
             # edits) to the demo tenant; its token verifies them (README, "Click-to-call").
             control = SandboxControl(portal["url"], verify=portal["ca_cert_path"])
-            hook = control.add_outbound_webhook(
-                f"http://demo.localhost:{WEB_PORT}/bitrix24/events/", DEMO_EVENTS
-            )
+            events_url = f"http://demo.localhost:{WEB_PORT}/bitrix24/events/"
+            # One webhook: an earlier run's (kept in the portal's state) would post every
+            # event a second time, with a token the tenant no longer has.
+            for old in control.outbound_webhooks():
+                hook_id = old.get("ID") or old.get("id")
+                if str(old.get("HANDLER") or old.get("handler")) == events_url and hook_id:
+                    control.delete_outbound_webhook(int(hook_id))
+            hook = control.add_outbound_webhook(events_url, DEMO_EVENTS)
             # The secrets travel in the environment, never in `ps`.
             demo_env = {
                 **env,
@@ -160,8 +172,7 @@ def main() -> int:
                 *[arg for token in demo["device_tokens"] for arg in ("--token", token)],
             ]  # fmt: skip
             children.append(subprocess.Popen(simulate, cwd=REPO, env=env, text=True))
-            threading.Thread(target=_click_once, args=(control,), daemon=True).start()
-            _log(
+            banner = (
                 "\n\n  SIMtrix is running. Ctrl-C stops everything.\n"
                 f"  Operators' admin:  http://localhost:{WEB_PORT}/admin/\n"
                 f"  Demo tenant admin: http://demo.localhost:{WEB_PORT}/admin/\n"
@@ -170,6 +181,17 @@ def main() -> int:
                 "  Click-to-call: Marta clicks Anna Kowalska's number in 20 s; click again with\n"
                 f"    curl -sk -X POST {portal['url']}/_sandbox/click_to_call \\\n"
                 '      -d \'{"user_id": 5, "phone_number": "+48600111222"}\'\n'
+                f"  These lines are in {DATA / 'demo.json'} too; the demo's commands:\n"
+                '    make manage ARGS="export_config --schema demo"\n'
+            )
+            _log(banner)
+            threading.Thread(target=_click_once, args=(control, banner), daemon=True).start()
+            (DATA / "demo.json").write_text(
+                json.dumps(
+                    {**json.loads((DATA / "demo.json").read_text()), "banner": banner.strip()}
+                    if (DATA / "demo.json").exists()
+                    else {"banner": banner.strip()}
+                )
             )
             while all(child.poll() is None for child in children[:-1]):
                 time.sleep(0.5)

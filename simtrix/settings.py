@@ -1,6 +1,6 @@
 """SIMtrix settings: everything that differs between deployments comes from the environment.
 
-The variable names are fixed by the operations contract (shared/contract/operations.md).
+The variable names are fixed by the operations contract (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bridge API v1 (shared/contract/bridge-api.md): thin views over calls.services."""
+"""Bridge API v1 (docs/bridge-api.md): thin views over calls.services."""
 
 from __future__ import annotations
 

@@ -462,3 +462,26 @@ def test_the_home_is_sectioned_by_job_and_the_system_is_for_superusers(
     assert "System" not in helpdesk
     # Hidden from the menu, not forbidden: the call page links to its requests.
     assert support_client.get("/admin/crm/requestlog/").status_code == 200
+
+
+def test_a_device_page_has_its_token_buttons(admin_client_alpha: Client, device: Device) -> None:
+    page = admin_client_alpha.get(f"/admin/calls/device/{device.pk}/change/").content.decode()
+    assert 'id="action-rotate_tokens"' in page
+    assert 'id="action-revoke_tokens"' in page
+    before = Device.objects.get(pk=device.pk).token_hash
+    response = admin_client_alpha.post(
+        "/admin/calls/device/", {"action": "rotate_tokens", "_selected_action": device.pk}
+    )
+    assert response.status_code == 200
+    assert "shown once" in response.content.decode()
+    assert Device.objects.get(pk=device.pk).token_hash != before
+
+
+def test_the_connection_page_has_its_test_button(admin_client_alpha: Client) -> None:
+    from crm.models import Bitrix24Connection
+
+    conn, _ = Bitrix24Connection.objects.get_or_create(singleton=1)
+    page = admin_client_alpha.get(
+        f"/admin/crm/bitrix24connection/{conn.pk}/change/"
+    ).content.decode()
+    assert 'id="action-test_connection"' in page
