@@ -10,8 +10,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# exec: the demo is make's own child, and stops with make (devtools.run watches its parent), when
+# make is stopped by a signal sent to it alone (a script, a supervisor) as by Ctrl-C.
 run: $(VENV)/.installed
-	DJANGO_DEBUG=$${DJANGO_DEBUG-1} $(PY) -m devtools.run
+	DJANGO_DEBUG=$${DJANGO_DEBUG-1} exec $(PY) -m devtools.run
 
 # A management command beside `make run`, on the same databases (its embedded ones when
 # DATABASE_URL/REDIS_URL are unset): make manage ARGS="export_config --schema demo"

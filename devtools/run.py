@@ -109,6 +109,34 @@ def _click_once(control: SandboxControl, banner: str) -> None:
     _log(banner)
 
 
+def _banner(demo: dict[str, str], portal_url: str) -> str:
+    """Where everything is; kept in .devdata/demo.json too (the log scrolls it away)."""
+    banner = (
+        "\n\n  SIMtrix is running. Ctrl-C stops everything.\n"
+        f"  Operators' admin:  http://localhost:{WEB_PORT}/admin/\n"
+        f"  Demo tenant admin: http://demo.localhost:{WEB_PORT}/admin/\n"
+        f"  Bridge API docs:   http://demo.localhost:{WEB_PORT}/api/docs/\n"
+        f"  Log in as {demo['username']} / {demo['password']} on both.\n"
+        "  Click-to-call: Marta clicks Anna Kowalska's number in 20 s; click again with\n"
+        f"    curl -sk -X POST {portal_url}/_sandbox/click_to_call \\\n"
+        '      -d \'{"user_id": 5, "phone_number": "+48600111222"}\'\n'
+        f"  These lines are in {DATA / 'demo.json'} too; the demo's commands:\n"
+        '    make manage ARGS="export_config --schema demo"\n'
+    )
+    state_file = DATA / "demo.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state_file.write_text(json.dumps({**state, "banner": banner.strip()}))
+    return banner
+
+
+def _stop_with_parent(parent: int) -> None:
+    """make stopped by a signal sent to it alone (not to its process group, as Ctrl-C does)
+    leaves this process orphaned: it stops everything then, as for Ctrl-C."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> int:
     children: list[subprocess.Popen[str]] = []
 
@@ -118,6 +146,7 @@ def main() -> int:
     # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
     with services_env() as env:
         env.setdefault("DJANGO_DEBUG", "1")
         env.setdefault("DJANGO_SETTINGS_MODULE", "simtrix.settings")
@@ -172,27 +201,9 @@ def main() -> int:
                 *[arg for token in demo["device_tokens"] for arg in ("--token", token)],
             ]  # fmt: skip
             children.append(subprocess.Popen(simulate, cwd=REPO, env=env, text=True))
-            banner = (
-                "\n\n  SIMtrix is running. Ctrl-C stops everything.\n"
-                f"  Operators' admin:  http://localhost:{WEB_PORT}/admin/\n"
-                f"  Demo tenant admin: http://demo.localhost:{WEB_PORT}/admin/\n"
-                f"  Bridge API docs:   http://demo.localhost:{WEB_PORT}/api/docs/\n"
-                f"  Log in as {demo['username']} / {demo['password']} on both.\n"
-                "  Click-to-call: Marta clicks Anna Kowalska's number in 20 s; click again with\n"
-                f"    curl -sk -X POST {portal['url']}/_sandbox/click_to_call \\\n"
-                '      -d \'{"user_id": 5, "phone_number": "+48600111222"}\'\n'
-                f"  These lines are in {DATA / 'demo.json'} too; the demo's commands:\n"
-                '    make manage ARGS="export_config --schema demo"\n'
-            )
+            banner = _banner(demo, portal["url"])
             _log(banner)
             threading.Thread(target=_click_once, args=(control, banner), daemon=True).start()
-            (DATA / "demo.json").write_text(
-                json.dumps(
-                    {**json.loads((DATA / "demo.json").read_text()), "banner": banner.strip()}
-                    if (DATA / "demo.json").exists()
-                    else {"banner": banner.strip()}
-                )
-            )
             while all(child.poll() is None for child in children[:-1]):
                 time.sleep(0.5)
             _log("a process stopped; shutting down")
