@@ -54,7 +54,8 @@ class _ActionTotal(TypedDict):
 class ScenarioActionForm(forms.ModelForm):
     users = UserIdsField(
         required=False,
-        help_text="Bitrix24 user ids, comma-separated: the fixed user, the round-robin set "
+        help_text="Bitrix24 users by name or id, comma-separated: the fixed user, the "
+        "round-robin set "
         "(empty = every agent carrying a bridge device) or extra notification recipients.",
     )
     recipients = forms.MultipleChoiceField(

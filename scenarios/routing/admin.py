@@ -164,7 +164,8 @@ class RoutingConditionInline(admin.TabularInline):
 class RoutingRuleForm(forms.ModelForm):
     users = UserIdsField(
         required=False,
-        help_text="Bitrix24 user ids, comma-separated: the specific user, the round-robin set or "
+        help_text="Bitrix24 users by name or id, comma-separated: the specific user, the "
+        "round-robin set or "
         "the queue in order (first available first).",
     )
     department_id = forms.TypedChoiceField(

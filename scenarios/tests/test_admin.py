@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
@@ -276,3 +277,30 @@ def test_simulating_an_unknown_number_shows_the_lead_first_and_who_gets_it(
     [left_out] = [s for s in result.steps if not s.planned]
     assert (left_out.action_type, left_out.notes) == ("notify", ["only during office hours"])
     assert not RoundRobinCursor.objects.exists()  # peeking takes no turn
+
+
+def test_users_are_shown_by_name_typed_by_name_and_an_unknown_one_is_flagged(
+    admin: Client,
+) -> None:
+    from crm.models import Bitrix24User
+    from scenarios.forms import UserIdsField
+
+    seen = timezone.now()
+    Bitrix24User.objects.create(id=5, name="Marta Nowak", active=True, seen_at=seen)
+    Bitrix24User.objects.create(id=9, name="Ewa Lewandowska", active=True, seen_at=seen)
+    Bitrix24User.objects.create(id=7, name="Jan Odszedł", active=False, seen_at=seen)
+    field = UserIdsField(required=False)
+    assert field.prepare_value([9, 5, 42]) == (
+        "Ewa Lewandowska (#9), Marta Nowak (#5), User #42 (not in Bitrix24)"
+    )
+    # What is shown reads back as it was; names and ids typed are read too, in order.
+    assert field.clean("Ewa Lewandowska (#9), Marta Nowak (#5)") == [9, 5]
+    assert field.clean("marta nowak, 9") == [5, 9]
+    for typed, message in [
+        ("Jan Odszedł", "Not an active Bitrix24 user: Jan Odszedł (#7, deactivated)"),
+        ("42", "Not an active Bitrix24 user: User #42 (not in Bitrix24)"),
+        ("Nobody Here", "is not a Bitrix24 user id, nor a Bitrix24 user's name"),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            field.clean(typed)
+        assert message in str(caught.value)

@@ -75,7 +75,9 @@ def test_what_bitrix24_does_not_have_is_refused_when_saved(admin: Client) -> Non
     page = text_of(admin.post(f"{LIST}add/", unknown_stage))
     assert "stage C1:GONE no longer exists in Bitrix24" in page
     gone_user = _rule_post(users="9, 404")
-    assert "user 404 no longer exists in Bitrix24" in text_of(admin.post(f"{LIST}add/", gone_user))
+    # Refused by the users field itself, naming the user as it is shown.
+    refused = text_of(admin.post(f"{LIST}add/", gone_user))
+    assert "Not an active Bitrix24 user: User #404 (not in Bitrix24)" in refused
     no_values = _rule_post(**{"conditions-0-picked": []})
     assert "needs at least one value" in text_of(admin.post(f"{LIST}add/", no_values))
     assert not RoutingRule.objects.exists()
