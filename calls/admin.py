@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -27,13 +27,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from calls.audio import CONTENT_TYPES
 from calls.audit import call_audit_trail
 from calls.handlers import TELEPHONY_REFUSED_NOTE
 from calls.models import Call, CallEvent, CallSettings, Device
 from calls.selectors import (
+    agent_label,
     agent_names,
     call_settings_get,
     calls_matching_number,
@@ -49,7 +50,7 @@ from calls.services import (
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.selectors import directory_users
-from tenants.admin_utils import ReadOnlyAdmin, qr_svg
+from tenants.admin_utils import ObjectActionsAdmin, ReadOnlyAdmin, qr_svg
 from tenants.context import tenant_country, tenant_timezone
 
 
@@ -171,7 +172,7 @@ class HeartbeatFilter(admin.SimpleListFilter):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ObjectActionsAdmin):
     list_display = [
         "name",
         "phone_number",
@@ -194,28 +195,15 @@ class DeviceAdmin(admin.ModelAdmin):
         kwargs["form"] = DeviceCreationForm if obj is None else DeviceForm
         return super().get_form(request, obj, change, **kwargs)
 
-    change_form_template = "admin/simtrix/change_form_actions.html"
+    # Buttons on the device's own page, not only actions in the list.
+    object_actions: ClassVar[list[tuple[str, Any]]] = [
+        ("rotate_tokens", gettext_lazy("Issue a new token")),
+        ("revoke_tokens", gettext_lazy("Revoke")),
+    ]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Calls point at their device for the audit trail: revoke instead of deleting.
         return False
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> Any:
-        # Buttons on the device's own page, not only actions in the list.
-        actions = []
-        if self.has_change_permission(request):
-            actions = [
-                ("rotate_tokens", _("Issue a new token")),
-                ("revoke_tokens", _("Revoke")),
-            ]
-        extra = {**(extra_context or {}), "object_actions": actions}
-        return super().change_view(request, object_id, form_url, extra)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         self._names = agent_names(
@@ -226,8 +214,7 @@ class DeviceAdmin(admin.ModelAdmin):
     @admin.display(description="Agent (Bitrix24 user)", ordering="bitrix24_user_id")
     def agent(self, obj: Device) -> str:
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.bitrix24_user_id])
-        name = names.get(obj.bitrix24_user_id)
-        return f"{name} (#{obj.bitrix24_user_id})" if name else f"User #{obj.bitrix24_user_id}"
+        return agent_label(obj.bitrix24_user_id, names)
 
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         if change:

@@ -115,6 +115,13 @@ def agent_names(*, user_ids: list[int]) -> dict[int, str]:
     return dict(Bitrix24User.objects.filter(pk__in=user_ids).values_list("pk", "name"))
 
 
+def agent_label(user_id: int, names: dict[int, str]) -> str:
+    """ "Marta Nowak (#5)" (names from agent_names), or "User #5" when the directory has no
+    such user."""
+    name = names.get(user_id)
+    return f"{name} (#{user_id})" if name else f"User #{user_id}"
+
+
 def route_public(route: Route | None) -> Route | None:
     """The bridge contract's `route` object: whom the call should go to and the rule's name.
 

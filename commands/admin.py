@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from calls.selectors import agent_names
+from calls.selectors import agent_label, agent_names
 from commands.models import Command, Dial
 from tenants.admin_utils import ReadOnlyAdmin
 
@@ -49,8 +49,7 @@ class DialAdmin(ReadOnlyAdmin):
     @admin.display(description="Bitrix24 user")
     def user(self, obj: Dial) -> str:
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.b24_user_id])
-        name = names.get(obj.b24_user_id)
-        return f"{name} (#{obj.b24_user_id})" if name else f"User #{obj.b24_user_id}"
+        return agent_label(obj.b24_user_id, names)
 
     @admin.display(description="Call")
     def call_link(self, obj: Dial) -> str:

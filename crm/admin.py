@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from crm.errors import Bitrix24Error
 from crm.events import events_bind, events_handler_url
@@ -32,7 +32,7 @@ from crm.models import (
     Stage,
 )
 from crm.services import connection_test, directory_sync, directory_sync_later
-from tenants.admin_utils import ReadOnlyAdmin
+from tenants.admin_utils import ObjectActionsAdmin, ReadOnlyAdmin
 
 
 class ConnectionForm(forms.ModelForm):
@@ -100,7 +100,7 @@ class ConnectionForm(forms.ModelForm):
 
 
 @admin.register(Bitrix24Connection)
-class Bitrix24ConnectionAdmin(admin.ModelAdmin):
+class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
     form = ConnectionForm
     list_display = ["__str__", "auth_mode", "health", "checked_at", "directory_synced_at"]
     readonly_fields = [
@@ -173,25 +173,12 @@ class Bitrix24ConnectionAdmin(admin.ModelAdmin):
         ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
     ]
     actions = ["test_connection", "sync_directory", "bind_events"]
-    change_form_template = "admin/simtrix/change_form_actions.html"
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> Any:
-        # The connection's checks as buttons on its page, not only actions in the list.
-        actions = []
-        if self.has_change_permission(request):
-            actions = [
-                ("test_connection", _("Test connection")),
-                ("sync_directory", _("Sync the directory now")),
-                ("bind_events", _("Bind the events again")),
-            ]
-        extra = {**(extra_context or {}), "object_actions": actions}
-        return super().change_view(request, object_id, form_url, extra)
+    # The connection's checks as buttons on its page, not only actions in the list.
+    object_actions: ClassVar[list[tuple[str, Any]]] = [
+        ("test_connection", gettext_lazy("Test connection")),
+        ("sync_directory", gettext_lazy("Sync the directory now")),
+        ("bind_events", gettext_lazy("Bind the events again")),
+    ]
 
     def save_model(
         self, request: HttpRequest, obj: Bitrix24Connection, form: Any, change: bool

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from calls.selectors import agent_names
+from calls.selectors import agent_label, agent_names
 from sms.models import SmsEvent, SmsMessage, SmsSettings
 from tenants.admin_utils import ReadOnlyAdmin
 
@@ -90,8 +90,7 @@ class SmsMessageAdmin(ReadOnlyAdmin):
         if obj.b24_user_id is None:
             return "-"
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.b24_user_id])
-        name = names.get(obj.b24_user_id)
-        return f"{name} (#{obj.b24_user_id})" if name else f"User #{obj.b24_user_id}"
+        return agent_label(obj.b24_user_id, names)
 
     @admin.display(description="Text")
     def short_text(self, obj: SmsMessage) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -114,36 +115,30 @@ def sms_send(
 ) -> SmsMessage:
     """The message and its `send_sms` command for `device`, once per `intent_key` (the same
     intent again finds the first message)."""
-    existing = SmsMessage.objects.filter(intent_key=intent_key).first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic():
-            sms = SmsMessage.objects.create(
-                direction=SmsMessage.Direction.OUTGOING,
-                source=source,
-                device=device,
-                phone_number=phone_number,
-                text=text[:MAX_TEXT],
-                status=SmsMessage.Status.QUEUED,
-                intent_key=intent_key,
-                b24_message_id=b24_message_id,
-                b24_user_id=b24_user_id,
-                crm_entity_type=entity[0] if entity else "",
-                crm_entity_id=entity[1] if entity else None,
-                call_id=call_id,
-            )
-            sms.command = command_create(
-                device=device,
-                type=Command.Type.SEND_SMS,
-                phone_number=phone_number,
-                payload={"sms_id": sms.sms_id, "text": sms.text},
-            )
-            sms.save(update_fields=["command"])
-    except IntegrityError:
-        # The same intent at the same moment (an event delivered twice): the other one made it.
-        return SmsMessage.objects.get(intent_key=intent_key)
-    return sms
+
+    def make() -> SmsMessage:
+        sms = _outgoing(
+            phone_number=phone_number,
+            text=text,
+            source=source,
+            intent_key=intent_key,
+            b24_message_id=b24_message_id,
+            b24_user_id=b24_user_id,
+            entity=entity,
+            device=device,
+            status=SmsMessage.Status.QUEUED,
+            call_id=call_id,
+        )
+        sms.command = command_create(
+            device=device,
+            type=Command.Type.SEND_SMS,
+            phone_number=phone_number,
+            payload={"sms_id": sms.sms_id, "text": sms.text},
+        )
+        sms.save(update_fields=["command"])
+        return sms
+
+    return _outgoing_once(intent_key, make)
 
 
 def sms_failed_unsent(
@@ -158,26 +153,62 @@ def sms_failed_unsent(
     entity: tuple[str, int] | None = None,
 ) -> SmsMessage:
     """A message no phone could take (no line for it): recorded as failed, and Bitrix24 told."""
-    existing = SmsMessage.objects.filter(intent_key=intent_key).first()
-    if existing is not None:
-        return existing
-    with transaction.atomic():
-        sms = SmsMessage.objects.create(
-            direction=SmsMessage.Direction.OUTGOING,
+
+    def make() -> SmsMessage:
+        sms = _outgoing(
+            phone_number=phone_number,
+            text=text,
             source=source,
-            phone_number=phone_number[:32],
-            text=text[:MAX_TEXT],
-            status=SmsMessage.Status.FAILED,
-            error=error[:500],
-            failed_at=timezone.now(),
             intent_key=intent_key,
             b24_message_id=b24_message_id,
             b24_user_id=b24_user_id,
-            crm_entity_type=entity[0] if entity else "",
-            crm_entity_id=entity[1] if entity else None,
+            entity=entity,
+            status=SmsMessage.Status.FAILED,
+            error=error[:500],
+            failed_at=timezone.now(),
         )
         sync_soon(sms)
-    return sms
+        return sms
+
+    return _outgoing_once(intent_key, make)
+
+
+def _outgoing_once(intent_key: str, make: Callable[[], SmsMessage]) -> SmsMessage:
+    """The intent's message: found, or made by `make` in a transaction; a twin made at the
+    same moment (an event delivered twice) is found instead."""
+    existing = SmsMessage.objects.filter(intent_key=intent_key).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return make()
+    except IntegrityError:
+        return SmsMessage.objects.get(intent_key=intent_key)
+
+
+def _outgoing(
+    *,
+    phone_number: str,
+    text: str,
+    source: str,
+    intent_key: str,
+    b24_message_id: str,
+    b24_user_id: int | None,
+    entity: tuple[str, int] | None,
+    **fields: Any,
+) -> SmsMessage:
+    return SmsMessage.objects.create(
+        direction=SmsMessage.Direction.OUTGOING,
+        source=source,
+        phone_number=phone_number[:32],
+        text=text[:MAX_TEXT],
+        intent_key=intent_key,
+        b24_message_id=b24_message_id,
+        b24_user_id=b24_user_id,
+        crm_entity_type=entity[0] if entity else "",
+        crm_entity_id=entity[1] if entity else None,
+        **fields,
+    )
 
 
 @on_command_closed(Command.Type.SEND_SMS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import qrcode
 import qrcode.image.svg
@@ -30,3 +30,23 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ObjectActionsAdmin(admin.ModelAdmin):
+    """A change page with some of the list's actions as buttons for this one object
+    (`object_actions`: action name, label). Each button posts the list's action for the object:
+    the same permission checks, the same code."""
+
+    change_form_template = "admin/simtrix/change_form_actions.html"
+    object_actions: ClassVar[list[tuple[str, Any]]] = []
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        actions = self.object_actions if self.has_change_permission(request) else []
+        extra = {**(extra_context or {}), "object_actions": actions}
+        return super().change_view(request, object_id, form_url, extra)

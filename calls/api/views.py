@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
@@ -14,7 +14,7 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, UnsupportedMediaType, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -121,10 +121,17 @@ class BridgeView(APIView):
         return call
 
 
-def _event_errors(item: Any) -> tuple[EventSerializer | None, dict[str, Any]]:
+_Serializer = TypeVar("_Serializer", bound=serializers.Serializer)
+
+
+def batch_item_errors(
+    item: Any, serializer_class: type[_Serializer]
+) -> tuple[_Serializer | None, dict[str, Any]]:
+    """One event of a batch validated on its own: its serializer, or its errors (the batch's
+    `invalid` result). Call and SMS events alike."""
     if not isinstance(item, dict):
         return None, {"non_field_errors": ["Expected an event object."]}
-    serializer = EventSerializer(data=item)
+    serializer = serializer_class(data=item)
     if not serializer.is_valid():
         return None, serializer.errors
     return serializer, {}
@@ -200,7 +207,7 @@ class EventsView(BridgeView):
             # Echoed as sent when it is a string (the schema's type), else null.
             event_id = item.get("event_id") if isinstance(item, dict) else None
             event_id = event_id if isinstance(event_id, str) else None
-            serializer, errors = _event_errors(item)
+            serializer, errors = batch_item_errors(item, EventSerializer)
             if serializer is None:
                 results.append({"event_id": event_id, "status": "invalid", "errors": errors})
                 continue

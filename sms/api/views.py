@@ -11,18 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from calls.api.serializers import BatchResponseSerializer
-from calls.api.views import BridgeView, Conflict, _error, _errors
+from calls.api.views import BridgeView, Conflict, _error, _errors, batch_item_errors
 from sms.api.serializers import SmsBatchSerializer, SmsEventSerializer, SmsResourceSerializer
 from sms.services import SmsEventConflict, SmsNotFound, sms_event_receive, sms_resource
-
-
-def _serializer(item: Any) -> tuple[SmsEventSerializer | None, dict[str, Any]]:
-    if not isinstance(item, dict):
-        return None, {"non_field_errors": ["Expected an event object."]}
-    serializer = SmsEventSerializer(data=item)
-    if not serializer.is_valid():
-        return None, serializer.errors
-    return serializer, {}
 
 
 class SmsEventsView(BridgeView):
@@ -75,7 +66,7 @@ class SmsEventsView(BridgeView):
         for item in batch.validated_data["events"]:
             event_id = item.get("event_id") if isinstance(item, dict) else None
             event_id = event_id if isinstance(event_id, str) else None
-            serializer, errors = _serializer(item)
+            serializer, errors = batch_item_errors(item, SmsEventSerializer)
             if serializer is None:
                 results.append({"event_id": event_id, "status": "invalid", "errors": errors})
                 continue
