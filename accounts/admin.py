@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import TotpDevice
 
@@ -22,11 +23,11 @@ class TotpDeviceAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "name"]
     list_select_related = ["user"]
     fieldsets = [
-        ("Identity", {"fields": ["user", "name", "confirmed"]}),
-        ("Timestamps", {"fields": ["created_at", "last_used_at"]}),
-        ("Configuration", {"fields": ["step", "t0", "digits", "tolerance"]}),
-        ("State", {"fields": ["drift"]}),
-        ("Throttling", {"fields": ["throttling_failure_timestamp", "throttling_failure_count"]}),
+        (_("Identity"), {"fields": ["user", "name", "confirmed"]}),
+        (_("Timestamps"), {"fields": ["created_at", "last_used_at"]}),
+        (_("Configuration"), {"fields": ["step", "t0", "digits", "tolerance"]}),
+        (_("State"), {"fields": ["drift"]}),
+        (_("Throttling"), {"fields": ["throttling_failure_timestamp", "throttling_failure_count"]}),
     ]
     readonly_fields = [
         "user",

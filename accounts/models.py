@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.oath import TOTP
 from django_otp.util import hex_validator, random_hex
@@ -42,32 +43,43 @@ class TotpDevice(TimestampMixin, ThrottlingMixin, Device):
     """
 
     key = EncryptedTextField(
+        _("key"),
         max_length=80,
         validators=[totp_key_validate],
         default=totp_key_default,
-        help_text="A hex-encoded secret key of up to 40 bytes (stored encrypted).",
+        help_text=_("A hex-encoded secret key of up to 40 bytes (stored encrypted)."),
     )
-    step = models.PositiveSmallIntegerField(default=30, help_text="The time step in seconds.")
+    step = models.PositiveSmallIntegerField(
+        _("step"), default=30, help_text=_("The time step in seconds.")
+    )
     t0 = models.BigIntegerField(
-        default=0, help_text="The Unix time at which to begin counting steps."
+        _("t0"), default=0, help_text=_("The Unix time at which to begin counting steps.")
     )
     digits = models.PositiveSmallIntegerField(
-        choices=[(6, 6), (8, 8)], default=6, help_text="The number of digits to expect in a code."
+        _("digits"),
+        choices=[(6, 6), (8, 8)],
+        default=6,
+        help_text=_("The number of digits to expect in a code."),
     )
     tolerance = models.PositiveSmallIntegerField(
-        default=1, help_text="The number of time steps in the past or future to allow."
+        _("tolerance"),
+        default=1,
+        help_text=_("The number of time steps in the past or future to allow."),
     )
     drift = models.SmallIntegerField(
+        _("drift"),
         default=0,
-        help_text="The number of time steps the app is known to deviate from our clock.",
+        help_text=_("The number of time steps the app is known to deviate from our clock."),
     )
     last_t = models.BigIntegerField(
+        _("last accepted step"),
         default=-1,
-        help_text="The time step of the last code accepted; the next must be at a later one.",
+        help_text=_("The time step of the last code accepted; the next must be at a later one."),
     )
 
     class Meta(Device.Meta):
-        verbose_name = "TOTP device"
+        verbose_name = _("authenticator app")
+        verbose_name_plural = _("authenticator apps")
 
     @property
     def bin_key(self) -> bytes:
@@ -123,3 +135,33 @@ class TotpDevice(TimestampMixin, ThrottlingMixin, Device):
         """As django-otp's: the issuer from ``OTP_TOTP_ISSUER`` (the enrolment page passes the
         host's instead, through `config_url_for`)."""
         return self.config_url_for(getattr(settings, "OTP_TOTP_ISSUER", None) or "SIMtrix")
+
+
+class UserPreference(models.Model):
+    """What a user of the admin chose for themselves: today the language of the admin.
+
+    Kept per user in the user's own schema, so the choice follows them to every browser; the
+    switcher also sets Django's language cookie, which speaks for a browser before login.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="simtrix_preference",
+        verbose_name=_("user"),
+    )
+    language = models.CharField(
+        _("language"),
+        max_length=8,
+        choices=settings.LANGUAGES,
+        blank=True,
+        help_text=_("The admin's language for this user; empty: the browser's."),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("user preference")
+        verbose_name_plural = _("user preferences")
+
+    def __str__(self) -> str:
+        return str(self.user)

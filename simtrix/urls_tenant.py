@@ -7,6 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts.language import set_language
 from simtrix.health import healthz, readyz
 from simtrix.metrics import metrics
 
@@ -20,8 +21,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
-    # The language switcher's POST (django.views.i18n.set_language).
-    path("i18n/", include("django.conf.urls.i18n")),
+    # The language switcher's POST: for this browser and, logged in, for the user.
+    path("i18n/setlang/", set_language, name="set_language"),
     path("admin/", admin.site.urls),
     path("api/bridge/v1/", include("calls.api.urls")),
     path("bitrix24/", include("crm.urls")),

@@ -112,6 +112,33 @@ def test_the_switcher_keeps_the_users_choice_whatever_the_browser_says(
     assert '<option value="pl" selected>' in page
 
 
+def test_the_users_choice_follows_them_to_another_browser_and_is_theirs_alone(
+    admin_alpha: Client,
+) -> None:
+    from accounts.models import UserPreference
+
+    anonymous = Client(HTTP_HOST="alpha.localhost")
+    anonymous.post("/i18n/setlang/", {"language": "pl", "next": "/admin/login/"})
+    assert not UserPreference.objects.exists()  # a browser's choice, no user's
+
+    admin_alpha.post("/i18n/setlang/", {"language": "pl", "next": "/admin/"})
+    assert UserPreference.objects.get(user__username="boss").language == "pl"
+    laptop = Client(HTTP_HOST="alpha.localhost")  # no language cookie, an English browser
+    laptop.force_login(User.objects.get(username="boss"))
+    assert "Pierwsze kroki" in laptop.get("/admin/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    colleague = Client(HTTP_HOST="alpha.localhost")
+    colleague.force_login(User.objects.create_superuser("colleague", password="pw"))
+    assert "Getting started" in colleague.get("/admin/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    # Back to English from the laptop: every browser of the user follows at its next login.
+    laptop.post("/i18n/setlang/", {"language": "en", "next": "/admin/"})
+    assert "Getting started" in laptop.get("/admin/", HTTP_ACCEPT_LANGUAGE="pl").content.decode()
+    phone = Client(HTTP_HOST="alpha.localhost")
+    phone.force_login(User.objects.get(username="boss"))
+    assert "Getting started" in phone.get("/admin/", HTTP_ACCEPT_LANGUAGE="pl").content.decode()
+
+
 def test_the_bridge_api_errors_follow_accept_language(alpha: Tenant) -> None:
     from calls.services import device_register
 
