@@ -27,7 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from calls.audio import CONTENT_TYPES
 from calls.audit import call_audit_trail
@@ -72,10 +72,10 @@ def bridge_server_unreachable(server: str) -> str:
         or host.startswith("127.")
         or host == "::1"
     ):
-        return (
-            f"A phone cannot reach {host}: it is this computer's own name. Open the admin by "
+        return gettext(
+            "A phone cannot reach %(host)s: it is this computer's own name. Open the admin by "
             "the address the phones use, or set SIMTRIX_BRIDGE_PUBLIC_URL."
-        )
+        ) % {"host": host}
     return ""
 
 
@@ -94,7 +94,7 @@ def _token_page(
         cards.append({"device": device, "token": token, "uri": uri, "qr_svg": qr_svg(uri)})
     context = {
         **model_admin.admin_site.each_context(request),
-        "title": "Device token - shown once",
+        "title": gettext("Device token - shown once"),
         "cards": cards,
         "opts": model_admin.model._meta,
         "server": bridge_server_url(request),
@@ -121,18 +121,25 @@ class DeviceForm(forms.ModelForm):
         if users:
             choices: list[tuple[Any, str]] = [("", "---------")]
             choices += [
-                (u.id, f"{u.name} (#{u.id})" if u.active else f"{u.name} (#{u.id}, deactivated)")
+                (
+                    u.id,
+                    f"{u.name} (#{u.id})"
+                    if u.active
+                    else gettext("%(name)s (#%(id)s, deactivated)") % {"name": u.name, "id": u.id},
+                )
                 for u in users
                 if u.active or u.id == current
             ]
             if current and current not in {u.id for u in users}:
-                choices.append((current, f"User #{current} (not in Bitrix24)"))
+                choices.append(
+                    (current, gettext("User #%(id)s (not in Bitrix24)") % {"id": current})
+                )
             field = self.fields["bitrix24_user_id"]
             self.fields["bitrix24_user_id"] = forms.TypedChoiceField(
-                label=field.label or "Bitrix24 user",
+                label=field.label or gettext("Bitrix24 user"),
                 choices=choices,
                 coerce=int,
-                help_text="The agent who carries this phone, from the Bitrix24 directory.",
+                help_text=gettext("The agent who carries this phone, from the Bitrix24 directory."),
             )
 
     def clean_bitrix24_user_id(self) -> int:
@@ -155,12 +162,15 @@ class DeviceCreationForm(DeviceForm):
 
 
 class HeartbeatFilter(admin.SimpleListFilter):
-    title = "heartbeat"
+    title = gettext_lazy("heartbeat")
     parameter_name = "heartbeat"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         minutes = call_settings_get().silent_after_minutes
-        return [("silent", f"Silent (> {minutes} min)"), ("alive", "Alive")]
+        return [
+            ("silent", gettext("Silent (> %(minutes)s min)") % {"minutes": minutes}),
+            ("alive", gettext("Alive")),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> QuerySet[Device]:
         silent = devices_silent().values("pk")
@@ -211,7 +221,7 @@ class DeviceAdmin(ObjectActionsAdmin):
         )
         return super().changelist_view(request, extra_context)
 
-    @admin.display(description="Agent (Bitrix24 user)", ordering="bitrix24_user_id")
+    @admin.display(description=gettext_lazy("Agent (Bitrix24 user)"), ordering="bitrix24_user_id")
     def agent(self, obj: Device) -> str:
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.bitrix24_user_id])
         return agent_label(obj.bitrix24_user_id, names)
@@ -236,26 +246,35 @@ class DeviceAdmin(ObjectActionsAdmin):
             return super().response_add(request, obj, post_url_continue)
         return _token_page(request, self, [(obj, token)])
 
-    @admin.display(boolean=True, description="Active")
+    @admin.display(boolean=True, description=gettext_lazy("Active"))
     def active(self, obj: Device) -> bool:
         return obj.is_active
 
-    @admin.display(description="Heartbeat")
+    @admin.display(description=gettext_lazy("Heartbeat"))
     def heartbeat(self, obj: Device) -> str:
         if not obj.is_active:
             return "-"
         if device_is_silent(device=obj):
-            return format_html('<strong style="color:#ba2121">{}</strong>', "silent")
-        return "alive"
+            return format_html('<strong style="color:#ba2121">{}</strong>', gettext("silent"))
+        return gettext("alive")
 
-    @admin.action(description="Revoke the token of the selected devices", permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("Revoke the token of the selected devices"),
+        permissions=["change"],
+    )
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         for device in queryset:
             device_revoke(device=device)
-        messages.success(request, f"Revoked {queryset.count()} device token(s).")
+        count = queryset.count()
+        messages.success(
+            request,
+            ngettext("Revoked %(count)d device token.", "Revoked %(count)d device tokens.", count)
+            % {"count": count},
+        )
 
     @admin.action(
-        description="Issue a new token (the old one stops working)", permissions=["change"]
+        description=gettext_lazy("Issue a new token (the old one stops working)"),
+        permissions=["change"],
     )
     def rotate_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> TemplateResponse:
         issued = [(device, device_rotate_token(device=device)) for device in queryset]
@@ -291,14 +310,14 @@ class CallSettingsAdmin(admin.ModelAdmin):
 
 
 class KnownCallerFilter(admin.SimpleListFilter):
-    title = "caller"
+    title = gettext_lazy("caller")
     parameter_name = "caller"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [
-            ("known", "Known (in the CRM)"),
-            ("unknown", "Unknown"),
-            ("unresolved", "Not looked up / Bitrix24 unavailable"),
+            ("known", gettext("Known (in the CRM)")),
+            ("unknown", gettext("Unknown")),
+            ("unresolved", gettext("Not looked up / Bitrix24 unavailable")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
@@ -312,13 +331,19 @@ class KnownCallerFilter(admin.SimpleListFilter):
 
 
 class AgentFilter(admin.SimpleListFilter):
-    title = "agent"
+    title = gettext_lazy("agent")
     parameter_name = "agent"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         ids = sorted(set(Device.objects.values_list("bitrix24_user_id", flat=True)))
         names = agent_names(user_ids=ids)
-        return [(str(user_id), names.get(user_id) or f"Bitrix24 user {user_id}") for user_id in ids]
+        return [
+            (
+                str(user_id),
+                names.get(user_id) or gettext("Bitrix24 user %(id)s") % {"id": user_id},
+            )
+            for user_id in ids
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Call]) -> QuerySet[Call]:
         value = self.value()
@@ -330,7 +355,7 @@ class AgentFilter(admin.SimpleListFilter):
 class DateRangeFilter(admin.ListFilter):
     """Calls that started between two dates (inclusive), in the tenant's time zone."""
 
-    title = "date range"
+    title = gettext_lazy("date range")
     template = "admin/calls/date_range_filter.html"
     parameters = ("started_from", "started_to")
 
@@ -383,18 +408,18 @@ def _tenant_zone() -> Any:
 
 
 CSV_COLUMNS = [
-    ("started_at", "Started"),
-    ("direction", "Direction"),
-    ("phone_number", "Number"),
-    ("outcome", "Outcome"),
-    ("duration_seconds", "Duration (s)"),
-    ("device", "Device"),
-    ("agent", "Agent (Bitrix24 user)"),
-    ("caller", "Caller"),
-    ("crm_status", "CRM lookup"),
-    ("crm_entity", "CRM entity"),
-    ("b24_log_mode", "Logged as"),
-    ("call_id", "Bridge call id"),
+    ("started_at", gettext_lazy("Started")),
+    ("direction", gettext_lazy("Direction")),
+    ("phone_number", gettext_lazy("Number")),
+    ("outcome", gettext_lazy("Outcome")),
+    ("duration_seconds", gettext_lazy("Duration (s)")),
+    ("device", gettext_lazy("Device")),
+    ("agent", gettext_lazy("Agent (Bitrix24 user)")),
+    ("caller", gettext_lazy("Caller")),
+    ("crm_status", gettext_lazy("CRM lookup")),
+    ("crm_entity", gettext_lazy("CRM entity")),
+    ("b24_log_mode", gettext_lazy("Logged as")),
+    ("call_id", gettext_lazy("Bridge call id")),
 ]
 
 
@@ -429,7 +454,9 @@ class CallAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["device"]
     search_fields = ["call_id"]
-    search_help_text = "A phone number in any format (+48 600 111 222, 600111222...) or a call id."
+    search_help_text = gettext_lazy(
+        "A phone number in any format (+48 600 111 222, 600111222...) or a call id."
+    )
     date_hierarchy = "started_at"
     list_per_page = 50
     exclude = ["crm", "route"]
@@ -444,32 +471,43 @@ class CallAdmin(ReadOnlyAdmin):
         by_id = queryset.filter(call_id=search_term.strip())
         return (by_number | by_id).distinct(), True
 
-    @admin.display(description="Number", ordering="phone_number")
+    @admin.display(description=gettext_lazy("Number"), ordering="phone_number")
     def number(self, obj: Call) -> str:
         return obj.phone_number or obj.phone_raw
 
-    @admin.display(description="Caller", ordering="crm_status")
+    @admin.display(description=gettext_lazy("Caller"), ordering="crm_status")
     def caller(self, obj: Call) -> str:
         entity = (obj.crm or {}).get("entity") or {}
         if entity:
-            return f"{entity.get('name', '')} ({entity.get('type')} {entity.get('id')})"
-        return obj.crm_status or "-"
+            label = f"{entity.get('name', '')} ({entity.get('type')} {entity.get('id')})"
+            if entity.get("url"):
+                # The card in Bitrix24, where the caller's history is.
+                return format_html(
+                    '<a href="{}" target="_blank" rel="noopener">{}</a>', entity["url"], label
+                )
+            return label
+        shown = {
+            "not_found": gettext("not found"),
+            "pending": gettext("pending"),
+            "unavailable": gettext("unavailable"),
+        }
+        return shown.get(obj.crm_status, obj.crm_status) or "-"
 
-    @admin.display(description="Bitrix24")
+    @admin.display(description=gettext_lazy("Bitrix24"))
     def bitrix24(self, obj: Call) -> str:
         if obj.b24_log_mode == Call.LogMode.ACTIVITY:
-            return "activity (telephony refused)"
+            return gettext("activity (telephony refused)")
         if obj.b24_finished_at:
-            return "finished"
+            return gettext("finished")
         if obj.b24_call_id:
-            return "registered"
+            return gettext("registered")
         return "-"
 
-    @admin.display(description="CRM lookup")
+    @admin.display(description=gettext_lazy("CRM lookup"))
     def crm_pretty(self, obj: Call) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.crm, indent=2, ensure_ascii=False))
 
-    @admin.display(description="Route")
+    @admin.display(description=gettext_lazy("Route"))
     def route_pretty(self, obj: Call) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.route, indent=2, ensure_ascii=False))
 
@@ -493,7 +531,7 @@ class CallAdmin(ReadOnlyAdmin):
         if Call.objects.filter(
             b24_log_mode=Call.LogMode.ACTIVITY, b24_finished_at__gte=recent
         ).exists():
-            messages.warning(request, TELEPHONY_REFUSED_NOTE)
+            messages.warning(request, gettext(TELEPHONY_REFUSED_NOTE))
         return super().changelist_view(request, extra_context)
 
     def change_view(
@@ -516,12 +554,14 @@ class CallAdmin(ReadOnlyAdmin):
         changelist = self.get_changelist_instance(request)
         queryset = changelist.get_queryset(request).select_related("device")
         writer = csv.writer(_Echo())
+        # In the request's language, taken now: the rows are written after this view has returned.
+        header = [str(label) for _name, label in CSV_COLUMNS]
 
         # The tenant's zone, taken now: the rows are written after this view has returned.
         zone = timezone.get_current_timezone()
 
         def rows() -> Iterator[str]:
-            yield writer.writerow([label for _name, label in CSV_COLUMNS])
+            yield writer.writerow(header)
             for call in queryset.iterator(chunk_size=500):
                 yield writer.writerow(_csv_row(call, zone=zone))
 
@@ -582,7 +622,7 @@ class CallEventAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "type", "event_id", "call", "device", "response_status"]
     list_filter = ["type", "response_status"]
     search_fields = ["call__call_id"]
-    search_help_text = "An event_id, or the bridge's call id."
+    search_help_text = gettext_lazy("An event_id, or the bridge's call id.")
     list_select_related = ["call", "device"]
 
     def get_search_results(

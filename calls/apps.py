@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class CallsConfig(AppConfig):
     name = "calls"
-    verbose_name = "Calls"
+    verbose_name = _("Calls")
 
     def ready(self) -> None:
         # Registers the outbox handlers of the call lifecycle and the OpenAPI auth scheme.

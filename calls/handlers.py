@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from calls.audio import ConversionFailed
 from calls.intake import call_crm_set
@@ -39,7 +40,8 @@ from scenarios.outbox import ActionSkipped, PermanentActionError, action_handler
 from tenants.connection import tenant_connection
 from tenants.context import tenant_timezone
 
-TELEPHONY_REFUSED_NOTE = (
+# Stored on the call in English (b24_log_note); the admin shows it in the reader's language.
+TELEPHONY_REFUSED_NOTE = gettext_noop(
     "The portal refused telephony.externalCall.register/finish for webhook authentication "
     "(403 WRONG_AUTH_TYPE), so the call was logged as a CRM call activity instead: no call "
     "statistics, no card pop-up, no recording attachment. To log calls as telephony calls, "

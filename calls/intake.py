@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.utils.translation import gettext
 
 from calls.lifecycle import STARTED, CallState, EventFacts, call_state_from
 from calls.models import Call, CallTransition, Device
@@ -103,7 +104,8 @@ def _replay(
     # An event stored before unknown fields were dropped (event_body) was hashed over the whole
     # body as sent: hashed again only then, not for every event.
     if device_id != device.pk or (body_hash != digest and body_hash != _body_hash(raw)):
-        raise EventConflict("This event_id was already used for a different event.")
+        # The bridge gets this message (409, or the batch's `invalid`): in its language.
+        raise EventConflict(gettext("This event_id was already used for a different event."))
     return EventReceipt("duplicate", response_status or 200, response_body or {})
 
 

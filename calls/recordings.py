@@ -15,6 +15,7 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from calls.audio import (
     BITRIX24_FORMATS,
@@ -60,11 +61,14 @@ def call_recording_store(
     """Keeps the call's audio (replacing an earlier upload) and plans its way to Bitrix24."""
 
     if size > recording_limit_bytes():
-        raise RecordingTooLarge(f"The recording is larger than {recording_limit_bytes()} bytes.")
+        raise RecordingTooLarge(
+            gettext("The recording is larger than %(limit)s bytes.")
+            % {"limit": recording_limit_bytes()}
+        )
     upload.seek(0)
     audio_format = audio_format_sniff(upload.read(SNIFF_BYTES))
     if audio_format is None:
-        raise NotAudio("The upload is not an audio file this server recognises.")
+        raise NotAudio(gettext("The upload is not an audio file this server recognises."))
     upload.seek(0)
     digest = hashlib.sha256()
     for chunk in iter(lambda: upload.read(1024 * 1024), b""):

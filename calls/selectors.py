@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from calls.models import Call, CallRecording, CallSettings, Device
 from calls.sql import RunRow, call_runs_read
@@ -119,7 +120,7 @@ def agent_label(user_id: int, names: dict[int, str]) -> str:
     """ "Marta Nowak (#5)" (names from agent_names), or "User #5" when the directory has no
     such user."""
     name = names.get(user_id)
-    return f"{name} (#{user_id})" if name else f"User #{user_id}"
+    return f"{name} (#{user_id})" if name else gettext("User #%(id)s") % {"id": user_id}
 
 
 def route_public(route: Route | None) -> Route | None:

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from calls.models import (
     Call,
@@ -36,14 +37,19 @@ def device_user_problem(*, user_id: int) -> str | None:
     deactivated there. None when the user is fine, or the directory was never synced (nothing
     to check against yet)."""
     if user_id < 1:
-        return "A Bitrix24 user ID is a positive number."
+        return gettext("A Bitrix24 user ID is a positive number.")
     if not Bitrix24User.objects.exists():
         return None
     user = Bitrix24User.objects.filter(pk=user_id).first()
     if user is None:
-        return f"Bitrix24 has no user #{user_id} (the directory was synced from the portal)."
+        return gettext(
+            "Bitrix24 has no user #%(id)s (the directory was synced from the portal)."
+        ) % {"id": user_id}
     if not user.active:
-        return f"{user.name} (#{user_id}) is deactivated in Bitrix24."
+        return gettext("%(name)s (#%(id)s) is deactivated in Bitrix24.") % {
+            "name": user.name,
+            "id": user_id,
+        }
     return None
 
 

@@ -8,6 +8,8 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from calls.selectors import agent_label, agent_names
 from commands.models import Command, Dial
@@ -30,7 +32,7 @@ class DialAdmin(ReadOnlyAdmin):
         "device",
         "line_reason",
         "status",
-        "failure",
+        "failure_text",
         "call_link",
         "command",
         "b24_call_id",
@@ -46,12 +48,17 @@ class DialAdmin(ReadOnlyAdmin):
         )
         return super().changelist_view(request, extra_context)
 
-    @admin.display(description="Bitrix24 user")
+    @admin.display(description=_("Bitrix24 user"))
     def user(self, obj: Dial) -> str:
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.b24_user_id])
         return agent_label(obj.b24_user_id, names)
 
-    @admin.display(description="Call")
+    @admin.display(description=_("failure"))
+    def failure_text(self, obj: Dial) -> str:
+        # Stored in English; a fixed reason (commands.dialing) is shown in the reader's language.
+        return gettext(obj.failure) if obj.failure else "-"
+
+    @admin.display(description=_("call"))
     def call_link(self, obj: Dial) -> str:
         if obj.call_id is None:
             return "-"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class CommandsConfig(AppConfig):
     name = "commands"
-    verbose_name = "Click-to-call and phone commands"
+    verbose_name = _("Click-to-call and phone commands")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from calls.models import Call, Device
 
@@ -16,36 +18,54 @@ class Command(models.Model):
     command survives a Redis restart and is never delivered to a device it is not for."""
 
     class Type(models.TextChoices):
-        DIAL = "dial"
-        SEND_SMS = "send_sms", "send SMS"
+        DIAL = "dial", _("dial")
+        SEND_SMS = "send_sms", _("send SMS")
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        DONE = "done"
-        FAILED = "failed"
-        REJECTED = "rejected", "rejected by the agent"
-        EXPIRED = "expired"
+        PENDING = "pending", _("pending")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+        REJECTED = "rejected", _("rejected by the agent")
+        EXPIRED = "expired", _("expired")
 
-    command_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    command_id = models.UUIDField(_("command ID"), default=uuid.uuid4, unique=True, editable=False)
     # Indexed by the partial index below: a poll reads the device's pending commands only.
     device = models.ForeignKey(
-        Device, on_delete=models.PROTECT, related_name="commands", db_index=False
+        Device,
+        on_delete=models.PROTECT,
+        related_name="commands",
+        db_index=False,
+        verbose_name=_("device"),
     )
-    type = models.CharField(max_length=16, choices=Type)
-    status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
-    phone_number = models.CharField(max_length=32, help_text="E.164: whom to call or text.")
+    type = models.CharField(_("type"), max_length=16, choices=Type)
+    status = models.CharField(_("status"), max_length=16, choices=Status, default=Status.PENDING)
+    phone_number = models.CharField(
+        _("phone number"),
+        max_length=32,
+        help_text=_("The number to call or text, in international format (+48…)."),
+    )
     payload = models.JSONField(
-        default=dict, blank=True, help_text="The type's own fields (call_id and crm; sms_id, text)."
+        _("command data"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "What the phone was sent with the command: for a dial, the call and the CRM "
+            "record; for an SMS, its text."
+        ),
     )
-    created_at = models.DateTimeField()
-    expires_at = models.DateTimeField()
-    first_delivered_at = models.DateTimeField(null=True, blank=True)
-    delivery_count = models.PositiveIntegerField(default=0)
-    acked_at = models.DateTimeField(null=True, blank=True, verbose_name="acknowledged")
-    error = models.CharField(max_length=500, blank=True, help_text="What the phone said.")
+    created_at = models.DateTimeField(_("created at"))
+    expires_at = models.DateTimeField(_("expires at"))
+    first_delivered_at = models.DateTimeField(_("first delivered at"), null=True, blank=True)
+    delivery_count = models.PositiveIntegerField(_("delivery count"), default=0)
+    acked_at = models.DateTimeField(_("acknowledged"), null=True, blank=True)
+    error = models.CharField(
+        _("error"), max_length=500, blank=True, help_text=_("What the phone said.")
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        verbose_name = _("command")
+        verbose_name_plural = _("commands")
         indexes = [
             models.Index(
                 fields=["device", "created_at"],
@@ -60,7 +80,11 @@ class Command(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_type_display()} {self.phone_number} ({self.status})"
+        return gettext("%(type)s %(number)s (%(status)s)") % {
+            "type": self.get_type_display(),
+            "number": self.phone_number,
+            "status": self.get_status_display(),
+        }
 
 
 class Dial(models.Model):
@@ -68,54 +92,80 @@ class Dial(models.Model):
     ended. Bitrix24 registered the call already; its CALL_ID is finished, never registered again."""
 
     class Status(models.TextChoices):
-        SENT = "sent", "sent to the phone"
-        DIALLED = "dialled", "dialled by the phone"
-        NO_PHONE = "no_phone", "no usable phone"
-        EXPIRED = "expired", "not picked up by the phone"
-        REJECTED = "rejected", "declined by the agent"
-        FAILED = "failed", "the phone could not dial"
+        SENT = "sent", _("sent to the phone")
+        DIALLED = "dialled", _("dialled by the phone")
+        NO_PHONE = "no_phone", _("no usable phone")
+        EXPIRED = "expired", _("not picked up by the phone")
+        REJECTED = "rejected", _("declined by the agent")
+        FAILED = "failed", _("the phone could not dial")
 
     FAILURES = (Status.NO_PHONE, Status.EXPIRED, Status.REJECTED, Status.FAILED)
 
-    b24_call_id = models.CharField(max_length=100, unique=True, verbose_name="Bitrix24 call ID")
-    b24_user_id = models.PositiveIntegerField(
-        verbose_name="Bitrix24 user", help_text="Who clicked."
+    b24_call_id = models.CharField(_("Bitrix24 call ID"), max_length=100, unique=True)
+    b24_user_id = models.PositiveIntegerField(_("Bitrix24 user"), help_text=_("Who clicked."))
+    phone_number = models.CharField(
+        _("phone number"), max_length=32, help_text=_("The number that was clicked.")
     )
-    phone_number = models.CharField(max_length=32, help_text="The number clicked (E.164).")
     line_number = models.CharField(
-        max_length=64, blank=True, help_text="The outgoing line the user chose in Bitrix24."
+        _("line number"),
+        max_length=64,
+        blank=True,
+        help_text=_("The outgoing line the user chose in Bitrix24."),
     )
-    crm_entity_type = models.CharField(max_length=16, blank=True, verbose_name="CRM entity type")
-    crm_entity_id = models.PositiveIntegerField(null=True, blank=True, verbose_name="CRM entity ID")
+    crm_entity_type = models.CharField(_("CRM entity type"), max_length=16, blank=True)
+    crm_entity_id = models.PositiveIntegerField(_("CRM entity ID"), null=True, blank=True)
     device = models.ForeignKey(
-        Device, null=True, blank=True, on_delete=models.PROTECT, related_name="dials"
-    )
-    line_reason = models.CharField(
-        max_length=300, blank=True, help_text="Why this phone was chosen (or why none was)."
-    )
-    command = models.OneToOneField(
-        Command, null=True, blank=True, on_delete=models.PROTECT, related_name="dial"
-    )
-    call = models.OneToOneField(
-        Call, null=True, blank=True, on_delete=models.PROTECT, related_name="dial"
-    )
-    status = models.CharField(max_length=16, choices=Status, default=Status.SENT)
-    failure = models.CharField(max_length=300, blank=True, help_text="Why it did not connect.")
-    closed_at = models.DateTimeField(
+        Device,
         null=True,
         blank=True,
-        help_text="When a failed dial's call was finished in Bitrix24 and the user told why.",
+        on_delete=models.PROTECT,
+        related_name="dials",
+        verbose_name=_("device"),
     )
-    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_error = models.CharField(max_length=300, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    line_reason = models.CharField(
+        _("why this phone"),
+        max_length=300,
+        blank=True,
+        help_text=_("Why this phone was chosen (or why none was)."),
+    )
+    command = models.OneToOneField(
+        Command,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="dial",
+        verbose_name=_("command"),
+    )
+    call = models.OneToOneField(
+        Call,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="dial",
+        verbose_name=_("call"),
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status, default=Status.SENT)
+    failure = models.CharField(
+        _("failure"), max_length=300, blank=True, help_text=_("Why it did not connect.")
+    )
+    closed_at = models.DateTimeField(
+        _("closed at"),
+        null=True,
+        blank=True,
+        help_text=_("When a failed dial's call was finished in Bitrix24 and the user told why."),
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0, editable=False)
+    next_attempt_at = models.DateTimeField(
+        _("next attempt at"), null=True, blank=True, editable=False
+    )
+    last_error = models.CharField(_("last error"), max_length=300, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        verbose_name = "click-to-call"
-        verbose_name_plural = "click-to-calls"
+        verbose_name = _("click-to-call")
+        verbose_name_plural = _("click-to-calls")
         indexes = [
             models.Index(
                 fields=["next_attempt_at"],
@@ -126,4 +176,8 @@ class Dial(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.phone_number} by user {self.b24_user_id} ({self.get_status_display()})"
+        return gettext("%(number)s by user %(user)s (%(status)s)") % {
+            "number": self.phone_number,
+            "user": self.b24_user_id,
+            "status": self.get_status_display(),
+        }

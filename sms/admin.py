@@ -9,10 +9,18 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from calls.selectors import agent_label, agent_names
 from sms.models import SmsEvent, SmsMessage, SmsSettings
 from tenants.admin_utils import ReadOnlyAdmin
+
+
+def _said(text: str) -> str:
+    """A stored outcome or error (in English): a fixed one (sms.services, sms.sync) in the
+    reader's language, any other as recorded."""
+    return gettext(text) if text else ""
 
 
 class SmsEventInline(admin.TabularInline):
@@ -60,7 +68,7 @@ class SmsMessageAdmin(ReadOnlyAdmin):
         "phone_number",
         "device",
         "text",
-        "error",
+        "error_text",
         "user",
         "crm_entity_type",
         "crm_entity_id",
@@ -69,7 +77,7 @@ class SmsMessageAdmin(ReadOnlyAdmin):
         "b24_message_id",
         "b24_status",
         "comment_id",
-        "outcome",
+        "outcome_text",
         "sync_error",
         "created_at",
         "sent_at",
@@ -85,22 +93,32 @@ class SmsMessageAdmin(ReadOnlyAdmin):
         self._names = agent_names(user_ids=[i for i in ids.distinct()[:500] if i is not None])
         return super().changelist_view(request, extra_context)
 
-    @admin.display(description="Bitrix24 user")
+    @admin.display(description=_("Bitrix24 user"))
     def user(self, obj: SmsMessage) -> str:
         if obj.b24_user_id is None:
             return "-"
         names = getattr(self, "_names", None) or agent_names(user_ids=[obj.b24_user_id])
         return agent_label(obj.b24_user_id, names)
 
-    @admin.display(description="Text")
+    @admin.display(description=_("text"))
     def short_text(self, obj: SmsMessage) -> str:
         return obj.text if len(obj.text) <= 60 else obj.text[:59] + "…"
 
-    @admin.display(description="Outcome")
+    @admin.display(description=_("outcome"))
     def outcome_or_error(self, obj: SmsMessage) -> str:
-        return obj.error or obj.outcome or obj.sync_error or ""
+        if obj.error or obj.outcome:
+            return _said(obj.error or obj.outcome)
+        return obj.sync_error or ""
 
-    @admin.display(description="Call")
+    @admin.display(description=_("error"))
+    def error_text(self, obj: SmsMessage) -> str:
+        return _said(obj.error) or "-"
+
+    @admin.display(description=_("outcome"))
+    def outcome_text(self, obj: SmsMessage) -> str:
+        return _said(obj.outcome) or "-"
+
+    @admin.display(description=_("call"))
     def call_link(self, obj: SmsMessage) -> str:
         if obj.call_id is None:
             return "-"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class SmsConfig(AppConfig):
     name = "sms"
-    verbose_name = "SMS"
+    verbose_name = _("SMS")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from calls.models import Call, Device
 from commands.models import Command
@@ -20,35 +22,41 @@ class SmsSettings(models.Model):
     number does."""
 
     class Unknown(models.TextChoices):
-        IGNORE = "ignore", "Ignore it (kept in the SMS list only)"
-        NOTIFY_AGENT = "notify_agent", "Notify the agent whose line it came to"
-        CREATE_LEAD = "create_lead", "Create a lead, as the unknown-number scenario would"
+        IGNORE = "ignore", _("Ignore it (kept in the SMS list only)")
+        NOTIFY_AGENT = "notify_agent", _("Notify the agent whose line it came to")
+        CREATE_LEAD = "create_lead", _("Create a lead, as the unknown-number scenario would")
 
-    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    singleton = models.PositiveSmallIntegerField(
+        _("singleton"), default=1, unique=True, editable=False
+    )
     mobile_only = models.BooleanField(
+        _("only to mobile numbers"),
         default=True,
-        verbose_name="only to mobile numbers",
-        help_text="A scenario never texts a number that cannot receive SMS (landlines, short "
-        "codes, numbers whose type is not known to be mobile).",
+        help_text=_(
+            "A scenario never texts a number that cannot receive SMS (landlines, short "
+            "codes, numbers whose type is not known to be mobile)."
+        ),
     )
     once_per_hours = models.PositiveIntegerField(
+        _("at most once per number within (hours)"),
         default=24,
-        verbose_name="at most once per number within (hours)",
-        help_text="A scenario does not text a number it texted less than this long ago "
-        "(0: no limit). SMS sent from Bitrix24 itself are not limited.",
+        help_text=_(
+            "A scenario does not text a number it texted less than this long ago "
+            "(0: no limit). SMS sent from Bitrix24 itself are not limited."
+        ),
     )
     unknown_sender = models.CharField(
+        _("a text from an unknown number"),
         max_length=16,
         choices=Unknown,
         default=Unknown.NOTIFY_AGENT,
-        verbose_name="a text from an unknown number",
     )
 
     class Meta:
-        verbose_name = verbose_name_plural = "SMS settings"
+        verbose_name = verbose_name_plural = _("SMS settings")
 
     def __str__(self) -> str:
-        return "SMS settings"
+        return gettext("SMS settings")
 
 
 class SmsMessage(models.Model):
@@ -56,75 +64,116 @@ class SmsMessage(models.Model):
     received by one. Sent ones are a `send_sms` command first; the bridge's events move them on."""
 
     class Direction(models.TextChoices):
-        OUTGOING = "outgoing"
-        INCOMING = "incoming"
+        OUTGOING = "outgoing", pgettext_lazy("SMS", "outgoing")
+        INCOMING = "incoming", pgettext_lazy("SMS", "incoming")
 
     class Source(models.TextChoices):
-        BITRIX24 = "bitrix24", "Bitrix24 (SMS provider)"
-        SCENARIO = "scenario", "Scenario action"
-        PHONE = "phone", "Received by the phone"
+        BITRIX24 = "bitrix24", _("Bitrix24 (SMS provider)")
+        SCENARIO = "scenario", _("Scenario action")
+        PHONE = "phone", _("Received by the phone")
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "queued (waiting for the phone)"
-        SENT = "sent"
-        DELIVERED = "delivered"
-        FAILED = "failed"
-        RECEIVED = "received"
+        QUEUED = "queued", _("queued (waiting for the phone)")
+        SENT = "sent", pgettext_lazy("SMS", "sent")
+        DELIVERED = "delivered", pgettext_lazy("SMS", "delivered")
+        FAILED = "failed", pgettext_lazy("SMS", "failed")
+        RECEIVED = "received", pgettext_lazy("SMS", "received")
 
-    sms_id = models.CharField(max_length=64, unique=True, default=_sms_id, editable=False)
-    direction = models.CharField(max_length=16, choices=Direction)
-    source = models.CharField(max_length=16, choices=Source)
+    sms_id = models.CharField(
+        _("SMS ID"), max_length=64, unique=True, default=_sms_id, editable=False
+    )
+    direction = models.CharField(_("direction"), max_length=16, choices=Direction)
+    source = models.CharField(_("source"), max_length=16, choices=Source)
     device = models.ForeignKey(
-        Device, null=True, blank=True, on_delete=models.PROTECT, related_name="sms_messages"
+        Device,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="sms_messages",
+        verbose_name=_("device"),
     )
     phone_number = models.CharField(
-        max_length=32, db_index=True, help_text="The other party (E.164 when it parses)."
+        _("phone number"),
+        max_length=32,
+        db_index=True,
+        help_text=_("The other party's number, in international format when it could be read."),
     )
-    text = models.TextField()
-    status = models.CharField(max_length=16, choices=Status)
-    error = models.CharField(max_length=500, blank=True)
+    text = models.TextField(_("text"))
+    status = models.CharField(_("status"), max_length=16, choices=Status)
+    error = models.CharField(_("error"), max_length=500, blank=True)
     # Who and what it is about.
     b24_user_id = models.PositiveIntegerField(
-        null=True, blank=True, verbose_name="Bitrix24 user", help_text="Sent for, or told."
+        _("Bitrix24 user"),
+        null=True,
+        blank=True,
+        help_text=_("Whom it was sent for, or who was told of it."),
     )
-    crm_entity_type = models.CharField(max_length=16, blank=True, verbose_name="CRM entity type")
-    crm_entity_id = models.PositiveIntegerField(null=True, blank=True, verbose_name="CRM entity ID")
+    crm_entity_type = models.CharField(_("CRM entity type"), max_length=16, blank=True)
+    crm_entity_id = models.PositiveIntegerField(_("CRM entity ID"), null=True, blank=True)
     call = models.ForeignKey(
-        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="sms_messages"
+        Call,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sms_messages",
+        verbose_name=_("call"),
     )
     command = models.OneToOneField(
-        Command, null=True, blank=True, on_delete=models.SET_NULL, related_name="sms"
+        Command,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sms",
+        verbose_name=_("command"),
     )
     # What made it, once: "b24:<message_id>", "run:<action run>"; blank for received ones.
-    intent_key = models.CharField(max_length=100, blank=True, editable=False)
+    intent_key = models.CharField(_("intent key"), max_length=100, blank=True, editable=False)
     b24_message_id = models.CharField(
-        max_length=64, blank=True, verbose_name="Bitrix24 message ID", db_index=True
+        _("Bitrix24 message ID"), max_length=64, blank=True, db_index=True
     )
     b24_status = models.CharField(
-        max_length=16, blank=True, help_text="The status Bitrix24 was last told."
+        _("Bitrix24 status"),
+        max_length=16,
+        blank=True,
+        help_text=_("The status Bitrix24 was last told."),
     )
     comment_id = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The timeline comment that shows it in the CRM."
+        _("comment ID"),
+        null=True,
+        blank=True,
+        help_text=_("The timeline comment that shows it in the CRM."),
     )
-    notified_user_id = models.PositiveIntegerField(null=True, blank=True)
+    notified_user_id = models.PositiveIntegerField(_("notified user"), null=True, blank=True)
     outcome = models.CharField(
-        max_length=300, blank=True, help_text="What SIMtrix did with it in Bitrix24."
+        _("outcome"),
+        max_length=300,
+        blank=True,
+        help_text=_("What SIMtrix did with it in Bitrix24."),
     )
     # The Bitrix24 follow-up (status, comment, notification): due, tried, why not.
-    sync_due_at = models.DateTimeField(null=True, blank=True, editable=False)
-    sync_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
-    sync_error = models.CharField(max_length=300, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    failed_at = models.DateTimeField(null=True, blank=True)
+    sync_due_at = models.DateTimeField(
+        _("Bitrix24 follow-up due at"), null=True, blank=True, editable=False
+    )
+    sync_attempts = models.PositiveSmallIntegerField(
+        _("Bitrix24 follow-up attempts"), default=0, editable=False
+    )
+    sync_error = models.CharField(
+        _("Bitrix24 follow-up error"), max_length=300, blank=True, editable=False
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
     received_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the phone received it (incoming)."
+        _("received at"),
+        null=True,
+        blank=True,
+        help_text=_("When the phone received it (incoming)."),
     )
 
     class Meta:
-        verbose_name = "SMS"
-        verbose_name_plural = "SMS"
+        verbose_name = _("SMS")
+        verbose_name_plural = _("SMS")
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.UniqueConstraint(
@@ -147,29 +196,40 @@ class SmsMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        arrow = "to" if self.direction == self.Direction.OUTGOING else "from"
-        return f"SMS {arrow} {self.phone_number} ({self.status})"
+        values = {"number": self.phone_number, "status": self.get_status_display()}
+        if self.direction == self.Direction.OUTGOING:
+            return gettext("SMS to %(number)s (%(status)s)") % values
+        return gettext("SMS from %(number)s (%(status)s)") % values
 
 
 class SmsEvent(models.Model):
     """A bridge SMS event as received: idempotent by event_id, kept for the audit."""
 
-    event_id = models.UUIDField(unique=True)
+    event_id = models.UUIDField(_("event ID"), unique=True)
     device = models.ForeignKey(
-        Device, on_delete=models.PROTECT, related_name="sms_events", db_index=False
+        Device,
+        on_delete=models.PROTECT,
+        related_name="sms_events",
+        db_index=False,
+        verbose_name=_("device"),
     )
-    sms = models.ForeignKey(SmsMessage, on_delete=models.CASCADE, related_name="events")
-    type = models.CharField(max_length=16)
-    occurred_at = models.DateTimeField()
-    body = models.JSONField()
-    body_hash = models.CharField(max_length=64)
+    sms = models.ForeignKey(
+        SmsMessage, on_delete=models.CASCADE, related_name="events", verbose_name=_("SMS")
+    )
+    type = models.CharField(_("type"), max_length=16)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    body = models.JSONField(_("body"))
+    body_hash = models.CharField(_("body hash"), max_length=64)
     applied = models.BooleanField(
-        default=True, help_text="False: it came after a later status and changed nothing."
+        _("applied"),
+        default=True,
+        help_text=_("Unticked: it came after a later status and changed nothing."),
     )
-    received_at = models.DateTimeField(auto_now_add=True)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
 
     class Meta:
-        verbose_name = "SMS event"
+        verbose_name = _("SMS event")
+        verbose_name_plural = _("SMS events")
         ordering = ["occurred_at", "pk"]
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_noop
+
 from calls.models import Device
 from commands.selection import line_choose
 from common.phones import InvalidPhoneNumber, phone_to_e164
@@ -87,7 +89,10 @@ def provider_message(event: InboundEvent) -> dict[str, Any]:
         return {"sms": sms.sms_id, "status": sms.status}
     if not text:
         sms = sms_failed_unsent(
-            phone_number=number, b24_user_id=sender, error="the message is empty", **common
+            phone_number=number,
+            b24_user_id=sender,
+            error=gettext_noop("the message is empty"),
+            **common,
         )
         return {"sms": sms.sms_id, "status": sms.status}
     device, user_id, reasons = _device_for(number=number, entity=entity, sender=sender)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 
 from calls.models import Device
 from commands.models import Command
@@ -52,10 +53,11 @@ _TO_STATUS = {
     DELIVERED: SmsMessage.Status.DELIVERED,
     FAILED: SmsMessage.Status.FAILED,
 }
+# Stored in English (the admin shows them in the reader's language).
 _BY_COMMAND = {
-    Command.Status.EXPIRED: "the phone did not take the SMS within 24 hours",
-    Command.Status.REJECTED: "the agent declined to send it",
-    Command.Status.FAILED: "the phone could not send it",
+    Command.Status.EXPIRED: gettext_noop("the phone did not take the SMS within 24 hours"),
+    Command.Status.REJECTED: gettext_noop("the agent declined to send it"),
+    Command.Status.FAILED: gettext_noop("the phone could not send it"),
 }
 
 
@@ -271,7 +273,7 @@ def _replay(*, device: Device, event_id: str, digest: str) -> SmsReceipt | None:
     if stored is None:
         return None
     if stored.device_id != device.pk or stored.body_hash != digest:
-        raise SmsEventConflict("This event_id was already used for a different event.")
+        raise SmsEventConflict(gettext("This event_id was already used for a different event."))
     return SmsReceipt("duplicate", stored.sms)
 
 
@@ -330,7 +332,7 @@ def _status_apply(*, device: Device, facts: SmsEventFacts) -> tuple[SmsMessage, 
         fields += ["delivered_at", "sent_at"]
     else:
         sms.failed_at = facts.occurred_at
-        sms.error = (facts.error or "the phone reported the SMS as failed")[:500]
+        sms.error = (facts.error or gettext_noop("the phone reported the SMS as failed"))[:500]
         fields += ["failed_at", "error"]
     sms.save(update_fields=fields)
     sync_soon(sms)

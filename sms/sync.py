@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from crm.errors import Bitrix24Error, Bitrix24TransientError
 from crm.messageservice import crm_sms_status_update
@@ -192,7 +193,7 @@ def _unknown(sms: SmsMessage, received: str) -> str:
     policy = sms_settings_get().unknown_sender
     agent = sms.device.bitrix24_user_id if sms.device else None
     if policy == SmsSettings.Unknown.IGNORE:
-        sms.outcome = "unknown sender: ignored (the tenant's setting)"
+        sms.outcome = gettext_noop("unknown sender: ignored (the tenant's setting)")
     elif policy == SmsSettings.Unknown.NOTIFY_AGENT and agent:
         crm_notify(
             user_id=agent,
@@ -206,11 +207,11 @@ def _unknown(sms: SmsMessage, received: str) -> str:
         sms.outcome = f"unknown sender: user {agent} notified"
     elif policy == SmsSettings.Unknown.CREATE_LEAD and not sms.phone_number.startswith("+"):
         # An alphanumeric sender ("BANK") is no lead: nobody can call it back.
-        sms.outcome = "unknown sender: not a phone number, no lead made"
+        sms.outcome = gettext_noop("unknown sender: not a phone number, no lead made")
     elif policy == SmsSettings.Unknown.CREATE_LEAD:
         responsible = round_robin_pick(key="agents", candidates=agents(), peek=False) or agent
         if not responsible:
-            sms.outcome = "unknown sender: no agent to make the lead's responsible"
+            sms.outcome = gettext_noop("unknown sender: no agent to make the lead's responsible")
             return sms.outcome
         lead_id = crm_lead_create(
             intent_key=f"sms:{tenant_connection.schema_name}:{sms.pk}:lead",
@@ -228,7 +229,7 @@ def _unknown(sms: SmsMessage, received: str) -> str:
         SmsMessage.objects.filter(pk=sms.pk).update(crm_entity_type="lead", crm_entity_id=lead_id)
         sms.outcome = f"unknown sender: lead {lead_id} created for user {responsible}"
     else:
-        sms.outcome = "unknown sender: the line has no agent to notify"
+        sms.outcome = gettext_noop("unknown sender: the line has no agent to notify")
     return sms.outcome
 
 

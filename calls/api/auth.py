@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.cache import cache, caches
 from django.db import connection
+from django.utils.translation import gettext
 from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -52,17 +53,19 @@ class DeviceTokenAuthentication(BaseAuthentication):
         wait = _token_failures_wait(address)
         if wait is not None:
             raise exceptions.Throttled(
-                wait=wait, detail="Too many wrong device tokens from this address."
+                wait=wait, detail=gettext("Too many wrong device tokens from this address.")
             )
         if header[0].decode(errors="replace").lower() != self.keyword.lower() or len(header) != 2:
             _token_failure_count(address)
-            raise exceptions.AuthenticationFailed("Use the header `Authorization: Bearer <token>`.")
+            raise exceptions.AuthenticationFailed(
+                gettext("Use the header `Authorization: Bearer <token>`.")
+            )
         token = header[1].decode(errors="replace")
         # The lookup runs in the schema the Host selected, so another tenant's token finds nothing.
         device = device_for_token(token=token)
         if device is None:
             _token_failure_count(address)
-            raise exceptions.AuthenticationFailed("Unknown or revoked device token.")
+            raise exceptions.AuthenticationFailed(gettext("Unknown or revoked device token."))
         device_touch(device=device)
         return BridgeClient(device), token
 

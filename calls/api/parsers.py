@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
+from django.utils.translation import gettext, gettext_lazy
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles
 
@@ -20,15 +21,26 @@ MAX_JSON_DEPTH = 32
 # What PostgreSQL's text and jsonb cannot hold: NUL, and UTF-16 surrogates not in a pair (JSON's
 # "\ud800" escapes decode to them; a valid pair was joined into one character by the decoder).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels."
-_UNSTORABLE_TEXT = (
+_UNSTORABLE_TEXT = gettext_lazy(
     "JSON strings may not contain NUL (\\u0000) or unpaired surrogates (\\ud800-\\udfff)."
 )
 
 
+def _too_deep() -> str:
+    return gettext("JSON nested deeper than %(depth)s levels.") % {"depth": MAX_JSON_DEPTH}
+
+
+def _json_too_large() -> str:
+    return gettext("JSON bodies are limited to %(limit)s bytes.") % {"limit": MAX_JSON_BODY_BYTES}
+
+
+def recordings_too_large(limit: int) -> str:
+    return gettext("Recordings are limited to %(limit)s bytes.") % {"limit": limit}
+
+
 class PayloadTooLarge(APIException):
     status_code = 413
-    default_detail = "The request body is too large."
+    default_detail = gettext_lazy("The request body is too large.")
     default_code = "payload_too_large"
 
 
@@ -62,30 +74,30 @@ class BoundedJSONParser(BaseParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         if _declared_length(parser_context) > MAX_JSON_BODY_BYTES:
-            raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY_BYTES} bytes.")
+            raise PayloadTooLarge(_json_too_large())
         raw = stream.read(MAX_JSON_BODY_BYTES + 1) if stream is not None else b""
         if len(raw) > MAX_JSON_BODY_BYTES:
-            raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY_BYTES} bytes.")
+            raise PayloadTooLarge(_json_too_large())
         try:
             data = json.loads(
                 raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
             )
         except RecursionError as exc:
-            raise ParseError(_TOO_DEEP) from exc
+            raise ParseError(_too_deep()) from exc
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ParseError(f"Malformed JSON: {exc}") from exc
+            raise ParseError(gettext("Malformed JSON: %(error)s") % {"error": exc}) from exc
         json_check_storable(data)
         return data
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(gettext("%(name)s is not a JSON number") % {"name": name})
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range for a number")
+        raise ValueError(gettext("%(text)s is out of range for a number") % {"text": text})
     return value
 
 
@@ -104,7 +116,7 @@ def json_check_storable(data: Any) -> None:
                 raise ParseError(_UNSTORABLE_TEXT)
         elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise ParseError(_TOO_DEEP)
+                raise ParseError(_too_deep())
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if isinstance(key, str) and _UNSTORABLE.search(key):
@@ -131,7 +143,7 @@ class RawAudioParser(BaseParser):
         view = (parser_context or {}).get("view")
         limit = view.upload_limit_bytes() if view is not None else MAX_JSON_BODY_BYTES
         if _declared_length(parser_context) > limit:
-            raise PayloadTooLarge(f"Recordings are limited to {limit} bytes.")
+            raise PayloadTooLarge(recordings_too_large(limit))
         spool = tempfile.SpooledTemporaryFile(max_size=2 * 1024 * 1024)  # noqa: SIM115 - handed on
         size = 0
         while stream is not None:
@@ -141,7 +153,7 @@ class RawAudioParser(BaseParser):
             size += len(chunk)
             if size > limit:
                 spool.close()
-                raise PayloadTooLarge(f"Recordings are limited to {limit} bytes.")
+                raise PayloadTooLarge(recordings_too_large(limit))
             spool.write(chunk)
         spool.seek(0)
         upload = UploadedFile(

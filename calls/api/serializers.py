@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext, gettext_lazy, ngettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -33,11 +34,21 @@ def _server_now() -> datetime:
 
 
 def _spelled(span: timedelta) -> str:
+    """In English, for the OpenAPI schema (built at import, before any language is active)."""
     if span % timedelta(days=1) == timedelta(0):
         days = span // timedelta(days=1)
         return f"{days} day" + ("s" if days != 1 else "")
     hours = span // timedelta(hours=1)
     return f"{hours} hour" + ("s" if hours != 1 else "")
+
+
+def _spelled_translated(span: timedelta) -> str:
+    """As _spelled, in the request's language (the error messages the bridge gets)."""
+    if span % timedelta(days=1) == timedelta(0):
+        days = span // timedelta(days=1)
+        return ngettext("%(count)d day", "%(count)d days", days) % {"count": days}
+    hours = span // timedelta(hours=1)
+    return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
 
 
 class StrictCharField(serializers.CharField):
@@ -71,11 +82,18 @@ class OffsetDateTimeField(serializers.Field):
     """
 
     default_error_messages = {
-        "invalid": "Expected an ISO 8601 timestamp, e.g. 2026-11-21T14:32:05+01:00.",
-        "no_offset": "The timestamp has no UTC offset; send e.g. 2026-11-21T14:32:05+01:00.",
-        "out_of_range": "The timestamp is out of range.",
-        "too_old": "The timestamp is more than {age} before the server's time ({now}).",
-        "too_new": "The timestamp is more than {ahead} after the server's time ({now}).",
+        "invalid": gettext_lazy("Expected an ISO 8601 timestamp, e.g. 2026-11-21T14:32:05+01:00."),
+        "no_offset": gettext_lazy(
+            "The timestamp has no UTC offset; send e.g. 2026-11-21T14:32:05+01:00."
+        ),
+        "out_of_range": gettext_lazy("The timestamp is out of range."),
+        # {age}, {ahead}, {now}: DRF's placeholders (Field.fail formats with str.format).
+        "too_old": gettext_lazy(
+            "The timestamp is more than {age} before the server's time ({now})."
+        ),
+        "too_new": gettext_lazy(
+            "The timestamp is more than {ahead} after the server's time ({now})."
+        ),
     }
 
     def __init__(
@@ -111,9 +129,9 @@ class OffsetDateTimeField(serializers.Field):
         now = _server_now()
         shown = now.replace(microsecond=0).isoformat()
         if self.max_age is not None and moment < now - self.max_age:
-            self.fail("too_old", age=_spelled(self.max_age), now=shown)
+            self.fail("too_old", age=_spelled_translated(self.max_age), now=shown)
         if self.max_ahead is not None and moment > now + self.max_ahead:
-            self.fail("too_new", ahead=_spelled(self.max_ahead), now=shown)
+            self.fail("too_new", ahead=_spelled_translated(self.max_ahead), now=shown)
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
@@ -131,7 +149,9 @@ class EventSerializer(serializers.Serializer):
         max_length=64,
         help_text="The bridge's id of the physical call, unique per device: "
         "1-64 of [A-Za-z0-9._:-].",
-        error_messages={"invalid": "call_id must be 1-64 characters of A-Z a-z 0-9 . _ : -"},
+        error_messages={
+            "invalid": gettext_lazy("call_id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+        },
     )
     occurred_at = OffsetDateTimeField(
         max_age=EVENT_MAX_AGE,
@@ -183,7 +203,7 @@ class EventSerializer(serializers.Serializer):
             ENDED: ("outcome", "duration_seconds"),
         }[attrs["type"]]
         missing = {
-            name: [f"This field is required on {attrs['type']}."]
+            name: [gettext("This field is required on %(type)s.") % {"type": attrs["type"]}]
             for name in required
             if name not in attrs
         }

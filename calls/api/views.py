@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -32,6 +33,7 @@ from calls.api.parsers import (
     PayloadTooLarge,
     RawAudioParser,
     declared_length,
+    recordings_too_large,
 )
 from calls.api.serializers import (
     CALL_ID_PATTERN,
@@ -74,7 +76,7 @@ CALL_ID_PARAMETER = OpenApiParameter(
 
 class Conflict(APIException):
     status_code = 409
-    default_detail = "This event_id was already used for a different event."
+    default_detail = gettext_lazy("This event_id was already used for a different event.")
     default_code = "conflict"
 
 
@@ -114,10 +116,10 @@ class BridgeView(APIView):
         # A path that no call_id can be (NUL, spaces, 65 characters) is no call of this device,
         # and never reaches the database (PostgreSQL refuses NUL in a query: a 500 once).
         if not _CALL_ID.fullmatch(call_id):
-            raise NotFound("This device has no call with that call_id.")
+            raise NotFound(gettext("This device has no call with that call_id."))
         call = call_for_device(device=self.device, call_id=call_id)
         if call is None:
-            raise NotFound("This device has no call with that call_id.")
+            raise NotFound(gettext("This device has no call with that call_id."))
         return call
 
 
@@ -130,7 +132,7 @@ def batch_item_errors(
     """One event of a batch validated on its own: its serializer, or its errors (the batch's
     `invalid` result). Call and SMS events alike."""
     if not isinstance(item, dict):
-        return None, {"non_field_errors": ["Expected an event object."]}
+        return None, {"non_field_errors": [gettext("Expected an event object.")]}
     serializer = serializer_class(data=item)
     if not serializer.is_valid():
         return None, serializer.errors
@@ -184,7 +186,9 @@ class EventsView(BridgeView):
         if isinstance(body, dict) and "events" in body:
             return self._batch(body)
         if not isinstance(body, dict):
-            raise ValidationError({"detail": 'Expected an event object or {"events": [...]}.'})
+            raise ValidationError(
+                {"detail": gettext('Expected an event object or {"events": [...]}.')}
+            )
         serializer = EventSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         try:
@@ -296,15 +300,17 @@ class RecordingView(BridgeView):
             # Refuse before Django spools a huge multipart body to disk.
             declared = declared_length(request.META)
             if declared > recording_limit_bytes() + 64 * 1024:
-                raise PayloadTooLarge(f"Recordings are limited to {recording_limit_bytes()} bytes.")
+                raise PayloadTooLarge(recordings_too_large(recording_limit_bytes()))
         upload = request.FILES.get("file")
         if upload is None and "file" in request.data:
             # A text field named `file` (a form that sent the file's name, not its content).
-            raise ValidationError({"file": ["Send the recording as a file part, not as text."]})
+            raise ValidationError(
+                {"file": [gettext("Send the recording as a file part, not as text.")]}
+            )
         if not isinstance(upload, UploadedFile):
-            raise ValidationError({"file": ["No file was submitted."]})
+            raise ValidationError({"file": [gettext("No file was submitted.")]})
         if not upload.size or upload.file is None:
-            raise ValidationError({"file": ["The submitted file is empty."]})
+            raise ValidationError({"file": [gettext("The submitted file is empty.")]})
         try:
             recording = call_recording_store(
                 call=call,

@@ -7,6 +7,8 @@ import time
 import uuid
 
 from django.db import OperationalError, connection
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 class AckConflict(APIException):
     status_code = 409
-    default_detail = "The command was already acknowledged with another status."
+    default_detail = _("The command was already acknowledged with another status.")
     default_code = "conflict"
 
 
@@ -125,7 +127,7 @@ class CommandAckView(BridgeView):
         try:
             uuid.UUID(command_id)
         except ValueError:
-            raise NotFound("This device has no command with that command_id.") from None
+            raise NotFound(gettext("This device has no command with that command_id.")) from None
         serializer = AckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -136,9 +138,9 @@ class CommandAckView(BridgeView):
                 error=serializer.validated_data.get("error", ""),
             )
         except CommandNotFound as exc:
-            raise NotFound("This device has no command with that command_id.") from exc
+            raise NotFound(gettext("This device has no command with that command_id.")) from exc
         except CommandConflict as exc:
             raise AckConflict(
-                f"The command is already {exc.command.status}.",
+                gettext("The command is already %(status)s.") % {"status": exc.command.status},
             ) from exc
         return Response(command_resource(command))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext
 from rest_framework import serializers
 
 from calls.api.serializers import (
@@ -41,7 +42,7 @@ class SmsEventSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         required = ("phone_number", "text") if attrs["type"] == RECEIVED else ("sms_id",)
         missing = {
-            name: [f"This field is required on {attrs['type']}."]
+            name: [gettext("This field is required on %(type)s.") % {"type": attrs["type"]}]
             for name in required
             if not attrs.get(name)
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -48,7 +49,9 @@ class SmsEventsView(BridgeView):
         if isinstance(body, dict) and "events" in body:
             return self._batch(body)
         if not isinstance(body, dict):
-            raise ValidationError({"detail": 'Expected an event object or {"events": [...]}.'})
+            raise ValidationError(
+                {"detail": gettext('Expected an event object or {"events": [...]}.')}
+            )
         serializer = SmsEventSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         try:
@@ -56,7 +59,7 @@ class SmsEventsView(BridgeView):
         except SmsEventConflict as exc:
             raise Conflict(str(exc)) from exc
         except SmsNotFound as exc:
-            raise NotFound("This device was never given that sms_id.") from exc
+            raise NotFound(gettext("This device was never given that sms_id.")) from exc
         return Response(sms_resource(receipt.sms), status=status.HTTP_200_OK)
 
     def _batch(self, body: dict[str, Any]) -> Response:
@@ -75,7 +78,7 @@ class SmsEventsView(BridgeView):
             except SmsEventConflict as exc:
                 errors = {"event_id": [str(exc)]}
             except SmsNotFound:
-                errors = {"sms_id": ["This device was never given that sms_id."]}
+                errors = {"sms_id": [gettext("This device was never given that sms_id.")]}
             else:
                 results.append({"event_id": event_id, "status": receipt.status})
                 continue
