@@ -83,3 +83,9 @@ def test_the_call_page_tells_who_called_and_the_story_in_order(
     # The status line says the same at the top, with the run to retry.
     assert 'data-kind="failed"' in page
     assert f'name="_selected_action" value="{run.pk}"' in page
+    # The call list links the caller to the card too.
+    listing = client.get("/admin/calls/call/").content.decode()
+    assert (
+        '<a href="https://portal.example/crm/contact/details/7/" target="_blank" '
+        'rel="noopener">Anna Kowalska (contact 7)</a>'
+    ) in listing
