@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from crm.errors import Bitrix24Error
 from crm.events import events_bind, events_handler_url
@@ -38,23 +38,29 @@ from tenants.admin_utils import ObjectActionsAdmin, ReadOnlyAdmin
 class ConnectionForm(forms.ModelForm):
     new_webhook_url = forms.CharField(
         required=False,
-        label="New webhook URL",
+        label=gettext_lazy("New webhook URL"),
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored URL; it is never shown in clear after saving.",
+        help_text=gettext_lazy(
+            "Leave empty to keep the stored URL; it is never shown in clear after saving."
+        ),
     )
     new_client_secret = forms.CharField(
         required=False,
-        label="New client secret",
+        label=gettext_lazy("New client secret"),
         widget=forms.PasswordInput(render_value=False),
-        help_text="The local application's secret; leave empty to keep the stored one.",
+        help_text=gettext_lazy(
+            "The local application's secret; leave empty to keep the stored one."
+        ),
     )
     new_events_token = forms.CharField(
         required=False,
-        label="New events token",
+        label=gettext_lazy("New events token"),
         widget=forms.PasswordInput(render_value=False),
-        help_text="Webhook connection: the application token Bitrix24 shows for the outbound "
-        "webhook you created (event ONEXTERNALCALLSTART, handler: the events URL above). Leave "
-        "empty to keep the stored one.",
+        help_text=gettext_lazy(
+            "Webhook connection: the application token Bitrix24 shows for the outbound "
+            "webhook you created (event ONEXTERNALCALLSTART, handler: the events URL above). "
+            "Leave empty to keep the stored one."
+        ),
     )
 
     class Meta:
@@ -83,9 +89,11 @@ class ConnectionForm(forms.ModelForm):
         if mode == Bitrix24Connection.AuthMode.WEBHOOK and not (
             data.get("new_webhook_url") or self.instance.webhook_url
         ):
-            self.add_error("new_webhook_url", "The webhook mode needs a webhook URL.")
+            self.add_error("new_webhook_url", gettext("The webhook mode needs a webhook URL."))
         if mode == Bitrix24Connection.AuthMode.OAUTH and not data.get("oauth_client_id"):
-            self.add_error("oauth_client_id", "The OAuth mode needs the application's client id.")
+            self.add_error(
+                "oauth_client_id", gettext("The OAuth mode needs the application's client id.")
+            )
         return data
 
     def save(self, commit: bool = True) -> Bitrix24Connection:
@@ -122,9 +130,12 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
     ]
     fieldsets = [
         (None, {"fields": ["auth_mode", "health", "last_error_at", "last_ok_at"]}),
-        ("Inbound webhook", {"fields": ["webhook_url_masked", "new_webhook_url"]}),
         (
-            "Local OAuth application",
+            gettext_lazy("Inbound webhook"),
+            {"fields": ["webhook_url_masked", "new_webhook_url"]},
+        ),
+        (
+            gettext_lazy("Local OAuth application"),
             {
                 "fields": [
                     "oauth_client_id",
@@ -133,14 +144,16 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
                     "oauth_token_url",
                     "oauth_state",
                 ],
-                "description": "Create a local application in Bitrix24 (Developer resources > "
-                "Other > Local application, 'Uses only API', scopes crm, telephony, user, im, "
-                "task, and optionally department and timeman) with the installation path "
-                "https://<this host>/bitrix24/install/.",
+                "description": gettext_lazy(
+                    "Create a local application in Bitrix24 (Developer resources > "
+                    "Other > Local application, 'Uses only API', scopes crm, telephony, user, "
+                    "im, task, and optionally department and timeman) with the installation "
+                    "path https://<this host>/bitrix24/install/."
+                ),
             },
         ),
         (
-            "Bitrix24 calling SIMtrix (click-to-call, CRM changes)",
+            gettext_lazy("Bitrix24 calling SIMtrix (click-to-call, CRM changes)"),
             {
                 "fields": [
                     "events_url",
@@ -150,16 +163,18 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
                     "external_lines",
                     "sms_provider_state",
                 ],
-                "description": "OAuth application: SIMtrix binds its events when the "
-                "application is installed. Inbound webhook: create an outbound webhook in "
-                "Bitrix24 (Developer resources > Other > Outbound webhook) with the events URL "
-                "below as its handler and the event ONEXTERNALCALLSTART (and, so cached caller "
-                "names follow CRM edits, ONCRMCONTACTUPDATE, ONCRMCOMPANYUPDATE, "
-                "ONCRMLEADUPDATE), then paste its application token here.",
+                "description": gettext_lazy(
+                    "OAuth application: SIMtrix binds its events when the "
+                    "application is installed. Inbound webhook: create an outbound webhook in "
+                    "Bitrix24 (Developer resources > Other > Outbound webhook) with the events "
+                    "URL below as its handler and the event ONEXTERNALCALLSTART (and, so cached "
+                    "caller names follow CRM edits, ONCRMCONTACTUPDATE, ONCRMCOMPANYUPDATE, "
+                    "ONCRMLEADUPDATE), then paste its application token here."
+                ),
             },
         ),
         (
-            "Limits and lookup",
+            gettext_lazy("Limits and lookup"),
             {
                 "fields": [
                     "rate_plan",
@@ -170,7 +185,10 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
                 ]
             },
         ),
-        ("Status", {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]}),
+        (
+            gettext_lazy("Status"),
+            {"fields": ["scopes", "checked_at", "directory_synced_at", "updated_at"]},
+        ),
     ]
     actions = ["test_connection", "sync_directory", "bind_events"]
     # The connection's checks as buttons on its page, not only actions in the list.
@@ -188,96 +206,131 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
             # Another portal, or another user's webhook: its users and pipelines, not the old.
             directory_sync_later()
             messages.info(
-                request, "The directory (users, pipelines, stages) is syncing in the background."
+                request,
+                gettext("The directory (users, pipelines, stages) is syncing in the background."),
             )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not Bitrix24Connection.objects.exists() and super().has_add_permission(request)
 
-    @admin.display(description="Status")
+    @admin.display(description=gettext_lazy("Status"))
     def health(self, obj: Bitrix24Connection) -> str:
         if obj.last_error:
             return format_html('<strong style="color:#ba2121">{}</strong>', obj.last_error)
         if obj.last_ok_at or obj.checked_at:
-            return "OK"
-        return "Not checked yet"
+            return gettext("OK")
+        return gettext("Not checked yet")
 
-    @admin.display(description="Client secret")
+    @admin.display(description=gettext_lazy("Client secret"))
     def client_secret_state(self, obj: Bitrix24Connection) -> str:
-        return "stored (hidden)" if obj.oauth_client_secret else "not set"
+        return gettext("stored (hidden)") if obj.oauth_client_secret else gettext("not set")
 
-    @admin.display(description="Installation")
+    @admin.display(description=gettext_lazy("Installation"))
     def oauth_state(self, obj: Bitrix24Connection) -> str:
         if not obj.oauth_access_token:
-            return "not installed (no tokens received yet)"
-        expires = timezone.localtime(obj.oauth_expires_at) if obj.oauth_expires_at else None
-        return (
-            f"installed on {obj.portal_domain}; access token "
-            f"{'expires ' + expires.strftime('%Y-%m-%d %H:%M') if expires else 'expiry unknown'}"
-        )
+            return gettext("not installed (no tokens received yet)")
+        if not obj.oauth_expires_at:
+            return gettext("installed on %(portal)s; access token expiry unknown") % {
+                "portal": obj.portal_domain
+            }
+        return gettext("installed on %(portal)s; access token expires %(time)s") % {
+            "portal": obj.portal_domain,
+            "time": _when(obj.oauth_expires_at),
+        }
 
-    @admin.display(description="SMS provider")
+    @admin.display(description=gettext_lazy("SMS provider"))
     def sms_provider_state(self, obj: Bitrix24Connection) -> str:
         if obj.auth_mode != Bitrix24Connection.AuthMode.OAUTH:
-            return f"not available with an inbound webhook. {WEBHOOK_EXPLANATION}"
+            return gettext("not available with an inbound webhook. %(explanation)s") % {
+                "explanation": WEBHOOK_EXPLANATION
+            }
         if obj.sms_provider_error:
-            return f"registering {PROVIDER_CODE!r} failed: {obj.sms_provider_error}"
+            return gettext("registering %(provider)s failed: %(error)s") % {
+                "provider": repr(PROVIDER_CODE),
+                "error": obj.sms_provider_error,
+            }
         if obj.sms_provider_at:
-            return (
-                f"{PROVIDER_CODE!r} registered {_when(obj.sms_provider_at)}; Bitrix24 posts its "
-                f"messages to {sms_handler_url()}"
-            )
-        return "not registered yet (it is, with the events, when the application is installed)"
+            return gettext(
+                "%(provider)s registered %(when)s; Bitrix24 posts its messages to %(url)s"
+            ) % {
+                "provider": repr(PROVIDER_CODE),
+                "when": _when(obj.sms_provider_at),
+                "url": sms_handler_url(),
+            }
+        return gettext(
+            "not registered yet (it is, with the events, when the application is installed)"
+        )
 
-    @admin.display(description="Events URL")
+    @admin.display(description=gettext_lazy("Events URL"))
     def events_url(self, obj: Bitrix24Connection) -> str:
-        return events_handler_url() or "(the tenant has no domain)"
+        return events_handler_url() or gettext("(the tenant has no domain)")
 
-    @admin.display(description="Events")
+    @admin.display(description=gettext_lazy("Events"))
     def events_state(self, obj: Bitrix24Connection) -> str:
         parts = []
         if obj.uninstalled_at:
-            parts.append(f"application uninstalled {_when(obj.uninstalled_at)}")
+            parts.append(
+                gettext("application uninstalled %(when)s") % {"when": _when(obj.uninstalled_at)}
+            )
         if obj.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
             if obj.events_bind_error:
-                parts.append(f"binding failed: {obj.events_bind_error}")
+                parts.append(
+                    gettext("binding failed: %(error)s") % {"error": obj.events_bind_error}
+                )
             elif obj.events_bound_at:
-                parts.append(f"{len(obj.events_bound)} events bound {_when(obj.events_bound_at)}")
+                count = len(obj.events_bound)
+                parts.append(
+                    ngettext(
+                        "%(count)d event bound %(when)s", "%(count)d events bound %(when)s", count
+                    )
+                    % {"count": count, "when": _when(obj.events_bound_at)}
+                )
             else:
-                parts.append("not bound yet (install the application)")
+                parts.append(gettext("not bound yet (install the application)"))
         parts.append(
-            f"last event received {_when(obj.last_event_at)}"
+            gettext("last event received %(when)s") % {"when": _when(obj.last_event_at)}
             if obj.last_event_at
-            else "no event received yet"
+            else gettext("no event received yet")
         )
         if obj.last_event_refused_at and (
             not obj.last_event_at or obj.last_event_refused_at > obj.last_event_at
         ):
             parts.append(
-                f"an event with a wrong token was refused {_when(obj.last_event_refused_at)}"
+                gettext("an event with a wrong token was refused %(when)s")
+                % {"when": _when(obj.last_event_refused_at)}
             )
         return "; ".join(parts)
 
-    @admin.display(description="Events token")
+    @admin.display(description=gettext_lazy("Events token"))
     def events_token_state(self, obj: Bitrix24Connection) -> str:
         if obj.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
             return (
-                "the application's (received at installation)"
+                gettext("the application's (received at installation)")
                 if obj.oauth_application_token
-                else "none yet: install the application"
+                else gettext("none yet: install the application")
             )
-        return "stored (hidden)" if obj.events_token else "not set: events are refused"
+        if obj.events_token:
+            return gettext("stored (hidden)")
+        return gettext("not set: events are refused")
 
-    @admin.display(description="External lines")
+    @admin.display(description=gettext_lazy("External lines"))
     def external_lines(self, obj: Bitrix24Connection) -> str:
         lines = ", ".join(f"{number} ({name})" for number, name in (obj.lines or {}).items())
-        state = lines or "none registered"
+        state = lines or gettext("none registered")
         if obj.lines_sync_error:
-            return f"{state}; last sync failed: {obj.lines_sync_error}"
-        return f"{state}; synced {_when(obj.lines_synced_at)}" if obj.lines_synced_at else state
+            return gettext("%(lines)s; last sync failed: %(error)s") % {
+                "lines": state,
+                "error": obj.lines_sync_error,
+            }
+        if obj.lines_synced_at:
+            return gettext("%(lines)s; synced %(when)s") % {
+                "lines": state,
+                "when": _when(obj.lines_synced_at),
+            }
+        return state
 
     @admin.action(
-        description="Bind the events and the SMS provider again (OAuth application)",
+        description=gettext_lazy("Bind the events and the SMS provider again (OAuth application)"),
         permissions=["change"],
     )
     def bind_events(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
@@ -285,47 +338,95 @@ class Bitrix24ConnectionAdmin(ObjectActionsAdmin):
             bound = events_bind()
             provider = sms_provider_register() if bound else False
         except Bitrix24Error as exc:
-            messages.error(request, f"Binding the events failed: {exc.display()}")
+            messages.error(
+                request, gettext("Binding the events failed: %(error)s") % {"error": exc.display()}
+            )
             return
         if bound:
-            messages.success(request, f"Bound {len(bound)} events to {events_handler_url()}.")
+            messages.success(
+                request,
+                ngettext(
+                    "Bound %(count)d event to %(url)s.",
+                    "Bound %(count)d events to %(url)s.",
+                    len(bound),
+                )
+                % {"count": len(bound), "url": events_handler_url()},
+            )
         if provider:
             messages.success(
-                request, f"SMS provider {PROVIDER_CODE!r} registered: {sms_handler_url()}."
+                request,
+                gettext("SMS provider %(provider)s registered: %(url)s.")
+                % {"provider": repr(PROVIDER_CODE), "url": sms_handler_url()},
             )
         else:
             messages.warning(
                 request,
-                "Only an OAuth application binds events; a webhook connection uses the "
-                "outbound webhook its admin created.",
+                gettext(
+                    "Only an OAuth application binds events; a webhook connection uses the "
+                    "outbound webhook its admin created."
+                ),
             )
 
-    @admin.action(description="Test the connection (and its scopes)", permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("Test the connection (and its scopes)"), permissions=["change"]
+    )
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
         check = connection_test()
         if check.ok:
-            messages.success(request, f"Connected. Scopes: {', '.join(check.scopes)}.")
+            messages.success(
+                request,
+                gettext("Connected. Scopes: %(scopes)s.") % {"scopes": ", ".join(check.scopes)},
+            )
         else:
-            messages.error(request, f"Bitrix24 connection failed: {check.error}")
+            messages.error(
+                request, gettext("Bitrix24 connection failed: %(error)s") % {"error": check.error}
+            )
         for warning in check.warnings:
             messages.warning(request, warning)
 
     @admin.action(
-        description="Sync the directory now (users, pipelines, stages)", permissions=["change"]
+        description=gettext_lazy("Sync the directory now (users, pipelines, stages)"),
+        permissions=["change"],
     )
     def sync_directory(self, request: HttpRequest, queryset: QuerySet[Bitrix24Connection]) -> None:
         try:
             result = directory_sync()
         except Bitrix24Error as exc:
-            messages.error(request, f"Directory sync failed: {exc.display()}")
+            messages.error(
+                request, gettext("Directory sync failed: %(error)s") % {"error": exc.display()}
+            )
             return
+        counts = {
+            "users": ngettext("%(count)d user", "%(count)d users", result.users)
+            % {"count": result.users},
+            "pipelines": ngettext("%(count)d pipeline", "%(count)d pipelines", result.pipelines)
+            % {"count": result.pipelines},
+            "stages": ngettext("%(count)d stage", "%(count)d stages", result.stages)
+            % {"count": result.stages},
+            "lead_statuses": ngettext(
+                "%(count)d lead status", "%(count)d lead statuses", result.lead_statuses
+            )
+            % {"count": result.lead_statuses},
+            "sources": ngettext("%(count)d source", "%(count)d sources", result.lead_sources)
+            % {"count": result.lead_sources},
+        }
         removed = sum(result.removed.values())
-        messages.success(
-            request,
-            f"Synced {result.users} users, {result.pipelines} pipelines, {result.stages} stages, "
-            f"{result.lead_statuses} lead statuses, {result.lead_sources} sources"
-            + (f"; {removed} no longer exist in Bitrix24." if removed else "."),
-        )
+        if removed:
+            message = ngettext(
+                "Synced %(users)s, %(pipelines)s, %(stages)s, %(lead_statuses)s, %(sources)s; "
+                "%(removed)d no longer exists in Bitrix24.",
+                "Synced %(users)s, %(pipelines)s, %(stages)s, %(lead_statuses)s, %(sources)s; "
+                "%(removed)d no longer exist in Bitrix24.",
+                removed,
+            ) % {**counts, "removed": removed}
+        else:
+            message = (
+                gettext(
+                    "Synced %(users)s, %(pipelines)s, %(stages)s, %(lead_statuses)s, %(sources)s."
+                )
+                % counts
+            )
+        messages.success(request, message)
 
 
 @admin.register(RequestLog)
@@ -423,7 +524,7 @@ class EntityFieldAdmin(ReadOnlyAdmin):
 
 
 def _when(at: Any) -> str:
-    return f"{timezone.localtime(at):%Y-%m-%d %H:%M}" if at else "never"
+    return f"{timezone.localtime(at):%Y-%m-%d %H:%M}" if at else gettext("never")
 
 
 @admin.register(InboundEvent)

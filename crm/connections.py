@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from crm import client as b24
 from crm.cache import cache_clear
@@ -22,14 +23,18 @@ REQUIRED_SCOPES = ("crm", "telephony", "user", "im", "task")
 # Scopes that only one feature needs: without one, that feature is off and the rest works.
 # ("bizproc" is not asked for: no action of this version starts a business process.)
 OPTIONAL_SCOPES = {
-    "department": "department names are not read (routing by department still works: users "
-    "carry their departments)",
-    "timeman": "routing by work-day status is off (every user counts as available)",
+    "department": gettext_lazy(
+        "department names are not read (routing by department still works: users "
+        "carry their departments)"
+    ),
+    "timeman": gettext_lazy("routing by work-day status is off (every user counts as available)"),
 }
 # Optional for an OAuth application only (a webhook cannot use them whatever it is granted).
 OAUTH_OPTIONAL_SCOPES = {
-    "messageservice": "Bitrix24's own SMS (robots, the CRM card) cannot go through the phones "
-    "(SIMtrix is not registered as an SMS provider); scenario SMS still work",
+    "messageservice": gettext_lazy(
+        "Bitrix24's own SMS (robots, the CRM card) cannot go through the phones "
+        "(SIMtrix is not registered as an SMS provider); scenario SMS still work"
+    ),
 }
 
 
@@ -83,12 +88,16 @@ def connection_install_oauth(*, auth: dict[str, str]) -> Bitrix24Connection:
     """
     refresh_token = (auth.get("refresh_token") or "").strip()
     if not refresh_token or not auth.get("access_token"):
-        raise Bitrix24PermanentError("The install request carries no tokens", code="NO_AUTH_FOUND")
+        raise Bitrix24PermanentError(
+            gettext("The install request carries no tokens"), code="NO_AUTH_FOUND"
+        )
     with transaction.atomic():
         conn = Bitrix24Connection.objects.select_for_update().filter(singleton=1).first()
         if conn is None or not (conn.oauth_client_id and conn.oauth_client_secret):
             raise Bitrix24NotConfigured(
-                "Enter the application's client id and secret in SIMtrix before installing it"
+                gettext(
+                    "Enter the application's client id and secret in SIMtrix before installing it"
+                )
             )
         data = oauth_token_request(conn, refresh_token=refresh_token)
         if not data.get("client_endpoint") and auth.get("client_endpoint"):
@@ -126,12 +135,16 @@ def connection_test() -> ConnectionCheck:
         return ConnectionCheck(ok=False, scopes=[], missing_scopes=[], error=exc.display())
     granted = scopes_granted(scopes)
     missing = [s for s in REQUIRED_SCOPES if s not in granted]
-    error = f"Missing scopes: {', '.join(missing)}" if missing else ""
+    # In the language of whoever asked (the admin's); the admin shows these as they are.
+    error = (
+        gettext("Missing scopes: %(scopes)s") % {"scopes": ", ".join(missing)} if missing else ""
+    )
     optional = dict(OPTIONAL_SCOPES)
     if conn.auth_mode == Bitrix24Connection.AuthMode.OAUTH:
         optional.update(OAUTH_OPTIONAL_SCOPES)
     warnings = [
-        f"Optional scope {scope} is not granted: {what}"
+        gettext("Optional scope %(scope)s is not granted: %(consequence)s")
+        % {"scope": scope, "consequence": what}
         for scope, what in optional.items()
         if scope not in granted
     ]
@@ -140,7 +153,10 @@ def connection_test() -> ConnectionCheck:
         checked_at=now,
         last_ok_at=now,
         last_error_code="INSUFFICIENT_SCOPE" if missing else "",
-        last_error=f"{error}: tick them on the webhook or application" if missing else "",
+        last_error=gettext("Missing scopes: %(scopes)s: tick them on the webhook or application")
+        % {"scopes": ", ".join(missing)}
+        if missing
+        else "",
         last_error_at=now if missing else None,
     )
     return ConnectionCheck(

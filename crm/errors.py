@@ -7,6 +7,8 @@ Every error that leaves ``crm`` is a ``Bitrix24Error``: callers decide what to d
 
 from __future__ import annotations
 
+from django.utils.translation import gettext, gettext_lazy
+
 # Bitrix24 error codes that mean "the request was not executed, try again later".
 RATE_LIMIT_CODES = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT"})
 # Codes about who is calling: the tenant must fix its connection, retrying cannot help.
@@ -60,19 +62,28 @@ KNOWN_CODES = (
     )
 )
 
-# What an operator should do about the errors they will meet most (shown in the admin).
+# What an operator should do about the errors they will meet most (shown in the admin, in the
+# language active when the error is displayed).
 HINTS = {
-    "INVALID_CREDENTIALS": "check the webhook URL",
-    "NO_AUTH_FOUND": "check the webhook URL or reinstall the application",
-    "INSUFFICIENT_SCOPE": "tick the missing scope on the webhook or application",
-    "INVALID_GRANT": "reinstall the local application in Bitrix24",
-    "INVALID_CLIENT": "check the application's client id and secret",
-    "WRONG_AUTH_TYPE": "telephony needs the local application; calls are logged as activities",
-    "ERROR_METHOD_NOT_FOUND": "the portal does not offer this method (module not installed?)",
-    "QUERY_LIMIT_EXCEEDED": "the portal's request rate limit was hit; SIMtrix slows down",
-    "OPERATION_TIME_LIMIT": "the portal blocked this method for a while; SIMtrix waits",
-    "CONNECTION_ERROR": "the portal could not be reached",
-    "TIMEOUT": "the portal did not answer in time",
+    "INVALID_CREDENTIALS": gettext_lazy("check the webhook URL"),
+    "NO_AUTH_FOUND": gettext_lazy("check the webhook URL or reinstall the application"),
+    "INSUFFICIENT_SCOPE": gettext_lazy("tick the missing scope on the webhook or application"),
+    "INVALID_GRANT": gettext_lazy("reinstall the local application in Bitrix24"),
+    "INVALID_CLIENT": gettext_lazy("check the application's client id and secret"),
+    "WRONG_AUTH_TYPE": gettext_lazy(
+        "telephony needs the local application; calls are logged as activities"
+    ),
+    "ERROR_METHOD_NOT_FOUND": gettext_lazy(
+        "the portal does not offer this method (module not installed?)"
+    ),
+    "QUERY_LIMIT_EXCEEDED": gettext_lazy(
+        "the portal's request rate limit was hit; SIMtrix slows down"
+    ),
+    "OPERATION_TIME_LIMIT": gettext_lazy(
+        "the portal blocked this method for a while; SIMtrix waits"
+    ),
+    "CONNECTION_ERROR": gettext_lazy("the portal could not be reached"),
+    "TIMEOUT": gettext_lazy("the portal did not answer in time"),
 }
 
 
@@ -112,7 +123,7 @@ class Bitrix24Error(Exception):
 
     def display(self) -> str:
         """One line for people: Bitrix24's words, its code, and what to do."""
-        text = self.description or "Bitrix24 request failed"
+        text = self.description or gettext("Bitrix24 request failed")
         if self.code:
             text = f"{text} ({self.code})"
         hint = HINTS.get(self.code.upper()) if self.code else None
@@ -138,7 +149,9 @@ class Bitrix24AuthTypeDenied(Bitrix24PermanentError):
 class Bitrix24NotConfigured(Bitrix24PermanentError):
     """The tenant has no usable Bitrix24 connection (no webhook, or the app is not installed)."""
 
-    def __init__(self, description: str = "Bitrix24 is not connected for this tenant") -> None:
+    def __init__(self, description: str | None = None) -> None:
+        if description is None:
+            description = gettext("Bitrix24 is not connected for this tenant")
         super().__init__(description, code="NOT_CONFIGURED")
 
 

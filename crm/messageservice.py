@@ -10,6 +10,7 @@ portal cannot have a provider: messageservice works in an application's context 
 from __future__ import annotations
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from crm import client as b24
 from crm.client import Bitrix24Client
@@ -28,7 +29,8 @@ PROVIDER_DESCRIPTION = (
 SEND_EVENT = "MESSAGESERVICE.SEND"
 # What Bitrix24 can be told of a message (messageservice.message.status.update).
 STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
-WEBHOOK_EXPLANATION = (
+# Shown in the admin (the connection's "SMS provider"), in the admin user's language.
+WEBHOOK_EXPLANATION = _(
     "Bitrix24 lets only an application register an SMS provider: connect this tenant through "
     "the SIMtrix application (OAuth) instead of an inbound webhook to send Bitrix24's SMS "
     "through the phones. Scenario SMS work either way."

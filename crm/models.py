@@ -3,6 +3,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.db import models
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from common.crypto import EncryptedTextField
 from crm.validators import (
@@ -25,109 +27,166 @@ class Bitrix24Connection(models.Model):
     """
 
     class AuthMode(models.TextChoices):
-        WEBHOOK = "webhook", "Inbound webhook"
-        OAUTH = "oauth", "Local OAuth application"
+        WEBHOOK = "webhook", _("Inbound webhook")
+        OAUTH = "oauth", _("Local OAuth application")
 
     class RatePlan(models.TextChoices):
-        STANDARD = "standard", "Standard / Professional (2 requests/s, burst 50)"
-        ENTERPRISE = "enterprise", "Enterprise (5 requests/s, burst 250)"
+        STANDARD = "standard", _("Standard / Professional (2 requests/s, burst 50)")
+        ENTERPRISE = "enterprise", _("Enterprise (5 requests/s, burst 250)")
 
-    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
-    auth_mode = models.CharField(max_length=16, choices=AuthMode, default=AuthMode.WEBHOOK)
+    singleton = models.PositiveSmallIntegerField(
+        _("single-row marker"), default=1, unique=True, editable=False
+    )
+    auth_mode = models.CharField(
+        _("connection type"), max_length=16, choices=AuthMode, default=AuthMode.WEBHOOK
+    )
     webhook_url = EncryptedTextField(
-        max_length=500, blank=True, validators=[validate_webhook_url], verbose_name="webhook URL"
+        max_length=500,
+        blank=True,
+        validators=[validate_webhook_url],
+        verbose_name=_("webhook URL"),
     )
 
     # Local OAuth application ("API only"): the admin enters client id/secret, Bitrix24 posts the
     # first token pair to the install callback, refreshes rotate both tokens.
-    oauth_client_id = models.CharField("client id", max_length=128, blank=True)
-    oauth_client_secret = EncryptedTextField("client secret", max_length=256, blank=True)
+    oauth_client_id = models.CharField(_("client id"), max_length=128, blank=True)
+    oauth_client_secret = EncryptedTextField(_("client secret"), max_length=256, blank=True)
     oauth_token_url = models.CharField(
-        "OAuth token URL",
+        _("OAuth token URL"),
         max_length=300,
         validators=[validate_oauth_token_url],
         default=DEFAULT_OAUTH_TOKEN_URL,
-        help_text="Where tokens are refreshed; Bitrix24 cloud uses oauth.bitrix.info.",
+        help_text=_("Where tokens are refreshed; Bitrix24 cloud uses oauth.bitrix.info."),
     )
     oauth_client_endpoint = models.CharField(
-        "portal REST endpoint", max_length=300, blank=True, editable=False
+        _("portal REST endpoint"), max_length=300, blank=True, editable=False
     )
-    oauth_access_token = EncryptedTextField(max_length=256, blank=True, editable=False)
-    oauth_refresh_token = EncryptedTextField(max_length=256, blank=True, editable=False)
-    oauth_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
-    oauth_member_id = models.CharField(max_length=64, blank=True, editable=False)
-    oauth_application_token = EncryptedTextField(max_length=64, blank=True, editable=False)
+    oauth_access_token = EncryptedTextField(
+        _("access token"), max_length=256, blank=True, editable=False
+    )
+    oauth_refresh_token = EncryptedTextField(
+        _("refresh token"), max_length=256, blank=True, editable=False
+    )
+    oauth_expires_at = models.DateTimeField(
+        _("access token expires at"), null=True, blank=True, editable=False
+    )
+    oauth_member_id = models.CharField(
+        _("portal member ID"), max_length=64, blank=True, editable=False
+    )
+    oauth_application_token = EncryptedTextField(
+        _("application token"), max_length=64, blank=True, editable=False
+    )
     # What verifies Bitrix24's calls to SIMtrix (auth[application_token]) for a webhook-connected
     # tenant: the token of the portal's outbound webhook (an OAuth app's arrives with its install).
     events_token = EncryptedTextField(
-        "events token",
+        _("events token"),
         max_length=128,
         blank=True,
         editable=False,
-        help_text="The application_token of the portal's outbound webhook.",
+        help_text=_("The application token Bitrix24 shows for the portal's outbound webhook."),
     )
-    oauth_installed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    oauth_installed_at = models.DateTimeField(
+        _("installed at"), null=True, blank=True, editable=False
+    )
     # ONAPPUNINSTALL: the portal removed the application; its tokens no longer work.
-    uninstalled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    uninstalled_at = models.DateTimeField(
+        _("uninstalled at"), null=True, blank=True, editable=False
+    )
     # The SMS provider (crm.messageservice): registered when, or why not.
-    sms_provider_at = models.DateTimeField(null=True, blank=True, editable=False)
-    sms_provider_error = models.CharField(max_length=500, blank=True, editable=False)
+    sms_provider_at = models.DateTimeField(
+        _("SMS provider registered at"), null=True, blank=True, editable=False
+    )
+    sms_provider_error = models.CharField(
+        _("SMS provider error"), max_length=500, blank=True, editable=False
+    )
     # Bitrix24 -> SIMtrix: the handlers bound with event.bind (OAuth), the last event received.
-    events_bound = models.JSONField(default=list, blank=True, editable=False)
-    events_bound_at = models.DateTimeField(null=True, blank=True, editable=False)
-    events_bind_error = models.TextField(blank=True, editable=False)
-    last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
+    events_bound = models.JSONField(_("events bound"), default=list, blank=True, editable=False)
+    events_bound_at = models.DateTimeField(
+        _("events bound at"), null=True, blank=True, editable=False
+    )
+    events_bind_error = models.TextField(_("event binding error"), blank=True, editable=False)
+    last_event_at = models.DateTimeField(
+        _("last event received at"), null=True, blank=True, editable=False
+    )
     last_event_refused_at = models.DateTimeField(
+        _("last event refused at"),
         null=True,
         blank=True,
         editable=False,
-        help_text="The last time an event with a wrong application token was refused.",
+        help_text=_("The last time an event with a wrong application token was refused."),
     )
     # External lines (telephony.externalLine.*): the devices' numbers as last synced.
     lines = models.JSONField(
-        default=dict, blank=True, editable=False, help_text="number -> name, as registered."
+        _("external lines"),
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text=_("Each line's number and name, as registered in Bitrix24."),
     )
-    lines_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
-    lines_sync_error = models.TextField(blank=True, editable=False)
+    lines_synced_at = models.DateTimeField(
+        _("external lines synced at"), null=True, blank=True, editable=False
+    )
+    lines_sync_error = models.TextField(_("external lines sync error"), blank=True, editable=False)
 
     # Settings.
-    rate_plan = models.CharField(max_length=16, choices=RatePlan, default=RatePlan.STANDARD)
+    rate_plan = models.CharField(
+        _("Bitrix24 plan"), max_length=16, choices=RatePlan, default=RatePlan.STANDARD
+    )
     rate_limit_per_second = models.FloatField(
+        _("requests per second"),
         null=True,
         blank=True,
-        help_text="Overrides the plan's drain rate (self-hosted portals with their own limits).",
+        help_text=_(
+            "Overrides the plan's steady request rate (self-hosted portals with their own limits)."
+        ),
     )
     rate_limit_burst = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Overrides the plan's bucket size."
+        _("request burst"),
+        null=True,
+        blank=True,
+        help_text=_("Overrides how many requests the plan allows in a burst."),
     )
     lookup_budget_ms = models.PositiveIntegerField(
-        "caller lookup budget (ms)",
+        _("caller lookup budget (ms)"),
         default=1500,
-        help_text="How long a ringing phone waits for the CRM; past it the lookup finishes "
-        "in the background.",
+        help_text=_(
+            "How long a ringing phone waits for the CRM; past it the lookup finishes "
+            "in the background."
+        ),
     )
-    lookup_cache_ttl_s = models.PositiveIntegerField("caller lookup cache TTL (s)", default=300)
+    lookup_cache_ttl_s = models.PositiveIntegerField(
+        _("caller lookup cache TTL (s)"),
+        default=300,
+        help_text=_("How long a caller found in the CRM is remembered, in seconds."),
+    )
 
     # Health, shown in the admin.
-    last_error_code = models.CharField(max_length=64, blank=True, editable=False)
-    last_error = models.TextField(blank=True, editable=False)
-    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_ok_at = models.DateTimeField(null=True, blank=True, editable=False)
-    scopes = models.JSONField(default=list, blank=True, editable=False)
-    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    directory_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    last_error_code = models.CharField(
+        _("last error code"), max_length=64, blank=True, editable=False
+    )
+    last_error = models.TextField(_("last error"), blank=True, editable=False)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True, editable=False)
+    last_ok_at = models.DateTimeField(_("last success at"), null=True, blank=True, editable=False)
+    scopes = models.JSONField(_("scopes"), default=list, blank=True, editable=False)
+    checked_at = models.DateTimeField(_("checked at"), null=True, blank=True, editable=False)
+    directory_synced_at = models.DateTimeField(
+        _("directory synced at"), null=True, blank=True, editable=False
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
-        verbose_name = "Bitrix24 connection"
+        verbose_name = _("Bitrix24 connection")
+        verbose_name_plural = _("Bitrix24 connections")
         constraints = [
             models.CheckConstraint(condition=models.Q(singleton=1), name="crm_connection_singleton")
         ]
 
     def __str__(self) -> str:
         if self.auth_mode == self.AuthMode.OAUTH:
-            return f"OAuth app on {self.portal_domain or '(not installed)'}"
-        return self.webhook_url_masked or "Bitrix24 connection (not configured)"
+            if not self.portal_domain:
+                return gettext("OAuth app (not installed)")
+            return gettext("OAuth app on %(portal)s") % {"portal": self.portal_domain}
+        return self.webhook_url_masked or gettext("Bitrix24 connection (not configured)")
 
     @property
     def webhook_url_masked(self) -> str:
@@ -154,32 +213,39 @@ class Bitrix24Connection(models.Model):
 class RequestLog(models.Model):
     """One HTTP request to Bitrix24 (each retry is its own row). Secrets never reach this table."""
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    method = models.CharField(max_length=100, db_index=True)
+    created_at = models.DateTimeField(_("sent at"), auto_now_add=True, db_index=True)
+    method = models.CharField(_("method"), max_length=100, db_index=True)
     parent = models.ForeignKey(
         "self",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="commands",
-        help_text="The batch request this command travelled in.",
+        verbose_name=_("batch request"),
+        help_text=_("The batch request this command travelled in."),
     )
-    is_batch = models.BooleanField(default=False)
-    sub_methods = models.JSONField(default=list, blank=True)
-    attempt = models.PositiveSmallIntegerField(default=1)
-    duration_ms = models.PositiveIntegerField(default=0)
-    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    error_code = models.CharField(max_length=64, blank=True, db_index=True)
-    error_description = models.TextField(blank=True)
-    auth_mode = models.CharField(max_length=16, blank=True)
+    is_batch = models.BooleanField(_("batch"), default=False)
+    sub_methods = models.JSONField(_("methods in the batch"), default=list, blank=True)
+    attempt = models.PositiveSmallIntegerField(_("attempt"), default=1)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    error_code = models.CharField(_("error code"), max_length=64, blank=True, db_index=True)
+    error_description = models.TextField(_("error description"), blank=True)
+    auth_mode = models.CharField(_("connection type"), max_length=16, blank=True)
     # The SIMtrix call the request served (crm.context.crm_call_context); no FK on purpose.
-    call_id = models.BigIntegerField(null=True, blank=True, db_index=True)
-    intent_key = models.CharField(max_length=200, blank=True)
-    params = models.JSONField(default=dict, blank=True, help_text="Redacted summary.")
+    call_id = models.BigIntegerField(_("call ID"), null=True, blank=True, db_index=True)
+    intent_key = models.CharField(_("intent key"), max_length=200, blank=True)
+    params = models.JSONField(
+        _("parameters"),
+        default=dict,
+        blank=True,
+        help_text=_("A summary of the parameters, with secrets removed."),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        verbose_name = "Bitrix24 request"
+        verbose_name = _("Bitrix24 request")
+        verbose_name_plural = _("Bitrix24 requests")
 
     def __str__(self) -> str:
         return f"{self.method} {self.http_status or '-'} {self.error_code}".strip()
@@ -198,24 +264,26 @@ class Intent(models.Model):
     """
 
     class Status(models.TextChoices):
-        NEW = "new", "Not sent yet / safe to send"
-        SENDING = "sending", "Being sent"
-        AMBIGUOUS = "ambiguous", "Sent, outcome unknown"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed permanently"
+        NEW = "new", _("Not sent yet / safe to send")
+        SENDING = "sending", _("Being sent")
+        AMBIGUOUS = "ambiguous", _("Sent, outcome unknown")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed permanently")
 
-    key = models.CharField(max_length=200, unique=True)
-    method = models.CharField(max_length=100)
-    status = models.CharField(max_length=16, choices=Status, default=Status.NEW)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    key = models.CharField(_("key"), max_length=200, unique=True)
+    method = models.CharField(_("method"), max_length=100)
+    status = models.CharField(_("status"), max_length=16, choices=Status, default=Status.NEW)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    claimed_until = models.DateTimeField(_("being sent until"), null=True, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("intent")
+        verbose_name_plural = _("intents")
 
     def __str__(self) -> str:
         return f"{self.method} {self.key} ({self.status})"
@@ -224,9 +292,13 @@ class Intent(models.Model):
 class DirectoryRow(models.Model):
     """Bookkeeping shared by rows mirrored from the portal."""
 
-    seen_at = models.DateTimeField(help_text="Last sync that found this row in Bitrix24.")
+    seen_at = models.DateTimeField(
+        _("last seen"), help_text=_("Last sync that found this row in Bitrix24.")
+    )
     removed = models.BooleanField(
-        default=False, help_text="No longer exists in Bitrix24 (kept so settings can tell)."
+        _("removed"),
+        default=False,
+        help_text=_("No longer exists in Bitrix24 (kept so settings can tell)."),
     )
 
     class Meta:
@@ -234,58 +306,75 @@ class DirectoryRow(models.Model):
 
 
 class Department(DirectoryRow):
-    id = models.PositiveIntegerField(primary_key=True, verbose_name="Bitrix24 ID")
-    name = models.CharField(max_length=255)
-    parent_id = models.PositiveIntegerField(null=True, blank=True)
-    head_user_id = models.PositiveIntegerField(null=True, blank=True)
+    id = models.PositiveIntegerField(_("Bitrix24 ID"), primary_key=True)
+    name = models.CharField(_("name"), max_length=255)
+    parent_id = models.PositiveIntegerField(_("parent department ID"), null=True, blank=True)
+    head_user_id = models.PositiveIntegerField(
+        _("head of department (Bitrix24 user ID)"), null=True, blank=True
+    )
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("department")
+        verbose_name_plural = _("departments")
 
     def __str__(self) -> str:
         return self.name
 
 
 class Bitrix24User(DirectoryRow):
-    id = models.PositiveIntegerField(primary_key=True, verbose_name="Bitrix24 ID")
-    name = models.CharField(max_length=255, help_text="Display name.")
-    first_name = models.CharField(max_length=100, blank=True)
-    last_name = models.CharField(max_length=100, blank=True)
-    email = models.CharField(max_length=255, blank=True)
-    position = models.CharField(max_length=255, blank=True)
-    active = models.BooleanField(default=True)
-    inner_phone = models.CharField(max_length=32, blank=True)
-    phones = models.JSONField(
-        default=list, blank=True, help_text='[{"kind": "WORK_PHONE", "value": ..., "e164": ...}]'
+    id = models.PositiveIntegerField(_("Bitrix24 ID"), primary_key=True)
+    name = models.CharField(
+        _("full name"), max_length=255, help_text=_("As Bitrix24 shows it (first and last name).")
     )
-    department_ids = models.JSONField(default=list, blank=True)
+    first_name = models.CharField(_("first name"), max_length=100, blank=True)
+    last_name = models.CharField(_("last name"), max_length=100, blank=True)
+    email = models.CharField(_("email"), max_length=255, blank=True)
+    position = models.CharField(_("position"), max_length=255, blank=True)
+    active = models.BooleanField(_("active"), default=True)
+    inner_phone = models.CharField(_("internal phone number"), max_length=32, blank=True)
+    phones = models.JSONField(
+        _("phone numbers"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "The user's phone numbers in Bitrix24 (work, mobile, ...), each also in "
+            "international format."
+        ),
+    )
+    department_ids = models.JSONField(_("department IDs"), default=list, blank=True)
     timeman_status = models.CharField(
-        "work-day status",
+        _("work-day status"),
         max_length=16,
         blank=True,
-        help_text="TIMEMAN_STATUS: OPENED, CLOSED, PAUSED, EXPIRED (empty = not known).",
+        help_text=_(
+            "From Bitrix24's work time tracking: OPENED (working), CLOSED (day ended), "
+            "PAUSED (on a break) or EXPIRED (day not closed); empty when not known."
+        ),
     )
     timeman_checked_at = models.DateTimeField(
-        "work-day status checked", null=True, blank=True, editable=False
+        _("work-day status checked"), null=True, blank=True, editable=False
     )
 
     class Meta:
         ordering = ["name"]
-        verbose_name = "Bitrix24 user"
+        verbose_name = _("Bitrix24 user")
+        verbose_name_plural = _("Bitrix24 users")
 
     def __str__(self) -> str:
         return self.name
 
 
 class Pipeline(DirectoryRow):
-    id = models.PositiveIntegerField(primary_key=True, verbose_name="Bitrix24 category ID")
-    name = models.CharField(max_length=255)
-    sort = models.IntegerField(default=0)
-    is_default = models.BooleanField(default=False)
+    id = models.PositiveIntegerField(_("Bitrix24 category ID"), primary_key=True)
+    name = models.CharField(_("name"), max_length=255)
+    sort = models.IntegerField(_("sort order"), default=0)
+    is_default = models.BooleanField(_("default"), default=False)
 
     class Meta:
         ordering = ["sort", "id"]
-        verbose_name = "deal pipeline"
+        verbose_name = _("deal pipeline")
+        verbose_name_plural = _("deal pipelines")
 
     def __str__(self) -> str:
         return self.name
@@ -293,47 +382,60 @@ class Pipeline(DirectoryRow):
 
 class Stage(DirectoryRow):
     class Semantics(models.TextChoices):
-        PROCESS = "process", "In progress"
-        SUCCESS = "success", "Won"
-        FAILURE = "failure", "Lost"
+        PROCESS = "process", _("In progress")
+        SUCCESS = "success", _("Won")
+        FAILURE = "failure", _("Lost")
 
-    stage_id = models.CharField(max_length=64, unique=True, help_text="e.g. NEW or C1:NEW")
-    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="stages")
-    name = models.CharField(max_length=255)
-    semantics = models.CharField(max_length=16, choices=Semantics, default=Semantics.PROCESS)
-    sort = models.IntegerField(default=0)
+    stage_id = models.CharField(
+        _("stage ID"),
+        max_length=64,
+        unique=True,
+        help_text=_("As Bitrix24 names it, e.g. NEW or C1:NEW."),
+    )
+    pipeline = models.ForeignKey(
+        Pipeline, on_delete=models.CASCADE, related_name="stages", verbose_name=_("pipeline")
+    )
+    name = models.CharField(_("name"), max_length=255)
+    semantics = models.CharField(
+        _("stage type"), max_length=16, choices=Semantics, default=Semantics.PROCESS
+    )
+    sort = models.IntegerField(_("sort order"), default=0)
 
     class Meta:
         ordering = ["pipeline__sort", "pipeline_id", "sort"]
-        verbose_name = "deal stage"
+        verbose_name = _("deal stage")
+        verbose_name_plural = _("deal stages")
 
     def __str__(self) -> str:
         return f"{self.pipeline.name}: {self.name}"
 
 
 class LeadStatus(DirectoryRow):
-    status_id = models.CharField(max_length=64, unique=True)
-    name = models.CharField(max_length=255)
+    status_id = models.CharField(_("status ID"), max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=255)
     semantics = models.CharField(
-        max_length=16, choices=Stage.Semantics, default=Stage.Semantics.PROCESS
+        _("status type"), max_length=16, choices=Stage.Semantics, default=Stage.Semantics.PROCESS
     )
-    sort = models.IntegerField(default=0)
+    sort = models.IntegerField(_("sort order"), default=0)
 
     class Meta:
         ordering = ["sort"]
-        verbose_name_plural = "lead statuses"
+        verbose_name = _("lead status")
+        verbose_name_plural = _("lead statuses")
 
     def __str__(self) -> str:
         return self.name
 
 
 class LeadSource(DirectoryRow):
-    source_id = models.CharField(max_length=64, unique=True)
-    name = models.CharField(max_length=255)
-    sort = models.IntegerField(default=0)
+    source_id = models.CharField(_("source ID"), max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=255)
+    sort = models.IntegerField(_("sort order"), default=0)
 
     class Meta:
         ordering = ["sort"]
+        verbose_name = _("lead source")
+        verbose_name_plural = _("lead sources")
 
     def __str__(self) -> str:
         return self.name
@@ -346,16 +448,25 @@ class EntityField(DirectoryRow):
     in Bitrix24.
     """
 
-    entity_type = models.CharField(max_length=16, help_text="contact, company, lead or deal")
-    name = models.CharField(max_length=100, help_text="As Bitrix24 names it, e.g. UF_CRM_REGION.")
-    title = models.CharField(max_length=255, blank=True)
-    type = models.CharField(max_length=32, blank=True)
-    multiple = models.BooleanField(default=False)
-    custom = models.BooleanField(default=False, help_text="A user field (UF_*).")
+    entity_type = models.CharField(
+        _("entity type"), max_length=16, help_text=_("contact, company, lead or deal")
+    )
+    name = models.CharField(
+        _("name"), max_length=100, help_text=_("As Bitrix24 names it, e.g. UF_CRM_REGION.")
+    )
+    title = models.CharField(
+        _("label"), max_length=255, blank=True, help_text=_("The field's name in Bitrix24's forms.")
+    )
+    type = models.CharField(_("type"), max_length=32, blank=True)
+    multiple = models.BooleanField(_("multiple"), default=False)
+    custom = models.BooleanField(
+        _("custom"), default=False, help_text=_("A custom field added in Bitrix24 (UF_*).")
+    )
 
     class Meta:
         ordering = ["entity_type", "-custom", "name"]
-        verbose_name = "CRM field"
+        verbose_name = _("CRM field")
+        verbose_name_plural = _("CRM fields")
         constraints = [
             models.UniqueConstraint(fields=["entity_type", "name"], name="crm_entityfield_unique")
         ]
@@ -368,26 +479,31 @@ class InboundEvent(models.Model):
     """An event Bitrix24 posted to SIMtrix, verified, kept until its work is done."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        DONE = "done"
-        IGNORED = "ignored", "ignored (nothing to do)"
-        FAILED = "failed"
+        PENDING = "pending", pgettext_lazy("Bitrix24 event", "pending")
+        DONE = "done", pgettext_lazy("Bitrix24 event", "done")
+        IGNORED = "ignored", _("ignored (nothing to do)")
+        FAILED = "failed", _("failed")
 
-    event = models.CharField(max_length=64, db_index=True)
-    handler_id = models.CharField(max_length=32, blank=True, verbose_name="event handler ID")
-    data = models.JSONField(default=dict, blank=True, help_text="data[...] as posted.")
-    ts = models.CharField(max_length=20, blank=True, help_text="The portal's timestamp.")
-    status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
-    result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    received_at = models.DateTimeField(auto_now_add=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    done_at = models.DateTimeField(null=True, blank=True)
+    event = models.CharField(_("event"), max_length=64, db_index=True)
+    handler_id = models.CharField(_("event handler ID"), max_length=32, blank=True)
+    data = models.JSONField(
+        _("data"), default=dict, blank=True, help_text=_("The event's data as Bitrix24 posted it.")
+    )
+    ts = models.CharField(
+        _("portal timestamp"), max_length=20, blank=True, help_text=_("The portal's timestamp.")
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status, default=Status.PENDING)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-pk"]
-        verbose_name = "Bitrix24 event"
+        verbose_name = _("Bitrix24 event")
+        verbose_name_plural = _("Bitrix24 events")
         indexes = [
             models.Index(
                 fields=["next_attempt_at"],

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext
 
 from crm.outbound import address_refusal, http_portals_allowed, private_addresses_allowed
 
@@ -60,13 +61,13 @@ class Address:
 
 
 class AddressProblem(ValueError):
-    """Why an address is refused, in words for the person who typed it."""
+    """Why an address is refused, in words for the person who typed it (in the active language)."""
 
 
 def address_parse(value: str) -> Address:
     """Splits ``value`` into an ``Address``, or raises ``AddressProblem`` saying what is wrong."""
     if _FORBIDDEN_CHARS.search(value):
-        raise AddressProblem("spaces, control characters and backslashes are not allowed")
+        raise AddressProblem(gettext("spaces, control characters and backslashes are not allowed"))
     scheme, sep, rest = value.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("https", "http"):
@@ -74,11 +75,11 @@ def address_parse(value: str) -> Address:
     if scheme == "http" and not http_portals_allowed():
         raise AddressProblem(_scheme_hint())
     if "?" in rest or "#" in rest:
-        raise AddressProblem("a query (?) or fragment (#) is not allowed")
+        raise AddressProblem(gettext("a query (?) or fragment (#) is not allowed"))
     netloc, slash, path = rest.partition("/")
     path = slash + path
     if "@" in netloc:
-        raise AddressProblem("a user name or password (user@host) is not allowed")
+        raise AddressProblem(gettext("a user name or password (user@host) is not allowed"))
     host, port = _split_port(netloc)
     address_host_check(host)
     return Address(scheme=scheme, host=host.lower(), port=port, path=path)
@@ -87,21 +88,25 @@ def address_parse(value: str) -> Address:
 def address_host_check(host: str) -> None:
     """Raises ``AddressProblem`` when ``host`` (without port; IPv6 in brackets) is refused."""
     if not host:
-        raise AddressProblem("the host is missing")
+        raise AddressProblem(gettext("the host is missing"))
     if host.startswith("["):
         literal = host[1:-1] if host.endswith("]") else ""
         if "%" in literal:
-            raise AddressProblem("an IPv6 zone (%) is not allowed")
+            raise AddressProblem(gettext("an IPv6 zone (%) is not allowed"))
         try:
             ip = ipaddress.IPv6Address(literal)
         except ValueError:
-            raise AddressProblem(f"{host} is not an IPv6 address") from None
+            raise AddressProblem(
+                gettext("%(host)s is not an IPv6 address") % {"host": host}
+            ) from None
         _ip_check(ip, host)
         return
     if host.endswith("."):
-        raise AddressProblem("the host must not end with a dot")
+        raise AddressProblem(gettext("the host must not end with a dot"))
     if not host.isascii():
-        raise AddressProblem("write an international host name in its xn-- (punycode) form")
+        raise AddressProblem(
+            gettext("write an international host name in its xn-- (punycode) form")
+        )
     name = host.lower()
     labels = name.split(".")
     if _NUMERIC_LABEL.match(labels[-1]):
@@ -110,46 +115,63 @@ def address_host_check(host: str) -> None:
             ip4 = ipaddress.IPv4Address(name)
         except ValueError:
             raise AddressProblem(
-                f"write an IP address as four decimal numbers like 203.0.113.10, not {host}"
+                gettext(
+                    "write an IP address as four decimal numbers like 203.0.113.10, not %(host)s"
+                )
+                % {"host": host}
             ) from None
         _ip_check(ip4, host)
         return
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise AddressProblem(f"{host} is not a valid host name")
+        raise AddressProblem(gettext("%(host)s is not a valid host name") % {"host": host})
     if (name == "localhost" or name.endswith(".localhost")) and not private_addresses_allowed():
-        raise AddressProblem(f"{host} is this server itself{_PRIVATE_HINT}")
+        raise AddressProblem(
+            gettext(
+                "%(host)s is this server itself: SIMtrix only connects to public addresses (an "
+                "operator can allow private networks with SIMTRIX_ALLOW_PRIVATE_ADDRESSES=1)"
+            )
+            % {"host": host}
+        )
 
 
 def _address_validate(
-    value: str, *, what: str, shown: str, fits: Callable[[str, Address], object], expected: str
+    value: str, *, shown: str, fits: Callable[[str, Address], object], refused: str, unfit: str
 ) -> None:
-    """A ValidationError naming ``what`` unless ``value`` is an allowed address that ``fits``."""
+    """A ValidationError unless ``value`` is an allowed address that ``fits``.
+
+    ``refused`` and ``unfit`` are the (translated) messages, with ``%(address)s`` (``shown``)
+    and, for ``refused``, ``%(problem)s`` (what is wrong with it)."""
     try:
         address = address_parse(value)
     except AddressProblem as exc:
-        raise ValidationError(f"Invalid {what} {shown!r}: {exc}.") from None
+        raise ValidationError(refused % {"address": repr(shown), "problem": exc}) from None
     if not fits(value, address):
-        raise ValidationError(f"Invalid {what} {shown!r}: expected {expected}.")
+        raise ValidationError(unfit % {"address": repr(shown)})
 
 
 def validate_webhook_url(value: str) -> None:
     _address_validate(
         value,
-        what="Bitrix24 webhook URL",
         shown=mask_webhook_url(value),  # never the secret
         fits=lambda raw, _: WEBHOOK_URL_RE.match(raw),
-        expected="https://PORTAL/rest/USER_ID/SECRET/ (Bitrix24 only accepts webhooks over HTTPS)",
+        refused=gettext("Invalid Bitrix24 webhook URL %(address)s: %(problem)s."),
+        unfit=gettext(
+            "Invalid Bitrix24 webhook URL %(address)s: expected "
+            "https://PORTAL/rest/USER_ID/SECRET/ (Bitrix24 only accepts webhooks over HTTPS)."
+        ),
     )
 
 
 def validate_oauth_token_url(value: str) -> None:
     _address_validate(
         value,
-        what="OAuth token URL",
         shown=value,
         fits=lambda _, address: _OAUTH_TOKEN_PATH.match(address.path),
-        expected="https://HOST/oauth/token/ (https://oauth.bitrix.info/oauth/token/ for "
-        "Bitrix24 cloud)",
+        refused=gettext("Invalid OAuth token URL %(address)s: %(problem)s."),
+        unfit=gettext(
+            "Invalid OAuth token URL %(address)s: expected https://HOST/oauth/token/ "
+            "(https://oauth.bitrix.info/oauth/token/ for Bitrix24 cloud)."
+        ),
     )
 
 
@@ -157,10 +179,10 @@ def validate_rest_endpoint(value: str) -> None:
     """The portal's REST endpoint of an OAuth installation (``client_endpoint``)."""
     _address_validate(
         value,
-        what="portal REST endpoint",
         shown=value,
         fits=lambda _, address: _ENDPOINT_PATH.match(address.path),
-        expected="https://PORTAL/rest/",
+        refused=gettext("Invalid portal REST endpoint %(address)s: %(problem)s."),
+        unfit=gettext("Invalid portal REST endpoint %(address)s: expected https://PORTAL/rest/."),
     )
 
 
@@ -180,16 +202,10 @@ def mask_webhook_url(value: str) -> str:
     return f"{base}/****" if path.strip("/") else base + path
 
 
-_PRIVATE_HINT = (
-    ": SIMtrix only connects to public addresses (an operator can allow private networks "
-    "with SIMTRIX_ALLOW_PRIVATE_ADDRESSES=1)"
-)
-
-
 def _scheme_hint() -> str:
     if http_portals_allowed():
-        return "it must start with https:// (or http:// for a portal without TLS)"
-    return "it must start with https://"
+        return gettext("it must start with https:// (or http:// for a portal without TLS)")
+    return gettext("it must start with https://")
 
 
 def _split_port(netloc: str) -> tuple[str, int | None]:
@@ -197,7 +213,7 @@ def _split_port(netloc: str) -> tuple[str, int | None]:
         end = netloc.find("]")
         host, rest = (netloc[: end + 1], netloc[end + 1 :]) if end >= 0 else (netloc, "")
         if rest and not rest.startswith(":"):
-            raise AddressProblem(f"{netloc} is not a host and port")
+            raise AddressProblem(gettext("%(netloc)s is not a host and port") % {"netloc": netloc})
         port_text = rest[1:] if rest else None
     else:
         host, colon, port_text_raw = netloc.partition(":")
@@ -205,12 +221,20 @@ def _split_port(netloc: str) -> tuple[str, int | None]:
     if port_text is None:
         return host, None
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise AddressProblem("the port must be a number from 1 to 65535")
+        raise AddressProblem(gettext("the port must be a number from 1 to 65535"))
     return host, int(port_text)
 
 
 def _ip_check(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str) -> None:
     reason = address_refusal(ip)
-    if reason is not None:
-        hint = _PRIVATE_HINT if reason in ("private", "loopback") else ""
-        raise AddressProblem(f"{host} is a {reason} address{hint or ': not a portal'}")
+    if reason is None:
+        return
+    # `kind` is the address range's technical name (loopback, private, link-local, ...).
+    if reason in ("private", "loopback"):
+        message = gettext(
+            "%(host)s is a %(kind)s address: SIMtrix only connects to public addresses (an "
+            "operator can allow private networks with SIMTRIX_ALLOW_PRIVATE_ADDRESSES=1)"
+        )
+    else:
+        message = gettext("%(host)s is a %(kind)s address: not a portal")
+    raise AddressProblem(message % {"host": host, "kind": reason})

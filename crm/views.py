@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -57,13 +58,14 @@ def install(request: HttpRequest) -> HttpResponse:
     except Bitrix24Error as exc:
         logger.warning("Bitrix24 install refused: %s", exc)
         status = 400 if not exc.transient else 502
+        # Shown to the person installing the application (their browser's language).
         return HttpResponse(
-            f"SIMtrix could not install: {exc.display()}",
+            gettext("SIMtrix could not install: %(error)s") % {"error": exc.display()},
             status=status,
             content_type="text/plain; charset=utf-8",
         )
     return HttpResponse(
-        f"SIMtrix is connected to {connection.portal_domain}.",
+        gettext("SIMtrix is connected to %(portal)s.") % {"portal": connection.portal_domain},
         content_type="text/plain; charset=utf-8",
     )
 
