@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MaxLengthValidator
 from django.db import connection, models, router
+from django.utils.translation import gettext_lazy as _
 
 ENCRYPTED_PREFIX = "fernet:v1:"
 
@@ -109,7 +110,7 @@ class EncryptedTextField(models.TextField):
     ``max_length`` bounds the plain value (validation, forms), not the column: a token is longer.
     """
 
-    description = "Text stored encrypted (Fernet)"
+    description = _("Text stored encrypted (Fernet)")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

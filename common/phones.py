@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import phonenumbers
+from django.utils.translation import gettext, gettext_lazy
 
 
 class InvalidPhoneNumber(ValueError):
@@ -19,9 +20,13 @@ def phone_to_e164(raw: str, *, country: str) -> str:
     try:
         parsed = phonenumbers.parse(raw, country)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"{raw!r} is not a phone number.") from exc
+        raise InvalidPhoneNumber(
+            gettext("%(number)s is not a phone number.") % {"number": repr(raw)}
+        ) from exc
     if not phonenumbers.is_possible_number(parsed):
-        raise InvalidPhoneNumber(f"{raw!r} is not a possible phone number.")
+        raise InvalidPhoneNumber(
+            gettext("%(number)s is not a possible phone number.") % {"number": repr(raw)}
+        )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -30,6 +35,19 @@ _TEXTABLE = {
     phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
 }
 
+# Why a number of each other type cannot get an SMS: whole phrases, for the translators.
+_SMS_PROBLEMS = {
+    phonenumbers.PhoneNumberType.FIXED_LINE: gettext_lazy("it is a landline"),
+    phonenumbers.PhoneNumberType.TOLL_FREE: gettext_lazy("it is a toll-free number"),
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: gettext_lazy("it is a premium-rate number"),
+    phonenumbers.PhoneNumberType.SHARED_COST: gettext_lazy("it is a shared-cost number"),
+    phonenumbers.PhoneNumberType.VOIP: gettext_lazy("it is a VoIP number"),
+    phonenumbers.PhoneNumberType.UAN: gettext_lazy("it is a company's universal number"),
+    phonenumbers.PhoneNumberType.PAGER: gettext_lazy("it is a pager"),
+    phonenumbers.PhoneNumberType.VOICEMAIL: gettext_lazy("it is a voicemail number"),
+}
+_NOT_KNOWN_MOBILE = gettext_lazy("it is not known to be a mobile number")
+
 
 def phone_sms_problem(e164: str) -> str | None:
     """Why an SMS to this number cannot arrive (a landline, a short code, a number of no known
@@ -37,20 +55,11 @@ def phone_sms_problem(e164: str) -> str | None:
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return "it is not a phone number"
+        return gettext("it is not a phone number")
     if not phonenumbers.is_valid_number(parsed):
-        return "it is not a valid number (a short code or a mistyped one)"
+        return gettext("it is not a valid number (a short code or a mistyped one)")
     kind = phonenumbers.number_type(parsed)
     if kind in _TEXTABLE:
         return None
-    name = {
-        phonenumbers.PhoneNumberType.FIXED_LINE: "a landline",
-        phonenumbers.PhoneNumberType.TOLL_FREE: "a toll-free number",
-        phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
-        phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
-        phonenumbers.PhoneNumberType.VOIP: "a VoIP number",
-        phonenumbers.PhoneNumberType.UAN: "a company's universal number",
-        phonenumbers.PhoneNumberType.PAGER: "a pager",
-        phonenumbers.PhoneNumberType.VOICEMAIL: "a voicemail number",
-    }.get(kind, "not known to be a mobile number")
-    return f"it is {name}"
+    problem = _SMS_PROBLEMS.get(kind, _NOT_KNOWN_MOBILE)
+    return str(problem)  # in the language active now

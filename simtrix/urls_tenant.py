@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -13,7 +14,7 @@ from simtrix.metrics import metrics
 
 admin.site.site_header = "SIMtrix"
 admin.site.site_title = "SIMtrix"
-admin.site.index_title = "Calls, scenarios and Bitrix24"
+admin.site.index_title = _("Calls, scenarios and Bitrix24")
 # The home page opens with what needs someone (late or failed background work).
 admin.site.index_template = "admin/tenant_index.html"
 

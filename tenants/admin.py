@@ -16,6 +16,8 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import TotpDeviceAdmin
 from accounts.models import TotpDevice
@@ -32,9 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 class PublicAdminSite(TwoFactorAdminSite):
-    site_header = "SIMtrix operators"
-    site_title = "SIMtrix operators"
-    index_title = "Tenants"
+    site_header = _("SIMtrix operators")
+    site_title = _("SIMtrix operators")
+    index_title = _("Tenants")
 
     def second_factor_required(self, request: HttpRequest) -> bool:
         return settings.SIMTRIX_REQUIRE_OPERATOR_2FA
@@ -50,13 +52,14 @@ class DomainInline(admin.TabularInline):
 
 class TenantCreationForm(forms.ModelForm):
     domain = forms.CharField(
-        help_text="Host name the tenant is served at, e.g. acme.simtrix.example."
+        label=_("Domain"),
+        help_text=_("Host name the tenant is served at, e.g. acme.simtrix.example."),
     )
     bitrix24_webhook = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        label="Bitrix24 webhook URL",
-        help_text="https://PORTAL/rest/USER_ID/SECRET/ - never shown again after saving.",
+        label=_("Bitrix24 webhook URL"),
+        help_text=_("https://PORTAL/rest/USER_ID/SECRET/ - never shown again after saving."),
     )
 
     class Meta:
@@ -158,13 +161,17 @@ class TenantAdmin(admin.ModelAdmin):
             created.save(update_fields=["require_two_factor"])
         obj.pk = created.pk
         obj.refresh_from_db()
-        messages.success(request, f"Tenant {created.name} provisioned at {form.spec.domain}.")
+        messages.success(
+            request,
+            gettext("Tenant %(name)s provisioned at %(domain)s.")
+            % {"name": created.name, "domain": form.spec.domain},
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         # Deleting a tenant drops a schema full of call history: deactivate instead.
         return False
 
-    @admin.display(description="Domain")
+    @admin.display(description=_("Domain"))
     def primary_domain(self, obj: Tenant) -> str:
         domain = obj.get_primary_domain()
         return domain.domain if domain else ""
@@ -193,12 +200,22 @@ class LoginLockoutAdmin(AccessAttemptAdmin):
 
     actions = ["lift_lockout", "cleanup_expired_attempts"]
 
-    @admin.action(description="Lift the lockout (forget these failed logins)")
+    @admin.action(description=_("Lift the lockout (forget these failed logins)"))
     def lift_lockout(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
-        lifted = sorted({f"{row.username} from {row.ip_address}" for row in queryset})
+        rows = sorted({(row.username, row.ip_address) for row in queryset}, key=str)
         queryset.delete()
-        logger.info("login lockout lifted by %s: %s", request.user, ", ".join(lifted))
-        self.message_user(request, f"Lockout lifted: {', '.join(lifted)} may log in again.")
+        logger.info(
+            "login lockout lifted by %s: %s",
+            request.user,
+            ", ".join(f"{user} from {address}" for user, address in rows),
+        )
+        lifted = ", ".join(
+            gettext("%(user)s from %(address)s") % {"user": user, "address": address}
+            for user, address in rows
+        )
+        self.message_user(
+            request, gettext("Lockout lifted: %(logins)s may log in again.") % {"logins": lifted}
+        )
 
 
 @admin.register(AccessFailureLog, site=public_site)

@@ -17,6 +17,7 @@ from django.contrib import admin
 from django.contrib.admin.sites import AdminSite, all_sites
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext
 
 from tenants.connection import tenant_connection
 
@@ -81,7 +82,7 @@ def lockout_response(
     minutes = round(cooloff * 60) if cooloff else None  # None: until an operator lifts it
     context = {
         **site.each_context(request),
-        "title": "Too many failed logins",
+        "title": gettext("Too many failed logins"),
         "cooloff_minutes": minutes,
         "operators_site": site.name != admin.site.name,
     }

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from django_tenants.models import DomainMixin, TenantMixin
+from django_tenants.postgresql_backend.base import _check_schema_name
 
 from tenants.validators import validate_country, validate_schema_name, validate_timezone
 
@@ -9,38 +11,59 @@ from tenants.validators import validate_country, validate_schema_name, validate_
 class Tenant(TenantMixin):
     """A customer of SIMtrix: one Bitrix24 portal, one PostgreSQL schema."""
 
-    name = models.CharField(max_length=100)
-    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    # TenantMixin's, as it defines it, with a name for the admin.
+    schema_name = models.CharField(
+        _("schema name"),
+        max_length=63,
+        unique=True,
+        db_index=True,
+        validators=[_check_schema_name],
+    )
+    name = models.CharField(_("name"), max_length=100)
+    timezone = models.CharField(
+        _("timezone"), max_length=64, default="UTC", validators=[validate_timezone]
+    )
     default_country = models.CharField(
+        _("default country"),
         max_length=2,
         default="PL",
         validators=[validate_country],
-        help_text="Region used to read phone numbers written without a country code.",
+        help_text=_("Region used to read phone numbers written without a country code."),
     )
     language = models.CharField(
+        _("language"),
         max_length=8,
+        # Each language named in itself, as language pickers do: not translated.
         choices=[("en", "English"), ("pl", "Polski")],
         default="en",
-        help_text="The language of what SIMtrix writes into Bitrix24 (notifications, tasks, "
-        "leads, call activities) and of a new tenant's default templates. Each admin user "
-        "picks their own language for these pages.",
+        help_text=_(
+            "The language of what SIMtrix writes into Bitrix24 (notifications, tasks, "
+            "leads, call activities) and of a new tenant's default templates. Each admin user "
+            "picks their own language for these pages."
+        ),
     )
     is_active = models.BooleanField(
-        default=True, help_text="Inactive tenants are not served and their API tokens stop working."
+        _("is active"),
+        default=True,
+        help_text=_("Inactive tenants are not served and their API tokens stop working."),
     )
     require_two_factor = models.BooleanField(
-        "require two-factor",
+        _("require two-factor"),
         default=False,
-        help_text="Every admin of this tenant must log in with an authenticator app's code; "
-        "one who has none is sent to set it up before anything else.",
+        help_text=_(
+            "Every admin of this tenant must log in with an authenticator app's code; "
+            "one who has none is sent to set it up before anything else."
+        ),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     auto_create_schema = True
     auto_drop_schema = False
 
     class Meta:
         ordering = ["name"]
+        verbose_name = _("tenant")
+        verbose_name_plural = _("tenants")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.schema_name})"
@@ -52,8 +75,21 @@ class Tenant(TenantMixin):
 
 
 class Domain(DomainMixin):
+    # DomainMixin's, as it defines them, with names for the admin.
+    domain = models.CharField(_("domain"), max_length=253, unique=True, db_index=True)
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        db_index=True,
+        related_name="domains",
+        verbose_name=_("tenant"),
+    )
+    is_primary = models.BooleanField(_("is primary"), default=True, db_index=True)
+
     class Meta:
         ordering = ["domain"]
+        verbose_name = _("domain")
+        verbose_name_plural = _("domains")
 
     def __str__(self) -> str:
         return self.domain
@@ -72,11 +108,19 @@ class OutboxWake(models.Model):
     not committed yet is never lost: the dispatcher cannot delete what it cannot see.
     """
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
-    at = models.DateTimeField()
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        verbose_name=_("tenant"),
+    )
+    at = models.DateTimeField(_("visit at"))
 
     class Meta:
         indexes = [models.Index(fields=["at"], name="tenants_wake_at")]
+        verbose_name = _("outbox wake-up")
+        verbose_name_plural = _("outbox wake-ups")
 
     def __str__(self) -> str:
         return f"{self.tenant_id} at {self.at:%Y-%m-%d %H:%M:%S}"
@@ -86,18 +130,33 @@ class TenantSchedule(models.Model):
     """One row per tenant: its periodic needs, and its outbox as the dispatcher last saw it."""
 
     tenant = models.OneToOneField(
-        Tenant, on_delete=models.CASCADE, primary_key=True, related_name="schedule"
+        Tenant,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="schedule",
+        verbose_name=_("tenant"),
     )
     availability_refresh = models.BooleanField(
-        default=False, help_text="Routes by the Bitrix24 work-day status: read every minute."
+        _("availability refresh"),
+        default=False,
+        help_text=_(
+            "The tenant routes calls by the Bitrix24 work-day status, so it is read every minute."
+        ),
     )
-    outbox_visited_at = models.DateTimeField(null=True, blank=True)
+    outbox_visited_at = models.DateTimeField(_("outbox visited at"), null=True, blank=True)
     outbox_oldest_due_at = models.DateTimeField(
-        null=True, blank=True, help_text="The oldest run that was due and not started."
+        _("oldest due run at"),
+        null=True,
+        blank=True,
+        help_text=_("The oldest run that was due and not started."),
     )
     outbox_late = models.PositiveIntegerField(
-        default=0, help_text="Runs due for more than a minute and not started."
+        _("late runs"), default=0, help_text=_("Runs due for more than a minute and not started.")
     )
+
+    class Meta:
+        verbose_name = _("tenant schedule")
+        verbose_name_plural = _("tenant schedules")
 
     def __str__(self) -> str:
         return f"schedule of {self.tenant_id}"

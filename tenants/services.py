@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
+from django.utils.translation import gettext
 from django_tenants.utils import schema_context, schema_exists
 
 from calls.services import support_group_ensure
@@ -68,11 +69,16 @@ def tenant_spec_validate(spec: TenantSpec) -> None:
         except ValidationError as exc:
             raise ProvisioningError(exc.messages[0]) from exc
     if not spec.name.strip():
-        raise ProvisioningError("The tenant name must not be empty.")
+        raise ProvisioningError(gettext("The tenant name must not be empty."))
     if Tenant.objects.filter(schema_name=spec.schema).exists() or schema_exists(spec.schema):
-        raise ProvisioningError(f"Schema {spec.schema!r} already exists.")
+        raise ProvisioningError(
+            gettext("Schema %(schema)s already exists.") % {"schema": repr(spec.schema)}
+        )
     if Domain.objects.filter(domain=spec.domain).exists():
-        raise ProvisioningError(f"Domain {spec.domain!r} is already used by another tenant.")
+        raise ProvisioningError(
+            gettext("Domain %(domain)s is already used by another tenant.")
+            % {"domain": repr(spec.domain)}
+        )
 
 
 def tenant_public_ensure() -> Tenant:

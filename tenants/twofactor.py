@@ -27,7 +27,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 from django_otp import DEVICE_ID_SESSION_KEY, devices_for_user
 from django_otp import login as otp_login
 from django_otp.oath import TOTP
@@ -73,8 +73,10 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
     otp_token = forms.CharField(
         required=False,
         max_length=16,
-        label="Two-factor code",
-        help_text="From your authenticator app; leave empty if you have not set one up.",
+        label=gettext_lazy("Two-factor code"),
+        help_text=gettext_lazy(
+            "From your authenticator app; leave empty if you have not set one up."
+        ),
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
 
@@ -83,7 +85,7 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
         # One message whether the password or the code was wrong (or missing, or spent, or
         # django-otp delays the next try): a different one for a wrong code would tell whoever
         # guesses that the password was right.
-        "invalid_login": (
+        "invalid_login": gettext_lazy(
             "Please enter the correct %(username)s and password for a staff account, and the "
             "current code of your authenticator app if you have set one up. Note that both "
             "fields may be case-sensitive; after a wrong code, wait a little before the next try."
@@ -126,7 +128,7 @@ class TwoFactorLoginForm(AdminAuthenticationForm):
 class EnrolForm(forms.Form):
     otp_token = forms.CharField(
         max_length=16,
-        label="Code from the app",
+        label=gettext_lazy("Code from the app"),
         widget=forms.TextInput(
             attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
         ),
@@ -197,7 +199,7 @@ class TwoFactorAdminSite(admin.AdminSite):
 
         def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if self.must_enrol(request):
-                messages.warning(request, "Set up two-factor authentication to continue.")
+                messages.warning(request, gettext("Set up two-factor authentication to continue."))
                 return HttpResponseRedirect(reverse("admin:two_factor", current_app=self.name))
             return checked(request, *args, **kwargs)
 
@@ -219,7 +221,7 @@ class TwoFactorAdminSite(admin.AdminSite):
 
         context = {
             **self.each_context(request),
-            "title": "Two-factor authentication",
+            "title": gettext("Two-factor authentication"),
             "required": self.second_factor_required(request),
         }
         if user_has_device(request.user):
@@ -242,11 +244,13 @@ class TwoFactorAdminSite(admin.AdminSite):
                 del request.session[PENDING_KEY_SESSION_KEY]
                 otp_login(request, device)  # this session has just passed the code
                 messages.success(
-                    request, "Two-factor authentication is on: every login now asks for a code."
+                    request,
+                    gettext("Two-factor authentication is on: every login now asks for a code."),
                 )
                 return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
             form.add_error(
-                "otp_token", "That code does not match: check the app's clock and try again."
+                "otp_token",
+                gettext("That code does not match: check the app's clock and try again."),
             )
         uri = totp_uri(
             user=request.user,  # type: ignore[arg-type]
@@ -277,9 +281,11 @@ class TwoFactorAdminSite(admin.AdminSite):
                 for each in devices:
                     each.delete()
                 request.session.pop(DEVICE_ID_SESSION_KEY, None)
-                messages.success(request, "Two-factor authentication is off for your account.")
+                messages.success(
+                    request, gettext("Two-factor authentication is off for your account.")
+                )
                 return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
-            form.add_error("otp_token", "That code is not right: enter the current one.")
+            form.add_error("otp_token", gettext("That code is not right: enter the current one."))
         context.update({"form": form, "devices": devices})
         request.current_app = self.name
         return TemplateResponse(request, "admin/two_factor/enrolled.html", context)
