@@ -13,11 +13,13 @@ from django.utils.translation import gettext_lazy as _
 
 from calls.selectors import agent_label, agent_names
 from commands.models import Command, Dial
-from tenants.admin_utils import ReadOnlyAdmin
+from crm.services import crm_entity_url
+from tenants.admin_utils import CrmCardAdmin, ReadOnlyAdmin
 
 
 @admin.register(Dial)
-class DialAdmin(ReadOnlyAdmin):
+class DialAdmin(CrmCardAdmin, ReadOnlyAdmin):
+    card_url = staticmethod(crm_entity_url)
     list_display = ["created_at", "phone_number", "user", "device", "status", "line_reason"]
     list_filter = ["status"]
     search_fields = ["phone_number", "b24_call_id"]
@@ -27,8 +29,7 @@ class DialAdmin(ReadOnlyAdmin):
         "phone_number",
         "user",
         "line_number",
-        "crm_entity_type",
-        "crm_entity_id",
+        "crm_card",
         "device",
         "line_reason",
         "status",

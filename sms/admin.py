@@ -13,8 +13,9 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from calls.selectors import agent_label, agent_names
+from crm.services import crm_entity_url
 from sms.models import SmsEvent, SmsMessage, SmsSettings
-from tenants.admin_utils import ReadOnlyAdmin
+from tenants.admin_utils import CrmCardAdmin, ReadOnlyAdmin
 
 
 def _said(text: str) -> str:
@@ -38,7 +39,8 @@ class SmsEventInline(admin.TabularInline):
 
 
 @admin.register(SmsMessage)
-class SmsMessageAdmin(ReadOnlyAdmin):
+class SmsMessageAdmin(CrmCardAdmin, ReadOnlyAdmin):
+    card_url = staticmethod(crm_entity_url)
     list_display = [
         "created_at",
         "direction",
@@ -70,8 +72,7 @@ class SmsMessageAdmin(ReadOnlyAdmin):
         "text",
         "error_text",
         "user",
-        "crm_entity_type",
-        "crm_entity_id",
+        "crm_card",
         "call_link",
         "command",
         "b24_message_id",

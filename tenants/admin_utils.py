@@ -8,12 +8,37 @@ import qrcode
 import qrcode.image.svg
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
 
 
 def qr_svg(data: str) -> str:
     """`data` as a QR code, an inline SVG for an admin page (a device's setup, a TOTP key)."""
     image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     return image.to_string(encoding="unicode")
+
+
+def external_link(url: str, label: str) -> str | SafeString:
+    """`label` linking to `url` in a new tab (a card in Bitrix24), or just `label` without one."""
+    if not url:
+        return label
+    return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, label)
+
+
+class CrmCardAdmin(admin.ModelAdmin):
+    """A row naming a CRM entity (`crm_entity_type`, `crm_entity_id`) shows it as a link to
+    its card in Bitrix24: list `crm_card` among the fields. `card_url` gives the card's URL."""
+
+    card_url: ClassVar[Any] = None
+
+    @admin.display(description=_("CRM card"))
+    def crm_card(self, obj: Any) -> str:
+        if not obj.crm_entity_type or not obj.crm_entity_id:
+            return "-"
+        label = f"{obj.crm_entity_type} #{obj.crm_entity_id}"
+        url = type(self).card_url(entity=(obj.crm_entity_type, obj.crm_entity_id))
+        return external_link(url, label)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

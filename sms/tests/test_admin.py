@@ -84,3 +84,28 @@ def test_the_sms_settings_and_the_default_line_are_the_tenants_to_set(
     assert refused.status_code == 200
     assert "Another phone is the default SMS line already" in refused.content.decode()
     assert not Device.objects.get(pk=device.pk).sms_default
+
+
+def test_an_sms_and_a_click_to_call_link_their_crm_entity_to_its_card(
+    alpha: Tenant, device: Device, alpha_portal: object
+) -> None:
+    import re
+
+    from commands.models import Dial
+
+    sent, _ = _messages(device)
+    SmsMessage.objects.filter(pk=sent.pk).update(crm_entity_type="contact", crm_entity_id=12)
+    dial = Dial.objects.create(
+        b24_call_id="externalCall.1",
+        b24_user_id=5,
+        phone_number="+48600111222",
+        crm_entity_type="company",
+        crm_entity_id=22,
+    )
+    client = _login(User.objects.create_superuser("boss", password="pw"))
+    page = client.get(f"/admin/sms/smsmessage/{sent.pk}/change/").content.decode()
+    card = r'href="https?://[^"]+/crm/contact/details/12/" target="_blank" rel="noopener">'
+    assert re.search(card + "contact #12</a>", page)
+    page = client.get(f"/admin/commands/dial/{dial.pk}/change/").content.decode()
+    card = r'href="https?://[^"]+/crm/company/details/22/" target="_blank" rel="noopener">'
+    assert re.search(card + "company #22</a>", page)
