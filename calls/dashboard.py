@@ -21,7 +21,7 @@ from calls.models import Call, Device
 from calls.selectors import devices_silent
 from crm.connections import REQUIRED_SCOPES, scopes_granted
 from crm.models import Bitrix24Connection
-from scenarios.models import ActionRun, RoutingRule
+from scenarios.models import RoutingRule
 from tenants.context import tenant_timezone
 
 # Today's calls by outcome, as the glance names them.
@@ -174,16 +174,8 @@ def _devices_line(devices: Any, now: datetime) -> Line:
 
 
 def _attention_lines() -> list[Line]:
+    # Failed and late runs have their own box under this one (scenarios' outbox_attention).
     lines = []
-    failed = ActionRun.objects.filter(status=ActionRun.Status.FAILED).count()
-    if failed:
-        text = ngettext(
-            "%(count)s action run failed: open it to see why, retry once fixed",
-            "%(count)s action runs failed: open them to see why, retry once fixed",
-            failed,
-        ) % {"count": failed}
-        url = _admin("scenarios_actionrun_changelist") + "?status__exact=failed"
-        lines.append(Line(_("Failed runs"), text, False, url))
     broken = list(
         RoutingRule.objects.filter(enabled=True)
         .exclude(broken_reason="")

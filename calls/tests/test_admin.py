@@ -449,6 +449,16 @@ def test_a_set_up_tenant_sees_its_state_at_a_glance(
     assert f"silent: {device.name}" in page.replace("&#x27;", "'")
     assert "/admin/calls/device/?heartbeat=silent" in page
 
+    # A failed run is told once, in the background work box, with its link.
+    from scenarios.models import ActionRun
+
+    ActionRun.objects.create(
+        call=Call.objects.get(call_id="g-1"), action_type="notify", status="failed"
+    )
+    page = admin_client_alpha.get("/admin/").content.decode()
+    assert page.count("status__exact=failed") == 1
+    assert "1 run failed</a> for good" in page
+
 
 def test_the_home_is_sectioned_by_job_and_the_system_is_for_superusers(
     admin_client_alpha: Client, support_client: Client
