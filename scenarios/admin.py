@@ -15,11 +15,20 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
+from crm.selectors import (
+    lead_source_choices,
+    lead_status_choices,
+    pipeline_choices,
+    stage_choices,
+)
 from scenarios.choices import CREATION_TYPES
 from scenarios.document import config_export, config_import
-from scenarios.forms import UserIdsField
+from scenarios.forms import DirectoryChoiceField, UserIdsField
 from scenarios.models import (
     CONFIG_FIELDS,
     ActionRun,
@@ -30,6 +39,7 @@ from scenarios.models import (
     ScenarioAction,
 )
 from scenarios.outbox import run_retry
+from scenarios.planning import label_shown
 
 # Routing's rules, settings and test box live in their own admin module; admin.autodiscover
 # imports only this one, so importing it here registers them.
@@ -54,21 +64,43 @@ class _ActionTotal(TypedDict):
 class ScenarioActionForm(forms.ModelForm):
     users = UserIdsField(
         required=False,
-        help_text="Bitrix24 users by name or id, comma-separated: the fixed user, the "
-        "round-robin set "
-        "(empty = every agent carrying a bridge device) or extra notification recipients.",
+        label=_("Users"),
+        help_text=_(
+            "Bitrix24 users by name or id, comma-separated: the fixed user, the round-robin set "
+            "(empty = every agent carrying a bridge device) or extra notification recipients."
+        ),
     )
     recipients = forms.MultipleChoiceField(
         choices=Action.Recipient.choices,
         widget=forms.CheckboxSelectMultiple,
         required=False,
-        help_text="Who gets the notification (besides the users listed above).",
+        label=_("Recipients"),
+        help_text=_("Who gets the notification (besides the users listed above)."),
     )
 
     class Meta:
         model = ScenarioAction
         fields = ["position", *CONFIG_FIELDS]
         widgets = {"text_template": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Names from the synced directory in place of Bitrix24's ids.
+        pickers: list[tuple[str, list[tuple[Any, str]], type]] = [
+            ("lead_status_id", list(lead_status_choices()), str),
+            ("lead_source_id", list(lead_source_choices()), str),
+            ("pipeline_id", list(pipeline_choices()), int),
+            ("stage_id", list(stage_choices()), str),
+        ]
+        for name, choices, coerce in pickers:
+            model_field = self.fields[name]
+            self.fields[name] = DirectoryChoiceField(
+                choices=choices,
+                current=self.initial.get(name),
+                coerce=coerce,
+                label=model_field.label,
+                help_text=model_field.help_text,
+            )
 
 
 class ScenarioActionFormSet(BaseInlineFormSet):
@@ -83,7 +115,15 @@ class ScenarioActionFormSet(BaseInlineFormSet):
             and form.cleaned_data.get("action_type") in CREATION_TYPES
         ]
         if len(creations) > 1:
-            raise forms.ValidationError("At most one active lead or deal creation per scenario.")
+            raise forms.ValidationError(
+                gettext("At most one active lead or deal creation per scenario.")
+            )
+
+
+def _template_help() -> str:
+    """The "What" fieldset's note: the placeholders templates may use, in the reader's language."""
+    variables = ", ".join(f"{{{name}}} ({what})" for name, what in TEMPLATE_VARIABLES.items())
+    return gettext("Templates may use %(variables)s") % {"variables": variables}
 
 
 class ScenarioActionInline(admin.StackedInline):
@@ -95,10 +135,10 @@ class ScenarioActionInline(admin.StackedInline):
     readonly_fields = ["reference_problems"]
     fieldsets = [
         (None, {"fields": [("position", "action_type", "is_active"), "reference_problems"]}),
-        ("When", {"fields": [("timing", "delay_minutes", "delay_in_working_time"), "hours"]}),
-        ("Who", {"fields": ["responsible", "users", "recipients", "card_for"]}),
+        (_("When"), {"fields": [("timing", "delay_minutes", "delay_in_working_time"), "hours"]}),
+        (_("Who"), {"fields": ["responsible", "users", "recipients", "card_for"]}),
         (
-            "What",
+            _("What"),
             {
                 "fields": [
                     "title_template",
@@ -109,19 +149,19 @@ class ScenarioActionInline(admin.StackedInline):
                     ("lead_status_id", "lead_source_id"),
                     ("pipeline_id", "stage_id"),
                 ],
-                "description": "Templates may use "
-                + ", ".join(f"{{{name}}} ({what})" for name, what in TEMPLATE_VARIABLES.items()),
+                "description": lazy(_template_help, str)(),
             },
         ),
     ]
 
-    @admin.display(description="Bitrix24 references")
+    @admin.display(description=_("Bitrix24 references"))
     def reference_problems(self, obj: ScenarioAction) -> str:
         problems = self._problems().get(obj.pk, []) if obj.pk else []
         if not problems:
-            return "OK"
+            return gettext("OK")
         return format_html(
-            '<strong style="color:#ba2121">Skipped when it runs: {}</strong>', "; ".join(problems)
+            '<strong style="color:#ba2121">{}</strong>',
+            gettext("Skipped when it runs: %(problems)s") % {"problems": "; ".join(problems)},
         )
 
     def _problems(self) -> dict[int, list[str]]:
@@ -146,17 +186,21 @@ class ScenarioAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Scenario]:
         return super().get_queryset(request).annotate(action_total=Count("actions"))
 
-    @admin.display(description="actions", ordering="action_total")
+    @admin.display(description=_("actions"), ordering="action_total")
     def action_count(self, obj: WithAnnotations[Scenario, _ActionTotal]) -> int:
         return obj.action_total
 
-    @admin.display(description="Bitrix24 references")
+    @admin.display(description=_("Bitrix24 references"))
     def problems(self, obj: Scenario) -> str:
         flagged = self._flagged()
         count = sum(1 for action in obj.actions.all() if action.pk in flagged)
         if not count:
-            return "OK"
-        return format_html('<strong style="color:#ba2121">{} action(s) flagged</strong>', count)
+            return gettext("OK")
+        return format_html(
+            '<strong style="color:#ba2121">{}</strong>',
+            ngettext("%(count)s action flagged", "%(count)s actions flagged", count)
+            % {"count": count},
+        )
 
     def _flagged(self) -> dict[int, list[str]]:
         if not hasattr(self, "_flagged_cache"):
@@ -176,8 +220,11 @@ class ScenarioAdmin(admin.ModelAdmin):
             ]
             messages.warning(
                 request,
-                "Some actions refer to what Bitrix24 no longer has and will be skipped: "
-                + " | ".join(lines),
+                gettext(
+                    "Some actions refer to what Bitrix24 no longer has and will be skipped: "
+                    "%(actions)s"
+                )
+                % {"actions": " | ".join(lines)},
             )
         return super().changelist_view(request, extra_context)
 
@@ -201,7 +248,7 @@ class ScenarioAdmin(admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
-    @admin.action(description="Export the whole configuration (JSON)")
+    @admin.action(description=_("Export the whole configuration (JSON)"))
     def export_configuration(self, request: HttpRequest, queryset: QuerySet[Scenario]) -> Any:
         return self.export_view(request)
 
@@ -227,18 +274,23 @@ class ScenarioAdmin(admin.ModelAdmin):
                 errors = exc.errors
             else:
                 messages.success(request, _import_summary(counts))
-                if counts.get("routing_rules_broken"):
+                broken = counts.get("routing_rules_broken")
+                if broken:
                     messages.warning(
                         request,
-                        "{routing_rules_broken} imported routing rule(s) name what Bitrix24 "
-                        "does not have and are skipped until fixed (see Routing rules).".format(
-                            **counts
-                        ),
+                        ngettext(
+                            "%(count)s imported routing rule names what Bitrix24 does not have "
+                            "and is skipped until fixed (see Routing rules).",
+                            "%(count)s imported routing rules name what Bitrix24 does not have "
+                            "and are skipped until fixed (see Routing rules).",
+                            broken,
+                        )
+                        % {"count": broken},
                     )
                 return HttpResponseRedirect(reverse("admin:scenarios_scenario_changelist"))
         context = {
             **self.admin_site.each_context(request),
-            "title": "Import the scenario configuration",
+            "title": gettext("Import the scenario configuration"),
             "opts": self.model._meta,
             "form": form,
             "errors": errors,
@@ -254,7 +306,7 @@ class ScenarioAdmin(admin.ModelAdmin):
             result = simulate(**form.simulation_kwargs())
         context = {
             **self.admin_site.each_context(request),
-            "title": "Simulate a call",
+            "title": gettext("Simulate a call"),
             "opts": self.model._meta,
             "form": form,
             "result": result,
@@ -266,23 +318,39 @@ class ScenarioAdmin(admin.ModelAdmin):
 
 
 def _import_summary(counts: dict[str, int]) -> str:
-    summary = (
-        "Configuration imported: {scenarios} scenarios, {actions} actions, "
-        "{office_hours} office-hour periods, {holidays} holidays".format(**counts)
-    )
-    if "routing_rules" in counts:
-        summary += ", {routing_rules} routing rules".format(**counts)
-    if "routing_settings" in counts:
-        summary += ", the routing settings"
-    if "routing_rules" not in counts and "routing_settings" not in counts:
-        summary += "; routing left as it was (the file has none)"
-    return summary + "."
+    rules, settings = "routing_rules" in counts, "routing_settings" in counts
+    if rules and settings:
+        summary = gettext(
+            "Configuration imported: %(scenarios)s scenarios, %(actions)s actions, "
+            "%(office_hours)s office-hour periods, %(holidays)s holidays, %(routing_rules)s "
+            "routing rules, the routing settings."
+        )
+    elif rules:
+        summary = gettext(
+            "Configuration imported: %(scenarios)s scenarios, %(actions)s actions, "
+            "%(office_hours)s office-hour periods, %(holidays)s holidays, %(routing_rules)s "
+            "routing rules."
+        )
+    elif settings:
+        summary = gettext(
+            "Configuration imported: %(scenarios)s scenarios, %(actions)s actions, "
+            "%(office_hours)s office-hour periods, %(holidays)s holidays, the routing settings."
+        )
+    else:
+        summary = gettext(
+            "Configuration imported: %(scenarios)s scenarios, %(actions)s actions, "
+            "%(office_hours)s office-hour periods, %(holidays)s holidays; routing left as it "
+            "was (the file has none)."
+        )
+    return summary % counts
 
 
 class ConfigImportForm(forms.Form):
-    file = forms.FileField(required=False, help_text="A file made by Export.")
+    file = forms.FileField(required=False, label=_("File"), help_text=_("A file made by Export."))
     text = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}), label="or paste"
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        label=_("or paste"),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -291,11 +359,13 @@ class ConfigImportForm(forms.Form):
         upload = cleaned.get("file")
         raw = upload.read() if upload else (cleaned.get("text") or "").encode()
         if not raw.strip():
-            raise forms.ValidationError("Choose a file or paste the configuration.")
+            raise forms.ValidationError(gettext("Choose a file or paste the configuration."))
         try:
             cleaned["data"] = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+            raise forms.ValidationError(
+                gettext("Not valid JSON: %(error)s") % {"error": exc}
+            ) from exc
         return cleaned
 
 
@@ -306,7 +376,8 @@ class OfficeHoursAdmin(admin.ModelAdmin):
     list_display_links = ["__str__"]
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "subtitle": f"Times are in {tenant_timezone()}"}
+        subtitle = gettext("Times are in %(zone)s") % {"zone": tenant_timezone()}
+        extra_context = {**(extra_context or {}), "subtitle": subtitle}
         return super().changelist_view(request, extra_context)
 
 
@@ -320,12 +391,14 @@ class HolidayAdmin(admin.ModelAdmin):
 class CallFilter(admin.SimpleListFilter):
     """Runs of one call (?call=ID); the call page links here."""
 
-    title = "call"
+    title = _("call")
     parameter_name = "call"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         value = self.value()
-        return [(value, f"Call {value}")] if value and value.isdigit() else []
+        return (
+            [(value, gettext("Call %(id)s") % {"id": value})] if value and value.isdigit() else []
+        )
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ActionRun]) -> QuerySet[ActionRun]:
         value = self.value()
@@ -335,11 +408,11 @@ class CallFilter(admin.SimpleListFilter):
 class LateFilter(admin.SimpleListFilter):
     """Runs due for more than a minute and not started (?late=yes); the admin home links here."""
 
-    title = "lateness"
+    title = _("lateness")
     parameter_name = "late"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Late (due over a minute ago, not started)")]
+        return [("yes", gettext("Late (due over a minute ago, not started)"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ActionRun]) -> QuerySet[ActionRun]:
         return runs_late(queryset) if self.value() == "yes" else queryset
@@ -353,7 +426,7 @@ class ActionRunAdmin(admin.ModelAdmin):
         "pk",
         "call_link",
         "action_type",
-        "label",
+        "label_text",
         "status_shown",
         "due_at",
         "done_at",
@@ -378,7 +451,7 @@ class ActionRunAdmin(admin.ModelAdmin):
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("scenarios.change_actionrun")
 
-    @admin.display(description="call", ordering="call")
+    @admin.display(description=_("call"), ordering="call")
     def call_link(self, obj: ActionRun) -> str:
         try:
             url = reverse("admin:calls_call_change", args=[obj.call_id])
@@ -386,19 +459,23 @@ class ActionRunAdmin(admin.ModelAdmin):
             return str(obj.call)
         return format_html('<a href="{}">{}</a>', url, obj.call)
 
-    @admin.display(description="last error / reason")
+    @admin.display(description=_("label"), ordering="label")
+    def label_text(self, obj: ActionRun) -> str:
+        return label_shown(obj.label, action_type=obj.action_type, params=obj.params or {})
+
+    @admin.display(description=_("last error / reason"))
     def error(self, obj: ActionRun) -> str:
         return obj.last_error[:120]
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_shown(self, obj: ActionRun) -> str:
         late = obj.late_by
         if late is None:
             return obj.get_status_display()
         return format_html(
-            '{} <strong class="errornote" style="padding:0 4px">late by {}</strong>',
+            '{} <strong class="errornote" style="padding:0 4px">{}</strong>',
             obj.get_status_display(),
-            duration_text(late),
+            gettext("late by %(duration)s") % {"duration": duration_text(late)},
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
@@ -406,20 +483,34 @@ class ActionRunAdmin(admin.ModelAdmin):
         if attention["late"]:
             messages.warning(
                 request,
-                f"{attention['late']} run(s) are late: due over a minute ago and not started "
-                f"(the oldest by {duration_text(attention['oldest_late_by'])}). Background work is "
-                "not being picked up: check that the worker and beat are running.",
+                gettext(
+                    "%(count)s run(s) are late: due over a minute ago and not started (the oldest "
+                    "by %(oldest)s). Background work is not being picked up: check that the "
+                    "worker and beat are running."
+                )
+                % {
+                    "count": attention["late"],
+                    "oldest": duration_text(attention["oldest_late_by"]),
+                },
             )
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Retry the selected failed runs", permissions=["retry"])
+    @admin.action(description=_("Retry the selected failed runs"), permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[ActionRun]) -> None:
         failed = list(queryset.filter(status=ActionRun.Status.FAILED).values_list("pk", flat=True))
         retried = run_retry(run_ids=failed)
         ignored = queryset.count() - retried
-        messages.success(request, f"{retried} run(s) scheduled again.")
+        messages.success(request, gettext("%(count)s run(s) scheduled again.") % {"count": retried})
         if ignored:
-            messages.info(request, f"{ignored} selected run(s) had not failed and were left alone.")
+            messages.info(
+                request,
+                ngettext(
+                    "%(count)s selected run had not failed and was left alone.",
+                    "%(count)s selected runs had not failed and were left alone.",
+                    ignored,
+                )
+                % {"count": ignored},
+            )
 
 
 @admin.register(RoundRobinCursor)

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_save
+from django.utils.translation import gettext_lazy as _
 
 from crm.signals import directory_synced
 
 
 class ScenariosConfig(AppConfig):
     name = "scenarios"
-    verbose_name = "Scenarios"
+    verbose_name = _("Scenarios")
 
     def ready(self) -> None:
         # Registers the handlers of the scenario action types with the outbox.

@@ -7,69 +7,70 @@ from __future__ import annotations
 from enum import StrEnum
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Trigger(models.TextChoices):
     """Which calls a scenario is for: one scenario per outcome, plus the unknown number."""
 
-    INCOMING_ANSWERED = "incoming_answered", "Incoming call answered"
-    INCOMING_MISSED = "incoming_missed", "Incoming call missed"
-    INCOMING_REJECTED = "incoming_rejected", "Incoming call rejected"
-    OUTGOING_ANSWERED = "outgoing_answered", "Outgoing call answered"
+    INCOMING_ANSWERED = "incoming_answered", _("Incoming call answered")
+    INCOMING_MISSED = "incoming_missed", _("Incoming call missed")
+    INCOMING_REJECTED = "incoming_rejected", _("Incoming call rejected")
+    OUTGOING_ANSWERED = "outgoing_answered", _("Outgoing call answered")
     OUTGOING_NOT_ANSWERED = (
         "outgoing_not_answered",
-        "Outgoing call not answered (busy, no answer, failed, cancelled)",
+        _("Outgoing call not answered (busy, no answer, failed, cancelled)"),
     )
-    UNKNOWN_NUMBER = "unknown_number", "Unknown number (caller not in the CRM)"
+    UNKNOWN_NUMBER = "unknown_number", _("Unknown number (caller not in the CRM)")
 
 
 class ActionType(models.TextChoices):
-    LOG_CALL = "log_call", "Log the call (timeline activity)"
-    SHOW_CARD = "show_card", "Open the CRM card while it rings"
-    NOTIFY = "notify", "Bitrix24 notification"
-    CALLBACK_TASK = "callback_task", "Callback task"
-    TRIGGER_AUTOMATION = "trigger_automation", "Trigger an automation rule"
-    CREATE_LEAD = "create_lead", "Create a lead"
-    CREATE_DEAL = "create_deal", "Create a deal with a new contact"
-    TIMELINE_COMMENT = "timeline_comment", "Timeline comment"
-    POST_CALL_SYNC = "post_call_sync", "Post-call sync (notes and recording)"
-    SEND_SMS = "send_sms", "Send an SMS from the call's phone"
+    LOG_CALL = "log_call", _("Log the call (timeline activity)")
+    SHOW_CARD = "show_card", _("Open the CRM card while it rings")
+    NOTIFY = "notify", _("Bitrix24 notification")
+    CALLBACK_TASK = "callback_task", _("Callback task")
+    TRIGGER_AUTOMATION = "trigger_automation", _("Trigger an automation rule")
+    CREATE_LEAD = "create_lead", _("Create a lead")
+    CREATE_DEAL = "create_deal", _("Create a deal with a new contact")
+    TIMELINE_COMMENT = "timeline_comment", _("Timeline comment")
+    POST_CALL_SYNC = "post_call_sync", _("Post-call sync (notes and recording)")
+    SEND_SMS = "send_sms", _("Send an SMS from the call's phone")
 
 
 class Timing(models.TextChoices):
-    IMMEDIATELY = "immediately", "Immediately"
-    DELAY = "delay", "After a delay (from the end of the call)"
-    AFTER_PREVIOUS = "after_previous", "After the previous action has finished (+ delay)"
+    IMMEDIATELY = "immediately", _("Immediately")
+    DELAY = "delay", _("After a delay (from the end of the call)")
+    AFTER_PREVIOUS = "after_previous", _("After the previous action has finished (+ delay)")
 
 
 class Hours(models.TextChoices):
-    ALWAYS = "always", "Always"
-    OPEN = "open", "Only during office hours"
-    CLOSED = "closed", "Only outside office hours"
+    ALWAYS = "always", _("Always")
+    OPEN = "open", _("Only during office hours")
+    CLOSED = "closed", _("Only outside office hours")
 
 
 class Responsible(models.TextChoices):
-    CRM = "crm", "The CRM responsible"
-    AGENT = "agent", "The device's agent"
-    ROUTED = "routed", "The routed user"
-    FIXED = "fixed", "A fixed user"
-    ROUND_ROBIN = "round_robin", "Round-robin over users"
+    CRM = "crm", _("The CRM responsible")
+    AGENT = "agent", _("The device's agent")
+    ROUTED = "routed", _("The routed user")
+    FIXED = "fixed", _("A fixed user")
+    ROUND_ROBIN = "round_robin", _("Round-robin over users")
 
 
 class CardFor(models.TextChoices):
-    ROUTED = "routed", "The routed user"
-    AGENT = "agent", "The device's agent"
-    BOTH = "both", "Both"
+    ROUTED = "routed", _("The routed user")
+    AGENT = "agent", _("The device's agent")
+    BOTH = "both", _("Both")
 
 
 class AutomationTarget(models.TextChoices):
-    ENTITY = "entity", "The caller's CRM entity"
-    DEAL = "deal", "The caller's open deal (skipped when there is none)"
+    ENTITY = "entity", _("The caller's CRM entity")
+    DEAL = "deal", _("The caller's open deal (skipped when there is none)")
 
 
 class Recipient(models.TextChoices):
-    RESPONSIBLE = "responsible", "The responsible user"
-    AGENT = "agent", "The device's agent"
+    RESPONSIBLE = "responsible", _("The responsible user")
+    AGENT = "agent", _("The device's agent")
 
 
 class InternalAction(StrEnum):

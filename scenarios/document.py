@@ -32,7 +32,14 @@ from scenarios.models import (
 from scenarios.routing.rules import OPERATORS, SOURCES, condition_errors, target_errors
 from scenarios.routing.selectors import routing_settings_get
 from scenarios.routing.services import routing_rules_check
-from scenarios.validation import WEEKDAYS, ConfigError, _is_whole, action_errors, hours_errors
+from scenarios.validation import (
+    WEEKDAYS,
+    ConfigError,
+    _is_whole,
+    action_errors,
+    hours_errors,
+    must_be_one_of,
+)
 from tenants.context import tenant_language
 
 FORMAT_NAME = "simtrix-configuration"
@@ -88,15 +95,36 @@ def _time_parse(value: Any) -> time | None:
         return None
 
 
+def _unknown_keys(where: str, unknown: set[str]) -> str:
+    return f"{where}: " + gettext("unknown keys %(keys)s") % {"keys": sorted(unknown)}
+
+
+def _not_bool(where: str) -> str:
+    return f"{where}: " + gettext("must be true or false")
+
+
+def _not_object(where: str) -> str:
+    return f"{where}: " + gettext("must be an object")
+
+
+def _not_list(where: str) -> str:
+    return f"{where}: " + gettext("must be a list")
+
+
+def _bad_name(where: str) -> str:
+    return f"{where}: " + gettext("must be non-empty text of at most 100 characters")
+
+
 def config_errors(data: Any) -> list[str]:
-    """Every problem of an imported configuration, each as 'where: what'."""
+    """Every problem of an imported configuration, each as 'where: what' (`where` is the JSON
+    path, as written in the file; `what` in the active language)."""
     if not isinstance(data, dict):
-        return ["the configuration must be a JSON object"]
+        return [gettext("the configuration must be a JSON object")]
     errors = []
     if data.get("format") != FORMAT_NAME:
-        errors.append(f"format: must be {FORMAT_NAME!r}")
+        errors.append("format: " + gettext("must be %(value)s") % {"value": repr(FORMAT_NAME)})
     if data.get("version") != FORMAT_VERSION:
-        errors.append(f"version: must be {FORMAT_VERSION}")
+        errors.append("version: " + gettext("must be %(value)s") % {"value": FORMAT_VERSION})
     unknown = set(data) - {
         "format",
         "version",
@@ -106,13 +134,13 @@ def config_errors(data: Any) -> list[str]:
         "routing",
     }
     if unknown:
-        errors.append(f"unknown keys: {sorted(unknown)}")
+        errors.append(gettext("unknown keys: %(keys)s") % {"keys": sorted(unknown)})
     errors += _office_hours_errors(data.get("office_hours", {}))
     # An export made before routing was part of the document has no "routing": it is optional.
     routing_errors = _routing_errors(data["routing"]) if "routing" in data else []
     scenarios = data.get("scenarios", [])
     if not isinstance(scenarios, list):
-        return [*errors, "scenarios: must be a list", *routing_errors]
+        return [*errors, _not_list("scenarios"), *routing_errors]
     seen: set[str] = set()
     for index, scenario in enumerate(scenarios):
         errors += _scenario_errors(scenario, f"scenarios[{index}]", seen)
@@ -121,27 +149,31 @@ def config_errors(data: Any) -> list[str]:
 
 def _office_hours_errors(hours: Any) -> list[str]:
     if not isinstance(hours, dict):
-        return ["office_hours: must be an object with 'weekly' and 'holidays'"]
+        return ["office_hours: " + gettext("must be an object with 'weekly' and 'holidays'")]
     errors = []
     unknown = set(hours) - {"weekly", "holidays"}
     if unknown:
-        errors.append(f"office_hours: unknown keys {sorted(unknown)}")
+        errors.append(_unknown_keys("office_hours", unknown))
     weekly = hours.get("weekly", [])
     periods = []
     if not isinstance(weekly, list):
-        errors.append("office_hours.weekly: must be a list")
+        errors.append(_not_list("office_hours.weekly"))
         weekly = []
     for index, period in enumerate(weekly):
         where = f"office_hours.weekly[{index}]"
         if not isinstance(period, dict) or set(period) != {"weekday", "opens_at", "closes_at"}:
-            errors.append(f"{where}: must have exactly weekday, opens_at and closes_at")
+            errors.append(
+                f"{where}: " + gettext("must have exactly weekday, opens_at and closes_at")
+            )
             continue
         if period["weekday"] not in WEEKDAYS:
-            errors.append(f"{where}.weekday: must be one of {list(WEEKDAYS)}")
+            errors.append(f"{where}.weekday: " + must_be_one_of(list(WEEKDAYS)))
             continue
         opens, closes = _time_parse(period["opens_at"]), _time_parse(period["closes_at"])
         if opens is None or closes is None:
-            errors.append(f"{where}: times must be HH:MM (24 h), 00:00 closing = midnight")
+            errors.append(
+                f"{where}: " + gettext("times must be HH:MM (24 h), 00:00 closing = midnight")
+            )
             continue
         periods.append((WEEKDAYS.index(period["weekday"]), opens, closes))
     errors += [f"office_hours.weekly: {problem}" for problem in hours_errors(periods)]
@@ -150,7 +182,7 @@ def _office_hours_errors(hours: Any) -> list[str]:
 
 def _holidays_errors(holidays: Any) -> list[str]:
     if not isinstance(holidays, list):
-        return ["office_hours.holidays: must be a list"]
+        return [_not_list("office_hours.holidays")]
     errors = []
     dates = set()
     for index, holiday in enumerate(holidays):
@@ -160,60 +192,64 @@ def _holidays_errors(holidays: Any) -> list[str]:
             "name",
             "every_year",
         }:
-            errors.append(f"{where}: must have date and optionally name, every_year")
+            errors.append(f"{where}: " + gettext("must have date and optionally name, every_year"))
             continue
         try:
             day = date.fromisoformat(holiday["date"])
         except (TypeError, ValueError):
-            errors.append(f"{where}.date: must be YYYY-MM-DD")
+            errors.append(f"{where}.date: " + gettext("must be YYYY-MM-DD"))
             continue
         if day in dates:
-            errors.append(f"{where}.date: {day} is listed twice")
+            errors.append(f"{where}.date: " + gettext("%(date)s is listed twice") % {"date": day})
         dates.add(day)
         if not isinstance(holiday.get("name", ""), str) or len(holiday.get("name", "")) > 100:
-            errors.append(f"{where}.name: must be text of at most 100 characters")
+            errors.append(f"{where}.name: " + gettext("must be text of at most 100 characters"))
         if not isinstance(holiday.get("every_year", False), bool):
-            errors.append(f"{where}.every_year: must be true or false")
+            errors.append(_not_bool(f"{where}.every_year"))
     return errors
 
 
 def _scenario_errors(scenario: Any, where: str, seen: set[str]) -> list[str]:
     if not isinstance(scenario, dict):
-        return [f"{where}: must be an object"]
+        return [_not_object(where)]
     errors = []
     unknown = set(scenario) - {"trigger", "name", "is_active", "description", "actions"}
     if unknown:
-        errors.append(f"{where}: unknown keys {sorted(unknown)}")
+        errors.append(_unknown_keys(where, unknown))
     trigger = scenario.get("trigger")
     if trigger not in Trigger.values:
-        errors.append(f"{where}.trigger: must be one of {Trigger.values}")
+        errors.append(f"{where}.trigger: " + must_be_one_of(Trigger.values))
     elif trigger in seen:
-        errors.append(f"{where}.trigger: {trigger!r} appears twice (one scenario per outcome)")
+        errors.append(
+            f"{where}.trigger: "
+            + gettext("%(trigger)s appears twice (one scenario per outcome)")
+            % {"trigger": repr(trigger)}
+        )
     else:
         seen.add(trigger)
     name = scenario.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
-        errors.append(f"{where}.name: must be non-empty text of at most 100 characters")
+        errors.append(_bad_name(f"{where}.name"))
     if not isinstance(scenario.get("is_active", True), bool):
-        errors.append(f"{where}.is_active: must be true or false")
+        errors.append(_not_bool(f"{where}.is_active"))
     if not isinstance(scenario.get("description", ""), str):
-        errors.append(f"{where}.description: must be text")
+        errors.append(f"{where}.description: " + gettext("must be text"))
     return errors + _actions_errors(scenario.get("actions", []), where, trigger)
 
 
 def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
     if not isinstance(actions, list):
-        return [f"{where}.actions: must be a list"]
+        return [_not_list(f"{where}.actions")]
     errors = []
     creations = 0
     for index, action in enumerate(actions):
         at = f"{where}.actions[{index}]"
         if not isinstance(action, dict):
-            errors.append(f"{at}: must be an object")
+            errors.append(_not_object(at))
             continue
         unknown = set(action) - set(CONFIG_FIELDS)
         if unknown:
-            errors.append(f"{at}: unknown keys {sorted(unknown)}")
+            errors.append(_unknown_keys(at, unknown))
             continue
         config = {**ACTION_DEFAULTS, **action}
         problems = action_errors(config, trigger=trigger if isinstance(trigger, str) else "")
@@ -221,7 +257,7 @@ def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
         # ACTION_DEFAULTS has every setting but action_type.
         creations += config.get("action_type") in CREATION_TYPES and config["is_active"]
     if creations > 1:
-        errors.append(f"{where}.actions: at most one active lead or deal creation")
+        errors.append(f"{where}.actions: " + gettext("at most one active lead or deal creation"))
     return errors
 
 
@@ -232,17 +268,17 @@ def _is_db_id(value: Any) -> bool:
 def _routing_errors(routing: Any) -> list[str]:
     """`routing`: each of `settings` and `rules` is optional; one left out is left untouched."""
     if not isinstance(routing, dict):
-        return ["routing: must be an object with 'settings' and/or 'rules'"]
+        return ["routing: " + gettext("must be an object with 'settings' and/or 'rules'")]
     errors = []
     unknown = set(routing) - {"settings", "rules"}
     if unknown:
-        errors.append(f"routing: unknown keys {sorted(unknown)}")
+        errors.append(_unknown_keys("routing", unknown))
     if "settings" in routing:
         errors += _routing_settings_errors(routing["settings"])
     if "rules" in routing:
         rules = routing["rules"]
         if not isinstance(rules, list):
-            return [*errors, "routing.rules: must be a list"]
+            return [*errors, _not_list("routing.rules")]
         names: set[str] = set()
         for index, rule in enumerate(rules):
             errors += _routing_rule_errors(rule, f"routing.rules[{index}]", names)
@@ -252,52 +288,66 @@ def _routing_errors(routing: Any) -> list[str]:
 def _routing_settings_errors(settings: Any) -> list[str]:
     where = "routing.settings"
     if not isinstance(settings, dict):
-        return [f"{where}: must be an object"]
+        return [_not_object(where)]
     errors = []
     unknown = set(settings) - set(ROUTING_SETTINGS_DEFAULTS)
     if unknown:
-        errors.append(f"{where}: unknown keys {sorted(unknown)}")
+        errors.append(_unknown_keys(where, unknown))
     values = {**ROUTING_SETTINGS_DEFAULTS, **settings}
     for name in ("responsible_first", "use_timeman", "transfer_updates_responsible"):
         if not isinstance(values[name], bool):
-            errors.append(f"{where}.{name}: must be true or false")
+            errors.append(_not_bool(f"{where}.{name}"))
     choices = {
         "others_target": RoutingSettings.OthersTarget.values,
         "missed_to": RoutingSettings.MissedTo.values,
     }
     for name, allowed in choices.items():
         if values[name] not in allowed:
-            errors.append(f"{where}.{name}: must be one of {allowed}")
+            errors.append(f"{where}.{name}: " + must_be_one_of(allowed))
     user = values["others_user_id"]
     if user is not None and not _is_db_id(user):
-        errors.append(f"{where}.others_user_id: must be a Bitrix24 user id or null")
+        errors.append(f"{where}.others_user_id: " + gettext("must be a Bitrix24 user id or null"))
     elif user is None and values["others_target"] == RoutingSettings.OthersTarget.USER:
-        errors.append(f"{where}.others_user_id: 'others_target' 'user' needs the user's id")
+        errors.append(
+            f"{where}.others_user_id: " + gettext("'others_target' 'user' needs the user's id")
+        )
     return errors
 
 
 def _routing_rule_errors(rule: Any, where: str, names: set[str]) -> list[str]:
     if not isinstance(rule, dict):
-        return [f"{where}: must be an object"]
+        return [_not_object(where)]
     errors = []
     unknown = set(rule) - set(RULE_KEYS)
     if unknown:
-        errors.append(f"{where}: unknown keys {sorted(unknown)} (the order is the list's order)")
+        errors.append(
+            f"{where}: "
+            + gettext("unknown keys %(keys)s (the order is the list's order)")
+            % {"keys": sorted(unknown)}
+        )
     name = rule.get("name")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
-        errors.append(f"{where}.name: must be non-empty text of at most 100 characters")
+        errors.append(_bad_name(f"{where}.name"))
     elif name.strip() in names:
-        errors.append(f"{where}.name: {name.strip()!r} appears twice (rule names are unique)")
+        errors.append(
+            f"{where}.name: "
+            + gettext("%(name)s appears twice (rule names are unique)")
+            % {"name": repr(name.strip())}
+        )
     else:
         names.add(name.strip())
     if not isinstance(rule.get("enabled", True), bool):
-        errors.append(f"{where}.enabled: must be true or false")
+        errors.append(_not_bool(f"{where}.enabled"))
     target, department = rule.get("target"), rule.get("department_id")
     if department is not None and not _is_db_id(department):
-        errors.append(f"{where}.department_id: must be a Bitrix24 department id or null")
+        errors.append(
+            f"{where}.department_id: " + gettext("must be a Bitrix24 department id or null")
+        )
     elif target not in RoutingRule.Target.values:
         errors.append(
-            f"{where}.target: unknown target {target!r}; use one of {RoutingRule.Target.values}"
+            f"{where}.target: "
+            + gettext("unknown target %(target)s; use one of %(allowed)s")
+            % {"target": repr(target), "allowed": RoutingRule.Target.values}
         )
     else:
         problems = target_errors(
@@ -306,7 +356,7 @@ def _routing_rule_errors(rule: Any, where: str, names: set[str]) -> list[str]:
         errors += [f"{where}.{field}: {message}" for field, message in problems.items()]
     conditions = rule.get("conditions", [])
     if not isinstance(conditions, list):
-        return [*errors, f"{where}.conditions: must be a list"]
+        return [*errors, _not_list(f"{where}.conditions")]
     for index, condition in enumerate(conditions):
         errors += _routing_condition_errors(condition, f"{where}.conditions[{index}]")
     return errors
@@ -314,19 +364,28 @@ def _routing_rule_errors(rule: Any, where: str, names: set[str]) -> list[str]:
 
 def _routing_condition_errors(condition: Any, where: str) -> list[str]:
     if not isinstance(condition, dict) or not {"source", "operator"} <= set(condition):
-        return [f"{where}: must be an object with source, operator and optionally field, values"]
+        return [
+            f"{where}: "
+            + gettext("must be an object with source, operator and optionally field, values")
+        ]
     unknown = set(condition) - set(CONDITION_KEYS)
     if unknown:
-        return [f"{where}: unknown keys {sorted(unknown)}"]
+        return [_unknown_keys(where, unknown)]
     source, operator = condition["source"], condition["operator"]
     field = condition.get("field", "")
     errors = {}
     if not isinstance(source, str) or source not in SOURCES:
-        errors["source"] = f"unknown source {source!r}; use one of {list(SOURCES)}"
+        errors["source"] = gettext("unknown source %(source)s; use one of %(allowed)s") % {
+            "source": repr(source),
+            "allowed": list(SOURCES),
+        }
     if not isinstance(operator, str) or operator not in OPERATORS:
-        errors["operator"] = f"unknown operator {operator!r}; use one of {list(OPERATORS)}"
+        errors["operator"] = gettext("unknown operator %(operator)s; use one of %(allowed)s") % {
+            "operator": repr(operator),
+            "allowed": list(OPERATORS),
+        }
     if not isinstance(field, str):
-        errors["field"] = "must be text (a field's name)"
+        errors["field"] = gettext("must be text (a field's name)")
     if not errors:
         errors = condition_errors(
             source=source, field=field, operator=operator, values=condition.get("values", [])

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext
 
 from crm.models import Bitrix24User
 
@@ -47,16 +48,19 @@ class UserIdsField(forms.CharField):
                 Bitrix24User.objects.filter(name__iexact=part).values_list("id", flat=True)
             )
             if len(matches) != 1:
-                problem = (
-                    "several users have that name, use the id"
+                message = (
+                    gettext(
+                        "%(part)s is not a Bitrix24 user id, several users have that name, "
+                        "use the id."
+                    )
                     if matches
-                    else ("nor a Bitrix24 user's name")
+                    else gettext("%(part)s is not a Bitrix24 user id, nor a Bitrix24 user's name.")
                 )
-                raise forms.ValidationError(f"{part!r} is not a Bitrix24 user id, {problem}.")
+                raise forms.ValidationError(message % {"part": repr(part)})
             users.append(matches[0])
         users = list(dict.fromkeys(users))
         if any(user <= 0 for user in users):
-            raise forms.ValidationError("A Bitrix24 user id is a positive number.")
+            raise forms.ValidationError(gettext("A Bitrix24 user id is a positive number."))
         return users
 
     def validate(self, value: Any) -> None:
@@ -71,13 +75,40 @@ class UserIdsField(forms.CharField):
         ]
         if problems:
             raise forms.ValidationError(
-                f"Not an active Bitrix24 user: {', '.join(problems)}. Remove them or pick another."
+                gettext("Not an active Bitrix24 user: %(users)s. Remove them or pick another.")
+                % {"users": ", ".join(problems)}
             )
 
 
 def _label(user_id: int, user: Bitrix24User | None) -> str:
     if user is None:
-        return f"User #{user_id} (not in Bitrix24)"
+        return gettext("User #%(id)s (not in Bitrix24)") % {"id": user_id}
     if not user.active:
-        return f"{user.name} (#{user_id}, deactivated)"
+        return gettext("%(name)s (#%(id)s, deactivated)") % {"name": user.name, "id": user_id}
     return f"{user.name} (#{user_id})"
+
+
+class DirectoryChoiceField(forms.TypedChoiceField):
+    """A Bitrix24 lead status, source, pipeline or stage picked by name from the synced
+    directory ("Sales: Negotiation (C1:NEGOTIATION)"). A value the directory does not hold
+    (saved before a change in Bitrix24) stays selectable and is shown flagged, so opening and
+    saving an action never changes it silently; the action's "Bitrix24 references" line says
+    it will be skipped. Before the first sync the choices are just the stored value."""
+
+    def __init__(
+        self,
+        *,
+        choices: list[tuple[Any, str]],
+        current: Any,
+        coerce: Any = str,
+        **kwargs: Any,
+    ) -> None:
+        known = [(value, f"{name} ({value})") for value, name in choices]
+        options: list[tuple[Any, str]] = [("", "---------"), *known]
+        if current not in (None, "") and current not in {value for value, _name in choices}:
+            flagged = gettext("%(value)s (not in Bitrix24)") % {"value": current}
+            options.append((current, flagged))
+        empty = None if coerce is int else ""
+        super().__init__(
+            choices=options, coerce=coerce, empty_value=empty, required=False, **kwargs
+        )

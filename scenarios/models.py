@@ -6,6 +6,8 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from scenarios import choices
 from scenarios.choices import ActionType, Trigger
@@ -16,18 +18,20 @@ from scenarios.validation import action_errors, hours_errors
 class Scenario(models.Model):
     """What SIMtrix does in Bitrix24 for one kind of call: an ordered list of actions."""
 
-    trigger = models.CharField(max_length=32, choices=Trigger, unique=True)
-    name = models.CharField(max_length=100)
+    trigger = models.CharField(_("trigger"), max_length=32, choices=Trigger, unique=True)
+    name = models.CharField(_("name"), max_length=100)
     is_active = models.BooleanField(
-        "active",
+        _("active"),
         default=True,
-        help_text="An inactive scenario plans nothing (calls stay unlogged).",
+        help_text=_("An inactive scenario plans nothing (calls stay unlogged)."),
     )
-    description = models.TextField(blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    description = models.TextField(_("description"), blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["trigger"]
+        verbose_name = _("scenario")
+        verbose_name_plural = _("scenarios")
 
     def __str__(self) -> str:
         return self.name
@@ -44,53 +48,77 @@ class ScenarioAction(models.Model):
     AutomationTarget = choices.AutomationTarget
     Recipient = choices.Recipient
 
-    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="actions")
-    position = models.PositiveIntegerField(default=0)
-    action_type = models.CharField("type", max_length=32, choices=ActionType)
-    is_active = models.BooleanField("active", default=True)
-    timing = models.CharField(max_length=16, choices=Timing, default=Timing.IMMEDIATELY)
-    delay_minutes = models.PositiveIntegerField(default=0)
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.CASCADE, related_name="actions", verbose_name=_("scenario")
+    )
+    position = models.PositiveIntegerField(
+        pgettext_lazy("place in an order", "position"), default=0
+    )
+    action_type = models.CharField(_("type"), max_length=32, choices=ActionType)
+    is_active = models.BooleanField(pgettext_lazy("scenario action", "active"), default=True)
+    timing = models.CharField(
+        _("timing"), max_length=16, choices=Timing, default=Timing.IMMEDIATELY
+    )
+    delay_minutes = models.PositiveIntegerField(_("delay (minutes)"), default=0)
     delay_in_working_time = models.BooleanField(
-        default=False, help_text="Count the delay in office hours only (nights, weekends skipped)."
+        _("delay in working time"),
+        default=False,
+        help_text=_("Count the delay in office hours only (nights, weekends skipped)."),
     )
     hours = models.CharField(
-        "when",
+        _("when"),
         max_length=8,
         choices=Hours,
         default=Hours.ALWAYS,
-        help_text="Office hours are judged at the moment the call started.",
+        help_text=_("Office hours are judged at the moment the call started."),
     )
-    responsible = models.CharField(max_length=16, choices=Responsible, blank=True)
+    responsible = models.CharField(_("responsible"), max_length=16, choices=Responsible, blank=True)
     users = models.JSONField(
+        _("users"),
         default=list,
         blank=True,
-        help_text="Bitrix24 user ids: the fixed user, the round-robin set (empty = every agent "
-        "with a bridge device) or extra notification recipients.",
+        help_text=_(
+            "Bitrix24 user ids: the fixed user, the round-robin set (empty = every agent "
+            "with a bridge device) or extra notification recipients."
+        ),
     )
     recipients = models.JSONField(
-        default=list, blank=True, help_text="Notification recipients: responsible, agent."
+        _("recipients"),
+        default=list,
+        blank=True,
+        help_text=_("Who gets the notification: the responsible user, the device's agent."),
     )
-    card_for = models.CharField(max_length=8, choices=CardFor, blank=True)
-    title_template = models.CharField(max_length=255, blank=True)
-    text_template = models.TextField(blank=True)
+    card_for = models.CharField(_("card for"), max_length=8, choices=CardFor, blank=True)
+    title_template = models.CharField(_("title template"), max_length=255, blank=True)
+    text_template = models.TextField(_("text template"), blank=True)
     deadline_minutes = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Task deadline, counted from when the task is created."
+        _("deadline (minutes)"),
+        null=True,
+        blank=True,
+        help_text=_("Task deadline, counted from when the task is created."),
     )
-    deadline_in_working_time = models.BooleanField(default=False)
+    deadline_in_working_time = models.BooleanField(_("deadline in working time"), default=False)
     skip_if_reached = models.BooleanField(
+        _("skip if reached"),
         default=True,
-        help_text="Callback task: skip it when the caller was reached meanwhile by an answered "
-        "call in either direction.",
+        help_text=_(
+            "Callback task: skip it when the caller was reached meanwhile by an answered "
+            "call in either direction."
+        ),
     )
-    automation_code = models.CharField(max_length=100, blank=True)
-    automation_target = models.CharField(max_length=8, choices=AutomationTarget, blank=True)
-    lead_status_id = models.CharField("lead status", max_length=50, blank=True)
-    lead_source_id = models.CharField("lead source", max_length=50, blank=True)
-    pipeline_id = models.PositiveIntegerField("pipeline", null=True, blank=True)
-    stage_id = models.CharField("stage", max_length=50, blank=True)
+    automation_code = models.CharField(_("automation code"), max_length=100, blank=True)
+    automation_target = models.CharField(
+        _("automation target"), max_length=8, choices=AutomationTarget, blank=True
+    )
+    lead_status_id = models.CharField(_("lead status"), max_length=50, blank=True)
+    lead_source_id = models.CharField(_("lead source"), max_length=50, blank=True)
+    pipeline_id = models.PositiveIntegerField(_("pipeline"), null=True, blank=True)
+    stage_id = models.CharField(_("stage"), max_length=50, blank=True)
 
     class Meta:
         ordering = ["scenario", "position", "pk"]
+        verbose_name = _("scenario action")
+        verbose_name_plural = _("scenario actions")
 
     def __str__(self) -> str:
         return f"{self.get_action_type_display()} ({self.scenario.trigger})"
@@ -146,22 +174,24 @@ class OfficeHours(models.Model):
     """One opening period of a weekday, in the tenant's timezone (several = a lunch break)."""
 
     class Weekday(models.IntegerChoices):
-        MONDAY = 0
-        TUESDAY = 1
-        WEDNESDAY = 2
-        THURSDAY = 3
-        FRIDAY = 4
-        SATURDAY = 5
-        SUNDAY = 6
+        MONDAY = 0, _("Monday")
+        TUESDAY = 1, _("Tuesday")
+        WEDNESDAY = 2, _("Wednesday")
+        THURSDAY = 3, _("Thursday")
+        FRIDAY = 4, _("Friday")
+        SATURDAY = 5, _("Saturday")
+        SUNDAY = 6, _("Sunday")
 
-    weekday = models.PositiveSmallIntegerField(choices=Weekday)
-    opens_at = models.TimeField()
-    closes_at = models.TimeField(help_text="00:00 means midnight (the end of the day).")
+    weekday = models.PositiveSmallIntegerField(_("weekday"), choices=Weekday)
+    opens_at = models.TimeField(_("opens at"))
+    closes_at = models.TimeField(
+        _("closes at"), help_text=_("00:00 means midnight (the end of the day).")
+    )
 
     class Meta:
         ordering = ["weekday", "opens_at"]
-        verbose_name = "office hours"
-        verbose_name_plural = "office hours"
+        verbose_name = _("office hours")
+        verbose_name_plural = _("office hours")
 
     def __str__(self) -> str:
         return (
@@ -177,7 +207,8 @@ class OfficeHours(models.Model):
                     "weekday", "opens_at", "closes_at"
                 ),
                 (self.weekday, self.opens_at, self.closes_at),
-            ]
+            ],
+            day_names=[str(day.label) for day in OfficeHours.Weekday],
         )
         if errors:
             raise ValidationError(errors[0])
@@ -186,12 +217,14 @@ class OfficeHours(models.Model):
 class Holiday(models.Model):
     """A day the office is closed; `every_year` repeats it on the same date each year."""
 
-    date = models.DateField(unique=True)
-    name = models.CharField(max_length=100, blank=True)
-    every_year = models.BooleanField(default=False)
+    date = models.DateField(_("date"), unique=True)
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    every_year = models.BooleanField(_("every year"), default=False)
 
     class Meta:
         ordering = ["date"]
+        verbose_name = _("holiday")
+        verbose_name_plural = _("holidays")
 
     def __str__(self) -> str:
         return f"{self.date:%Y-%m-%d} {self.name}".strip()
@@ -205,17 +238,21 @@ class CallPlan(models.Model):
     """
 
     class Phase(models.TextChoices):
-        START = "start"
-        END = "end"
+        START = "start", _("Start")
+        END = "end", _("End")
 
-    call = models.ForeignKey("calls.Call", on_delete=models.CASCADE, related_name="plans")
-    phase = models.CharField(max_length=8, choices=Phase)
-    trigger = models.CharField(max_length=32, blank=True)
-    office_open = models.BooleanField(null=True)
-    planned_at = models.DateTimeField(auto_now_add=True)
+    call = models.ForeignKey(
+        "calls.Call", on_delete=models.CASCADE, related_name="plans", verbose_name=_("call")
+    )
+    phase = models.CharField(_("phase"), max_length=8, choices=Phase)
+    trigger = models.CharField(_("trigger"), max_length=32, blank=True)
+    office_open = models.BooleanField(_("during office hours"), null=True)
+    planned_at = models.DateTimeField(_("planned at"), auto_now_add=True)
 
     class Meta:
         ordering = ["planned_at", "pk"]
+        verbose_name = _("call plan")
+        verbose_name_plural = _("call plans")
         constraints = [
             models.UniqueConstraint(fields=["call", "phase"], name="scenarios_plan_call_phase")
         ]
@@ -227,10 +264,14 @@ class CallPlan(models.Model):
 class RoundRobinCursor(models.Model):
     """Who got the last assignment from one set of users (row-locked while choosing)."""
 
-    key = models.CharField(max_length=200, unique=True)
-    last_user_id = models.PositiveIntegerField(null=True, blank=True)
-    assignments = models.PositiveIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
+    key = models.CharField(_("set of users"), max_length=200, unique=True)
+    last_user_id = models.PositiveIntegerField(_("last user"), null=True, blank=True)
+    assignments = models.PositiveIntegerField(_("assignments"), default=0)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("round-robin turn")
+        verbose_name_plural = _("round-robin turns")
 
     def __str__(self) -> str:
         return f"{self.key} -> {self.last_user_id}"
@@ -245,21 +286,32 @@ class ActionRun(models.Model):
     """
 
     class Status(models.TextChoices):
-        SCHEDULED = "scheduled"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-        SKIPPED = "skipped"
-        CANCELLED = "cancelled"
+        SCHEDULED = "scheduled", _("Scheduled")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped")
+        CANCELLED = "cancelled", _("Cancelled")
 
-    call = models.ForeignKey("calls.Call", on_delete=models.CASCADE, related_name="action_runs")
-    action_type = models.CharField(max_length=32)
-    label = models.CharField(
-        max_length=150, blank=True, help_text="Which scenario step planned it, for people."
+    call = models.ForeignKey(
+        "calls.Call",
+        on_delete=models.CASCADE,
+        related_name="action_runs",
+        verbose_name=_("call"),
     )
-    params = models.JSONField(default=dict, blank=True)
+    action_type = models.CharField(_("action type"), max_length=32)
+    label = models.CharField(
+        _("label"),
+        max_length=150,
+        blank=True,
+        help_text=_("The scenario step that planned this run."),
+    )
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
     dedupe_key = models.CharField(
-        max_length=200, unique=True, help_text="Planning the same work twice yields one row."
+        _("deduplication key"),
+        max_length=200,
+        unique=True,
+        help_text=_("Identifies the work, so that planning it twice makes only one run."),
     )
     after = models.ForeignKey(
         "self",
@@ -267,21 +319,25 @@ class ActionRun(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="successors",
-        help_text="Runs once this one has finished (a chain).",
+        verbose_name=_("after"),
+        help_text=_("The run this one waits for: it starts once that one has finished."),
     )
-    delay_seconds = models.PositiveIntegerField(default=0)
-    delay_in_working_time = models.BooleanField(default=False)
-    status = models.CharField(max_length=16, choices=Status, default=Status.SCHEDULED)
+    delay_seconds = models.PositiveIntegerField(_("delay (seconds)"), default=0)
+    delay_in_working_time = models.BooleanField(_("delay in working time"), default=False)
+    status = models.CharField(_("status"), max_length=16, choices=Status, default=Status.SCHEDULED)
     due_at = models.DateTimeField(
-        null=True, blank=True, help_text="Empty while waiting on 'after'."
+        _("due at"),
+        null=True,
+        blank=True,
+        help_text=_("Empty while it waits for the run it follows."),
     )
-    dispatched_at = models.DateTimeField(null=True, blank=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    result = models.JSONField(default=dict, blank=True)
-    done_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(_("dispatched at"), null=True, blank=True)
+    claimed_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     # A run due for longer than this and not started is late (the admin, outbox_status, readyz).
     LATE_AFTER = timedelta(minutes=1)
@@ -289,6 +345,8 @@ class ActionRun(models.Model):
     class Meta:
         ordering = ["due_at", "pk"]
         indexes = [models.Index(fields=["status", "due_at"], name="scenarios_run_due")]
+        verbose_name = _("action run")
+        verbose_name_plural = _("action runs")
 
     def __str__(self) -> str:
         return f"{self.action_type} for call {self.call_id} ({self.status})"
@@ -309,58 +367,70 @@ class RoutingSettings(models.Model):
     """How incoming calls are routed, besides the rules. Exactly one row per tenant schema."""
 
     class OthersTarget(models.TextChoices):
-        AGENT = "agent", "The device's agent (who carries the phone it rang on)"
-        USER = "user", "A fixed user"
+        AGENT = "agent", _("The device's agent (who carries the phone it rang on)")
+        USER = "user", _("A fixed user")
 
     class MissedTo(models.TextChoices):
-        ROUTED = "routed", "The routed user"
-        NEXT = "next", "The next member of the queue"
+        ROUTED = "routed", _("The routed user")
+        NEXT = "next", _("The next member of the queue")
 
-    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    singleton = models.PositiveSmallIntegerField(
+        _("singleton"), default=1, unique=True, editable=False
+    )
     responsible_first = models.BooleanField(
-        "route identified callers to their responsible user",
+        _("route identified callers to their responsible user"),
         default=True,
-        help_text="As Bitrix24's own telephony: before the rules, a caller found in the CRM goes "
-        "to the entity's responsible user when they are available.",
+        help_text=_(
+            "As Bitrix24's own telephony: before the rules, a caller found in the CRM goes "
+            "to the entity's responsible user when they are available."
+        ),
     )
     use_timeman = models.BooleanField(
-        "use the work-day status for availability",
+        _("use the work-day status for availability"),
         default=False,
-        help_text="Users whose Bitrix24 work day is closed, paused or expired (TIMEMAN_STATUS) "
-        "count as unavailable. Read every minute; needs the 'timeman' scope.",
+        help_text=_(
+            "Users whose Bitrix24 work day is closed, paused or expired count as unavailable. "
+            "Read every minute; the Bitrix24 connection needs the 'timeman' scope."
+        ),
     )
     others_target = models.CharField(
-        '"Others" target',
+        _('"Others" target'),
         max_length=8,
         choices=OthersTarget,
         default=OthersTarget.AGENT,
-        help_text="Where callers go that match no rule (unknown numbers included).",
+        help_text=_("Where callers go that match no rule (unknown numbers included)."),
     )
     others_user_id = models.PositiveIntegerField(
-        '"Others" user',
+        _('"Others" user'),
         null=True,
         blank=True,
-        help_text="Bitrix24 user for 'A fixed user' (the device's agent if they are unavailable).",
+        help_text=_(
+            "Bitrix24 user for 'A fixed user' (the device's agent if they are unavailable)."
+        ),
     )
     missed_to = models.CharField(
-        "missed calls go to",
+        _("missed calls go to"),
         max_length=8,
         choices=MissedTo,
         default=MissedTo.ROUTED,
-        help_text="Whom the missed-call scenario treats as the routed user (notifications, "
-        "callback tasks) when the routed user did not answer.",
+        help_text=_(
+            "Whom the missed-call scenario treats as the routed user (notifications, "
+            "callback tasks) when the routed user did not answer."
+        ),
     )
     transfer_updates_responsible = models.BooleanField(
-        "a transfer makes the answering agent the lead's responsible",
+        _("a transfer makes the answering agent the lead's responsible"),
         default=False,
-        help_text="When an incoming call is answered by an agent other than the lead's "
-        "responsible user, that agent becomes the lead's responsible in Bitrix24.",
+        help_text=_(
+            "When an incoming call is answered by an agent other than the lead's "
+            "responsible user, that agent becomes the lead's responsible in Bitrix24."
+        ),
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
-        verbose_name = "routing settings"
-        verbose_name_plural = "routing settings"
+        verbose_name = _("routing settings")
+        verbose_name_plural = _("routing settings")
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(singleton=1), name="scenarios_routing_settings_singleton"
@@ -368,50 +438,65 @@ class RoutingSettings(models.Model):
         ]
 
     def __str__(self) -> str:
-        return "Routing settings"
+        return str(_("Routing settings"))
 
     def clean(self) -> None:
         if self.others_target == self.OthersTarget.USER and not self.others_user_id:
-            raise ValidationError({"others_user_id": "Choose the user for 'A fixed user'."})
+            raise ValidationError({"others_user_id": _("Choose the user for 'A fixed user'.")})
 
 
 class RoutingRule(models.Model):
     """One rule: when all its conditions hold, the call goes to its target. Applied in order."""
 
     class Target(models.TextChoices):
-        RESPONSIBLE = "responsible", "The responsible user of the matched entity or deal"
-        USER = "user", "A specific user"
-        ROUND_ROBIN = "round_robin", "Round-robin over users or a department"
-        QUEUE = "queue", "A queue of users (the first available)"
+        RESPONSIBLE = "responsible", _("The responsible user of the matched entity or deal")
+        USER = "user", _("A specific user")
+        ROUND_ROBIN = "round_robin", _("Round-robin over users or a department")
+        QUEUE = "queue", _("A queue of users (the first available)")
 
-    name = models.CharField(max_length=100, unique=True, help_text="Shown to the bridge.")
-    position = models.PositiveIntegerField(default=0, help_text="Rules apply in this order.")
-    enabled = models.BooleanField(default=True)
-    target = models.CharField(max_length=16, choices=Target)
+    name = models.CharField(
+        _("name"),
+        max_length=100,
+        unique=True,
+        help_text=_("Shown on the phone (SIMtrix Bridge app)."),
+    )
+    position = models.PositiveIntegerField(
+        pgettext_lazy("place in an order", "position"),
+        default=0,
+        help_text=_("Rules apply in this order."),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    target = models.CharField(_("target"), max_length=16, choices=Target)
     users = models.JSONField(
+        _("users"),
         default=list,
         blank=True,
-        help_text="Bitrix24 user ids: the specific user, the round-robin set or the queue (in "
-        "order).",
+        help_text=_(
+            "Bitrix24 user ids: the specific user, the round-robin set or the queue (in order)."
+        ),
     )
     department_id = models.PositiveIntegerField(
-        "department",
+        _("department"),
         null=True,
         blank=True,
-        help_text="Round-robin over the active members of this Bitrix24 department.",
+        help_text=_("Round-robin over the active members of this Bitrix24 department."),
     )
     broken_reason = models.TextField(
+        _("why it is broken"),
         blank=True,
         editable=False,
-        help_text="Set when something the rule names no longer exists in Bitrix24; the rule is "
-        "skipped until it is fixed.",
+        help_text=_(
+            "Set when something the rule names no longer exists in Bitrix24; the rule is "
+            "skipped until it is fixed."
+        ),
     )
-    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    checked_at = models.DateTimeField(_("checked at"), null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["position", "pk"]
-        verbose_name = "routing rule"
+        verbose_name = _("routing rule")
+        verbose_name_plural = _("routing rules")
 
     def __str__(self) -> str:
         return self.name
@@ -432,33 +517,49 @@ class RoutingCondition(models.Model):
     """One condition of a rule: a field of the caller's CRM data, an operator and values."""
 
     class Source(models.TextChoices):
-        ENTITY_TYPE = "entity_type", "Caller type (contact, company or lead)"
-        ENTITY = "entity", "A field of the caller's entity"
-        DEAL = "deal", "A field of an open deal (any open deal matches)"
+        ENTITY_TYPE = "entity_type", _("Caller type (contact, company or lead)")
+        ENTITY = "entity", _("A field of the caller's entity")
+        DEAL = "deal", _("A field of an open deal (any open deal matches)")
 
     class Operator(models.TextChoices):
-        EQUALS = "equals", "equals"
-        NOT_EQUALS = "not_equals", "does not equal"
-        CONTAINS = "contains", "contains (every value given)"
-        NOT_CONTAINS = "not_contains", "does not contain"
-        EMPTY = "empty", "is empty"
-        NOT_EMPTY = "not_empty", "is not empty"
+        EQUALS = "equals", _("equals")
+        NOT_EQUALS = "not_equals", _("does not equal")
+        CONTAINS = "contains", _("contains (every value given)")
+        NOT_CONTAINS = "not_contains", _("does not contain")
+        EMPTY = "empty", _("is empty")
+        NOT_EMPTY = "not_empty", _("is not empty")
 
-    rule = models.ForeignKey(RoutingRule, on_delete=models.CASCADE, related_name="conditions")
-    position = models.PositiveIntegerField(default=0)
-    source = models.CharField(max_length=16, choices=Source)
+    rule = models.ForeignKey(
+        RoutingRule,
+        on_delete=models.CASCADE,
+        related_name="conditions",
+        verbose_name=_("routing rule"),
+    )
+    position = models.PositiveIntegerField(
+        pgettext_lazy("place in an order", "position"), default=0
+    )
+    source = models.CharField(
+        pgettext_lazy("routing condition", "source"), max_length=16, choices=Source
+    )
     field = models.CharField(
+        _("field"),
         max_length=100,
         blank=True,
-        help_text="responsible, type, source, status, a deal's pipeline or stage, or any field "
-        "as Bitrix24 names it (UF_CRM_...). Empty for the caller type.",
+        help_text=_(
+            "responsible, type, source, status, a deal's pipeline or stage, or any field "
+            "as Bitrix24 names it (UF_CRM_...). Empty for the caller type."
+        ),
     )
-    operator = models.CharField(max_length=16, choices=Operator)
-    values = models.JSONField(default=list, blank=True)
-    broken_reason = models.TextField(blank=True, editable=False)
+    operator = models.CharField(
+        pgettext_lazy("routing condition", "operator"), max_length=16, choices=Operator
+    )
+    values = models.JSONField(_("values"), default=list, blank=True)
+    broken_reason = models.TextField(_("why it is broken"), blank=True, editable=False)
 
     class Meta:
         ordering = ["rule", "position", "pk"]
+        verbose_name = _("routing condition")
+        verbose_name_plural = _("routing conditions")
 
     def __str__(self) -> str:
         return self.as_condition().describe()

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.utils import translation
+from django.utils.translation import gettext, gettext_noop
+
 from calls.lifecycle import FOUND, NOT_FOUND
 from crm.domain import CrmObject
 from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
@@ -125,7 +128,28 @@ def _hours_allow(action: dict[str, Any], office_open: bool) -> bool:
 
 
 def _label(trigger: str, action: dict[str, Any]) -> str:
-    return f"{Trigger(trigger).label}: {ActionType(action['action_type']).label}"
+    # Stored on the run, like every run's label, in English whatever language the request or
+    # worker that plans it speaks; `label_shown` gives it in the reader's language.
+    with translation.override("en"):
+        return f"{Trigger(trigger).label}: {ActionType(action['action_type']).label}"
+
+
+def label_shown(label: str, *, action_type: str, params: dict[str, Any]) -> str:
+    """A run's (or step's) stored label in the active language, for the admin's pages."""
+    trigger = params.get("trigger")
+    if (
+        trigger in Trigger.values
+        and action_type in ActionType.values
+        and label == _label(trigger, {"action_type": action_type})
+    ):
+        return f"{Trigger(trigger).label}: {ActionType(action_type).label}"
+    # The engine's fixed labels are in the catalog (gettext_noop where they are planned).
+    return gettext(label) if label else label
+
+
+def _english(text: Any) -> str:
+    with translation.override("en"):
+        return str(text)
 
 
 def _action_params(trigger: str, action: dict[str, Any], office_open: bool) -> dict[str, Any]:
@@ -194,7 +218,7 @@ def plan_start(
                 Step(
                     key=InternalAction.REGISTER_CALL,
                     action_type=InternalAction.REGISTER_CALL,
-                    label="While it rings: open the CRM card",
+                    label=gettext_noop("While it rings: open the CRM card"),
                     params={"show_to": show_to},
                     after=anchor,
                     base_at=now,
@@ -284,7 +308,8 @@ def plan_end(
             Step(
                 key=InternalAction.HIDE_CARD,
                 action_type=InternalAction.HIDE_CARD,
-                label=f"{Trigger(trigger).label}: close the CRM card (the call is not logged)",
+                label=f"{_english(Trigger(trigger).label)}: close the CRM card (the call is not "
+                "logged)",
                 after=registered,
                 base_at=base,
             )

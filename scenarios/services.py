@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
@@ -121,7 +122,7 @@ def scenario_on_call_event(
             action_type=InternalAction.LOOKUP_CALLER,
             dedupe_key=call_run_key(call.pk, InternalAction.LOOKUP_CALLER),
             due_at=now + LOOKUP_RETRY_AFTER if retry else now,
-            label="Look the caller up in Bitrix24",
+            label=gettext_noop("Look the caller up in Bitrix24"),
         )
         return True
     if planned is None:
@@ -244,7 +245,7 @@ def _responsible_transfer_plan(*, call: Call, now: datetime, anchor: str | None)
         due_at=None if waiting else now,
         after=creation if waiting else None,
         params={"user_id": agent},
-        label="Answered by another agent: make them the lead's responsible",
+        label=gettext_noop("Answered by another agent: make them the lead's responsible"),
     )
 
 
@@ -260,7 +261,7 @@ def _callback_completions_plan(*, call: Call, now: datetime) -> None:
             dedupe_key=f"callback-done:{task_run.pk}",
             due_at=now,
             params={"task_run_id": task_run.pk, "task_id": task_run.result["task_id"]},
-            label="The caller was reached: complete the callback task",
+            label=gettext_noop("The caller was reached: complete the callback task"),
         )
 
 
@@ -274,7 +275,7 @@ def _routed_responsible(*, facts: CallFacts, known: Directory) -> tuple[int, str
         missed_by = _user_id_of(facts.route.get("missed_by"))
         if missed_by:
             return user, f"next in the queue (the routed user {missed_by} missed the call)"
-        return user, "routed user"
+        return user, gettext_noop("routed user")
     if not facts.agent_id:
         raise Unresolvable(f"{problem} and the device has no agent")
     return facts.agent_id, f"device's agent ({problem})"
@@ -302,14 +303,14 @@ def responsible_resolve(
         user = facts.responsible_id
         problem = known.user_problem(user) if user else "the caller has no CRM responsible"
         if user and not problem:
-            return user, "CRM responsible"
+            return user, gettext_noop("CRM responsible")
         if not facts.agent_id:
             raise Unresolvable(f"{problem} and the device has no agent")
         return facts.agent_id, f"device's agent ({problem})"
     if strategy == ScenarioAction.Responsible.AGENT:
         if not facts.agent_id:
             raise Unresolvable("the device has no agent")
-        return facts.agent_id, "device's agent"
+        return facts.agent_id, gettext_noop("device's agent")
     if strategy == ScenarioAction.Responsible.ROUTED:
         return _routed_responsible(facts=facts, known=known)
     if strategy == ScenarioAction.Responsible.FIXED:
@@ -318,7 +319,7 @@ def responsible_resolve(
         problem = known.user_problem(users[0])
         if problem:
             raise Unresolvable(problem)
-        return users[0], "fixed user"
+        return users[0], gettext_noop("fixed user")
     # Round-robin over the chosen users, or over every agent carrying a bridge device.
     candidates = users or agents()
     key = "users:" + ",".join(map(str, sorted(set(users)))) if users else "agents"
@@ -327,7 +328,7 @@ def responsible_resolve(
     chosen = round_robin_pick(key=key, candidates=candidates, peek=peek)
     if chosen is None:
         raise Unresolvable("no active user in the round-robin set")
-    return chosen, "round-robin"
+    return chosen, gettext_noop("round-robin")
 
 
 # --- Configuration -----------------------------------------------------------------------------

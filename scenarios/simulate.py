@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from calls.models import Call, Device
 from calls.selectors import routing_facts_from_crm
@@ -25,6 +27,7 @@ from scenarios.models import ScenarioAction
 from scenarios.planning import (
     CallFacts,
     Step,
+    label_shown,
     office_open_at,
     plan_end,
     plan_start,
@@ -46,38 +49,41 @@ from tenants.context import tenant_country, tenant_timezone
 
 Action = ScenarioAction
 OUTCOMES = [
-    ("incoming:answered", "Incoming call, answered"),
-    ("incoming:missed", "Incoming call, missed"),
-    ("incoming:rejected", "Incoming call, rejected"),
-    ("outgoing:answered", "Outgoing call, answered"),
-    ("outgoing:no_answer", "Outgoing call, no answer"),
-    ("outgoing:busy", "Outgoing call, busy"),
-    ("outgoing:failed", "Outgoing call, failed"),
-    ("outgoing:cancelled", "Outgoing call, cancelled"),
+    ("incoming:answered", _("Incoming call, answered")),
+    ("incoming:missed", _("Incoming call, missed")),
+    ("incoming:rejected", _("Incoming call, rejected")),
+    ("outgoing:answered", _("Outgoing call, answered")),
+    ("outgoing:no_answer", _("Outgoing call, no answer")),
+    ("outgoing:busy", _("Outgoing call, busy")),
+    ("outgoing:failed", _("Outgoing call, failed")),
+    ("outgoing:cancelled", _("Outgoing call, cancelled")),
 ]
 RING_SECONDS = 20
 
 
 class SimulateForm(forms.Form):
-    outcome = forms.ChoiceField(choices=OUTCOMES)
-    phone_number = forms.CharField(max_length=32, initial="+48600111222")
+    outcome = forms.ChoiceField(choices=OUTCOMES, label=_("Outcome"))
+    phone_number = forms.CharField(max_length=32, initial="+48600111222", label=_("Phone number"))
     at = forms.DateTimeField(
-        label="call starts at",
+        label=_("call starts at"),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
-        help_text="In the tenant's timezone.",
+        help_text=_("In the tenant's timezone."),
     )
-    duration_seconds = forms.IntegerField(min_value=0, initial=120, label="talk time (s)")
-    device = forms.ModelChoiceField(queryset=Device.objects.none(), required=False)
+    duration_seconds = forms.IntegerField(min_value=0, initial=120, label=_("talk time (s)"))
+    device = forms.ModelChoiceField(
+        queryset=Device.objects.none(), required=False, label=_("Device")
+    )
     caller = forms.ChoiceField(
         choices=[
-            ("auto", "As the last call from this number was looked up"),
-            ("known", "Known in the CRM"),
-            ("unknown", "Not in the CRM"),
-        ]
+            ("auto", _("As the last call from this number was looked up")),
+            ("known", _("Known in the CRM")),
+            ("unknown", _("Not in the CRM")),
+        ],
+        label=_("Caller"),
     )
     responsible_id = forms.IntegerField(
-        required=False, min_value=1, label="CRM responsible (when known)"
+        required=False, min_value=1, label=_("CRM responsible (when known)")
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -140,25 +146,29 @@ def _caller_crm(
     *, phone_number: str, caller: str, responsible_id: int | None
 ) -> tuple[CrmObject, str]:
     if caller == "unknown":
-        return {"status": "not_found"}, "not in the CRM (as chosen)"
+        return {"status": "not_found"}, gettext("not in the CRM (as chosen)")
     if caller == "known":
+        name = gettext("(simulated caller)")
         crm: CrmObject = {
             "status": "found",
-            "entity": {"type": "contact", "id": 0, "name": "(simulated caller)", "url": ""},
+            "entity": {"type": "contact", "id": 0, "name": name, "url": ""},
             "responsible": {"id": responsible_id, "name": ""} if responsible_id else None,
             "deals": [],
         }
-        return crm, "known in the CRM (as chosen)"
+        return crm, gettext("known in the CRM (as chosen)")
     last = (
         Call.objects.filter(phone_number=phone_number, crm_status__in=["found", "not_found"])
         .order_by("-started_at", "-pk")
         .first()
     )
     if last is None:
-        return {"status": "not_found"}, "never seen by SIMtrix: treated as not in the CRM"
+        return {"status": "not_found"}, gettext("never seen by SIMtrix: treated as not in the CRM")
     entity = (last.crm or {}).get("entity") or {}
-    what = f"{entity.get('type')} {entity.get('name')}" if entity else "not in the CRM"
-    return last.crm, f"as looked up on {last.started_at:%Y-%m-%d %H:%M}: {what}"
+    what = f"{entity.get('type')} {entity.get('name')}" if entity else gettext("not in the CRM")
+    return last.crm, gettext("as looked up on %(date)s: %(what)s") % {
+        "date": f"{last.started_at:%Y-%m-%d %H:%M}",
+        "what": what,
+    }
 
 
 def _offset(start: datetime, moment: datetime) -> str:
@@ -179,7 +189,7 @@ def _user_label(user_id: int | None, known: Directory) -> str:
     if not user_id:
         return "-"
     name = known.user_name(user_id)
-    return f"{name} ({user_id})" if name else f"user {user_id}"
+    return f"{name} ({user_id})" if name else gettext("user %(id)s") % {"id": user_id}
 
 
 def simulate(
@@ -244,15 +254,19 @@ def simulate(
         registered=registered,
     )
     due = steps_expected_due(start_steps + end_steps, schedule)
-    labels = {step.key: step.label for step in start_steps + end_steps}
+    labels = {
+        step.key: label_shown(step.label, action_type=step.action_type, params=step.params)
+        for step in start_steps + end_steps
+    }
 
     result: list[SimulatedStep] = []
     facts = ended
-    for phase, steps in (("while ringing", start_steps), ("after the call", end_steps)):
+    phases = ((gettext("while ringing"), start_steps), (gettext("after the call"), end_steps))
+    for phase, steps in phases:
         for step in steps:
             simulated = SimulatedStep(
                 phase=phase,
-                label=step.label,
+                label=labels[step.key],
                 action_type=step.action_type,
                 due_at=due[step.key],
                 offset=_offset(at, due[step.key]),
@@ -264,7 +278,9 @@ def simulate(
     tz = tenant_timezone()
     return Simulation(
         trigger=trigger or "",
-        trigger_label=Trigger(trigger).label if trigger else "no scenario for this outcome",
+        trigger_label=(
+            str(Trigger(trigger).label) if trigger else gettext("no scenario for this outcome")
+        ),
         office_open=office_open,
         caller=caller_note,
         timezone=tz,
@@ -293,9 +309,10 @@ def _describe(
         try:
             user, how = responsible_resolve(config=config, facts=facts, known=known, peek=True)
         except Unresolvable as exc:
-            simulated.notes.append(f"would be skipped: {exc}")
+            simulated.notes.append(gettext("would be skipped: %(reason)s") % {"reason": exc})
         else:
-            simulated.users.append(f"{_user_label(user, known)} - {how}")
+            # How it was found, in the reader's language when it is one of the fixed notes.
+            simulated.users.append(f"{_user_label(user, known)} - {gettext(how)}")
             if kind in CREATION_TYPES:
                 # The outcome's scenario sees the new lead, owned by this user.
                 facts = replace(
@@ -304,23 +321,29 @@ def _describe(
                 )
     if kind == ActionType.NOTIFY:
         if Action.Recipient.AGENT in config.get("recipients", []):
-            simulated.users.append(f"{_user_label(facts.agent_id, known)} - device's agent")
+            agent = _user_label(facts.agent_id, known)
+            simulated.users.append(f"{agent} - " + gettext("device's agent"))
         simulated.users += [_user_label(u, known) for u in config.get("users") or []]
     if kind == ActionType.CALLBACK_TASK and config.get("skip_if_reached", True):
-        simulated.notes.append("skipped if the caller is reached by an answered call before")
+        simulated.notes.append(
+            gettext("skipped if the caller is reached by an answered call before")
+        )
     if kind == ActionType.POST_CALL_SYNC:
-        simulated.notes.append("carries the notes and the recording into the activity")
+        simulated.notes.append(gettext("carries the notes and the recording into the activity"))
     if kind == ActionType.SEND_SMS:
         problem = sms_guard_problem(phone_number=facts.phone_number)
         simulated.notes.append(
-            f"would be skipped: {problem}"
+            gettext("would be skipped: %(reason)s") % {"reason": problem}
             if problem
-            else f"texts {facts.phone_number} from the call's phone; the text goes to the "
-            "timeline once sent"
+            else gettext(
+                "texts %(number)s from the call's phone; the text goes to the timeline once sent"
+            )
+            % {"number": facts.phone_number}
         )
     if config.get("responsible") == Action.Responsible.ROUND_ROBIN:
         simulated.notes.append(
-            f"round-robin over {config.get('users') or agents()}; shown: whose turn it is now"
+            gettext("round-robin over %(users)s; shown: whose turn it is now")
+            % {"users": config.get("users") or agents()}
         )
     return facts
 
@@ -330,6 +353,10 @@ def _not_planned(
 ) -> list[SimulatedStep]:
     """Actions left out by their office-hours condition, so the page explains their absence."""
     skipped = []
+    only = {
+        Action.Hours.OPEN: gettext("only during office hours"),
+        Action.Hours.CLOSED: gettext("only outside office hours"),
+    }
     triggers = [trigger] if trigger else []
     if facts.crm_status == "not_found":
         triggers.insert(0, Trigger.UNKNOWN_NUMBER)
@@ -340,12 +367,12 @@ def _not_planned(
                 continue
             skipped.append(
                 SimulatedStep(
-                    phase="not planned",
+                    phase=gettext("not planned"),
                     label=f"{Trigger(name).label}: {ActionType(action['action_type']).label}",
                     action_type=action["action_type"],
                     due_at=at,
                     offset="",
-                    notes=[f"only {Action.Hours(wanted).label.lower()[5:]}"],
+                    notes=[only[wanted]],
                     planned=False,
                 )
             )

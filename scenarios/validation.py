@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import time
 from typing import Any, TypeGuard
 
+from django.utils.translation import gettext, gettext_lazy
+
 from scenarios.choices import (
     CREATION_TYPES,
     LIFECYCLE_TYPES,
@@ -30,16 +32,16 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 
 # Placeholders a message template may use ({caller}, {number}, ...), with what they hold.
 TEMPLATE_VARIABLES = {
-    "caller": "the caller's CRM name, or the number when unknown",
-    "number": "the other party's number (E.164)",
-    "time": "when the call started, in the tenant's timezone (YYYY-MM-DD HH:MM)",
-    "outcome": "answered, missed, rejected, busy, no answer, failed or cancelled",
-    "direction": "incoming or outgoing",
-    "call_kind": "'Incoming call' or 'Outgoing call'",
-    "duration": "talk time as M:SS",
-    "link": "the CRM entity's URL (empty when unknown)",
-    "agent": "the name of the device that took the call",
-    "line": "the device's SIM number",
+    "caller": gettext_lazy("the caller's CRM name, or the number when unknown"),
+    "number": gettext_lazy("the other party's number (E.164)"),
+    "time": gettext_lazy("when the call started, in the tenant's timezone (YYYY-MM-DD HH:MM)"),
+    "outcome": gettext_lazy("answered, missed, rejected, busy, no answer, failed or cancelled"),
+    "direction": gettext_lazy("incoming or outgoing"),
+    "call_kind": gettext_lazy("'Incoming call' or 'Outgoing call'"),
+    "duration": gettext_lazy("talk time as M:SS"),
+    "link": gettext_lazy("the CRM entity's URL (empty when unknown)"),
+    "agent": gettext_lazy("the name of the device that took the call"),
+    "line": gettext_lazy("the device's SIM number"),
 }
 
 
@@ -63,13 +65,19 @@ def template_errors(text: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        return [f"malformed template ({exc}); write a literal brace as {{{{ or }}}}"]
+        return [
+            gettext("malformed template (%(error)s); write a literal brace as {{ or }}")
+            % {"error": exc}
+        ]
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if name not in TEMPLATE_VARIABLES or spec or conversion:
             allowed = ", ".join(f"{{{v}}}" for v in TEMPLATE_VARIABLES)
-            problems.append(f"unknown placeholder {{{name}}}; use one of {allowed}")
+            problems.append(
+                gettext("unknown placeholder %(placeholder)s; use one of %(allowed)s")
+                % {"placeholder": f"{{{name}}}", "allowed": allowed}
+            )
     return problems
 
 
@@ -99,7 +107,10 @@ def action_errors(config: dict[str, Any], *, trigger: str) -> dict[str, str]:
     """Problems of one action's settings, by field name."""
     kind = config.get("action_type")
     if kind not in ActionType.values:
-        return {"action_type": f"unknown action type {kind!r}; use one of {ActionType.values}"}
+        return {
+            "action_type": gettext("unknown action type %(type)s; use one of %(allowed)s")
+            % {"type": repr(kind), "allowed": ActionType.values}
+        }
     errors = _value_errors(config)
     errors.update(_placement_errors(kind, config, trigger))
     errors.update(_type_errors(kind, config))
@@ -110,36 +121,47 @@ def _value_errors(config: dict[str, Any]) -> dict[str, str]:
     """Each field on its own: types, ranges, choices, templates."""
     errors: dict[str, str] = {}
     if config.get("timing") not in Timing.values:
-        errors["timing"] = f"must be one of {Timing.values}"
+        errors["timing"] = must_be_one_of(Timing.values)
     if config.get("hours") not in Hours.values:
-        errors["hours"] = f"must be one of {Hours.values}"
+        errors["hours"] = must_be_one_of(Hours.values)
     delay = config.get("delay_minutes")
     if not _is_whole(delay, minimum=0) or delay > MAX_DELAY_MINUTES:
-        errors["delay_minutes"] = f"must be a whole number of minutes from 0 to {MAX_DELAY_MINUTES}"
+        errors["delay_minutes"] = gettext(
+            "must be a whole number of minutes from 0 to %(maximum)s"
+        ) % {"maximum": MAX_DELAY_MINUTES}
     users = config.get("users")
     if not isinstance(users, list) or not all(_is_user_id(u) for u in users):
-        errors["users"] = "must be a list of Bitrix24 user ids (positive whole numbers)"
+        errors["users"] = gettext("must be a list of Bitrix24 user ids (positive whole numbers)")
     recipients = config.get("recipients")
     if not isinstance(recipients, list) or not set(recipients) <= set(Recipient.values):
-        errors["recipients"] = f"must be a list drawn from {Recipient.values}"
+        errors["recipients"] = gettext("must be a list drawn from %(allowed)s") % {
+            "allowed": Recipient.values
+        }
     responsible = config.get("responsible") or ""
     if responsible and responsible not in Responsible.values:
-        errors["responsible"] = f"must be one of {Responsible.values}"
+        errors["responsible"] = must_be_one_of(Responsible.values)
     for name in ("title_template", "text_template"):
         problems = template_errors(config.get(name) or "")
         if problems:
             errors[name] = problems[0]
     deadline = config.get("deadline_minutes")
     if deadline is not None and not _is_whole(deadline, minimum=1):
-        errors["deadline_minutes"] = "must be a positive number of minutes (or empty)"
+        errors["deadline_minutes"] = gettext("must be a positive number of minutes (or empty)")
     pipeline = config.get("pipeline_id")
     if pipeline is not None and not _is_whole(pipeline, minimum=0):
-        errors["pipeline_id"] = "must be a pipeline id (0 is the general pipeline) or empty"
+        errors["pipeline_id"] = gettext(
+            "must be a pipeline id (0 is the general pipeline) or empty"
+        )
     for name in ("lead_status_id", "lead_source_id", "stage_id"):
         value = config.get(name) or ""
         if not isinstance(value, str) or len(value) > 50:
-            errors[name] = "must be a Bitrix24 id of at most 50 characters"
+            errors[name] = gettext("must be a Bitrix24 id of at most 50 characters")
     return errors
+
+
+def must_be_one_of(allowed: Any) -> str:
+    """The message for a value outside its choices (`allowed`: the values, as written)."""
+    return gettext("must be one of %(allowed)s") % {"allowed": allowed}
 
 
 def _placement_errors(kind: str, config: dict[str, Any], trigger: str) -> dict[str, str]:
@@ -149,13 +171,17 @@ def _placement_errors(kind: str, config: dict[str, Any], trigger: str) -> dict[s
         ActionType.LOG_CALL,
         ActionType.POST_CALL_SYNC,
     }:
-        errors["action_type"] = (
+        errors["action_type"] = gettext(
             "the unknown-number scenario runs before the outcome's scenario, which logs the call"
         )
     if kind in CREATION_TYPES and trigger and trigger != Trigger.UNKNOWN_NUMBER:
-        errors["action_type"] = "leads and deals are created only by the unknown-number scenario"
+        errors["action_type"] = gettext(
+            "leads and deals are created only by the unknown-number scenario"
+        )
     if kind in LIFECYCLE_TYPES and config.get("timing") != Timing.IMMEDIATELY:
-        errors["timing"] = "the call is logged when it ends and the card opens while it rings"
+        errors["timing"] = gettext(
+            "the call is logged when it ends and the card opens while it rings"
+        )
     return errors
 
 
@@ -167,41 +193,53 @@ def _type_errors(kind: str, config: dict[str, Any]) -> dict[str, str]:
     recipients = raw_recipients if isinstance(raw_recipients, list) else []
     text_field = NEEDS_TEXT.get(kind)
     if text_field and not (config.get(text_field) or "").strip():
-        errors[text_field] = "this action needs it"
+        errors[text_field] = gettext("this action needs it")
     responsible = config.get("responsible") or ""
     needs_responsible = kind in NEEDS_RESPONSIBLE or (
         kind == ActionType.NOTIFY and Recipient.RESPONSIBLE in recipients
     )
     if needs_responsible and not responsible:
-        errors["responsible"] = "choose how the responsible user is found"
+        errors["responsible"] = gettext("choose how the responsible user is found")
     if responsible == Responsible.FIXED and len(users) != 1:
-        errors["users"] = "a fixed responsible needs exactly one user id"
+        errors["users"] = gettext("a fixed responsible needs exactly one user id")
     if kind == ActionType.NOTIFY and not recipients and not users:
-        errors["recipients"] = "choose at least one recipient (or list user ids)"
+        errors["recipients"] = gettext("choose at least one recipient (or list user ids)")
     if kind == ActionType.SHOW_CARD and config.get("card_for") not in CardFor.values:
-        errors["card_for"] = f"choose who sees the card: {CardFor.values}"
+        errors["card_for"] = gettext("choose who sees the card: %(allowed)s") % {
+            "allowed": CardFor.values
+        }
     if kind == ActionType.TRIGGER_AUTOMATION:
         if not AUTOMATION_CODE_RE.match(config.get("automation_code") or ""):
-            errors["automation_code"] = "the trigger's code: letters, digits, '.', '_' or '-'"
+            errors["automation_code"] = gettext(
+                "the trigger's code: letters, digits, '.', '_' or '-'"
+            )
         if config.get("automation_target") not in AutomationTarget.values:
-            errors["automation_target"] = f"must be one of {AutomationTarget.values}"
+            errors["automation_target"] = must_be_one_of(AutomationTarget.values)
     return errors
 
 
-def hours_errors(periods: Sequence[tuple[int, time | None, time | None]]) -> list[str]:
-    """Problems of a set of weekly opening periods (bad order, overlaps)."""
+def hours_errors(
+    periods: Sequence[tuple[int, time | None, time | None]],
+    *,
+    day_names: Sequence[str] = WEEKDAYS,
+) -> list[str]:
+    """Problems of a set of weekly opening periods (bad order, overlaps); a day is named as
+    `day_names` has it (the document's weekday keys, or the admin's day names)."""
     problems = []
     by_day: dict[int, list[tuple[int, int]]] = {}
     for weekday, opens, closes in periods:
         if opens is None or closes is None:
             continue
-        day = WEEKDAYS[weekday]
+        day = day_names[weekday]
         start = opens.hour * 60 + opens.minute
         end = closes.hour * 60 + closes.minute or 24 * 60
         if end <= start:
             problems.append(
-                f"{day}: closes at {closes:%H:%M}, not after it opens at {opens:%H:%M} "
-                "(split a period that crosses midnight into two days)"
+                gettext(
+                    "%(day)s: closes at %(closes)s, not after it opens at %(opens)s "
+                    "(split a period that crosses midnight into two days)"
+                )
+                % {"day": day, "closes": f"{closes:%H:%M}", "opens": f"{opens:%H:%M}"}
             )
             continue
         by_day.setdefault(weekday, []).append((start, end))
@@ -209,5 +247,7 @@ def hours_errors(periods: Sequence[tuple[int, time | None, time | None]]) -> lis
         spans.sort()
         for (_, first_end), (second_start, _) in itertools.pairwise(spans):
             if second_start < first_end:
-                problems.append(f"{WEEKDAYS[weekday]}: opening periods overlap")
+                problems.append(
+                    gettext("%(day)s: opening periods overlap") % {"day": day_names[weekday]}
+                )
     return problems

@@ -14,6 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from calls.models import Device
@@ -41,6 +43,7 @@ from scenarios.routing.selectors import (
     condition_reference_problem,
     route_explain,
     routing_directory,
+    rule_shown,
     target_reference_problems,
 )
 from scenarios.routing.services import (
@@ -54,34 +57,60 @@ from tenants.context import tenant_country
 
 def _user_label(user_id: int, names: dict[int, str]) -> str:
     name = names.get(user_id)
-    return f"{name} ({user_id})" if name else f"user {user_id}"
+    return f"{name} ({user_id})" if name else gettext("user %(id)s") % {"id": user_id}
+
+
+# The CRM's entity types (as crm names them) as people read them.
+ENTITY_TYPE_NAMES = {
+    "contact": _("contact"),
+    "company": _("company"),
+    "lead": _("lead"),
+    "deal": _("deal"),
+}
+
+
+def _entity_type_name(kind: str) -> str:
+    return str(ENTITY_TYPE_NAMES.get(kind, kind))
 
 
 def _directory_value_choices() -> list[tuple[str, list[tuple[str, str]]]]:
     """Every value a condition may pick from the synced directory, grouped for the select."""
 
     return [
-        ("Caller types", [(kind, kind) for kind in CALLER_TYPES]),
-        ("Users (responsible)", [(str(i), f"{name} ({i})") for i, name in user_choices()]),
-        ("Deal pipelines", [(str(i), f"{name} ({i})") for i, name in pipeline_choices()]),
-        ("Deal stages", [(i, f"{name} ({i})") for i, name in stage_choices()]),
-        ("Lead statuses", [(i, f"{name} ({i})") for i, name in lead_status_choices()]),
-        ("Sources", [(i, f"{name} ({i})") for i, name in lead_source_choices()]),
+        (gettext("Caller types"), [(kind, _entity_type_name(kind)) for kind in CALLER_TYPES]),
+        (
+            gettext("Users (responsible)"),
+            [(str(i), f"{name} ({i})") for i, name in user_choices()],
+        ),
+        (
+            gettext("Deal pipelines"),
+            [(str(i), f"{name} ({i})") for i, name in pipeline_choices()],
+        ),
+        (gettext("Deal stages"), [(i, f"{name} ({i})") for i, name in stage_choices()]),
+        (gettext("Lead statuses"), [(i, f"{name} ({i})") for i, name in lead_status_choices()]),
+        (gettext("Sources"), [(i, f"{name} ({i})") for i, name in lead_source_choices()]),
     ]
 
 
 def _field_suggestions() -> list[tuple[str, str]]:
     """Field names for the datalist: the domain ones, then the synced CRM fields (UF_* first)."""
 
-    known = [(name, f"entity: {label}") for name, label in ENTITY_FIELDS.items()]
-    known += [
-        (name, f"deal: {label}") for name, label in DEAL_FIELDS.items() if name not in ENTITY_FIELDS
+    known = [
+        (name, gettext("entity: %(field)s") % {"field": label})
+        for name, label in ENTITY_FIELDS.items()
     ]
-    seen = {name for name, _ in known}
+    known += [
+        (name, gettext("deal: %(field)s") % {"field": label})
+        for name, label in DEAL_FIELDS.items()
+        if name not in ENTITY_FIELDS
+    ]
+    seen = {name for name, _label in known}
     for row in directory_entity_fields().order_by("-custom", "name", "entity_type"):
         if row.name not in seen:
             seen.add(row.name)
-            known.append((row.name, f"{row.entity_type}: {row.title or row.name}"))
+            known.append(
+                (row.name, f"{_entity_type_name(row.entity_type)}: {row.title or row.name}")
+            )
     return known
 
 
@@ -98,14 +127,14 @@ class FieldInput(forms.TextInput):
 class RoutingConditionForm(forms.ModelForm):
     picked = forms.MultipleChoiceField(
         required=False,
-        label="values from Bitrix24",
+        label=_("values from Bitrix24"),
         widget=forms.SelectMultiple(attrs={"size": 6}),
-        help_text="Ctrl/Cmd-click to pick several.",
+        help_text=_("Ctrl/Cmd-click to pick several."),
     )
     typed = forms.CharField(
         required=False,
-        label="other values",
-        help_text="Comma-separated, for fields without a directory (text, UF_* fields).",
+        label=_("other values"),
+        help_text=_("Comma-separated, for fields without a directory (text, UF_* fields)."),
         widget=forms.TextInput(attrs={"size": 24}),
     )
 
@@ -154,22 +183,24 @@ class RoutingConditionInline(admin.TabularInline):
     fields = ["position", "source", "field", "operator", "picked", "typed", "problem"]
     readonly_fields = ["problem"]
 
-    @admin.display(description="Bitrix24")
+    @admin.display(description=_("Bitrix24"))
     def problem(self, obj: RoutingCondition) -> str:
         if not obj.broken_reason:
-            return "OK" if obj.pk else ""
+            return gettext("OK") if obj.pk else ""
         return format_html('<strong style="color:#ba2121">{}</strong>', obj.broken_reason)
 
 
 class RoutingRuleForm(forms.ModelForm):
     users = UserIdsField(
         required=False,
-        help_text="Bitrix24 users by name or id, comma-separated: the specific user, the "
-        "round-robin set or "
-        "the queue in order (first available first).",
+        label=_("Users"),
+        help_text=_(
+            "Bitrix24 users by name or id, comma-separated: the specific user, the round-robin "
+            "set or the queue in order (first available first)."
+        ),
     )
     department_id = forms.TypedChoiceField(
-        required=False, coerce=int, empty_value=None, label="department"
+        required=False, coerce=int, empty_value=None, label=_("department")
     )
 
     class Meta:
@@ -182,7 +213,9 @@ class RoutingRuleForm(forms.ModelForm):
         department.choices = [("", "---------"), *department_choices()]
         people = ", ".join(f"{name} ({user_id})" for user_id, name in user_choices())
         if people:
-            self.fields["users"].help_text += f" Active users in Bitrix24: {people}."
+            self.fields["users"].help_text = f"{self.fields['users'].help_text} " + gettext(
+                "Active users in Bitrix24: %(people)s."
+            ) % {"people": people}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -217,55 +250,66 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     readonly_fields = ["broken_warning"]
     fieldsets = [
         (None, {"fields": ["broken_warning", ("name", "enabled", "position")]}),
-        ("Target", {"fields": ["target", "users", "department_id"]}),
+        (_("Target"), {"fields": ["target", "users", "department_id"]}),
     ]
     change_list_template = "admin/scenarios/routingrule/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RoutingRule]:
         return super().get_queryset(request).prefetch_related("conditions")
 
-    @admin.display(description="target")
+    @admin.display(description=_("target"))
     def target_summary(self, obj: RoutingRule) -> str:
         names = self._names()
         if obj.target == RoutingRule.Target.RESPONSIBLE:
-            return "responsible user"
+            return gettext("responsible user")
         if obj.department_id:
-            return f"round-robin over department {obj.department_id}"
+            return gettext("round-robin over department %(department)s") % {
+                "department": obj.department_id
+            }
         people = ", ".join(_user_label(user, names) for user in obj.users or [])
-        return f"{obj.get_target_display().split(' (')[0]}: {people}"
+        kinds: dict[str, str] = {
+            RoutingRule.Target.USER: gettext("A specific user"),
+            RoutingRule.Target.ROUND_ROBIN: gettext("Round-robin over users or a department"),
+            RoutingRule.Target.QUEUE: gettext("A queue of users"),
+        }
+        return f"{kinds.get(obj.target, obj.target)}: {people}"
 
-    @admin.display(description="conditions (all must hold)")
+    @admin.display(description=_("conditions (all must hold)"))
     def conditions_summary(self, obj: RoutingRule) -> str:
-        return "; ".join(str(c) for c in obj.conditions.all()) or "always"
+        conditions = obj.conditions.all()
+        return "; ".join(c.as_condition().describe_shown() for c in conditions) or gettext("always")
 
-    @admin.display(description="Bitrix24")
+    @admin.display(description=_("Bitrix24"))
     def status(self, obj: RoutingRule) -> str:
         if obj.broken:
             return format_html(
-                '<strong style="color:#ba2121">Broken, skipped: {}</strong>', obj.broken_reason
+                '<strong style="color:#ba2121">{}</strong>',
+                gettext("Broken, skipped: %(reason)s") % {"reason": obj.broken_reason},
             )
-        return "OK"
+        return gettext("OK")
 
-    @admin.display(description="order")
+    @admin.display(description=_("order"))
     def move(self, obj: RoutingRule) -> str:
         # Buttons of the changelist form (which carries the CSRF token), posted elsewhere.
         up = reverse("admin:scenarios_routingrule_move", args=[obj.pk, "up"])
         down = reverse("admin:scenarios_routingrule_move", args=[obj.pk, "down"])
         return format_html(
-            '<button type="submit" formaction="{}" formmethod="post" title="Move up">&uarr;'
+            '<button type="submit" formaction="{}" formmethod="post" title="{}">&uarr;'
             '</button> <button type="submit" formaction="{}" formmethod="post" '
-            'title="Move down">&darr;</button>',
+            'title="{}">&darr;</button>',
             up,
+            gettext("Move up"),
             down,
+            gettext("Move down"),
         )
 
     @admin.display(description="")
     def broken_warning(self, obj: RoutingRule) -> str:
         if not obj.pk or not obj.broken:
-            return "OK: everything this rule names exists in Bitrix24."
+            return gettext("OK: everything this rule names exists in Bitrix24.")
         return format_html(
-            '<strong style="color:#ba2121">This rule is skipped until fixed: {}</strong>',
-            obj.broken_reason,
+            '<strong style="color:#ba2121">{}</strong>',
+            gettext("This rule is skipped until fixed: %(reason)s") % {"reason": obj.broken_reason},
         )
 
     def _names(self) -> dict[int, str]:
@@ -288,8 +332,11 @@ class RoutingRuleAdmin(admin.ModelAdmin):
         if broken.exists():
             messages.warning(
                 request,
-                "Some rules refer to what Bitrix24 no longer has and are skipped until fixed: "
-                + " | ".join(f"{rule.name}: {rule.broken_reason}" for rule in broken),
+                gettext(
+                    "Some rules refer to what Bitrix24 no longer has and are skipped until "
+                    "fixed: %(rules)s"
+                )
+                % {"rules": " | ".join(f"{rule.name}: {rule.broken_reason}" for rule in broken)},
             )
         return super().changelist_view(request, extra_context)
 
@@ -298,7 +345,11 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         rule = RoutingRule.objects.filter(pk=object_id).first() if object_id.isdigit() else None
         if rule is not None and rule.broken and request.method == "GET":
-            messages.warning(request, f"This rule is skipped until fixed: {rule.broken_reason}")
+            messages.warning(
+                request,
+                gettext("This rule is skipped until fixed: %(reason)s")
+                % {"reason": rule.broken_reason},
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[Any]:
@@ -338,9 +389,12 @@ class RoutingRuleAdmin(admin.ModelAdmin):
             )
             result["rows"] = route_explain(result["route"])
             result["fields"] = _facts_rows(result["facts"])
+            result["rule"] = rule_shown(result["route"].get("rule"))
+            following = result["route"].get("next") or {}
+            result["next_rule"] = rule_shown(following.get("rule"))
         context = {
             **self.admin_site.each_context(request),
-            "title": "Test routing with a number",
+            "title": gettext("Test routing with a number"),
             "opts": self.model._meta,
             "form": form,
             "result": result,
@@ -352,7 +406,10 @@ def _facts_rows(facts: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The caller's CRM data routing read: the entity's filled-in fields and each open deal."""
     if not facts:
         return []
-    rows = [("caller type", facts.get("entity_type") or "(not in the CRM)")]
+    kind = facts.get("entity_type")
+    rows = [
+        (gettext("caller type"), _entity_type_name(kind) if kind else gettext("(not in the CRM)"))
+    ]
     entity = facts.get("entity") or {}
     for name in (*ENTITY_FIELDS, *sorted(k for k in entity if k not in ENTITY_FIELDS)):
         value = entity.get(name)
@@ -363,16 +420,19 @@ def _facts_rows(facts: dict[str, Any] | None) -> list[tuple[str, str]]:
             f"{name}={deal.get(name)}" for name in DEAL_FIELDS if deal.get(name) is not None
         )
         custom = ", ".join(f"{k}={v}" for k, v in sorted(deal.items()) if k.startswith("UF_") and v)
-        rows.append((f"open deal {deal.get('id')}", f"{summary} {custom}".strip()))
+        rows.append(
+            (gettext("open deal %(id)s") % {"id": deal.get("id")}, f"{summary} {custom}".strip())
+        )
     return rows
 
 
 class RouteTestForm(forms.Form):
-    phone_number = forms.CharField(max_length=32, label="Number")
+    phone_number = forms.CharField(max_length=32, label=_("Number"))
     device = forms.ModelChoiceField(
         queryset=Device.objects.filter(revoked_at__isnull=True),
         required=False,
-        help_text='The phone it rings on (its agent is "Others" by default); empty: the first.',
+        label=_("Device"),
+        help_text=_('The phone it rings on (its agent is "Others" by default); empty: the first.'),
     )
 
     def clean_phone_number(self) -> str:

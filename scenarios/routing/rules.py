@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
+
 from crm.domain import RoutingFacts
 
 EQUALS = "equals"
@@ -53,19 +55,36 @@ TARGET_ROUND_ROBIN = "round_robin"
 TARGET_QUEUE = "queue"
 RESPONSIBLE_RULE = "Responsible user"
 OTHERS_RULE = "Others"
+# The operators as people read them (OPERATORS stays English: it is stored in explanations).
+OPERATOR_NAMES = {
+    EQUALS: gettext_lazy("equals"),
+    NOT_EQUALS: gettext_lazy("does not equal"),
+    CONTAINS: gettext_lazy("contains"),
+    NOT_CONTAINS: gettext_lazy("does not contain"),
+    EMPTY: gettext_lazy("is empty"),
+    NOT_EMPTY: gettext_lazy("is not empty"),
+}
+# The steps of a decision that are not the tenant's rules, as a route stores them (in English:
+# the bridge sees the rule's name) and as people read them.
+STEP_TITLES = {
+    RESPONSIBLE_RULE: gettext_lazy("Responsible user"),
+    OTHERS_RULE: gettext_lazy("Others"),
+    "CRM data": gettext_lazy("CRM data"),
+    "Not routed": gettext_lazy("Not routed"),
+}
 
 # Fields in domain terms (crm.mapping.routing_facts); any other name is a Bitrix24 field name.
 ENTITY_FIELDS = {
-    "responsible": "responsible user",
-    "type": "type (contact or company type)",
-    "source": "source",
-    "status": "status (leads)",
+    "responsible": gettext_lazy("responsible user"),
+    "type": gettext_lazy("type (contact or company type)"),
+    "source": gettext_lazy("source"),
+    "status": gettext_lazy("status (leads)"),
 }
 DEAL_FIELDS = {
-    "pipeline": "pipeline",
-    "stage": "stage",
-    "responsible": "responsible user",
-    "id": "deal id",
+    "pipeline": gettext_lazy("pipeline"),
+    "stage": gettext_lazy("stage"),
+    "responsible": gettext_lazy("responsible user"),
+    "id": gettext_lazy("deal id"),
 }
 FIELD_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 
@@ -113,52 +132,71 @@ class Condition:
         values = ", ".join(self.values)
         return f"{subject} {OPERATORS.get(self.operator, self.operator)} {values}".strip()
 
+    def describe_shown(self) -> str:
+        """`describe` in the active language, for the admin's pages."""
+        subject = (
+            gettext("caller type")
+            if self.source == SOURCE_ENTITY_TYPE
+            else f"{self.source}.{self.field}"
+        )
+        values = ", ".join(self.values)
+        return f"{subject} {OPERATOR_NAMES.get(self.operator, self.operator)} {values}".strip()
+
 
 def condition_errors(*, source: str, field: str, operator: str, values: Any) -> dict[str, str]:
     """Problems of one condition's settings, by field name (admin forms and imports)."""
     errors: dict[str, str] = {}
     if source not in SOURCES:
-        errors["source"] = f"must be one of {list(SOURCES)}"
+        errors["source"] = gettext("must be one of %(allowed)s") % {"allowed": list(SOURCES)}
     if operator not in OPERATORS:
-        errors["operator"] = f"must be one of {list(OPERATORS)}"
+        errors["operator"] = gettext("must be one of %(allowed)s") % {"allowed": list(OPERATORS)}
     if not isinstance(values, list | tuple) or not all(
         isinstance(v, str | int) and not isinstance(v, bool) for v in values
     ):
-        return {**errors, "values": "must be a list of values"}
+        return {**errors, "values": gettext("must be a list of values")}
     if source == SOURCE_ENTITY_TYPE:
         if field:
-            errors["field"] = "leave it empty: the condition reads the caller's type"
+            errors["field"] = gettext("leave it empty: the condition reads the caller's type")
         unknown = [v for v in values if str(v) not in CALLER_TYPES]
         if unknown:
-            errors["values"] = f"caller types are {', '.join(CALLER_TYPES)}; not {unknown}"
+            errors["values"] = gettext("caller types are %(types)s; not %(values)s") % {
+                "types": ", ".join(CALLER_TYPES),
+                "values": unknown,
+            }
     elif source in (SOURCE_ENTITY, SOURCE_DEAL) and not FIELD_NAME_RE.match(field or ""):
-        errors["field"] = "name the field (e.g. stage, source or UF_CRM_REGION)"
+        errors["field"] = gettext("name the field (e.g. stage, source or UF_CRM_REGION)")
     if operator in VALUELESS and values:
-        errors["values"] = f"'{OPERATORS[operator]}' takes no values"
+        errors["values"] = gettext("'%(operator)s' takes no values") % {
+            "operator": OPERATOR_NAMES[operator]
+        }
     elif operator in OPERATORS and operator not in VALUELESS and not values:
-        errors.setdefault("values", f"'{OPERATORS[operator]}' needs at least one value")
+        errors.setdefault(
+            "values",
+            gettext("'%(operator)s' needs at least one value")
+            % {"operator": OPERATOR_NAMES[operator]},
+        )
     return errors
 
 
 def target_errors(*, target: str, users: Any, department_id: int | None) -> dict[str, str]:
     """Problems of a rule's target settings, by field name."""
     if target not in (TARGET_RESPONSIBLE, TARGET_USER, TARGET_ROUND_ROBIN, TARGET_QUEUE):
-        return {"target": "choose a target"}
+        return {"target": gettext("choose a target")}
     if not isinstance(users, list) or not all(
         isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in users
     ):
-        return {"users": "must be a list of Bitrix24 user ids"}
+        return {"users": gettext("must be a list of Bitrix24 user ids")}
     errors = {}
     if target == TARGET_RESPONSIBLE and (users or department_id):
-        errors["target"] = "the responsible user is found from the CRM: choose no users"
+        errors["target"] = gettext("the responsible user is found from the CRM: choose no users")
     elif target == TARGET_USER and len(users) != 1:
-        errors["users"] = "choose exactly one user"
+        errors["users"] = gettext("choose exactly one user")
     elif target == TARGET_QUEUE and not users:
-        errors["users"] = "choose the queue's users, in order"
+        errors["users"] = gettext("choose the queue's users, in order")
     elif target == TARGET_ROUND_ROBIN and bool(users) == bool(department_id):
-        errors["users"] = "choose either users or a department to go round"
+        errors["users"] = gettext("choose either users or a department to go round")
     elif target != TARGET_ROUND_ROBIN and department_id:
-        errors["department_id"] = "a department is for round-robin only"
+        errors["department_id"] = gettext("a department is for round-robin only")
     return errors
 
 
@@ -305,10 +343,12 @@ def route_decide(
         if responsible_available:
             return RouteDecision(int(responsible), RESPONSIBLE_RULE, None, explanation)
     elif responsible_first:
-        explanation.append({"step": RESPONSIBLE_RULE, "skipped": "no responsible user known"})
+        explanation.append(
+            {"step": RESPONSIBLE_RULE, "skipped": gettext_noop("no responsible user known")}
+        )
     for rule in rules:
         if rule.broken:
-            skipped = {"rule": rule.name, "skipped": "broken: refers to removed data"}
+            skipped = {"rule": rule.name, "skipped": gettext_noop("broken: refers to removed data")}
             if rule.broken_reason:
                 skipped["reason"] = rule.broken_reason
             explanation.append(skipped)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from crm.directory import DIRECTORY_MEMO
 from crm.models import Bitrix24User
@@ -20,6 +21,7 @@ from scenarios.routing.rules import (
     SOURCE_DEAL,
     SOURCE_ENTITY,
     SOURCE_ENTITY_TYPE,
+    STEP_TITLES,
     VALUELESS,
     Condition,
     Route,
@@ -135,32 +137,38 @@ def condition_reference_problem(condition: Condition, *, known: Directory) -> st
         synced = [t for t in types if t in known.fields]
         # Judged only when crm has read the field lists; any caller type having it is enough.
         if synced and not any(condition.field in known.fields[t] for t in synced):
-            problems.append(f"field {condition.field} no longer exists in Bitrix24")
+            problems.append(
+                gettext("field %(field)s no longer exists in Bitrix24") % {"field": condition.field}
+            )
     values = [] if condition.operator in VALUELESS else list(condition.values)
     if condition.field == "responsible" and condition.field in domain:
         for value in values:
             if not value.isdigit() or int(value) not in known.users:
-                problems.append(f"user {value} no longer exists in Bitrix24")
+                problems.append(
+                    gettext("user %(user)s no longer exists in Bitrix24") % {"user": value}
+                )
     elif condition.source == SOURCE_DEAL and condition.field == "pipeline":
         problems += [
-            f"pipeline {value} no longer exists in Bitrix24"
+            gettext("pipeline %(pipeline)s no longer exists in Bitrix24") % {"pipeline": value}
             for value in values
             if not value.isdigit() or int(value) not in known.pipelines
         ]
     elif condition.source == SOURCE_DEAL and condition.field == "stage":
         stages = {stage for ids in known.stages.values() for stage in ids}
         problems += [
-            f"stage {value} no longer exists in Bitrix24" for value in values if value not in stages
+            gettext("stage %(stage)s no longer exists in Bitrix24") % {"stage": value}
+            for value in values
+            if value not in stages
         ]
     elif condition.source == SOURCE_ENTITY and condition.field == "status":
         problems += [
-            f"lead status {value} no longer exists in Bitrix24"
+            gettext("lead status %(status)s no longer exists in Bitrix24") % {"status": value}
             for value in values
             if value not in known.lead_statuses
         ]
     elif condition.source == SOURCE_ENTITY and condition.field == "source":
         problems += [
-            f"source {value} no longer exists in Bitrix24"
+            gettext("source %(source)s no longer exists in Bitrix24") % {"source": value}
             for value in values
             if value not in known.lead_sources
         ]
@@ -178,10 +186,15 @@ def target_reference_problems(
     if not known.synced:
         return []
     problems = [
-        f"user {user} no longer exists in Bitrix24" for user in users if user not in known.users
+        gettext("user %(user)s no longer exists in Bitrix24") % {"user": user}
+        for user in users
+        if user not in known.users
     ]
     if department_id and known.departments and department_id not in known.departments:
-        problems.append(f"department {department_id} no longer exists in Bitrix24")
+        problems.append(
+            gettext("department %(department)s no longer exists in Bitrix24")
+            % {"department": department_id}
+        )
     return problems
 
 
@@ -210,42 +223,67 @@ def route_explain(route: Route) -> list[dict[str, Any]]:
 
     def who(user_id: Any) -> str:
         if not user_id:
-            return "nobody"
+            return gettext("nobody")
         name = names.get(int(user_id), "")
         reason = unavailable.get(str(user_id))
-        label = f"{name} ({user_id})" if name else f"user {user_id}"
+        label = f"{name} ({user_id})" if name else gettext("user %(id)s") % {"id": user_id}
         return f"{label}, {reason}" if reason else label
+
+    def skipped(reason: str) -> str:
+        # The engine's own reasons are in the catalog; a rule's broken reason is as stored.
+        return gettext("skipped: %(reason)s") % {"reason": gettext(reason) if reason else ""}
 
     rows = []
     for step in route.get("explanation") or []:
-        row: dict[str, Any] = {"title": step.get("rule") or step.get("step"), "conditions": []}
+        row: dict[str, Any] = {"title": step_title(step), "conditions": []}
         if "rule" in step and "skipped" in step:
-            row["outcome"] = f"skipped: {step.get('reason') or step['skipped']}"
+            row["outcome"] = skipped(step.get("reason") or step["skipped"])
             row["kind"] = "broken"
         elif "rule" in step:
             row["conditions"] = step.get("conditions") or []
             if not step.get("matched"):
-                row["outcome"], row["kind"] = "does not match", "no"
+                row["outcome"], row["kind"] = gettext("does not match"), "no"
             elif "chosen" in step:
-                row["outcome"], row["kind"] = f"matches: routed to {who(step['chosen'])}", "yes"
+                row["outcome"] = gettext("matches: routed to %(who)s") % {
+                    "who": who(step["chosen"])
+                }
+                row["kind"] = "yes"
             else:
-                tried = ", ".join(who(user) for user in step.get("candidates") or []) or "nobody"
-                row["outcome"] = f"matches, but nobody is available ({tried}): to Others"
+                tried = ", ".join(who(user) for user in step.get("candidates") or [])
+                row["outcome"] = gettext(
+                    "matches, but nobody is available (%(tried)s): to Others"
+                ) % {"tried": tried or gettext("nobody")}
                 row["kind"] = "fell"
         elif "skipped" in step:
-            row["outcome"], row["kind"] = f"skipped: {step['skipped']}", "no"
+            row["outcome"], row["kind"] = skipped(step["skipped"]), "no"
         elif "available" in step:
             available = step["available"]
             row["outcome"] = (
-                f"routed to {who(step['user_id'])}"
+                gettext("routed to %(who)s") % {"who": who(step["user_id"])}
                 if available
-                else f"not available: {who(step['user_id'])}"
+                else gettext("not available: %(who)s") % {"who": who(step["user_id"])}
             )
             row["kind"] = "yes" if available else "fell"
         elif "user_id" in step:
+            routed = gettext("routed to %(who)s") % {"who": who(step["user_id"])}
             detail = f" ({step['detail']})" if step.get("detail") else ""
-            row["outcome"], row["kind"] = f"routed to {who(step['user_id'])}{detail}", "yes"
+            row["outcome"], row["kind"] = f"{routed}{detail}", "yes"
         else:
             row["outcome"], row["kind"] = step.get("detail", ""), "info"
         rows.append(row)
     return rows
+
+
+def step_title(step: dict[str, Any]) -> str:
+    """What a step of a stored explanation is called: the tenant's rule by its name, the
+    engine's own steps (the responsible user, "Others", ...) in the active language."""
+    if step.get("rule"):
+        return str(step["rule"])
+    name = step.get("step") or ""
+    return str(STEP_TITLES.get(name, name))
+
+
+def rule_shown(rule: str | None) -> str:
+    """A route's rule name as people read it: the engine's "Responsible user" and "Others" in
+    the active language, a tenant's rule as it is named."""
+    return str(STEP_TITLES.get(rule, rule)) if rule else ""

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from calls.lifecycle import RESOLVED
 from calls.models import Call
@@ -227,7 +227,9 @@ def routing_rules_check(*, rule_ids: list[int] | None = None) -> int:
     if rule_ids is not None:
         rules = rules.filter(pk__in=rule_ids)
     broken = 0
-    with transaction.atomic():
+    # The reasons are stored and compared with what is stored: in English, whatever language the
+    # admin who saves a rule (or the worker that syncs) speaks.
+    with transaction.atomic(), translation.override("en"):
         for rule in rules:
             by_condition, target = routing_rule_problems(rule, known=known)
             reasons = []

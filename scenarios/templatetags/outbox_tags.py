@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import template
+from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name
 
 from scenarios.selectors import runs_attention
@@ -21,8 +22,14 @@ def duration_text(value: timedelta | None) -> str:
         return ""
     seconds = int(value.total_seconds())
     if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+        return gettext("%(minutes)s min %(seconds)s s") % {
+            "minutes": seconds // 60,
+            "seconds": seconds % 60,
+        }
+    return gettext("%(hours)s h %(minutes)s min") % {
+        "hours": seconds // 3600,
+        "minutes": seconds % 3600 // 60,
+    }
 
 
 @register.inclusion_tag("admin/scenarios/outbox_attention.html")
