@@ -304,3 +304,40 @@ def test_users_are_shown_by_name_typed_by_name_and_an_unknown_one_is_flagged(
         with pytest.raises(ValidationError) as caught:
             field.clean(typed)
         assert message in str(caught.value)
+
+
+def test_lead_statuses_sources_pipelines_and_stages_are_picked_by_name(
+    admin: Client, portal: Any
+) -> None:
+    from crm.services import directory_sync
+
+    directory_sync()
+    scenario = Scenario.objects.get(trigger="unknown_number")
+    url = f"/admin/scenarios/scenario/{scenario.pk}/change/"
+    page = admin.get(url).content.decode()
+    assert '<option value="IN_PROCESS">In Progress (IN_PROCESS)</option>' in page
+    assert '<option value="CALL" selected>Call (CALL)</option>' in page  # the default's source
+    assert '<option value="1">Contracts (1)</option>' in page
+    assert '<option value="C1:NEGOTIATION">Contracts: ' in page
+
+    rows = _existing(scenario)
+    rows[0].update(lead_status_id="IN_PROCESS", lead_source_id="WEB")
+    response = admin.post(url, _inline_post(scenario, rows))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    action = scenario.actions.get(pk=rows[0]["id"])
+    assert (action.lead_status_id, action.lead_source_id) == ("IN_PROCESS", "WEB")
+
+    # Not in the directory (any more): kept, shown flagged, never silently changed.
+    scenario.actions.update(lead_status_id="GONE")
+    page = admin.get(url).content.decode()
+    assert '<option value="GONE" selected>GONE (not in Bitrix24)</option>' in page
+    response = admin.post(url, _inline_post(scenario, _existing(scenario)))
+    assert response.status_code == 302
+    assert scenario.actions.get(pk=rows[0]["id"]).lead_status_id == "GONE"
+    # A value typed past the picker is refused.
+    rows = _existing(scenario)
+    rows[0].update(lead_source_id="NOPE")
+    refused = admin.post(url, _inline_post(scenario, rows))
+    assert refused.status_code == 200
+    assert "Select a valid choice" in refused.content.decode()
+    assert scenario.actions.get(pk=rows[0]["id"]).lead_source_id == "WEB"
