@@ -42,6 +42,43 @@ class TotpDevice(TimestampMixin, ThrottlingMixin, Device):
     (ThrottlingMixin). The key is never filtered on (it cannot be: it is encrypted randomly).
     """
 
+    # django-otp's own fields, declared again with names the admin shows in Polish too (the
+    # same columns: django-otp has no Polish catalog).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        verbose_name=_("user"),
+        help_text=_("The user that this device belongs to."),
+    )
+    name = models.CharField(
+        _("name"), max_length=64, help_text=_("The human-readable name of this device.")
+    )
+    confirmed = models.BooleanField(
+        _("confirmed"), default=True, help_text=_("Is this device ready for use?")
+    )
+    throttling_failure_timestamp = models.DateTimeField(
+        _("last failed attempt"),
+        null=True,
+        blank=True,
+        default=None,
+        help_text=_("When a code was last refused; empty once a code is accepted."),
+    )
+    throttling_failure_count = models.PositiveIntegerField(
+        _("failed attempts"), default=0, help_text=_("Number of successive failed attempts.")
+    )
+    created_at = models.DateTimeField(
+        _("created at"),
+        null=True,
+        blank=True,
+        auto_now_add=True,
+        help_text=_("When the device was added."),
+    )
+    last_used_at = models.DateTimeField(
+        _("last used at"),
+        null=True,
+        blank=True,
+        help_text=_("When a code from the device was last accepted."),
+    )
     key = EncryptedTextField(
         _("key"),
         max_length=80,
