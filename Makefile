@@ -45,12 +45,11 @@ format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# SIMtrix's own strings into locale/pl (translate the new entries in the .po), then the .mo
-# the server reads (committed: the build needs no gettext). simtrix/tests/test_translations.py
-# fails on an empty or fuzzy entry and on a .mo older than its .po.
+# SIMtrix's own strings into locale/pl, translations taken from TRANSLATIONS (JSON files, see
+# devtools/translations.py) or typed into the .po, msgmerge's guesses cleared, then the .mo the
+# server reads (committed: the build needs no gettext). It lists what is left to translate.
+# simtrix/tests/test_translations.py fails on a marked string missing from the catalog, on an
+# empty or fuzzy entry and on a .mo older than its .po.
 messages: $(VENV)/.installed
-	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret} \
-		SIMTRIX_ENCRYPTION_KEY=$${SIMTRIX_ENCRYPTION_KEY:-$(TEST_ENCRYPTION_KEY)} \
-		$(PY) manage.py makemessages -l pl --no-location --ignore=.venv --ignore=var \
-		--ignore=.devdata --ignore='bench/*' --ignore='*/tests/*'
+	$(PY) -m devtools.translations update $(TRANSLATIONS)
 	msgfmt --check -o locale/pl/LC_MESSAGES/django.mo locale/pl/LC_MESSAGES/django.po
