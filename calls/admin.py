@@ -462,6 +462,18 @@ class CallAdmin(ReadOnlyAdmin):
     exclude = ["crm", "route"]
     readonly_fields = ["crm_pretty", "route_pretty"]
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The raw lookup and route (the bridge's format) folded away: the page tells them.
+        raw = ["crm_pretty", "route_pretty"]
+        fields = [name for name in self.get_fields(request, obj) if name not in raw]
+        return [
+            (None, {"fields": fields}),
+            (
+                gettext_lazy("Raw data, as the bridge sees it"),
+                {"classes": ["collapse"], "fields": raw},
+            ),
+        ]
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
     ) -> tuple[QuerySet[Call], bool]:

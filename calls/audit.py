@@ -102,6 +102,8 @@ def call_audit_trail(*, call: Call) -> dict[str, Any]:
         "agent": _agent(call),
         "route": route,
         "route_rows": route_explain(route),
+        # A datetime, so the page shows it on the tenant's clock (the route keeps ISO 8601 UTC).
+        "route_decided_at": parse_datetime(route.get("decided_at") or ""),
         "events": list(call.events.order_by("received_at", "pk")),
         "transitions": list(call.transitions.select_related("event").order_by("at", "pk")),
         "runs": runs,

@@ -103,6 +103,8 @@ def test_support_reads_a_logged_call_and_retries_a_failed_one(
         expect(story).to_contain_text("The phone reported the end: answered")
         expect(story).to_contain_text("Done: Log the call (timeline activity)")
         expect(story).to_contain_text("Bitrix24: telephony.externalcall.finish")
+        expect(page.locator("#routing")).to_contain_text("Routed to Marta Nowak (5)")
+        expect(page.locator("#routing")).not_to_contain_text("+00:00")  # local, not ISO UTC
         page.screenshot(path=str(SHOTS / "call-logged.png"), full_page=True)
 
         page.select_option("#language-switch select", "pl")
