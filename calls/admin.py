@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import csv
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -50,7 +48,7 @@ from calls.services import (
 )
 from common.phones import InvalidPhoneNumber, phone_to_e164
 from crm.selectors import directory_users
-from tenants.admin_utils import ObjectActionsAdmin, ReadOnlyAdmin, qr_svg
+from tenants.admin_utils import ObjectActionsAdmin, ReadOnlyAdmin, csv_response, qr_svg
 from tenants.context import tenant_country, tenant_timezone
 
 
@@ -423,11 +421,6 @@ CSV_COLUMNS = [
 ]
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @admin.register(Call)
 class CallAdmin(ReadOnlyAdmin):
     change_list_template = "admin/calls/call/change_list.html"
@@ -565,28 +558,16 @@ class CallAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         changelist = self.get_changelist_instance(request)
         queryset = changelist.get_queryset(request).select_related("device")
-        writer = csv.writer(_Echo())
-        # In the request's language, taken now: the rows are written after this view has returned.
-        header = [str(label) for _name, label in CSV_COLUMNS]
-
         # The tenant's zone, taken now: the rows are written after this view has returned.
         zone = timezone.get_current_timezone()
 
-        def rows() -> Iterator[str]:
-            yield writer.writerow(header)
+        def rows() -> Iterator[list[Any]]:
             for call in queryset.iterator(chunk_size=500):
-                yield writer.writerow(_csv_row(call, zone=zone))
+                yield _csv_row(call, zone=zone)
 
-        def with_bom() -> Iterator[str]:
-            # Excel takes a CSV without a byte-order mark for the system's code page (cp1250 in
-            # Polish): "Łódź" would come out garbled.
-            yield "\ufeff"
-            yield from rows()
-
-        response = StreamingHttpResponse(with_bom(), content_type="text/csv; charset=utf-8")
-        stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-        response["Content-Disposition"] = f'attachment; filename="calls-{stamp}.csv"'
-        return response
+        return csv_response(
+            name="calls", header=[str(label) for _name, label in CSV_COLUMNS], rows=rows
+        )
 
     def recording_view(self, request: HttpRequest, call_pk: int) -> FileResponse:
         if not self.has_view_permission(request):
@@ -618,15 +599,7 @@ def _csv_row(call: Call, *, zone: tzinfo) -> list[Any]:
         "phone_number": call.phone_number or call.phone_raw,
         "caller": entity.get("name", "") if entity else "",
     }
-    row = []
-    for name, _label in CSV_COLUMNS:
-        value = values[name] if name in values else getattr(call, name)
-        text = "" if value is None else str(value)
-        # A cell starting with = + - @ is a formula to spreadsheets (CSV injection); an E.164
-        # number is the one harmless "+..." value.
-        risky = text[:1] in ("=", "+", "-", "@") and not re.fullmatch(r"\+\d+", text)
-        row.append("'" + text if risky else text)
-    return row
+    return [values[name] if name in values else getattr(call, name) for name, _ in CSV_COLUMNS]
 
 
 @admin.register(CallEvent)

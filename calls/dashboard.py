@@ -17,10 +17,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from alerts.choices import IncidentKind
+from alerts.models import Incident
 from calls.models import Call, Device
 from calls.selectors import devices_silent
 from crm.connections import REQUIRED_SCOPES, scopes_granted
 from crm.models import Bitrix24Connection
+from reports.periods import PeriodKind, period_for
+from reports.selectors import missed_not_returned_count
 from scenarios.models import RoutingRule
 from tenants.context import tenant_timezone
 
@@ -76,7 +80,8 @@ def _local_midnight(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
 
 
-def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
+def tenant_dashboard(*, now: datetime | None = None, reports: bool = False) -> Dashboard:
+    """`reports`: the viewer may read the reports (a line about missed calls not returned)."""
     now = now or timezone.now()
     conn = Bitrix24Connection.objects.filter(singleton=1).first()
     connection_url = (
@@ -123,6 +128,8 @@ def tenant_dashboard(*, now: datetime | None = None) -> Dashboard:
         return board
     board.lines = [_connection_line(conn, connection_url), _devices_line(devices, now)]
     board.lines += _attention_lines()
+    if reports:
+        board.lines.append(_reports_line(now))
     since = _local_midnight(now)
     counts = dict(
         calls.filter(started_at__gte=since)
@@ -186,7 +193,38 @@ def _attention_lines() -> list[Line]:
             "names": ", ".join(broken)
         }
         lines.append(Line(_("Routing"), text, False, _admin("scenarios_routingrule_changelist")))
+    # What the alerts found and has not resolved yet (alerts.checks), past its grace time.
+    open_alerts = Incident.objects.filter(
+        cleared_at__isnull=True, alert_at__lte=timezone.now()
+    ).exclude(kind=IncidentKind.MISSED_SUMMARY)  # a report, not a fault
+    count = open_alerts.count()
+    if count:
+        subjects = "; ".join(
+            subject
+            for subject in open_alerts.order_by("opened_at").values_list("subject", flat=True)[:3]
+            if subject
+        )
+        text = ngettext(
+            "%(count)s open alert: %(subjects)s",
+            "%(count)s open alerts: %(subjects)s",
+            count,
+        ) % {"count": count, "subjects": subjects}
+        url = _admin("alerts_incident_changelist") + "?state=open"
+        lines.append(Line(_("Alerts"), text, False, url))
     return lines
+
+
+def _reports_line(now: datetime) -> Line:
+    zone = tenant_timezone()
+    period = period_for(PeriodKind.LAST_7, today=now.astimezone(ZoneInfo(zone)).date(), zone=zone)
+    count = missed_not_returned_count(since=period.since, until=period.until)
+    text = ngettext(
+        "%(count)d missed call not returned in the last 7 days",
+        "%(count)d missed calls not returned in the last 7 days",
+        count,
+    ) % {"count": count}
+    url = _admin("reports_notreturnedreport_changelist") + f"?period={PeriodKind.LAST_7.value}"
+    return Line(_("Reports"), text, count == 0, url)
 
 
 def _ago(moment: datetime | None) -> str:

@@ -202,6 +202,15 @@ class Call(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["device", "call_id"], name="calls_call_device_call_id")
         ]
+        indexes = [
+            # "Was the caller reached since?": the first answered call with a number after a
+            # moment (the callback task's skip_if_reached, the reports' returned calls).
+            models.Index(
+                fields=["phone_number", "started_at"],
+                condition=models.Q(outcome="answered") | models.Q(answered_at__isnull=False),
+                name="calls_call_reached",
+            ),
+        ]
 
     def __str__(self) -> str:
         kind = self.get_direction_display() if self.direction else gettext("call")

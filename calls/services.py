@@ -251,6 +251,15 @@ SUPPORT_VIEW_MODELS = [
     ("sms", "smsmessage"),
     ("sms", "smsevent"),
     ("sms", "smssettings"),
+    # The reports (reports.models: a page each, no table).
+    ("reports", "overviewreport"),
+    ("reports", "missedhoursreport"),
+    ("reports", "notreturnedreport"),
+    ("reports", "callbackreport"),
+    ("reports", "teamreport"),
+    # What the alerts found, with its history (their settings are the admins').
+    ("alerts", "incident"),
+    ("alerts", "incidentevent"),
 ]
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -33,10 +32,8 @@ from crm.cache import cache_delete, cache_delete_entity
 from crm.client import Bitrix24Client
 from crm.errors import Bitrix24Error
 from crm.models import Bitrix24Connection, InboundEvent
-from tenants.connection import tenant_connection
-from tenants.context import tenant_country, tenant_language_active
+from tenants.context import tenant_country, tenant_language_active, tenant_public_url
 from tenants.fanout import task_queue
-from tenants.models import Domain
 from tenants.wake import tenant_wake, visit_hook
 
 logger = logging.getLogger(__name__)
@@ -296,17 +293,7 @@ def _app_uninstalled(event: InboundEvent) -> dict[str, Any]:
 
 def events_handler_url() -> str:
     """Where Bitrix24 posts this tenant's events: its primary domain's /bitrix24/events/."""
-    domain = (
-        Domain.objects.filter(tenant__schema_name=tenant_connection.schema_name)
-        .order_by("-is_primary", "pk")
-        .values_list("domain", flat=True)
-        .first()
-    )
-    if not domain:
-        return ""
-    port = settings.SIMTRIX_PUBLIC_PORT
-    host = f"{domain}:{port}" if port else domain
-    return f"{settings.SIMTRIX_PUBLIC_SCHEME}://{host}/bitrix24/events/"
+    return tenant_public_url("/bitrix24/events/")
 
 
 def events_bind() -> list[str]:

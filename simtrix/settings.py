@@ -114,6 +114,8 @@ TENANT_APPS = [
     "scenarios",
     "commands",
     "sms",
+    "reports",
+    "alerts",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -377,7 +379,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "commands-lines-sync": {"task": "commands.lines_sync_all", "schedule": 3600.0},
     # Users' Bitrix24 work-day status, for tenants that route by it (TenantSchedule).
     "routing-availability": {"task": "scenarios.availability_refresh_all", "schedule": 60.0},
+    # Alerts: the tenants with alerts on and someone to tell (TenantSchedule.alerts) checked.
+    "alerts-check": {"task": "alerts.check_all", "schedule": 60.0},
 }
+# A tenant's alerts check holds a lease this long: longer than a task may run, so a worker that
+# died mid-check is taken over after it and two checks never overlap.
+SIMTRIX_ALERTS_LEASE_SECONDS = env.int("SIMTRIX_ALERTS_LEASE_SECONDS", default=150)
 SIMTRIX_RUN_LEASE_SECONDS = env.int("SIMTRIX_RUN_LEASE_SECONDS", default=180)
 SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", default=30)
 # Transient failures of a planned action: exponential backoff with jitter, base/cap in seconds.
@@ -394,6 +401,30 @@ SIMTRIX_DISPATCHER_STALE_SECONDS = env.int("SIMTRIX_DISPATCHER_STALE_SECONDS", d
 SIMTRIX_ALLOW_PRIVATE_ADDRESSES = env.bool("SIMTRIX_ALLOW_PRIVATE_ADDRESSES", default=False)
 # Plain http:// portals (on premises without TLS): the webhook secret then travels in clear.
 SIMTRIX_ALLOW_HTTP_PORTALS = env.bool("SIMTRIX_ALLOW_HTTP_PORTALS", default=False)
+
+# --- Email (the alerts' optional address) --------------------------------------------------
+# A URL as django-environ reads it: smtp+tls://user:password@smtp.example.com:587 (STARTTLS),
+# smtp+ssl://...:465, smtp://host:25, consolemail:// (printed by the worker), dummymail://
+# (dropped). Unset: the console, so nothing leaves the machine until the operator says where
+# mail goes. The password percent-encoded (@ is %40).
+try:
+    _email = env.email_url_config(
+        env.str("SIMTRIX_EMAIL_URL", default="").strip() or "consolemail://"
+    )
+except ImproperlyConfigured as exc:
+    raise ImproperlyConfigured(
+        f"SIMTRIX_EMAIL_URL: {exc} (e.g. smtp+tls://user:password@smtp.example.com:587)"
+    ) from None
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+DEFAULT_FROM_EMAIL = env.str("SIMTRIX_EMAIL_FROM", default="SIMtrix <simtrix@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT = env.int("SIMTRIX_EMAIL_TIMEOUT", default=20)
 
 # --- API -----------------------------------------------------------------------------------
 

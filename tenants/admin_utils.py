@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import qrcode
 import qrcode.image.svg
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
@@ -75,3 +79,43 @@ class ObjectActionsAdmin(admin.ModelAdmin):
         actions = self.object_actions if self.has_change_permission(request) else []
         extra = {**(extra_context or {}), "object_actions": actions}
         return super().change_view(request, object_id, form_url, extra)
+
+
+# --- CSV exports ------------------------------------------------------------------------------
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a spreadsheet-safe cell: a cell starting with = + - @ is a formula to
+    spreadsheets (CSV injection), so it is quoted; an E.164 number is the one harmless "+..."
+    value."""
+    text = "" if value is None else str(value)
+    risky = text[:1] in ("=", "+", "-", "@") and not re.fullmatch(r"\+\d+", text)
+    return "'" + text if risky else text
+
+
+def csv_response(
+    *, name: str, header: list[str], rows: Callable[[], Iterable[list[Any]]]
+) -> StreamingHttpResponse:
+    """A streamed CSV download `<name>-<local time>.csv`: UTF-8 with a byte-order mark, each
+    cell made safe (csv_cell). `header` is taken now, in the request's language; `rows()` is
+    called while the response streams (after the view has returned: take the time zone and the
+    language it needs before)."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        # Excel takes a CSV without a byte-order mark for the system's code page (cp1250 in
+        # Polish): "Łódź" would come out garbled.
+        yield "\ufeff"
+        yield writer.writerow(header)
+        for row in rows():
+            yield writer.writerow([csv_cell(value) for value in row])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
+    return response

@@ -8,12 +8,13 @@ model's defaults, so a background job never fails for want of a clock or a count
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 from django.utils import translation
 
 from tenants.connection import tenant_connection
 from tenants.memo import tenant_memo
-from tenants.models import Tenant
+from tenants.models import Domain, Tenant
 
 _COUNTRY_DEFAULT: str = Tenant._meta.get_field("default_country").default
 _TIMEZONE_DEFAULT: str = Tenant._meta.get_field("timezone").default
@@ -57,3 +58,19 @@ def tenant_language_active() -> translation.override:
     """`with tenant_language_active():` what is written into Bitrix24 meanwhile (gettext) is in
     the tenant's language, whatever the request's or the worker's own."""
     return translation.override(tenant_language())
+
+
+def tenant_public_url(path: str = "/") -> str:
+    """`path` on the tenant's own address, as people and Bitrix24 reach it: its primary domain
+    under SIMTRIX_PUBLIC_SCHEME and SIMTRIX_PUBLIC_PORT ("" when the tenant has no domain)."""
+    domain = (
+        Domain.objects.filter(tenant__schema_name=tenant_connection.schema_name)
+        .order_by("-is_primary", "pk")
+        .values_list("domain", flat=True)
+        .first()
+    )
+    if not domain:
+        return ""
+    port = settings.SIMTRIX_PUBLIC_PORT
+    host = f"{domain}:{port}" if port else domain
+    return f"{settings.SIMTRIX_PUBLIC_SCHEME}://{host}{path}"

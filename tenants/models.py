@@ -143,6 +143,13 @@ class TenantSchedule(models.Model):
             "The tenant routes calls by the Bitrix24 work-day status, so it is read every minute."
         ),
     )
+    alerts = models.BooleanField(
+        _("alerts"),
+        default=False,
+        help_text=_(
+            "The tenant has alerts on and someone to tell, so they are checked every minute."
+        ),
+    )
     outbox_visited_at = models.DateTimeField(_("outbox visited at"), null=True, blank=True)
     outbox_oldest_due_at = models.DateTimeField(
         _("oldest due run at"),

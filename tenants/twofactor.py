@@ -295,7 +295,22 @@ class TwoFactorAdminSite(admin.AdminSite):
 # sets up, the Bitrix24 directory as synced, and the machinery (superusers only). A model
 # registered later and not named here lands in "Other" for superusers: nothing disappears.
 ADMIN_SECTIONS: list[tuple[Any, bool, list[str]]] = [
-    (gettext_lazy("Calls"), False, ["calls.Call", "sms.SmsMessage", "commands.Dial"]),
+    (
+        gettext_lazy("Calls"),
+        False,
+        ["calls.Call", "sms.SmsMessage", "commands.Dial", "alerts.Incident"],
+    ),
+    (
+        gettext_lazy("Reports"),
+        False,
+        [
+            "reports.OverviewReport",
+            "reports.MissedHoursReport",
+            "reports.NotReturnedReport",
+            "reports.CallbackReport",
+            "reports.TeamReport",
+        ],
+    ),
     (
         gettext_lazy("Setup"),
         False,
@@ -308,6 +323,7 @@ ADMIN_SECTIONS: list[tuple[Any, bool, list[str]]] = [
             "calls.Device",
             "calls.CallSettings",
             "sms.SmsSettings",
+            "alerts.AlertSettings",
             "crm.Bitrix24Connection",
         ],
     ),

@@ -13,8 +13,11 @@ from tenants.connection import tenant_connection
 register = template.Library()
 
 
-@register.inclusion_tag("admin/calls/dashboard.html")
-def tenant_glance() -> dict[str, Any]:
+@register.inclusion_tag("admin/calls/dashboard.html", takes_context=True)
+def tenant_glance(context: template.Context) -> dict[str, Any]:
     if tenant_connection.schema_name == get_public_schema_name():
         return {"board": None}
-    return {"board": tenant_dashboard()}
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    reports = bool(user and user.has_perm("reports.view_notreturnedreport"))
+    return {"board": tenant_dashboard(reports=reports)}

@@ -459,6 +459,21 @@ def test_a_set_up_tenant_sees_its_state_at_a_glance(
     assert page.count("status__exact=failed") == 1
     assert "1 run failed</a> for good" in page
 
+    # An open alert, past its grace time, is on the glance with the way to it.
+    from alerts.models import Incident
+
+    Incident.objects.create(
+        kind="device_silent", subject_key="device:1", subject="Reception phone silent",
+        opened_at=now, alert_at=now,
+    )  # fmt: skip
+    Incident.objects.create(
+        kind="bitrix24_down", subject_key="portal", subject="Portal down",
+        opened_at=now, alert_at=now + timedelta(minutes=10),  # not yet: a short outage
+    )  # fmt: skip
+    page = admin_client_alpha.get("/admin/").content.decode()
+    assert "1 open alert: Reception phone silent" in page
+    assert "/admin/alerts/incident/?state=open" in page
+
 
 def test_the_home_is_sectioned_by_job_and_the_system_is_for_superusers(
     admin_client_alpha: Client, support_client: Client

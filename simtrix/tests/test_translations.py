@@ -78,7 +78,7 @@ def test_every_marked_string_is_in_the_catalog(tmp_path: Path) -> None:
 def _model_names() -> dict[str, str]:
     """Every name the admin shows for SIMtrix's models and their fields, in the active
     language ("calls.Call": "call", "calls.Call.phone_number": "phone number", ...)."""
-    own = {"accounts", "tenants", "crm", "calls", "scenarios", "commands", "sms"}
+    own = {"accounts", "tenants", "crm", "calls", "scenarios", "commands", "sms", "reports"}
     names = {}
     for model in apps.get_models():
         if model._meta.app_label in own:
