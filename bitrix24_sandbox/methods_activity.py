@@ -275,6 +275,98 @@ def crm_activity_delete(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
+# Universal activities (to-dos): crm.activity.todo.* (b24restdocs
+# api-reference/crm/timeline/activities/todo/). camelCase parameters; a missing one is error 100,
+# an owner that does not exist NOT_FOUND, a date that does not parse WRONG_DATETIME_FORMAT, and a
+# completed to-do cannot be changed (CAN_NOT_UPDATE_COMPLETED_TODO). Read back with
+# crm.activity.get / .list (PROVIDER_ID "CRM_TODO"), completed with crm.activity.update.
+
+
+def _todo_param(p: dict[str, Any], name: str, *, required: bool = True) -> Any:
+    for key, value in p.items():
+        if str(key).lower() == name.lower():
+            return value
+    if required:
+        raise RestError(f"Could not find value for parameter {{{name}}}", "100")
+    return None
+
+
+def _todo_owner(ctx: Ctx, p: dict[str, Any]) -> tuple[int, int]:
+    owner_type = to_int(_todo_param(p, "ownerTypeId"))
+    owner_id = to_int(_todo_param(p, "ownerId"))
+    if owner_type is None or owner_id is None or not _owner_exists(ctx, owner_type, owner_id):
+        raise RestError("Not found.", "NOT_FOUND")
+    return owner_type, owner_id
+
+
+def _todo_datetime(value: Any) -> float:
+    parsed = parse_datetime(value) if isinstance(value, str) and value.strip() else None
+    if parsed is None:
+        raise RestError("Wrong datetime format", "WRONG_DATETIME_FORMAT")
+    return parsed
+
+
+def _todo_for_update(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+    act = ctx.state.activities.get(to_int(_todo_param(p, "id")) or 0)
+    owner = _todo_owner(ctx, p)
+    if (
+        act is None
+        or act.get("PROVIDER_ID") != "CRM_TODO"
+        or (act["OWNER_TYPE_ID"], act["OWNER_ID"]) != owner
+    ):
+        raise RestError("Not found.", "NOT_FOUND")
+    if act["COMPLETED"] == "Y":
+        raise RestError("Can not update completed todo", "CAN_NOT_UPDATE_COMPLETED_TODO")
+    return act
+
+
+@rest_method("crm.activity.todo.add", "crm")
+def crm_activity_todo_add(ctx: Ctx, p: dict[str, Any]) -> Any:
+    owner_type, owner_id = _todo_owner(ctx, p)
+    deadline = _todo_datetime(_todo_param(p, "deadline"))
+    responsible = to_int(_todo_param(p, "responsibleId", required=False), ctx.auth.user_id)
+    pings = [to_int(v) for v in as_list(_todo_param(p, "pingOffsets", required=False))]
+    fields = {
+        "OWNER_TYPE_ID": owner_type,
+        "OWNER_ID": owner_id,
+        "TYPE_ID": 6,
+        "PROVIDER_ID": "CRM_TODO",
+        "PROVIDER_TYPE_ID": "TODO",
+        "SUBJECT": str(_todo_param(p, "title", required=False) or ""),
+        "DESCRIPTION": str(_todo_param(p, "description", required=False) or ""),
+        "DESCRIPTION_TYPE": 1,
+        "COMPLETED": "N",
+        "RESPONSIBLE_ID": responsible,
+        "START_TIME": now(),
+        "END_TIME": deadline,
+        "DEADLINE": deadline,
+        "PARENT_ID": to_int(_todo_param(p, "parentActivityId", required=False)),
+        "PING_OFFSETS": [v for v in pings if v is not None],
+        "COLOR_ID": to_int(_todo_param(p, "colorId", required=False)),
+        "BINDINGS": [{"OWNER_TYPE_ID": owner_type, "OWNER_ID": owner_id}],
+    }
+    return {"id": create_activity(ctx.state, fields, ctx.auth.user_id)["ID"]}
+
+
+@rest_method("crm.activity.todo.updateDeadline", "crm")
+def crm_activity_todo_update_deadline(ctx: Ctx, p: dict[str, Any]) -> Any:
+    act = _todo_for_update(ctx, p)
+    act["DEADLINE"] = act["END_TIME"] = _todo_datetime(_todo_param(p, "value"))
+    act["LAST_UPDATED"] = now()
+    act["EDITOR_ID"] = ctx.auth.user_id
+    return {"id": act["ID"]}
+
+
+@rest_method("crm.activity.todo.updateDescription", "crm")
+def crm_activity_todo_update_description(ctx: Ctx, p: dict[str, Any]) -> Any:
+    act = _todo_for_update(ctx, p)
+    act["DESCRIPTION"] = str(_todo_param(p, "value") or "")
+    act["LAST_UPDATED"] = now()
+    act["EDITOR_ID"] = ctx.auth.user_id
+    return {"id": act["ID"]}
+
+
+# --------------------------------------------------------------------------------------------
 # Timeline comments
 
 _TIMELINE_TYPES = {"lead": "LEAD", "deal": "DEAL", "contact": "CONTACT", "company": "COMPANY"}

@@ -392,6 +392,38 @@ def tasks_task_complete(ctx: Ctx, p: dict[str, Any]) -> Any:
     return {"task": task_row(ctx, task)}
 
 
+@rest_method("task.commentitem.add", "task")
+def task_commentitem_add(ctx: Ctx, p: dict[str, Any]) -> Any:
+    """A comment on a task. The old task.* methods read their parameters by position, not by
+    name (b24restdocs: "the order of parameters in the request must be followed"): the first
+    is the task id, the second the comment's fields."""
+    values = [v for k, v in p.items() if str(k).lower() != "auth"]
+    task_id = to_int(values[0]) if values else None
+    if task_id is None:
+        raise RestError(
+            "TASKS_ERROR_EXCEPTION_#256; Param #0 (taskId) for method ctaskcommentitem::add() "
+            'expected to be of type "integer", but given something else.; 256/TE/WRONG_ARGUMENTS',
+            "ERROR_CORE",
+        )
+    fields = upper_keys(values[1] if len(values) > 1 else None)
+    task = ctx.state.tasks.get(task_id)
+    if task is None:
+        raise RestError("Insufficient permissions to add a comment.<br>", "ERROR_CORE")
+    text = str(fields.get("POST_MESSAGE") or "")
+    if not text.strip():
+        raise RestError("Comment text not specified<br>", "ERROR_CORE")
+    comment_id = ctx.state.next_id("task_comment")
+    ctx.state.task_comments[comment_id] = {
+        "ID": comment_id,
+        "TASK_ID": task_id,
+        "AUTHOR_ID": to_int(fields.get("AUTHOR_ID"), ctx.auth.user_id),
+        "POST_MESSAGE": text,
+        "POST_DATE": parse_datetime(fields.get("POST_DATE")) or now(),
+    }
+    task["CHANGED_DATE"] = now()
+    return comment_id
+
+
 # --------------------------------------------------------------------------------------------
 # Notifications (REFERENCE 5.4)
 

@@ -27,6 +27,7 @@ _INT_KEYED = (
     "activities",
     "comments",
     "tasks",
+    "task_comments",
     "notifications",
     "records",
     "external_lines",
@@ -134,6 +135,8 @@ class State:
             self.activities: dict[int, dict[str, Any]] = {}
             self.comments: dict[int, dict[str, Any]] = {}
             self.tasks: dict[int, dict[str, Any]] = {}
+            # task.commentitem.add: comments of tasks, by comment id.
+            self.task_comments: dict[int, dict[str, Any]] = {}
             self.notifications: dict[int, dict[str, Any]] = {}
             self.records: dict[int, dict[str, Any]] = {}
             self.triggers: list[dict[str, Any]] = []
@@ -156,6 +159,7 @@ class State:
                 "activity": 1000,
                 "comment": 500,
                 "task": 3700,
+                "task_comment": 8000,
                 "notification": 0,
                 "statistic": 0,
                 "file": 9000,

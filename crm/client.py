@@ -215,6 +215,61 @@ def activity_list(filter: dict[str, Any], select: list[str]) -> Req[list[dict[st
     return Req("crm.activity.list", {"filter": filter, "select": select}, _rows)
 
 
+def activity_get(activity_id: int) -> Req[dict[str, Any]]:
+    return Req(
+        "crm.activity.get", {"id": int(activity_id)}, lambda v: v if isinstance(v, dict) else {}
+    )
+
+
+def _id_of(value: Any) -> int:
+    """``crm.activity.todo.*``: ``{"id": 999}``."""
+    return _int((value or {}).get("id") if isinstance(value, dict) else None)
+
+
+def todo_add(
+    *,
+    owner_type_id: int,
+    owner_id: int,
+    deadline: str,
+    title: str,
+    description: str,
+    responsible_id: int,
+) -> Req[int]:
+    params = {
+        "ownerTypeId": int(owner_type_id),
+        "ownerId": int(owner_id),
+        "deadline": deadline,
+        "title": title,
+        "description": description,
+        "responsibleId": int(responsible_id),
+    }
+    return Req("crm.activity.todo.add", params, _id_of, idempotent=False)
+
+
+def todo_update_deadline(
+    activity_id: int, *, owner_type_id: int, owner_id: int, deadline: str
+) -> Req[int]:
+    params = {
+        "id": int(activity_id),
+        "ownerTypeId": int(owner_type_id),
+        "ownerId": int(owner_id),
+        "value": deadline,
+    }
+    return Req("crm.activity.todo.updateDeadline", params, _id_of)
+
+
+def todo_update_description(
+    activity_id: int, *, owner_type_id: int, owner_id: int, text: str
+) -> Req[int]:
+    params = {
+        "id": int(activity_id),
+        "ownerTypeId": int(owner_type_id),
+        "ownerId": int(owner_id),
+        "value": text,
+    }
+    return Req("crm.activity.todo.updateDescription", params, _id_of)
+
+
 def timeline_comment_add(entity_type: str, entity_id: int, comment: str) -> Req[int]:
     # Only lower-case `fields` is accepted since crm 23.100.0 (REFERENCE 1.1).
     return Req(
@@ -316,6 +371,28 @@ def task_add(fields: dict[str, Any]) -> Req[int]:
 
 def task_complete(task_id: int) -> Req[bool]:
     return Req("tasks.task.complete", {"taskId": int(task_id)}, lambda v: True)
+
+
+def task_get(task_id: int, select: list[str]) -> Req[dict[str, Any]]:
+    def parse(value: Any) -> dict[str, Any]:
+        task = value.get("task") if isinstance(value, dict) else None
+        return task if isinstance(task, dict) else {}
+
+    return Req("tasks.task.get", {"taskId": int(task_id), "select": select}, parse)
+
+
+def task_update(task_id: int, fields: dict[str, Any]) -> Req[bool]:
+    return Req("tasks.task.update", {"taskId": int(task_id), "fields": fields}, lambda v: True)
+
+
+def task_comment_add(task_id: int, text: str) -> Req[int]:
+    # The old task.* methods read parameters by position: TASKID first, then FIELDS.
+    return Req(
+        "task.commentitem.add",
+        {"TASKID": int(task_id), "FIELDS": {"POST_MESSAGE": text}},
+        _int,
+        idempotent=False,
+    )
 
 
 def task_list(filter: dict[str, Any], select: list[str]) -> Req[list[dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 LookupStatus = Literal["found", "not_found", "pending", "unavailable"]
@@ -120,6 +121,15 @@ class CallerLookup:
             error=data.get("error") or "",
             cached=True,
         )
+
+
+@dataclass(frozen=True)
+class FollowUpState:
+    """A task's or a to-do's state in Bitrix24 (is it still to be done, and by when)."""
+
+    open: bool
+    deadline: datetime | None
+    description: str = ""
 
 
 @dataclass(frozen=True)

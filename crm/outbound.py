@@ -293,8 +293,10 @@ class _PinnedPoolManager(PoolManager):
 class PinnedAdapter(HTTPAdapter):
     """A requests adapter whose connections go only to checked addresses, never via a proxy."""
 
-    def __init__(self, *, resolver: Resolver | None = None) -> None:
+    def __init__(self, *, resolver: Resolver | None = None, allow_http: bool | None = None) -> None:
         self._resolver = resolver
+        # None: plain http as the operator allows it for portals (SIMTRIX_ALLOW_HTTP_PORTALS).
+        self._allow_http = allow_http
         super().__init__(max_retries=0)
 
     def init_poolmanager(
@@ -313,7 +315,8 @@ class PinnedAdapter(HTTPAdapter):
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         scheme = (request.url or "").split(":", 1)[0].lower()
-        if scheme != "https" and not (scheme == "http" and http_portals_allowed()):
+        allow_http = http_portals_allowed() if self._allow_http is None else self._allow_http
+        if scheme != "https" and not (scheme == "http" and allow_http):
             raise OutboundAddressRefused(
                 urlsplit(request.url or "").hostname or "?", f"{scheme}:// not allowed"
             )
@@ -324,8 +327,13 @@ class PinnedAdapter(HTTPAdapter):
         raise OutboundAddressRefused(proxy, "outbound connections never go through a proxy")
 
 
-def outbound_session(*, resolver: Resolver | None = None) -> requests.Session:
-    """A ``requests.Session`` for one request to a tenant-chosen address (close it after)."""
+def outbound_session(
+    *, resolver: Resolver | None = None, allow_http: bool | None = None
+) -> requests.Session:
+    """A ``requests.Session`` for one request to a tenant-chosen address (close it after).
+
+    ``allow_http``: whether plain http may be used (None: as the operator allows it for
+    portals); the address policy is the same either way."""
     session = requests.Session()
     session.trust_env = False  # no proxies, no .netrc from the environment (see the docstring)
     # What trust_env would have given: the CA bundle the operator points requests at.
@@ -333,16 +341,21 @@ def outbound_session(*, resolver: Resolver | None = None) -> requests.Session:
         os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     )
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = PinnedAdapter(resolver=resolver)
+    adapter = PinnedAdapter(resolver=resolver, allow_http=allow_http)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
 def outbound_request(
-    method: str, url: str, *, resolver: Resolver | None = None, **kwargs: Any
+    method: str,
+    url: str,
+    *,
+    resolver: Resolver | None = None,
+    allow_http: bool | None = None,
+    **kwargs: Any,
 ) -> requests.Response:
     """``requests.request`` through the pinned transport, redirects never followed."""
     kwargs["allow_redirects"] = False
-    with outbound_session(resolver=resolver) as session:
+    with outbound_session(resolver=resolver, allow_http=allow_http) as session:
         return session.request(method, url, **kwargs)

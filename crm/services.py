@@ -17,8 +17,11 @@ How each non-idempotent request is made safe to retry (see ``crm.intents``):
   if that activity exists, or ``hide`` reports the call no longer active, it was finished;
 - ``im.notify.system.add`` with an intent key: sent with a TAG, which replaces rather than
   duplicates;
-- ``crm.timeline.comment.add`` and ``crm.automation.trigger`` take no intent key: they are
-  never resent after an ambiguous failure (at most once).
+- ``crm.activity.todo.add``: a to-do takes no marker; after an ambiguous failure one with the
+  same owner, title and responsible made since the intent began, and owned by no other intent,
+  is taken for it;
+- ``crm.timeline.comment.add``, ``task.commentitem.add`` and ``crm.automation.trigger`` take no
+  intent key: they are never resent after an ambiguous failure (at most once).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from crm import client as b24
@@ -48,7 +52,7 @@ from crm.directory import (
     directory_sync_later,
     directory_timeman_refresh,
 )
-from crm.domain import FinishedCall, RegisteredCall
+from crm.domain import FinishedCall, FollowUpState, RegisteredCall
 from crm.errors import Bitrix24Error
 from crm.intents import intent_run
 from crm.mapping import (
@@ -94,16 +98,27 @@ __all__ = [
     "crm_call_register",
     "crm_call_show",
     "crm_deal_create_with_contact",
+    "crm_deal_set_stage",
+    "crm_entity_set_fields",
     "crm_entity_set_responsible",
     "crm_entity_url",
     "crm_find_by_phone",
     "crm_lead_create",
+    "crm_lead_set_status",
     "crm_lookup_invalidate",
     "crm_notify",
     "crm_notify_many",
+    "crm_task_comment_add",
     "crm_task_complete",
     "crm_task_create",
+    "crm_task_set_deadline",
+    "crm_task_state",
     "crm_timeline_comment_add",
+    "crm_todo_complete",
+    "crm_todo_create",
+    "crm_todo_set_deadline",
+    "crm_todo_set_description",
+    "crm_todo_state",
     "directory_sync",
     "directory_sync_after_connect",
     "directory_sync_later",
@@ -667,6 +682,34 @@ def crm_entity_set_responsible(*, entity: tuple[str, int], user_id: int) -> None
     op_run(_set_responsible_op(entity=entity, user_id=user_id))
 
 
+def _entity_update_op(*, entity: tuple[str, int], fields: dict[str, Any]) -> Op[None]:
+    return Op(
+        b24.entity_update(b24_type(entity[0]), entity[1], fields),
+        _none,
+        after=lambda _: cache_delete_entity(entity[0], entity[1]),
+    )
+
+
+@batchable(_entity_update_op)
+def crm_entity_set_fields(*, entity: tuple[str, int], fields: dict[str, Any]) -> None:
+    """Sets fields of a contact, company, lead or deal, named as Bitrix24 names them (``UF_*``
+    included): a scenario's "update fields" action, whose names the tenant wrote and SIMtrix
+    checked against ``crm.*.fields``. Bitrix24 ignores a name it does not know (b24restdocs
+    ``crm-deal-update.md``), so the check before is what tells. Sending it again is harmless."""
+    op_run(_entity_update_op(entity=entity, fields=fields))
+
+
+def crm_lead_set_status(*, lead_id: int, status_id: str) -> None:
+    """Moves a lead to a status of the ``STATUS`` directory (``crm.lead.update``)."""
+    op_run(_entity_update_op(entity=("lead", lead_id), fields={"STATUS_ID": status_id}))
+
+
+def crm_deal_set_stage(*, deal_id: int, stage_id: str) -> None:
+    """Moves a deal to a stage of its own pipeline (``crm.deal.update``; a deal's pipeline is
+    changed by ``crm.item.update`` only, which SIMtrix does not do)."""
+    op_run(_entity_update_op(entity=("deal", deal_id), fields={"STAGE_ID": stage_id}))
+
+
 def _comment_op(*, entity: tuple[str, int], text: str) -> Op[int]:
     b24_type(entity[0])
     return Op(b24.timeline_comment_add(entity[0], entity[1], text), int)
@@ -791,6 +834,160 @@ def _task_complete_op(*, task_id: int) -> Op[None]:
 @batchable(_task_complete_op)
 def crm_task_complete(*, task_id: int) -> None:
     op_run(_task_complete_op(task_id=task_id))
+
+
+# Task statuses that still need someone (1 new, 2 pending, 3 in progress, 6 deferred); 4
+# "supposedly completed", 5 completed and 7 declined are done with.
+_TASK_OPEN_STATUSES = frozenset({1, 2, 3, 6})
+
+
+def _moment(value: Any) -> datetime | None:
+    return parse_datetime(str(value)) if value else None
+
+
+def crm_task_state(*, task_id: int) -> FollowUpState:
+    """Whether a task is still to be done, and its deadline (``tasks.task.get``)."""
+    task = Bitrix24Client().run(b24.task_get(task_id, ["ID", "STATUS", "DEADLINE"]))
+    status = as_int(task.get("status", task.get("STATUS")))
+    return FollowUpState(
+        open=status in _TASK_OPEN_STATUSES,
+        deadline=_moment(task.get("deadline", task.get("DEADLINE"))),
+    )
+
+
+def crm_task_set_deadline(*, task_id: int, deadline: datetime) -> None:
+    op_run(Op(b24.task_update(task_id, {"DEADLINE": iso_datetime(deadline)}), _none))
+
+
+def crm_task_comment_add(*, task_id: int, text: str) -> int:
+    """A comment on a task (``task.commentitem.add``); returns its id. No intent key: never
+    resent after an ambiguous failure, so it appears at most once."""
+    return op_run(Op(b24.task_comment_add(task_id, text), int))
+
+
+def _todo_create_op(
+    *,
+    intent_key: str,
+    entity: tuple[str, int],
+    title: str,
+    description: str,
+    responsible_id: int,
+    deadline: datetime,
+) -> Op[int]:
+    owner_type = owner_type_id(entity[0])
+
+    def find_existing(client: Bitrix24Client) -> int | None:
+        # A to-do carries no ORIGIN_ID: after an unanswered add, look for one with its owner,
+        # title and responsible made since the intent began that no other intent owns.
+        intent = Intent.objects.filter(key=intent_key).first()
+        since = (intent.created_at if intent else timezone.now()) - timedelta(minutes=2)
+        rows = client.run(
+            b24.activity_list(
+                {
+                    "OWNER_TYPE_ID": owner_type,
+                    "OWNER_ID": int(entity[1]),
+                    "PROVIDER_ID": "CRM_TODO",
+                    "RESPONSIBLE_ID": int(responsible_id),
+                    ">=CREATED": iso_datetime(timezone.localtime(since)),
+                },
+                ["ID", "SUBJECT"],
+            )
+        )
+        taken = {
+            as_int(result)
+            for result in Intent.objects.filter(
+                method="crm.activity.todo.add", status=Intent.Status.DONE, created_at__gte=since
+            )
+            .exclude(key=intent_key)
+            .values_list("result", flat=True)
+        }
+        found = [
+            activity_id
+            for row in rows
+            if row.get("SUBJECT") == title
+            and (activity_id := as_int(row.get("ID"))) is not None
+            and activity_id not in taken
+        ]
+        return min(found) if found else None
+
+    return Op(
+        b24.todo_add(
+            owner_type_id=owner_type,
+            owner_id=entity[1],
+            deadline=iso_datetime(deadline),
+            title=title,
+            description=description,
+            responsible_id=responsible_id,
+        ),
+        int,
+        intent_key=intent_key,
+        find_existing=find_existing,
+    )
+
+
+@batchable(_todo_create_op)
+def crm_todo_create(
+    *,
+    intent_key: str,
+    entity: tuple[str, int],
+    title: str,
+    description: str,
+    responsible_id: int,
+    deadline: datetime,
+) -> int:
+    """A to-do ("universal activity", ``crm.activity.todo.add``) on the entity's timeline for
+    ``responsible_id``, due at ``deadline``; returns the activity id."""
+    return op_run(
+        _todo_create_op(
+            intent_key=intent_key,
+            entity=entity,
+            title=title,
+            description=description,
+            responsible_id=responsible_id,
+            deadline=deadline,
+        )
+    )
+
+
+def crm_todo_state(*, activity_id: int) -> FollowUpState:
+    """Whether a to-do is still open, its deadline and description (``crm.activity.get``)."""
+    row = Bitrix24Client().run(b24.activity_get(activity_id))
+    return FollowUpState(
+        open=bool(row) and row.get("COMPLETED") != "Y",
+        deadline=_moment(row.get("DEADLINE")),
+        description=str(row.get("DESCRIPTION") or ""),
+    )
+
+
+def crm_todo_complete(*, activity_id: int) -> None:
+    """Marks a to-do done (``crm.activity.update`` COMPLETED: the to-do methods have no
+    completion of their own)."""
+    op_run(Op(b24.activity_update(activity_id, {"COMPLETED": "Y"}), _none))
+
+
+def crm_todo_set_deadline(*, activity_id: int, entity: tuple[str, int], deadline: datetime) -> None:
+    op_run(
+        Op(
+            b24.todo_update_deadline(
+                activity_id,
+                owner_type_id=owner_type_id(entity[0]),
+                owner_id=entity[1],
+                deadline=iso_datetime(deadline),
+            ),
+            _none,
+        )
+    )
+
+
+def crm_todo_set_description(*, activity_id: int, entity: tuple[str, int], text: str) -> None:
+    op_run(
+        Op(
+            b24.todo_update_description(
+                activity_id, owner_type_id=owner_type_id(entity[0]), owner_id=entity[1], text=text
+            ),
+            _none,
+        )
+    )
 
 
 def _notify_tag(key: str, user_id: int) -> str:

@@ -64,17 +64,25 @@ class AddressProblem(ValueError):
     """Why an address is refused, in words for the person who typed it (in the active language)."""
 
 
-def address_parse(value: str) -> Address:
-    """Splits ``value`` into an ``Address``, or raises ``AddressProblem`` saying what is wrong."""
+def address_parse(
+    value: str, *, allow_http: bool | None = None, allow_query: bool = False
+) -> Address:
+    """Splits ``value`` into an ``Address``, or raises ``AddressProblem`` saying what is wrong.
+
+    ``allow_http``: whether http:// may be written (None: as the operator allows it for
+    portals, ``SIMTRIX_ALLOW_HTTP_PORTALS``); ``allow_query``: a query string may follow the
+    path (an address of the tenant's own, such as a webhook receiver; it stays in ``path``)."""
+    if allow_http is None:
+        allow_http = http_portals_allowed()
     if _FORBIDDEN_CHARS.search(value):
         raise AddressProblem(gettext("spaces, control characters and backslashes are not allowed"))
     scheme, sep, rest = value.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("https", "http"):
-        raise AddressProblem(_scheme_hint())
-    if scheme == "http" and not http_portals_allowed():
-        raise AddressProblem(_scheme_hint())
-    if "?" in rest or "#" in rest:
+        raise AddressProblem(_scheme_hint(allow_http))
+    if scheme == "http" and not allow_http:
+        raise AddressProblem(_scheme_hint(allow_http))
+    if "#" in rest or ("?" in rest and not allow_query):
         raise AddressProblem(gettext("a query (?) or fragment (#) is not allowed"))
     netloc, slash, path = rest.partition("/")
     path = slash + path
@@ -202,8 +210,8 @@ def mask_webhook_url(value: str) -> str:
     return f"{base}/****" if path.strip("/") else base + path
 
 
-def _scheme_hint() -> str:
-    if http_portals_allowed():
+def _scheme_hint(allow_http: bool) -> str:
+    if allow_http:
         return gettext("it must start with https:// (or http:// for a portal without TLS)")
     return gettext("it must start with https://")
 

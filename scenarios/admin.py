@@ -28,7 +28,7 @@ from crm.selectors import (
 )
 from scenarios.choices import CREATION_TYPES
 from scenarios.document import config_export, config_import
-from scenarios.forms import DirectoryChoiceField, UserIdsField
+from scenarios.forms import ConditionsField, DirectoryChoiceField, FieldValuesField, UserIdsField
 from scenarios.models import (
     CONFIG_FIELDS,
     ActionRun,
@@ -37,6 +37,7 @@ from scenarios.models import (
     RoundRobinCursor,
     Scenario,
     ScenarioAction,
+    ScenarioSettings,
 )
 from scenarios.outbox import run_retry
 from scenarios.planning import label_shown
@@ -77,11 +78,34 @@ class ScenarioActionForm(forms.ModelForm):
         label=_("Recipients"),
         help_text=_("Who gets the notification (besides the users listed above)."),
     )
+    conditions = ConditionsField(
+        required=False,
+        label=_("Conditions"),
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text=_(
+            'Run only when all hold, as routing rules\' conditions, e.g. [{"source": '
+            '"entity", "field": "status", "operator": "equals", "values": ["NEW"]}]; sources '
+            "entity_type, entity, deal; operators equals, not_equals, contains, not_contains, "
+            "empty, not_empty. Empty: always."
+        ),
+    )
+    secret = forms.CharField(
+        required=False,
+        label=_("New webhook secret"),
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_(
+            "Signs each request (HMAC-SHA256 of the body, header X-SIMtrix-Signature). Leave "
+            "empty to keep the stored one; it is never shown after saving."
+        ),
+    )
 
     class Meta:
         model = ScenarioAction
         fields = ["position", *CONFIG_FIELDS]
-        widgets = {"text_template": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+        widgets = {
+            "text_template": forms.Textarea(attrs={"rows": 2, "cols": 60}),
+            "url": forms.TextInput(attrs={"size": 60}),
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +116,21 @@ class ScenarioActionForm(forms.ModelForm):
             ("pipeline_id", list(pipeline_choices()), int),
             ("stage_id", list(stage_choices()), str),
         ]
+        # Declared here, not on the class: a form's `fields` is its mapping of fields.
+        self.fields["fields"] = FieldValuesField(
+            required=False,
+            label=_("Fields"),
+            help_text=_(
+                "Update fields: one per line, NAME = value, names as Bitrix24 has them "
+                "(UF_CRM_LAST_CALL = {outcome} {time}); checked against the CRM's fields."
+            ),
+        )
+        # A lead status or a stage: which one the target says (both lists, named).
+        statuses = [
+            (value, gettext("Lead status: %(name)s") % {"name": name})
+            for value, name in lead_status_choices()
+        ]
+        pickers.append(("status_id", [*statuses, *stage_choices()], str))
         for name, choices, coerce in pickers:
             model_field = self.fields[name]
             self.fields[name] = DirectoryChoiceField(
@@ -101,6 +140,10 @@ class ScenarioActionForm(forms.ModelForm):
                 label=model_field.label,
                 help_text=model_field.help_text,
             )
+
+    def clean_secret(self) -> str:
+        # Empty keeps what is stored (the form never shows it).
+        return self.cleaned_data.get("secret") or self.instance.secret
 
 
 class ScenarioActionFormSet(BaseInlineFormSet):
@@ -132,10 +175,20 @@ class ScenarioActionInline(admin.StackedInline):
     formset = ScenarioActionFormSet
     extra = 0
     ordering = ["position", "pk"]
-    readonly_fields = ["reference_problems"]
+    readonly_fields = ["reference_problems", "secret_state"]
     fieldsets = [
         (None, {"fields": [("position", "action_type", "is_active"), "reference_problems"]}),
-        (_("When"), {"fields": [("timing", "delay_minutes", "delay_in_working_time"), "hours"]}),
+        (
+            _("When"),
+            {
+                "fields": [
+                    ("timing", "delay_minutes", "delay_in_working_time"),
+                    ("date_field", "date_of"),
+                    "hours",
+                    "conditions",
+                ]
+            },
+        ),
         (_("Who"), {"fields": ["responsible", "users", "recipients", "card_for"]}),
         (
             _("What"),
@@ -148,11 +201,19 @@ class ScenarioActionInline(admin.StackedInline):
                     ("automation_code", "automation_target"),
                     ("lead_status_id", "lead_source_id"),
                     ("pipeline_id", "stage_id"),
+                    ("target", "status_id"),
+                    "fields",
+                    "url",
+                    ("secret", "secret_state"),
                 ],
                 "description": lazy(_template_help, str)(),
             },
         ),
     ]
+
+    @admin.display(description=_("Webhook secret"))
+    def secret_state(self, obj: ScenarioAction) -> str:
+        return gettext("stored (hidden)") if obj.pk and obj.secret else gettext("not set")
 
     @admin.display(description=_("Bitrix24 references"))
     def reference_problems(self, obj: ScenarioAction) -> str:
@@ -175,20 +236,67 @@ class ScenarioActionInline(admin.StackedInline):
         return super().get_formset(request, obj, **kwargs)
 
 
+class ScenarioForm(forms.ModelForm):
+    """A scenario is for the whole tenant (one per trigger) or for some devices (each device in
+    at most one scenario per trigger)."""
+
+    class Meta:
+        model = Scenario
+        fields = ["trigger", "name", "devices", "is_active", "description"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        assert data is not None  # ModelForm.clean returns cleaned_data
+        trigger, devices = data.get("trigger"), list(data.get("devices") or [])
+        others = Scenario.objects.filter(trigger=trigger).exclude(pk=self.instance.pk)
+        if trigger and not devices and others.filter(devices__isnull=True).exists():
+            self.add_error(
+                "devices",
+                gettext(
+                    "There is a scenario for every phone for this trigger already: limit this "
+                    "one to some devices, or change that one."
+                ),
+            )
+        taken = others.filter(devices__in=devices).values_list("devices__name", "name")
+        for device, scenario in taken:
+            self.add_error(
+                "devices",
+                gettext("%(device)s has the scenario %(scenario)s for this trigger already.")
+                % {"device": device, "scenario": scenario},
+            )
+        return data
+
+
 @admin.register(Scenario)
 class ScenarioAdmin(admin.ModelAdmin):
-    list_display = ["name", "trigger", "is_active", "action_count", "problems", "updated_at"]
+    form = ScenarioForm
+    list_display = [
+        "name",
+        "trigger",
+        "lines",
+        "is_active",
+        "action_count",
+        "problems",
+        "updated_at",
+    ]
     list_filter = ["is_active"]
+    filter_horizontal = ["devices"]
     inlines = [ScenarioActionInline]
     actions = ["export_configuration"]
     change_list_template = "admin/scenarios/scenario/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Scenario]:
-        return super().get_queryset(request).annotate(action_total=Count("actions"))
+        queryset = super().get_queryset(request).prefetch_related("devices")
+        return queryset.annotate(action_total=Count("actions", distinct=True))
 
     @admin.display(description=_("actions"), ordering="action_total")
     def action_count(self, obj: WithAnnotations[Scenario, _ActionTotal]) -> int:
         return obj.action_total
+
+    @admin.display(description=_("phones"))
+    def lines(self, obj: Scenario) -> str:
+        names = [device.name for device in obj.devices.all()]
+        return ", ".join(names) if names else gettext("every phone")
 
     @admin.display(description=_("Bitrix24 references"))
     def problems(self, obj: Scenario) -> str:
@@ -367,6 +475,25 @@ class ConfigImportForm(forms.Form):
                 gettext("Not valid JSON: %(error)s") % {"error": exc}
             ) from exc
         return cleaned
+
+
+@admin.register(ScenarioSettings)
+class ScenarioSettingsAdmin(admin.ModelAdmin):
+    """The one settings row: the list page opens it."""
+
+    fields = ["webhooks_allow_http"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        settings, _ = ScenarioSettings.objects.get_or_create(singleton=1)
+        return HttpResponseRedirect(
+            reverse("admin:scenarios_scenariosettings_change", args=[settings.pk])
+        )
 
 
 @admin.register(OfficeHours)

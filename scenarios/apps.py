@@ -14,7 +14,7 @@ class ScenariosConfig(AppConfig):
     def ready(self) -> None:
         # Registers the handlers of the scenario action types with the outbox.
         # App loading: these import models, so only once the registry is ready.
-        from scenarios import handlers  # noqa: F401, PLC0415
+        from scenarios import callbacks, crm_actions, handlers, webhooks  # noqa: F401, PLC0415
         from scenarios.models import RoutingSettings  # noqa: PLC0415
         from scenarios.routing.services import (  # noqa: PLC0415
             routing_on_directory_synced,

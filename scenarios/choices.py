@@ -35,12 +35,18 @@ class ActionType(models.TextChoices):
     TIMELINE_COMMENT = "timeline_comment", _("Timeline comment")
     POST_CALL_SYNC = "post_call_sync", _("Post-call sync (notes and recording)")
     SEND_SMS = "send_sms", _("Send an SMS from the call's phone")
+    SET_STATUS = "set_status", _("Change the lead status or the deal stage")
+    SET_RESPONSIBLE = "set_responsible", _("Change the responsible person")
+    SCHEDULE_CALL = "schedule_call", _("Schedule a call back (to-do)")
+    UPDATE_FIELDS = "update_fields", _("Update fields of the entity or deal")
+    WEBHOOK = "webhook", _("Call a webhook")
 
 
 class Timing(models.TextChoices):
     IMMEDIATELY = "immediately", _("Immediately")
     DELAY = "delay", _("After a delay (from the end of the call)")
     AFTER_PREVIOUS = "after_previous", _("After the previous action has finished (+ delay)")
+    BEFORE_DATE = "before_date", _("Before a date of the entity or its open deal (- delay)")
 
 
 class Hours(models.TextChoices):
@@ -64,6 +70,9 @@ class CardFor(models.TextChoices):
 
 
 class AutomationTarget(models.TextChoices):
+    """What an action works on (a trigger's target, a status, the responsible, fields, the date
+    a "before a date" timing reads)."""
+
     ENTITY = "entity", _("The caller's CRM entity")
     DEAL = "deal", _("The caller's open deal (skipped when there is none)")
 
@@ -90,13 +99,26 @@ LIFECYCLE_TYPES = frozenset({ActionType.LOG_CALL, ActionType.SHOW_CARD})
 CREATION_TYPES = frozenset({ActionType.CREATE_LEAD, ActionType.CREATE_DEAL})
 # Types that need a Bitrix24 user chosen by a responsible strategy.
 NEEDS_RESPONSIBLE = frozenset(
-    {ActionType.CALLBACK_TASK, ActionType.CREATE_LEAD, ActionType.CREATE_DEAL}
+    {
+        ActionType.CALLBACK_TASK,
+        ActionType.CREATE_LEAD,
+        ActionType.CREATE_DEAL,
+        ActionType.SET_RESPONSIBLE,
+        ActionType.SCHEDULE_CALL,
+    }
 )
+# Types that act on the caller's entity or its open deal, as `target` says.
+NEEDS_TARGET = frozenset(
+    {ActionType.SET_STATUS, ActionType.SET_RESPONSIBLE, ActionType.UPDATE_FIELDS}
+)
+# A call back the caller is owed: one open per caller, completed once they are reached.
+CALLBACK_TYPES = frozenset({ActionType.CALLBACK_TASK, ActionType.SCHEDULE_CALL})
 NEEDS_TEXT: dict[str, str] = {
     ActionType.NOTIFY: "text_template",
     ActionType.TIMELINE_COMMENT: "text_template",
     ActionType.SEND_SMS: "text_template",
     ActionType.CALLBACK_TASK: "title_template",
+    ActionType.SCHEDULE_CALL: "title_template",
     ActionType.CREATE_LEAD: "title_template",
     ActionType.CREATE_DEAL: "title_template",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Any, cast
 
@@ -17,7 +18,9 @@ from django.db import models, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 
-from scenarios.choices import CREATION_TYPES, Trigger
+from calls.models import Device
+from scenarios.catalog import CrmCatalog, action_catalog_errors, crm_catalog
+from scenarios.choices import CREATION_TYPES, ActionType, Trigger
 from scenarios.models import (
     CONFIG_FIELDS,
     Holiday,
@@ -28,6 +31,8 @@ from scenarios.models import (
     RoutingSettings,
     Scenario,
     ScenarioAction,
+    ScenarioSettings,
+    scenario_settings_get,
 )
 from scenarios.routing.rules import OPERATORS, SOURCES, condition_errors, target_errors
 from scenarios.routing.selectors import routing_settings_get
@@ -77,13 +82,64 @@ CONDITION_KEYS = ("source", "field", "operator", "values")
 MAX_ID = 2**31 - 1  # a PositiveIntegerField column (department, "Others" user)
 
 
+# Settings a document never carries in clear: an exported webhook leaves its secret out, and
+# an imported one without a secret keeps the one stored for its URL (see config_import).
+NOT_EXPORTED = frozenset({"secret"})
+SETTINGS_KEYS = ("webhooks_allow_http",)
+
+
 def action_to_data(config: dict[str, Any]) -> dict[str, Any]:
     """Only what differs from the defaults, so an export reads like the admin form."""
     data = {"action_type": config["action_type"]}
     for name in CONFIG_FIELDS:
+        if name in NOT_EXPORTED:
+            continue
         if name != "action_type" and config.get(name) != ACTION_DEFAULTS.get(name):
             data[name] = config[name]
     return data
+
+
+@dataclass(frozen=True)
+class DocumentContext:
+    """What an import is checked against besides the document itself: crm's directory, the
+    tenant's devices (a line's number -> its active devices), the secrets stored for webhook
+    URLs, and whether webhooks may use http."""
+
+    catalog: CrmCatalog = field(default_factory=CrmCatalog)
+    devices: dict[str, list[int]] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    allow_http: bool = False
+
+
+def document_context() -> DocumentContext:
+    devices: dict[str, list[int]] = {}
+    for pk, number in Device.objects.filter(revoked_at__isnull=True).values_list(
+        "pk", "phone_number"
+    ):
+        devices.setdefault(number, []).append(pk)
+    secrets = {
+        action.url: action.secret
+        for action in ScenarioAction.objects.filter(action_type=ActionType.WEBHOOK).exclude(url="")
+        if action.secret
+    }
+    return DocumentContext(
+        catalog=crm_catalog(),
+        devices=devices,
+        secrets=secrets,
+        allow_http=scenario_settings_get().webhooks_allow_http,
+    )
+
+
+def _with_secret(config: dict[str, Any], context: DocumentContext | None) -> dict[str, Any]:
+    """A webhook imported without its secret takes the one stored for its URL."""
+    if (
+        config.get("action_type") == ActionType.WEBHOOK
+        and not config.get("secret")
+        and context is not None
+        and config.get("url") in context.secrets
+    ):
+        return {**config, "secret": context.secrets[config["url"]]}
+    return config
 
 
 def _time_parse(value: Any) -> time | None:
@@ -115,9 +171,12 @@ def _bad_name(where: str) -> str:
     return f"{where}: " + gettext("must be non-empty text of at most 100 characters")
 
 
-def config_errors(data: Any) -> list[str]:
+def config_errors(data: Any, context: DocumentContext | None = None) -> list[str]:
     """Every problem of an imported configuration, each as 'where: what' (`where` is the JSON
-    path, as written in the file; `what` in the active language)."""
+    path, as written in the file; `what` in the active language).
+
+    With a `context` (config_import reads one) also what the document names in Bitrix24's
+    directory and among the tenant's devices; without one the check reads no row."""
     if not isinstance(data, dict):
         return [gettext("the configuration must be a JSON object")]
     errors = []
@@ -132,19 +191,50 @@ def config_errors(data: Any) -> list[str]:
         "office_hours",
         "scenarios",
         "routing",
+        "settings",
     }
     if unknown:
         errors.append(gettext("unknown keys: %(keys)s") % {"keys": sorted(unknown)})
     errors += _office_hours_errors(data.get("office_hours", {}))
+    settings = data.get("settings", {})
+    errors += _settings_errors(settings)
+    allow_http = (
+        settings.get("webhooks_allow_http")
+        if isinstance(settings, dict) and isinstance(settings.get("webhooks_allow_http"), bool)
+        else context is not None and context.allow_http
+    )
+    check = _Check(context=context, allow_http=bool(allow_http))
     # An export made before routing was part of the document has no "routing": it is optional.
     routing_errors = _routing_errors(data["routing"]) if "routing" in data else []
     scenarios = data.get("scenarios", [])
     if not isinstance(scenarios, list):
         return [*errors, _not_list("scenarios"), *routing_errors]
-    seen: set[str] = set()
     for index, scenario in enumerate(scenarios):
-        errors += _scenario_errors(scenario, f"scenarios[{index}]", seen)
+        errors += _scenario_errors(scenario, f"scenarios[{index}]", check)
     return errors + routing_errors
+
+
+@dataclass
+class _Check:
+    """What the scenarios' checks share: the context, and the triggers and devices seen."""
+
+    context: DocumentContext | None
+    allow_http: bool
+    tenant_wide: set[str] = field(default_factory=set)
+    # (trigger, device id) -> where it was named first
+    per_device: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+def _settings_errors(settings: Any) -> list[str]:
+    if not isinstance(settings, dict):
+        return [_not_object("settings")]
+    errors = []
+    unknown = set(settings) - set(SETTINGS_KEYS)
+    if unknown:
+        errors.append(_unknown_keys("settings", unknown))
+    if not isinstance(settings.get("webhooks_allow_http", False), bool):
+        errors.append(_not_bool("settings.webhooks_allow_http"))
+    return errors
 
 
 def _office_hours_errors(hours: Any) -> list[str]:
@@ -209,24 +299,29 @@ def _holidays_errors(holidays: Any) -> list[str]:
     return errors
 
 
-def _scenario_errors(scenario: Any, where: str, seen: set[str]) -> list[str]:
+def _scenario_errors(scenario: Any, where: str, check: _Check) -> list[str]:
     if not isinstance(scenario, dict):
         return [_not_object(where)]
     errors = []
-    unknown = set(scenario) - {"trigger", "name", "is_active", "description", "actions"}
+    unknown = set(scenario) - {"trigger", "name", "is_active", "description", "actions", "devices"}
     if unknown:
         errors.append(_unknown_keys(where, unknown))
     trigger = scenario.get("trigger")
+    devices = scenario.get("devices", [])
     if trigger not in Trigger.values:
         errors.append(f"{where}.trigger: " + must_be_one_of(Trigger.values))
-    elif trigger in seen:
+    elif not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+        errors.append(f"{where}.devices: " + gettext("must be a list of the lines' numbers"))
+    elif devices:
+        errors += _devices_errors(devices, where, trigger, check)
+    elif trigger in check.tenant_wide:
         errors.append(
             f"{where}.trigger: "
             + gettext("%(trigger)s appears twice (one scenario per outcome)")
             % {"trigger": repr(trigger)}
         )
     else:
-        seen.add(trigger)
+        check.tenant_wide.add(trigger)
     name = scenario.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         errors.append(_bad_name(f"{where}.name"))
@@ -234,10 +329,36 @@ def _scenario_errors(scenario: Any, where: str, seen: set[str]) -> list[str]:
         errors.append(_not_bool(f"{where}.is_active"))
     if not isinstance(scenario.get("description", ""), str):
         errors.append(f"{where}.description: " + gettext("must be text"))
-    return errors + _actions_errors(scenario.get("actions", []), where, trigger)
+    return errors + _actions_errors(scenario.get("actions", []), where, trigger, check)
 
 
-def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
+def _devices_errors(devices: list[str], where: str, trigger: str, check: _Check) -> list[str]:
+    """A scenario limited to some lines: each must be a device of the tenant's, and in no other
+    scenario of the trigger."""
+    if check.context is None:
+        return []
+    errors = []
+    for number in devices:
+        ids = check.context.devices.get(number)
+        if not ids:
+            errors.append(
+                f"{where}.devices: "
+                + gettext("%(number)s is not the line of an active device") % {"number": number}
+            )
+            continue
+        for device_id in ids:
+            first = check.per_device.setdefault((trigger, device_id), where)
+            if first != where:
+                errors.append(
+                    f"{where}.devices: "
+                    + gettext("%(number)s is already in %(other)s for this trigger")
+                    % {"number": number, "other": first}
+                )
+                break
+    return errors
+
+
+def _actions_errors(actions: Any, where: str, trigger: Any, check: _Check) -> list[str]:
     if not isinstance(actions, list):
         return [_not_list(f"{where}.actions")]
     errors = []
@@ -251,9 +372,13 @@ def _actions_errors(actions: Any, where: str, trigger: Any) -> list[str]:
         if unknown:
             errors.append(_unknown_keys(at, unknown))
             continue
-        config = {**ACTION_DEFAULTS, **action}
-        problems = action_errors(config, trigger=trigger if isinstance(trigger, str) else "")
-        errors += [f"{at}.{field}: {message}" for field, message in problems.items()]
+        config = _with_secret({**ACTION_DEFAULTS, **action}, check.context)
+        problems = action_errors(
+            config, trigger=trigger if isinstance(trigger, str) else "", allow_http=check.allow_http
+        )
+        if not problems and check.context is not None:
+            problems = action_catalog_errors(config, check.context.catalog)
+        errors += [f"{at}.{name}: {message}" for name, message in problems.items()]
         # ACTION_DEFAULTS has every setting but action_type.
         creations += config.get("action_type") in CREATION_TYPES and config["is_active"]
     if creations > 1:
@@ -516,16 +641,24 @@ def config_import(*, data: Any) -> dict[str, int]:
     `routing.settings` and `routing.rules` each replace their part when present; a document
     without them (an export from before routing was in the document) leaves routing as it is.
     Rules naming what the synced Bitrix24 directory lacks are imported and marked broken, as
-    scenario actions are imported and flagged: a configuration moves between tenants whose
-    portals differ, and the next directory sync heals what exists there.
+    the older scenario actions (users, lead sources, pipelines of a new lead or deal) are
+    imported and flagged: a configuration moves between tenants whose portals differ, and the
+    next directory sync heals what exists there. The actions that change a record in Bitrix24
+    (a status or stage, fields) or read a field (conditions, "before a date") are refused
+    instead: Bitrix24 ignores a field it does not know, so nothing would ever tell.
+
+    A webhook action without a `secret` keeps the secret stored for the same URL (an export
+    leaves secrets out); `settings` and a scenario's `devices` (the lines' numbers) are part of
+    the scenario side.
     """
 
-    errors = config_errors(data)
+    context = document_context()
+    errors = config_errors(data, context)
     if errors:
         raise ConfigError(errors)
     routing = data.get("routing", {})
     with transaction.atomic():
-        counts = _scenarios_replace(data)
+        counts = _scenarios_replace(data, context)
         if "settings" in routing:
             RoutingSettings.objects.update_or_create(
                 singleton=1, defaults={**ROUTING_SETTINGS_DEFAULTS, **routing["settings"]}
@@ -579,16 +712,24 @@ def scenario_config_import(*, data: Any) -> dict[str, int]:
     The scenario part of a configuration document: `config_import` imports the whole document
     (routing included) and is what the admin and the commands call.
     """
-    errors = config_errors(data)
+    context = document_context()
+    errors = config_errors(data, context)
     if errors:
         raise ConfigError(errors)
-    return _scenarios_replace(data)
+    return _scenarios_replace(data, context)
 
 
-def _scenarios_replace(data: Any) -> dict[str, int]:
+def _scenarios_replace(data: Any, context: DocumentContext) -> dict[str, int]:
     """Writes the scenario part of a document `config_errors` found valid."""
     hours = data.get("office_hours", {})
     with transaction.atomic():
+        if "settings" in data:
+            ScenarioSettings.objects.update_or_create(
+                singleton=1,
+                defaults={
+                    "webhooks_allow_http": data["settings"].get("webhooks_allow_http", False)
+                },
+            )
         Scenario.objects.all().delete()
         OfficeHours.objects.all().delete()
         Holiday.objects.all().delete()
@@ -616,9 +757,14 @@ def _scenarios_replace(data: Any) -> dict[str, int]:
                 is_active=item.get("is_active", True),
                 description=item.get("description", ""),
             )
+            scenario.devices.set(
+                [pk for number in item.get("devices", []) for pk in context.devices[number]]
+            )
             ScenarioAction.objects.bulk_create(
                 ScenarioAction(
-                    scenario=scenario, position=(index + 1) * 10, **{**ACTION_DEFAULTS, **action}
+                    scenario=scenario,
+                    position=(index + 1) * 10,
+                    **_with_secret({**ACTION_DEFAULTS, **action}, context),
                 )
                 for index, action in enumerate(item.get("actions", []))
             )
@@ -676,16 +822,29 @@ def scenario_config_export() -> dict[str, Any]:
                 for holiday in Holiday.objects.order_by("date")
             ],
         },
-        "scenarios": [
-            {
-                "trigger": scenario.trigger,
-                "name": scenario.name,
-                "is_active": scenario.is_active,
-                "description": scenario.description,
-                "actions": [
-                    action_to_data(action.as_config()) for action in scenario.actions.all()
-                ],
-            }
-            for scenario in Scenario.objects.prefetch_related("actions").order_by("trigger")
-        ],
+        "settings": {name: getattr(scenario_settings_get(), name) for name in SETTINGS_KEYS},
+        "scenarios": [_scenario_to_data(scenario) for scenario in _scenarios_in_order()],
     }
+
+
+def _scenarios_in_order() -> list[Scenario]:
+    """By trigger, the tenant-wide scenario of each first, then those limited to devices."""
+    rows = Scenario.objects.prefetch_related("actions", "devices")
+    return sorted(rows, key=lambda s: (s.trigger, bool(s.devices.all()), s.pk))
+
+
+def _scenario_to_data(scenario: Scenario) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "trigger": scenario.trigger,
+        "name": scenario.name,
+        "is_active": scenario.is_active,
+        "description": scenario.description,
+    }
+    # A revoked phone takes no calls: its line is left out (and could not be imported).
+    lines = sorted(
+        {device.phone_number for device in scenario.devices.all() if device.revoked_at is None}
+    )
+    if lines:
+        data["devices"] = lines
+    data["actions"] = [action_to_data(action.as_config()) for action in scenario.actions.all()]
+    return data

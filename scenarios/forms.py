@@ -112,3 +112,62 @@ class DirectoryChoiceField(forms.TypedChoiceField):
         super().__init__(
             choices=options, coerce=coerce, empty_value=empty, required=False, **kwargs
         )
+
+
+class FieldValuesField(forms.CharField):
+    """The fields an "update fields" action sets: one per line, ``NAME = value`` (a value may
+    use the message placeholders: ``UF_CRM_LAST_CALL = {outcome} {time}``), or a JSON object.
+    Stored as a JSON object."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+        if isinstance(value, dict):
+            if any(not isinstance(v, str) for v in value.values()):
+                return json.dumps(value, ensure_ascii=False)
+            return "\n".join(f"{name} = {text}" for name, text in value.items())
+        return value or ""
+
+    def to_python(self, value: Any) -> dict[str, Any]:  # type: ignore[override]  # text in, a mapping out
+        text = (super().to_python(value) or "").strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise forms.ValidationError(
+                    gettext("Not valid JSON: %(error)s") % {"error": exc}
+                ) from exc
+            if not isinstance(data, dict):
+                raise forms.ValidationError(gettext("Write one field per line: NAME = value."))
+            return data
+        fields: dict[str, Any] = {}
+        for line in (line.strip() for line in text.splitlines()):
+            if not line:
+                continue
+            name, equals, rest = line.partition("=")
+            if not equals or not name.strip():
+                raise forms.ValidationError(
+                    gettext("%(line)s: write one field per line, NAME = value.")
+                    % {"line": repr(line)}
+                )
+            fields[name.strip()] = rest.strip()
+        return fields
+
+
+class ConditionsField(forms.JSONField):
+    """An action's conditions as JSON, the routing rules' shape; empty = none."""
+
+    def to_python(self, value: Any) -> Any:
+        if value in (None, "") or (isinstance(value, str) and not value.strip()):
+            return []
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if value in (None, [], "[]"):
+            return ""
+        return super().prepare_value(value)

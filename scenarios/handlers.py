@@ -1,4 +1,6 @@
-"""The handlers of the scenario actions (registered with the outbox when the app loads).
+"""The handlers of the scenario actions (registered with the outbox when the app loads), and
+what they share. The call backs (a task, a to-do) are in scenarios.callbacks, the changes to the
+caller's record in scenarios.crm_actions, the webhook in scenarios.webhooks.
 
 Each takes a claimed `ActionRun`, reloads what it needs, and calls crm's domain functions. A
 handler may run again after a worker died mid-way, so creates use `run_intent_key(run)` (crm
@@ -10,18 +12,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from calls.intake import call_crm_set
 from calls.lifecycle import RESOLVED
 from calls.models import Call, CallNote, CallRecording
 from calls.services import call_audit_note, call_notes_mark_synced
+from crm.domain import CallerLookup, CrmDeal
 from crm.errors import Bitrix24TransientError
 from crm.mapping import entity_url, routing_facts
 from crm.models import Bitrix24Connection
@@ -36,18 +41,23 @@ from crm.services import (
     crm_lead_create,
     crm_lookup_invalidate,
     crm_notify,
-    crm_task_complete,
-    crm_task_create,
     crm_timeline_comment_add,
 )
 from scenarios.choices import ActionType, InternalAction
+from scenarios.conditions import conditions_check, conditions_summary
 from scenarios.models import ActionRun, ScenarioAction
-from scenarios.outbox import ActionSkipped, action_handler, run_intent_key, run_plan
+from scenarios.outbox import (
+    ActionDeferred,
+    ActionSkipped,
+    action_handler,
+    run_intent_key,
+    run_plan,
+)
 from scenarios.planning import CallFacts
 from scenarios.selectors import Directory, action_reference_problems, call_reached_since, directory
 from scenarios.services import Unresolvable, call_facts, responsible_resolve, scenario_on_call_event
 from scenarios.validation import template_render
-from scenarios.worktime import due_at, work_schedule
+from scenarios.worktime import due_before, work_schedule
 from sms.models import SmsMessage
 from sms.services import sms_guard_problem, sms_send
 from tenants.connection import tenant_connection
@@ -58,18 +68,14 @@ Action = ScenarioAction
 Status = ActionRun.Status
 
 
-# A task without a configured deadline is due a day after it is created.
-DEFAULT_DEADLINE_MINUTES = 24 * 60
-
-
 # --- Shared pieces ------------------------------------------------------------------------------
 
 
-def _call(run: ActionRun) -> Call:
+def run_call(run: ActionRun) -> Call:
     return Call.objects.select_related("device").get(pk=run.call_id)
 
 
-def _config(run: ActionRun) -> dict[str, Any]:
+def run_config(run: ActionRun) -> dict[str, Any]:
     return run.params.get("action") or {}
 
 
@@ -77,7 +83,7 @@ def _facts(call: Call) -> CallFacts:
     return call_facts(call)
 
 
-def _entity(call: Call) -> dict[str, Any] | None:
+def call_entity(call: Call) -> dict[str, Any] | None:
     """The caller's CRM entity: found by the lookup or created by the unknown-number scenario."""
     crm = call.crm or {}
     if crm.get("status") == "found" and crm.get("entity"):
@@ -90,16 +96,16 @@ def _entity(call: Call) -> dict[str, Any] | None:
     return created.result.get("entity") if created else None
 
 
-def _deal(call: Call) -> dict[str, Any] | None:
+def call_deal(call: Call) -> dict[str, Any] | None:
     deals = (call.crm or {}).get("deals") or []
     return deals[0] if deals else None
 
 
-def _crm_ref(entity: dict[str, Any]) -> tuple[str, int]:
+def crm_ref(entity: dict[str, Any]) -> tuple[str, int]:
     return (entity["type"], int(entity["id"]))
 
 
-def _check_references(config: dict[str, Any], known: Directory) -> None:
+def references_check(config: dict[str, Any], known: Directory) -> None:
     problems = action_reference_problems(config, known=known, for_execution=True)
     if problems:
         raise ActionSkipped(
@@ -128,7 +134,7 @@ def message_values(call: Call, entity: dict[str, Any] | None) -> dict[str, str]:
     }
 
 
-def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
+def run_responsible(run: ActionRun, call: Call, known: Directory) -> int:
     """The run's user, chosen once: a rerun after a crash keeps the first choice."""
     if run.params.get("responsible_user_id"):
         return int(run.params["responsible_user_id"])
@@ -137,7 +143,7 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
         if not locked.params.get("responsible_user_id"):
             try:
                 user, how = responsible_resolve(
-                    config=_config(run), facts=_facts(call), known=known, peek=False
+                    config=run_config(run), facts=_facts(call), known=known, peek=False
                 )
             except Unresolvable as exc:
                 raise ActionSkipped(f"No responsible user: {exc}.") from exc
@@ -147,6 +153,145 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
     return int(locked.params["responsible_user_id"])
 
 
+# --- A configured action as it starts: "before a date", its conditions ------------------------
+
+
+class Situation:
+    """A configured action's run as it starts: the call, its settings, and the caller's CRM data
+    as Bitrix24 has it now (read once, and only when the action needs it: conditions, "before
+    a date", a status change), with the open deal its conditions matched."""
+
+    def __init__(self, run: ActionRun, call: Call) -> None:
+        self.run = run
+        self.call = call
+        self.config = run_config(run)
+        self.matched_deal_id: int | None = None
+        self._lookup: CallerLookup | None = None
+
+    def lookup(self) -> CallerLookup:
+        if self._lookup is None:
+            # The lookup cache serves it when it is fresh (a few minutes, the tenant's setting).
+            lookup = crm_find_by_phone(phone=self.call.phone_number, budget_s=math.inf)
+            if lookup.status not in RESOLVED:
+                raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
+            self._lookup = lookup
+        return self._lookup
+
+    def deal_id(self) -> int | None:
+        """The open deal an action on "the deal" works on: the one its conditions matched, else
+        the caller's most recent open deal as the call stored it."""
+        if self.matched_deal_id:
+            return self.matched_deal_id
+        deal = call_deal(self.call)
+        return int(deal["id"]) if deal else None
+
+    def deal_now(self) -> CrmDeal | None:
+        """The open deal as Bitrix24 has it now (pipeline, stage, fields): the one the
+        conditions matched, else the caller's most recent open deal (None: none is open)."""
+        deals = self.lookup().deals
+        if self.matched_deal_id:
+            return next((deal for deal in deals if deal.id == self.matched_deal_id), None)
+        return deals[0] if deals else None
+
+
+ScenarioHandler = Callable[[ActionRun, Situation], dict[str, Any] | None]
+
+
+def scenario_action(action_type: str) -> Callable[[ScenarioHandler], ScenarioHandler]:
+    """Registers the handler of a configured action type with the outbox: a timing "before a
+    date" and the action's conditions apply first, and what they found is in the run's result
+    (also when they skip it)."""
+
+    def register(handler: ScenarioHandler) -> ScenarioHandler:
+        def run_action(run: ActionRun) -> dict[str, Any]:
+            situation = Situation(run, run_call(run))
+            audit: dict[str, Any] = {}
+            if situation.config.get("timing") == Action.Timing.BEFORE_DATE:
+                audit["before_date"] = _before_date_wait(situation)
+            if situation.config.get("conditions"):
+                audit["conditions"] = _conditions_apply(situation, audit)
+            return {**audit, **(handler(run, situation) or {})}
+
+        action_handler(action_type)(run_action)
+        return handler
+
+    return register
+
+
+def _conditions_apply(situation: Situation, audit: dict[str, Any]) -> list[dict[str, Any]]:
+    outcome = conditions_check(situation.config["conditions"], routing_facts(situation.lookup()))
+    if not outcome.holds:
+        raise ActionSkipped(
+            "Conditions not met: " + conditions_summary(outcome.rows),
+            result={**audit, "conditions": outcome.rows},
+        )
+    situation.matched_deal_id = outcome.deal_id
+    return outcome.rows
+
+
+def _date_value(value: Any) -> datetime | None:
+    """A Bitrix24 date or datetime value; a date alone is its midnight on the tenant's clock."""
+    if not value or not isinstance(value, str):
+        return None
+    moment = parse_datetime(value)
+    if moment is None:
+        day = parse_date(value)
+        if day is None:
+            return None
+        moment = datetime.combine(day, time(0, 0))
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=ZoneInfo(tenant_timezone()))
+    return moment
+
+
+def _before_date_wait(situation: Situation) -> dict[str, Any]:
+    """A timing "N minutes before a date": read the date when the run is first picked up (just
+    after the call) and wait for its moment; runs as planned then, even if the date changed."""
+    run, config = situation.run, situation.config
+    if run.params.get("before_date"):
+        return dict(run.params["before_date"])
+    name, whose = config["date_field"], config["date_of"]
+    info: dict[str, Any] = {"field": f"{whose}.{name}"}
+    if whose == Action.AutomationTarget.DEAL:
+        deal = situation.deal_now()
+        if deal is None:
+            raise ActionSkipped("The caller has no open deal: no date to count back from.")
+        raw, info["deal"] = deal.fields.get(name), deal.id
+    else:
+        lookup = situation.lookup()
+        if lookup.entity is None:
+            raise ActionSkipped("The caller is not in the CRM: no date to count back from.")
+        raw = lookup.entity_fields.get(name)
+    moment = _date_value(raw)
+    if moment is None:
+        raise ActionSkipped(f"No date in {info['field']}: nothing to count back from.")
+    info["date"] = moment.isoformat()
+    now = timezone.now()
+    if moment <= now:
+        shown = moment.astimezone(ZoneInfo(tenant_timezone()))
+        raise ActionSkipped(
+            f"The date in {info['field']} ({shown:%Y-%m-%d %H:%M}) is past.",
+            result={"before_date": info},
+        )
+    due = due_before(
+        work_schedule(),
+        moment=moment,
+        delay_seconds=int(config.get("delay_minutes") or 0) * 60,
+        working_time=bool(config.get("delay_in_working_time")),
+    )
+    info["due"] = due.isoformat()
+    if due <= now:
+        info["note"] = "less time was left before the date: run at once"
+    with transaction.atomic():
+        locked = ActionRun.objects.select_for_update().get(pk=run.pk)
+        locked.params = {**locked.params, "before_date": info}
+        locked.save(update_fields=["params"])
+    run.params = locked.params
+    if due > now:
+        raise ActionDeferred(due)
+    return info
+
+
 # --- Lookup and the unknown number --------------------------------------------------------------
 
 
@@ -154,7 +299,7 @@ def _responsible(run: ActionRun, call: Call, known: Directory) -> int:
 def lookup_caller(run: ActionRun) -> dict[str, Any]:
     """Looks the caller up without a budget, stores it on the call, and plans what follows."""
 
-    call = _call(run)
+    call = run_call(run)
     facts = None
     if call.crm_status not in RESOLVED:
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
@@ -173,7 +318,7 @@ def lookup_caller(run: ActionRun) -> dict[str, Any]:
 
 
 @contextmanager
-def _advisory_lock(name: str) -> Iterator[None]:
+def advisory_lock(name: str) -> Iterator[None]:
     """A PostgreSQL session lock: held across Bitrix24 requests without a long transaction
     (crm's intent rows must commit as they go), released even if the worker dies."""
     with connection.cursor() as cursor:
@@ -192,10 +337,10 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
     fresh lookup make the second one find the first one's lead instead of making another.
     """
 
-    call = _call(run)
+    call = run_call(run)
     known = directory()
-    _check_references(_config(run), known)
-    with _advisory_lock(f"{tenant_connection.schema_name}:unknown-caller:{call.phone_number}"):
+    references_check(run_config(run), known)
+    with advisory_lock(f"{tenant_connection.schema_name}:unknown-caller:{call.phone_number}"):
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
         if lookup.status not in RESOLVED:
             raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
@@ -203,7 +348,7 @@ def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
             crm = lookup.as_api()
             result: dict[str, Any] = {"entity": crm["entity"], "created": False}
         else:
-            responsible = _responsible(run, call, known)
+            responsible = run_responsible(run, call, known)
             entity = create(call=call, responsible=responsible, known=known)
             crm_lookup_invalidate(phone=call.phone_number)
             deal = entity.pop("deal", None)
@@ -226,9 +371,9 @@ def _entity_url(entity_type: str, entity_id: int) -> str:
     return entity_url(portal, entity_type, entity_id) if portal else ""
 
 
-@action_handler(ActionType.CREATE_LEAD)
-def create_lead(run: ActionRun) -> dict[str, Any]:
-    config = _config(run)
+@scenario_action(ActionType.CREATE_LEAD)
+def create_lead(run: ActionRun, situation: Situation) -> dict[str, Any]:
+    config = run_config(run)
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
         values = message_values(call, None)
@@ -249,9 +394,9 @@ def create_lead(run: ActionRun) -> dict[str, Any]:
     return _create_entity(run, create)
 
 
-@action_handler(ActionType.CREATE_DEAL)
-def create_deal(run: ActionRun) -> dict[str, Any]:
-    config = _config(run)
+@scenario_action(ActionType.CREATE_DEAL)
+def create_deal(run: ActionRun, situation: Situation) -> dict[str, Any]:
+    config = run_config(run)
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
         pipeline = config.get("pipeline_id") or 0
@@ -280,15 +425,15 @@ def create_deal(run: ActionRun) -> dict[str, Any]:
 # --- The outcome's actions ------------------------------------------------------------------
 
 
-@action_handler(ActionType.NOTIFY)
-def notify(run: ActionRun) -> dict[str, Any]:
-    call = _call(run)
-    config = _config(run)
+@scenario_action(ActionType.NOTIFY)
+def notify(run: ActionRun, situation: Situation) -> dict[str, Any]:
+    call = run_call(run)
+    config = run_config(run)
     known = directory()
-    _check_references(config, known)
+    references_check(config, known)
     recipients: list[int] = []
     if Action.Recipient.RESPONSIBLE in config.get("recipients", []):
-        recipients.append(_responsible(run, call, known))
+        recipients.append(run_responsible(run, call, known))
     if Action.Recipient.AGENT in config.get("recipients", []):
         recipients.append(call.device.bitrix24_user_id)
     recipients += config.get("users") or []
@@ -296,7 +441,7 @@ def notify(run: ActionRun) -> dict[str, Any]:
     recipients = [user for user in dict.fromkeys(recipients) if not known.user_problem(user)]
     if not recipients:
         raise ActionSkipped("No active recipient for the notification.")
-    message = template_render(config["text_template"], message_values(call, _entity(call)))
+    message = template_render(config["text_template"], message_values(call, call_entity(call)))
     # Tagged by run and user: a rerun after a crash replaces the notification, not repeats it.
     if len(recipients) == 1:
         crm_notify(user_id=recipients[0], message=message, intent_key=run_intent_key(run))
@@ -316,7 +461,7 @@ def notify(run: ActionRun) -> dict[str, Any]:
     return {"notified": recipients}
 
 
-def _reached_reason(call: Call) -> str | None:
+def reached_reason(call: Call) -> str | None:
     since = call.started_at or call.ended_at or call.created_at
     reached = call_reached_since(
         phone_number=call.phone_number, since=since, exclude_call_id=call.pk
@@ -329,97 +474,45 @@ def _reached_reason(call: Call) -> str | None:
     return f"The caller was reached meanwhile ({reached.direction} call answered at {when:%H:%M})."
 
 
-@action_handler(ActionType.CALLBACK_TASK)
-def callback_task(run: ActionRun) -> dict[str, Any]:
-    call = _call(run)
-    config = _config(run)
-    if config.get("skip_if_reached", True):
-        reason = _reached_reason(call)
-        if reason:
-            raise ActionSkipped(reason)
-    known = directory()
-    _check_references(config, known)
-    responsible = _responsible(run, call, known)
-    entity = _entity(call)
-    values = message_values(call, entity)
-    deadline = due_at(
-        work_schedule(),
-        base=timezone.now(),
-        delay_seconds=(config.get("deadline_minutes") or DEFAULT_DEADLINE_MINUTES) * 60,
-        working_time=bool(config.get("deadline_in_working_time")),
-    ).astimezone(ZoneInfo(tenant_timezone()))
-    bindings = [_crm_ref(entity)] if entity else []
-    deal = _deal(call)
-    if deal:
-        bindings.append(("deal", int(deal["id"])))
-    task_id = crm_task_create(
-        intent_key=run_intent_key(run),
-        title=template_render(config["title_template"], values),
-        description=template_render(config.get("text_template") or "", values),
-        responsible_id=responsible,
-        deadline=deadline,
-        bindings=bindings,
-    )
-    result: dict[str, Any] = {"task_id": task_id, "responsible_id": responsible}
-    if config.get("skip_if_reached", True) and _reached_reason(call):
-        # Reached while the task was being created: it is already done.
-        crm_task_complete(task_id=task_id)
-        result["completed"] = True
-    return result
-
-
-@action_handler(InternalAction.COMPLETE_CALLBACK_TASK)
-def complete_callback_task(run: ActionRun) -> dict[str, Any]:
-    task_run = ActionRun.objects.filter(pk=run.params["task_run_id"]).first()
-    if task_run is None or task_run.result.get("completed"):
-        raise ActionSkipped("The callback task is already completed.")
-    crm_task_complete(task_id=int(run.params["task_id"]))
-    with transaction.atomic():
-        locked = ActionRun.objects.select_for_update().get(pk=task_run.pk)
-        locked.result = {**locked.result, "completed": True, "completed_by_call": run.call_id}
-        locked.save(update_fields=["result"])
-    return {"task_id": run.params["task_id"]}
-
-
-@action_handler(ActionType.TRIGGER_AUTOMATION)
-def trigger_automation(run: ActionRun) -> dict[str, Any]:
-    call = _call(run)
-    config = _config(run)
+@scenario_action(ActionType.TRIGGER_AUTOMATION)
+def trigger_automation(run: ActionRun, situation: Situation) -> dict[str, Any]:
+    call = run_call(run)
+    config = run_config(run)
     if config.get("automation_target") == Action.AutomationTarget.DEAL:
-        deal = _deal(call)
-        if deal is None:
+        deal_id = situation.deal_id()
+        if deal_id is None:
             raise ActionSkipped("The caller has no open deal.")
-        target = ("deal", int(deal["id"]))
+        target = ("deal", deal_id)
     else:
-        entity = _entity(call)
+        entity = call_entity(call)
         if entity is None:
             raise ActionSkipped("The caller is not in the CRM.")
-        target = _crm_ref(entity)
+        target = crm_ref(entity)
     crm_automation_trigger(entity=target, code=config["automation_code"])
     return {"target": list(target), "code": config["automation_code"]}
 
 
-@action_handler(ActionType.TIMELINE_COMMENT)
-def timeline_comment(run: ActionRun) -> dict[str, Any]:
-    call = _call(run)
-    entity = _entity(call)
+@scenario_action(ActionType.TIMELINE_COMMENT)
+def timeline_comment(run: ActionRun, situation: Situation) -> dict[str, Any]:
+    call = run_call(run)
+    entity = call_entity(call)
     if entity is None:
         raise ActionSkipped("The caller is not in the CRM.")
-    text = template_render(_config(run)["text_template"], message_values(call, entity))
-    comment_id = crm_timeline_comment_add(entity=_crm_ref(entity), text=text)
+    text = template_render(run_config(run)["text_template"], message_values(call, entity))
+    comment_id = crm_timeline_comment_add(entity=crm_ref(entity), text=text)
     return {"comment_id": comment_id}
 
 
-@action_handler(ActionType.SEND_SMS)
-def send_sms(run: ActionRun) -> dict[str, Any]:
+@scenario_action(ActionType.SEND_SMS)
+def send_sms(run: ActionRun, situation: Situation) -> dict[str, Any]:
     """Texts the caller from the phone that took (or missed) the call, unless a guard says no;
     the text reaches the entity's timeline once the phone has sent it (sms.sync)."""
-    call = _call(run)
+    call = run_call(run)
     problem = sms_guard_problem(phone_number=call.phone_number, intent_key=run_intent_key(run))
     if problem:
         raise ActionSkipped(problem)
-    entity = _entity(call)
-    text = template_render(_config(run)["text_template"], message_values(call, entity))
+    entity = call_entity(call)
+    text = template_render(run_config(run)["text_template"], message_values(call, entity))
     if not text.strip():
         raise ActionSkipped("The text is empty once its placeholders are filled in.")
     sms = sms_send(
@@ -429,17 +522,17 @@ def send_sms(run: ActionRun) -> dict[str, Any]:
         source=SmsMessage.Source.SCENARIO,
         intent_key=run_intent_key(run),
         b24_user_id=call.device.bitrix24_user_id,
-        entity=_crm_ref(entity) if entity else None,
+        entity=crm_ref(entity) if entity else None,
         call_id=call.pk,
     )
     return {"sms": sms.sms_id, "status": sms.status, "from": call.device.name}
 
 
-@action_handler(ActionType.POST_CALL_SYNC)
-def post_call_sync(run: ActionRun) -> dict[str, Any]:
+@scenario_action(ActionType.POST_CALL_SYNC)
+def post_call_sync(run: ActionRun, situation: Situation) -> dict[str, Any]:
     """Carries the agent's notes into the call's activity and makes sure the recording is there."""
 
-    call = _call(run)
+    call = run_call(run)
     if call.b24_finished_at is None:
         raise ActionSkipped("The call is not logged in Bitrix24.")
     result: dict[str, Any] = {}
@@ -447,13 +540,13 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
     fresh = [note for note in notes if note.crm_synced_at is None]
     if fresh:
         text = "\n\n".join(note.text for note in notes)
-        entity = _entity(call)
+        entity = call_entity(call)
         if call.b24_activity_id:
             # The whole set every time: a rerun writes the same description, not a second copy.
             crm_activity_set_description(activity_id=call.b24_activity_id, text=text)
         elif entity:
             crm_timeline_comment_add(
-                entity=_crm_ref(entity), text="\n\n".join(note.text for note in fresh)
+                entity=crm_ref(entity), text="\n\n".join(note.text for note in fresh)
             )
         else:
             raise ActionSkipped("The call has no activity or CRM entity to carry notes to.")
@@ -479,7 +572,7 @@ def post_call_sync(run: ActionRun) -> dict[str, Any]:
 
 @action_handler(InternalAction.HIDE_CARD)
 def hide_card(run: ActionRun) -> dict[str, Any]:
-    call = _call(run)
+    call = run_call(run)
     if not call.b24_call_id:
         raise ActionSkipped("The call was not registered in Bitrix24.")
     register = ActionRun.objects.filter(call=call, action_type=InternalAction.REGISTER_CALL).first()
@@ -492,8 +585,8 @@ def hide_card(run: ActionRun) -> dict[str, Any]:
 def transfer_responsible(run: ActionRun) -> dict[str, Any]:
     """The agent who answered becomes the lead's responsible (seed 004), in the audit trail."""
 
-    call = _call(run)
-    entity = _entity(call)
+    call = run_call(run)
+    entity = call_entity(call)
     if not entity or entity.get("type") != "lead":
         raise ActionSkipped("The caller is not a lead: only a lead's responsible is updated.")
     agent = int(run.params["user_id"])
@@ -504,7 +597,7 @@ def transfer_responsible(run: ActionRun) -> dict[str, Any]:
     problem = known.user_problem(agent)
     if problem:
         raise ActionSkipped(f"The agent cannot be made responsible: {problem}.")
-    lead = _crm_ref(entity)
+    lead = crm_ref(entity)
     crm_entity_set_responsible(entity=lead, user_id=agent)
     before = (
         f"{known.user_name(responsible) or 'user'} ({responsible})" if responsible else "nobody"

@@ -9,17 +9,34 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from common.crypto import EncryptedTextField
 from scenarios import choices
+from scenarios.catalog import action_catalog_errors, crm_catalog
 from scenarios.choices import ActionType, Trigger
 from scenarios.routing.rules import Condition, condition_errors, target_errors
 from scenarios.validation import action_errors, hours_errors
 
 
 class Scenario(models.Model):
-    """What SIMtrix does in Bitrix24 for one kind of call: an ordered list of actions."""
+    """What SIMtrix does in Bitrix24 for one kind of call: an ordered list of actions.
 
-    trigger = models.CharField(_("trigger"), max_length=32, choices=Trigger, unique=True)
+    One per trigger for the whole tenant, plus any limited to some devices (lines): for a call,
+    the scenario of its trigger that names the call's device wins over the tenant-wide one. A
+    device is in at most one scenario per trigger (checked by the admin form and the import).
+    """
+
+    trigger = models.CharField(_("trigger"), max_length=32, choices=Trigger)
     name = models.CharField(_("name"), max_length=100)
+    devices = models.ManyToManyField(
+        "calls.Device",
+        blank=True,
+        related_name="scenarios",
+        verbose_name=_("devices"),
+        help_text=_(
+            "Only for calls on these phones (lines); empty = every phone that has no scenario "
+            "of its own for this trigger."
+        ),
+    )
     is_active = models.BooleanField(
         _("active"),
         default=True,
@@ -46,6 +63,7 @@ class ScenarioAction(models.Model):
     Responsible = choices.Responsible
     CardFor = choices.CardFor
     AutomationTarget = choices.AutomationTarget
+    Target = choices.AutomationTarget
     Recipient = choices.Recipient
 
     scenario = models.ForeignKey(
@@ -59,7 +77,14 @@ class ScenarioAction(models.Model):
     timing = models.CharField(
         _("timing"), max_length=16, choices=Timing, default=Timing.IMMEDIATELY
     )
-    delay_minutes = models.PositiveIntegerField(_("delay (minutes)"), default=0)
+    delay_minutes = models.PositiveIntegerField(
+        _("delay (minutes)"),
+        default=0,
+        help_text=_(
+            "Minutes after the end of the call (or of the previous action); for 'before a "
+            "date', minutes before that date."
+        ),
+    )
     delay_in_working_time = models.BooleanField(
         _("delay in working time"),
         default=False,
@@ -107,6 +132,48 @@ class ScenarioAction(models.Model):
         ),
     )
     automation_code = models.CharField(_("automation code"), max_length=100, blank=True)
+    target = models.CharField(
+        _("works on"),
+        max_length=8,
+        choices=AutomationTarget,
+        blank=True,
+        help_text=_("Change status, responsible or fields: the caller's entity or its open deal."),
+    )
+    status_id = models.CharField(
+        _("new status or stage"),
+        max_length=50,
+        blank=True,
+        help_text=_("A lead status (entity) or a stage of the deal's pipeline (deal)."),
+    )
+    fields = models.JSONField(
+        _("fields"),
+        default=dict,
+        blank=True,
+        help_text=_("Fields to set, as Bitrix24 names them, with fixed values or templates."),
+    )
+    url = models.CharField(_("webhook URL"), max_length=500, blank=True)
+    secret = EncryptedTextField(
+        _("webhook secret"),
+        max_length=200,
+        blank=True,
+        help_text=_("Signs each request (HMAC-SHA256); stored encrypted, never shown again."),
+    )
+    conditions = models.JSONField(
+        _("conditions"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "Run only when all hold, on the caller's CRM data when the action runs (as routing "
+            "rules' conditions)."
+        ),
+    )
+    date_field = models.CharField(
+        _("date field"),
+        max_length=100,
+        blank=True,
+        help_text=_("Before a date: the field that holds it, e.g. CLOSEDATE or UF_CRM_..."),
+    )
+    date_of = models.CharField(_("date of"), max_length=8, choices=AutomationTarget, blank=True)
     automation_target = models.CharField(
         _("automation target"), max_length=8, choices=AutomationTarget, blank=True
     )
@@ -129,7 +196,12 @@ class ScenarioAction(models.Model):
             trigger = self.scenario.trigger
         except Scenario.DoesNotExist:
             trigger = ""
-        errors = action_errors(self.as_config(), trigger=trigger)
+        config = self.as_config()
+        errors = action_errors(
+            config, trigger=trigger, allow_http=scenario_settings_get().webhooks_allow_http
+        )
+        if not errors:
+            errors = action_catalog_errors(config, crm_catalog())
         if errors:
             by_field: dict[str, list[str]] = {}
             for key, message in errors.items():
@@ -166,8 +238,50 @@ CONFIG_FIELDS = (
     "lead_source_id",
     "pipeline_id",
     "stage_id",
+    "target",
+    "status_id",
+    "fields",
+    "url",
+    "secret",
+    "conditions",
+    "date_field",
+    "date_of",
 )
 _FIELD_NAMES = frozenset(CONFIG_FIELDS)
+
+
+class ScenarioSettings(models.Model):
+    """The tenant's settings of the scenario actions. Exactly one row per tenant schema."""
+
+    singleton = models.PositiveSmallIntegerField(
+        _("singleton"), default=1, unique=True, editable=False
+    )
+    webhooks_allow_http = models.BooleanField(
+        _("webhooks may use http"),
+        default=False,
+        help_text=_(
+            "Webhook actions may post to http:// addresses (the call's data then travels "
+            "unencrypted). Private and local addresses stay refused."
+        ),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("scenario settings")
+        verbose_name_plural = _("scenario settings")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(singleton=1), name="scenarios_scenario_settings_singleton"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return str(_("Scenario settings"))
+
+
+def scenario_settings_get() -> ScenarioSettings:
+    """The tenant's scenario settings (the defaults when none were saved)."""
+    return ScenarioSettings.objects.filter(singleton=1).first() or ScenarioSettings()
 
 
 class OfficeHours(models.Model):

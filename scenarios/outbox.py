@@ -63,7 +63,22 @@ LATE_AFTER = ActionRun.LATE_AFTER
 
 
 class ActionSkipped(Exception):
-    """The run has nothing to do (e.g. the caller was reached meanwhile); the reason is kept."""
+    """The run has nothing to do (e.g. the caller was reached meanwhile); the reason is kept,
+    and so is `result` (what was found out on the way, e.g. each condition's result)."""
+
+    def __init__(self, reason: str, *, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.result = result or {}
+
+
+class ActionDeferred(Exception):
+    """The run is not due yet after all: it waits until `until` and runs again then (a moment
+    read from Bitrix24 when it first ran, e.g. "one day before the deal's close date"). Not an
+    attempt: the count of tries is left as it was."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(f"deferred until {until.isoformat()}")
+        self.until = until
 
 
 class PermanentActionError(Exception):
@@ -262,9 +277,25 @@ def run_execute(run_id: int) -> str:
         with crm_call_context(run.call_id), tenant_language_active():
             result = handler(run) or {}
     except ActionSkipped as exc:
-        mine.update(status=ActionRun.Status.SKIPPED, last_error=str(exc), done_at=timezone.now())
+        mine.update(
+            status=ActionRun.Status.SKIPPED,
+            last_error=str(exc),
+            result=exc.result,
+            done_at=timezone.now(),
+        )
         _release_successors(run)
         return ActionRun.Status.SKIPPED
+    except ActionDeferred as exc:
+        with transaction.atomic():
+            if mine.update(
+                status=ActionRun.Status.SCHEDULED,
+                due_at=exc.until,
+                dispatched_at=None,
+                attempts=F("attempts") - 1,
+                last_error="",
+            ):
+                outbox_wake(at=exc.until)
+        return ActionRun.Status.SCHEDULED
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         if _is_transient(exc) and run.attempts < _max_attempts():

@@ -24,6 +24,7 @@ from django.utils import translation
 from django.utils.translation import gettext, gettext_noop
 
 from calls.lifecycle import FOUND, NOT_FOUND
+from common.crypto import secret_encrypt
 from crm.domain import CrmObject
 from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
 from scenarios.models import ScenarioAction
@@ -64,6 +65,8 @@ class CallFacts:
     crm: CrmObject | dict[str, Any] = field(default_factory=dict)
     route: Route = field(default_factory=Route)
     agent_id: int | None = None
+    # The phone (line) the call is on: a scenario limited to it wins over the tenant-wide one.
+    device_id: int | None = None
 
     @property
     def crm_status(self) -> str:
@@ -104,15 +107,33 @@ class Step:
 
 
 @dataclass(frozen=True)
+class ScenarioEntry:
+    """One active scenario: its name, active actions in order, and the devices it is limited
+    to (empty: the whole tenant)."""
+
+    name: str
+    actions: tuple[dict[str, Any], ...]
+    devices: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
 class ScenarioConfig:
-    """A snapshot of the tenant's scenarios: trigger -> (name, active actions in order)."""
+    """A snapshot of the tenant's active scenarios: trigger -> its scenarios."""
 
-    scenarios: dict[str, tuple[str, tuple[dict[str, Any], ...]]]
+    scenarios: dict[str, tuple[ScenarioEntry, ...]]
 
-    def actions(self, trigger: str | None) -> tuple[dict[str, Any], ...]:
-        if trigger is None or trigger not in self.scenarios:
-            return ()
-        return self.scenarios[trigger][1]
+    def scenario(self, trigger: str | None, device_id: int | None = None) -> ScenarioEntry | None:
+        """The scenario a call on `device_id` follows for `trigger`: the one limited to that
+        device, else the tenant-wide one (None: no active scenario)."""
+        entries = self.scenarios.get(trigger or "", ())
+        mine = next((e for e in entries if device_id is not None and device_id in e.devices), None)
+        return mine or next((e for e in entries if not e.devices), None)
+
+    def actions(
+        self, trigger: str | None, device_id: int | None = None
+    ) -> tuple[dict[str, Any], ...]:
+        entry = self.scenario(trigger, device_id)
+        return entry.actions if entry else ()
 
 
 def office_open_at(schedule: WorkSchedule, facts: CallFacts, now: datetime) -> bool:
@@ -154,9 +175,14 @@ def _english(text: Any) -> str:
 
 def _action_params(trigger: str, action: dict[str, Any], office_open: bool) -> dict[str, Any]:
     # A snapshot: a run does what was configured when it was planned, even if the scenario is
-    # edited or re-imported before it is due.
-    config = {k: v for k, v in action.items() if k not in ("id", "position")}
-    return {"action": config, "trigger": trigger, "office_open": office_open}
+    # edited or re-imported before it is due. A webhook's secret stays encrypted in it.
+    config = {k: v for k, v in action.items() if k not in ("id", "position", "scenario")}
+    if config.get("secret"):
+        config["secret"] = secret_encrypt(config["secret"])
+    params = {"action": config, "trigger": trigger, "office_open": office_open}
+    if action.get("scenario"):
+        params["scenario"] = action["scenario"]
+    return params
 
 
 def card_users(facts: CallFacts, action: dict[str, Any]) -> list[int]:
@@ -177,7 +203,9 @@ def plan_start(
     base = facts.ended_at if facts.ended else now
     if facts.crm_status == NOT_FOUND:
         trigger = Trigger.UNKNOWN_NUMBER
-        actions = [a for a in config.actions(trigger) if _hours_allow(a, office_open)]
+        actions = [
+            a for a in config.actions(trigger, facts.device_id) if _hours_allow(a, office_open)
+        ]
         creation = next((a for a in actions if a["action_type"] in CREATION_TYPES), None)
         if creation is not None:
             anchor = f"unknown:{creation['id']}"
@@ -207,7 +235,7 @@ def plan_start(
             triggers.append(Trigger.UNKNOWN_NUMBER)
         show_to: list[int] = []
         for trigger in triggers:
-            for action in config.actions(trigger):
+            for action in config.actions(trigger, facts.device_id):
                 if action["action_type"] == ActionType.SHOW_CARD and _hours_allow(
                     action, office_open
                 ):
@@ -237,7 +265,9 @@ def _step_for(
     anchor: str | None,
     base: datetime | None,
 ) -> Step:
-    delayed = action["timing"] != Action.Timing.IMMEDIATELY
+    # "Before a date": due when the call is over; the run reads the date then and waits for its
+    # moment (scenarios.handlers), as it cannot be known while the bridge's event is recorded.
+    delayed = action["timing"] not in (Action.Timing.IMMEDIATELY, Action.Timing.BEFORE_DATE)
     step = Step(
         key=key,
         action_type=action["action_type"],
@@ -272,7 +302,7 @@ def plan_end(
     base = facts.ended_at or now
     previous: str | None = None
     logged: str | None = None
-    for action in config.actions(trigger):
+    for action in config.actions(trigger, facts.device_id):
         kind = action["action_type"]
         if kind == ActionType.SHOW_CARD or not _hours_allow(action, office_open):
             continue

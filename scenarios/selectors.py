@@ -17,29 +17,38 @@ from crm.selectors import (
     directory_stages,
     directory_users,
 )
-from scenarios.choices import ActionType
+from scenarios.choices import CALLBACK_TYPES, ActionType
 from scenarios.models import (
     ActionRun,
     Scenario,
     ScenarioAction,
 )
 from scenarios.outbox import late_filter
-from scenarios.planning import ScenarioConfig
+from scenarios.planning import ScenarioConfig, ScenarioEntry
 
 Action = ScenarioAction
 
 
 def scenario_config() -> ScenarioConfig:
     """The active scenarios with their active actions, as planning reads them."""
-    scenarios: dict[str, tuple[str, tuple[dict[str, Any], ...]]] = {}
-    for scenario in Scenario.objects.filter(is_active=True).prefetch_related("actions"):
+    scenarios: dict[str, list[ScenarioEntry]] = {}
+    rows = Scenario.objects.filter(is_active=True).prefetch_related("actions", "devices")
+    for scenario in rows.order_by("pk"):
         actions = tuple(
-            {**action.as_config(), "id": action.pk, "position": action.position}
+            {
+                **action.as_config(),
+                "id": action.pk,
+                "position": action.position,
+                "scenario": scenario.name,
+            }
             for action in scenario.actions.all()
             if action.is_active
         )
-        scenarios[scenario.trigger] = (scenario.name, actions)
-    return ScenarioConfig(scenarios=scenarios)
+        devices = frozenset(device.pk for device in scenario.devices.all())
+        scenarios.setdefault(scenario.trigger, []).append(
+            ScenarioEntry(name=scenario.name, actions=actions, devices=devices)
+        )
+    return ScenarioConfig(scenarios={k: tuple(v) for k, v in scenarios.items()})
 
 
 # --- Runs ---------------------------------------------------------------------------------------
@@ -71,16 +80,35 @@ def call_reached_since(*, phone_number: str, since: datetime, exclude_call_id: i
 
 
 def callback_tasks_open(*, phone_number: str, before: datetime) -> list[ActionRun]:
-    """Callback tasks created in Bitrix24 for this number by calls before `before`."""
+    """Call backs (tasks and to-dos) made in Bitrix24 for this number by calls before `before`
+    and not known to be done: what completes once the caller is reached."""
     return list(
         ActionRun.objects.filter(
-            action_type=ActionType.CALLBACK_TASK,
+            action_type__in=CALLBACK_TYPES,
             status=ActionRun.Status.DONE,
             call__phone_number=phone_number,
-            result__has_key="task_id",
         )
+        .filter(Q(result__has_key="task_id") | Q(result__has_key="todo_id"))
         .filter(Q(call__started_at__lt=before) | Q(call__started_at__isnull=True))
         .exclude(result__has_key="completed")
+    )
+
+
+def callback_open(*, phone_number: str, exclude_run_id: int) -> ActionRun | None:
+    """The latest call back (task or to-do) made for this number and not known to be done,
+    whichever call made it; also one whose run is still finishing (it records what it made
+    before it lets go of the number's lock)."""
+    return (
+        ActionRun.objects.filter(
+            action_type__in=CALLBACK_TYPES,
+            status__in=[ActionRun.Status.DONE, ActionRun.Status.RUNNING],
+            call__phone_number=phone_number,
+        )
+        .filter(Q(result__has_key="task_id") | Q(result__has_key="todo_id"))
+        .exclude(result__has_key="completed")
+        .exclude(pk=exclude_run_id)
+        .order_by("-pk")
+        .first()
     )
 
 
@@ -194,6 +222,8 @@ def action_reference_problems(
         source = config.get("lead_source_id")
         if source and source not in known.lead_sources:
             problems.append(f"lead source {source!r} no longer exists")
+    if kind == ActionType.SET_STATUS:
+        problems += _status_problems(config, known)
     if kind == ActionType.CREATE_DEAL:
         pipeline = config.get("pipeline_id")
         if pipeline is not None and pipeline not in known.pipelines:
@@ -202,6 +232,18 @@ def action_reference_problems(
         if stage and stage not in known.stages.get(pipeline or 0, ()):
             problems.append(f"stage {stage!r} no longer exists in pipeline {pipeline or 0}")
     return problems
+
+
+def _status_problems(config: dict[str, Any], known: Directory) -> list[str]:
+    status = config.get("status_id") or ""
+    if not status:
+        return []
+    if config.get("target") == Action.AutomationTarget.DEAL:
+        if not any(status in ids for ids in known.stages.values()):
+            return [f"stage {status!r} no longer exists"]
+    elif status not in known.lead_statuses:
+        return [f"lead status {status!r} no longer exists"]
+    return []
 
 
 def actions_with_problems() -> dict[int, list[str]]:

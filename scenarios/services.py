@@ -42,6 +42,7 @@ def call_facts(call: Call) -> CallFacts:
         crm=call.crm or {},
         route=route_for_outcome(call),
         agent_id=call.device.bitrix24_user_id,
+        device_id=call.device_id,
     )
 
 
@@ -250,7 +251,8 @@ def _responsible_transfer_plan(*, call: Call, now: datetime, anchor: str | None)
 
 
 def _callback_completions_plan(*, call: Call, now: datetime) -> None:
-    """The caller was reached: the callback tasks left by earlier calls are done in Bitrix24."""
+    """The caller was reached: the call backs (tasks, to-dos) left by earlier calls are done in
+    Bitrix24."""
     for task_run in callback_tasks_open(
         phone_number=call.phone_number, before=call.started_at or now
     ):
@@ -260,7 +262,10 @@ def _callback_completions_plan(*, call: Call, now: datetime) -> None:
             # One completion per task, whichever call reached the caller first.
             dedupe_key=f"callback-done:{task_run.pk}",
             due_at=now,
-            params={"task_run_id": task_run.pk, "task_id": task_run.result["task_id"]},
+            params={
+                "task_run_id": task_run.pk,
+                **{k: task_run.result[k] for k in ("task_id", "todo_id") if k in task_run.result},
+            },
             label=gettext_noop("The caller was reached: complete the callback task"),
         )
 

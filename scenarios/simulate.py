@@ -1,9 +1,11 @@
 """The admin's "simulate" page: what the scenarios would do for an imagined call.
 
 It runs the real planning (`planning.plan_start` / `plan_end`) on imagined call facts and
-resolves users the way the handlers would, but writes nothing and never calls Bitrix24: the
-caller is taken from the last call with that number (or what the form says), round-robin only
-peeks at whose turn it is.
+resolves users the way the handlers would, but writes nothing: the caller is taken from the
+last call with that number (or what the form says), or, when asked, looked up in Bitrix24 now
+(a read, as the routing test box does; then the actions' conditions read the caller's real
+fields); round-robin only peeks at whose turn it is. It names the scenario that applies: the
+one limited to the call's device, else the tenant-wide one.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from calls.lifecycle import RESOLVED
 from calls.models import Call, Device
 from calls.selectors import routing_facts_from_crm
 from common.phones import InvalidPhoneNumber, phone_to_e164
-from crm.domain import CrmObject
-from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
+from crm.domain import CrmObject, RoutingFacts
+from crm.errors import Bitrix24Error
+from crm.mapping import routing_facts
+from crm.selectors import crm_find_by_phone
+from scenarios.choices import CREATION_TYPES, NEEDS_RESPONSIBLE, ActionType, InternalAction, Trigger
+from scenarios.conditions import conditions_check
 from scenarios.models import ScenarioAction
 from scenarios.planning import (
     CallFacts,
@@ -59,6 +66,8 @@ OUTCOMES = [
     ("outgoing:cancelled", _("Outgoing call, cancelled")),
 ]
 RING_SECONDS = 20
+# What conditions read of a caller the simulation knows nothing about.
+_NO_FACTS: RoutingFacts = {"entity_type": "", "entity": {}, "responsible_id": None, "deals": []}
 
 
 class SimulateForm(forms.Form):
@@ -77,6 +86,7 @@ class SimulateForm(forms.Form):
     caller = forms.ChoiceField(
         choices=[
             ("auto", _("As the last call from this number was looked up")),
+            ("lookup", _("Look the number up in Bitrix24 now")),
             ("known", _("Known in the CRM")),
             ("unknown", _("Not in the CRM")),
         ],
@@ -140,6 +150,27 @@ class Simulation:
     started_at: datetime
     ended_at: datetime
     steps: list[SimulatedStep]
+    # Which scenario applies: its name, and whether it is the device's own.
+    scenario: str = ""
+
+
+def _caller_now(phone_number: str) -> tuple[CrmObject, str, RoutingFacts | None]:
+    """The caller as Bitrix24 has them now (a read, no budget), with their routing facts."""
+    try:
+        lookup = crm_find_by_phone(phone=phone_number, budget_s=float("inf"))
+    except Bitrix24Error as exc:
+        return (
+            {"status": "unavailable"},
+            gettext("Bitrix24 did not answer: %(error)s") % {"error": exc},
+            None,
+        )
+    crm = lookup.as_api()
+    if lookup.status not in RESOLVED:
+        return crm, gettext("Bitrix24 did not answer: %(error)s") % {"error": lookup.error}, None
+    if lookup.entity is None:
+        return crm, gettext("looked up now: not in the CRM"), routing_facts(lookup)
+    what = f"{lookup.entity.type} {lookup.entity.name}"
+    return crm, gettext("looked up now: %(what)s") % {"what": what}, routing_facts(lookup)
 
 
 def _caller_crm(
@@ -204,16 +235,23 @@ def simulate(
     responsible_id: int | None = None,
 ) -> Simulation:
     device = device or Device.objects.filter(revoked_at__isnull=True).first()
-    crm, caller_note = _caller_crm(
-        phone_number=phone_number, caller=caller, responsible_id=responsible_id
-    )
+    facts_now: RoutingFacts | None = None
+    if caller == "lookup":
+        crm, caller_note, facts_now = _caller_now(phone_number)
+    else:
+        crm, caller_note = _caller_crm(
+            phone_number=phone_number, caller=caller, responsible_id=responsible_id
+        )
+    # What the actions' conditions read: the caller's fields when looked up now, else what the
+    # stored lookup still tells (type, responsible, the deals' ids).
+    crm_facts = facts_now or routing_facts_from_crm(crm)
     ended_at = at + timedelta(seconds=(duration_seconds or RING_SECONDS))
     agent = device.bitrix24_user_id if device else None
     route: Route = {}
     if agent:
         # Who the call would be routed to now (no round-robin turn is taken).
         route = route_decide_call(
-            facts=routing_facts_from_crm(crm),
+            facts=crm_facts,
             crm_status=crm.get("status", ""),
             direction=direction,
             agent_id=agent,
@@ -227,6 +265,7 @@ def simulate(
         crm=crm,
         route=route,
         agent_id=agent,
+        device_id=device.pk if device else None,
     )
     config = scenario_config()
     schedule = work_schedule()
@@ -273,9 +312,17 @@ def simulate(
                 waits_for=labels.get(step.after, "") if step.after else "",
             )
             facts = _describe(simulated, step, facts, known)
+            _describe_timing_and_conditions(simulated, step, crm_facts, known_fields=facts_now)
             result.append(simulated)
     result += _not_planned(trigger, ringing, config, office_open, at)
     tz = tenant_timezone()
+    entry = config.scenario(trigger, ringing.device_id)
+    if entry is None:
+        scenario_note = gettext("no active scenario for this outcome")
+    elif entry.devices:
+        scenario_note = gettext("%(name)s, the scenario of this phone") % {"name": entry.name}
+    else:
+        scenario_note = gettext("%(name)s, the scenario of every phone") % {"name": entry.name}
     return Simulation(
         trigger=trigger or "",
         trigger_label=(
@@ -287,7 +334,46 @@ def simulate(
         started_at=at.astimezone(ZoneInfo(tz)),
         ended_at=ended_at.astimezone(ZoneInfo(tz)),
         steps=[replace(step, due_at=step.due_at.astimezone(ZoneInfo(tz))) for step in result],
+        scenario=scenario_note,
     )
+
+
+def _describe_timing_and_conditions(
+    simulated: SimulatedStep,
+    step: Step,
+    facts: RoutingFacts | None,
+    *,
+    known_fields: RoutingFacts | None,
+) -> None:
+    """A timing "before a date" and each of the action's conditions, with its result."""
+    config = step.params.get("action") or {}
+    if config.get("timing") == Action.Timing.BEFORE_DATE:
+        simulated.notes.append(
+            gettext(
+                "%(minutes)s min before %(whose)s.%(field)s, read from Bitrix24 once the call "
+                "is over (skipped if the date is missing or past)"
+            )
+            % {
+                "minutes": config.get("delay_minutes") or 0,
+                "whose": config.get("date_of"),
+                "field": config.get("date_field"),
+            }
+        )
+    if not config.get("conditions"):
+        return
+    outcome = conditions_check(config["conditions"], facts or _NO_FACTS)
+    for row in outcome.rows:
+        verdict = gettext("holds") if row["holds"] else gettext("does not hold")
+        simulated.notes.append(
+            gettext("if %(condition)s: %(verdict)s (%(detail)s)")
+            % {"condition": row["condition"], "verdict": verdict, "detail": row["detail"]}
+        )
+    if not outcome.holds:
+        simulated.notes.append(gettext("would be skipped: its conditions do not hold"))
+    if known_fields is None:
+        simulated.notes.append(
+            gettext("the caller's fields are read when it runs; look the number up now to see them")
+        )
 
 
 def _describe(
@@ -303,7 +389,7 @@ def _describe(
         simulated.users = [_user_label(facts.agent_id, known)]
         return facts
     simulated.notes += action_reference_problems(config, known=known, for_execution=True)
-    if kind in (ActionType.CALLBACK_TASK, *CREATION_TYPES) or (
+    if kind in NEEDS_RESPONSIBLE or (
         kind == ActionType.NOTIFY and Action.Recipient.RESPONSIBLE in config.get("recipients", [])
     ):
         try:
@@ -330,6 +416,7 @@ def _describe(
         )
     if kind == ActionType.POST_CALL_SYNC:
         simulated.notes.append(gettext("carries the notes and the recording into the activity"))
+    simulated.notes += _new_action_notes(kind, config)
     if kind == ActionType.SEND_SMS:
         problem = sms_guard_problem(phone_number=facts.phone_number)
         simulated.notes.append(
@@ -348,6 +435,45 @@ def _describe(
     return facts
 
 
+def _new_action_notes(kind: str, config: dict[str, Any]) -> list[str]:
+    """What the status, responsible, fields, call-back and webhook actions would do."""
+    deal = config.get("target") == Action.AutomationTarget.DEAL
+    if kind == ActionType.SET_STATUS:
+        note = (
+            gettext("moves the open deal to the stage %(status)s")
+            if deal
+            else gettext("moves the lead to the status %(status)s (skipped if not a lead)")
+        )
+        return [note % {"status": config.get("status_id")}]
+    if kind == ActionType.SET_RESPONSIBLE:
+        return [
+            gettext("makes this user the responsible of the open deal")
+            if deal
+            else gettext("makes this user the responsible of the caller's record")
+        ]
+    if kind == ActionType.UPDATE_FIELDS:
+        names = ", ".join(config.get("fields") or {})
+        return [
+            (
+                gettext("sets %(fields)s of the open deal")
+                if deal
+                else gettext("sets %(fields)s of the caller's record")
+            )
+            % {"fields": names}
+        ]
+    if kind in (ActionType.CALLBACK_TASK, ActionType.SCHEDULE_CALL):
+        return [
+            gettext(
+                "if a call back for this caller is still open, adds this call to it instead "
+                "(deadline kept or brought forward)"
+            )
+        ]
+    if kind == ActionType.WEBHOOK:
+        url = str(config.get("url") or "").partition("?")[0]
+        return [gettext("posts the call's data to %(url)s, signed") % {"url": url}]
+    return []
+
+
 def _not_planned(
     trigger: str | None, facts: CallFacts, config: Any, office_open: bool, at: datetime
 ) -> list[SimulatedStep]:
@@ -361,7 +487,7 @@ def _not_planned(
     if facts.crm_status == "not_found":
         triggers.insert(0, Trigger.UNKNOWN_NUMBER)
     for name in triggers:
-        for action in config.actions(name):
+        for action in config.actions(name, facts.device_id):
             wanted = action["hours"]
             if wanted == Action.Hours.ALWAYS or (wanted == Action.Hours.OPEN) == office_open:
                 continue

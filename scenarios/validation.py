@@ -12,10 +12,12 @@ from typing import Any, TypeGuard
 
 from django.utils.translation import gettext, gettext_lazy
 
+from crm.validators import AddressProblem, address_parse
 from scenarios.choices import (
     CREATION_TYPES,
     LIFECYCLE_TYPES,
     NEEDS_RESPONSIBLE,
+    NEEDS_TARGET,
     NEEDS_TEXT,
     ActionType,
     AutomationTarget,
@@ -26,6 +28,7 @@ from scenarios.choices import (
     Timing,
     Trigger,
 )
+from scenarios.routing.rules import FIELD_NAME_RE, OPERATORS, SOURCES, condition_errors
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -49,6 +52,11 @@ AUTOMATION_CODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 MAX_DELAY_MINUTES = 60 * 24 * 60  # 60 days
+# "Update fields" leaves these to what they are for: the ID never changes, a status or stage is
+# "change the status" (checked against the deal's pipeline), a pipeline is fixed (crm.deal.update).
+FIELDS_NOT_UPDATED = frozenset({"ID", "STATUS_ID", "STAGE_ID", "CATEGORY_ID"})
+MAX_FIELDS = 50
+CONDITION_KEYS = ("source", "field", "operator", "values")
 
 
 class ConfigError(ValueError):
@@ -103,8 +111,11 @@ def _is_whole(value: Any, *, minimum: int) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def action_errors(config: dict[str, Any], *, trigger: str) -> dict[str, str]:
-    """Problems of one action's settings, by field name."""
+def action_errors(
+    config: dict[str, Any], *, trigger: str, allow_http: bool = False
+) -> dict[str, str]:
+    """Problems of one action's settings, by field name. `allow_http`: the tenant lets
+    webhooks post to http:// addresses."""
     kind = config.get("action_type")
     if kind not in ActionType.values:
         return {
@@ -112,8 +123,154 @@ def action_errors(config: dict[str, Any], *, trigger: str) -> dict[str, str]:
             % {"type": repr(kind), "allowed": ActionType.values}
         }
     errors = _value_errors(config)
+    errors.update(_new_value_errors(config))
     errors.update(_placement_errors(kind, config, trigger))
     errors.update(_type_errors(kind, config))
+    errors.update(_new_type_errors(kind, config, allow_http=allow_http))
+    return errors
+
+
+def _new_value_errors(config: dict[str, Any]) -> dict[str, str]:
+    """The settings of the actions of issue 18, each on its own."""
+    errors: dict[str, str] = {}
+    for name in ("target", "date_of"):
+        if (config.get(name) or "") not in ("", *AutomationTarget.values):
+            errors[name] = must_be_one_of(AutomationTarget.values)
+    status = config.get("status_id") or ""
+    if not isinstance(status, str) or len(status) > 50:
+        errors["status_id"] = gettext("must be a Bitrix24 id of at most 50 characters")
+    problem = fields_problem(config.get("fields"))
+    if problem:
+        errors["fields"] = problem
+    for name, limit in (("url", 500), ("secret", 200)):
+        value = config.get(name) or ""
+        if not isinstance(value, str) or len(value) > limit:
+            errors[name] = gettext("must be text of at most %(limit)s characters") % {
+                "limit": limit
+            }
+    date_field = config.get("date_field") or ""
+    if not isinstance(date_field, str) or (date_field and not FIELD_NAME_RE.match(date_field)):
+        errors["date_field"] = gettext("must be a field's name as Bitrix24 names it")
+    problem = conditions_problem(config.get("conditions"))
+    if problem:
+        errors["conditions"] = problem
+    return errors
+
+
+def fields_problem(fields: Any) -> str | None:
+    """What is wrong with the fields an "update fields" action sets (None: nothing)."""
+    if not isinstance(fields, dict):
+        return gettext("must be an object: field name -> value")
+    if len(fields) > MAX_FIELDS:
+        return gettext("at most %(count)s fields") % {"count": MAX_FIELDS}
+    return next(
+        (problem for name, value in fields.items() if (problem := _field_problem(name, value))),
+        None,
+    )
+
+
+def _field_problem(name: Any, value: Any) -> str | None:
+    if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
+        return gettext("%(field)s is not a field's name as Bitrix24 names it") % {
+            "field": repr(name)
+        }
+    if name.upper() in FIELDS_NOT_UPDATED:
+        return gettext(
+            "%(field)s cannot be set here (a status or stage: use 'change the status')"
+        ) % {"field": name}
+    values = value if isinstance(value, list) else [value]
+    scalar = all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values)
+    if not scalar and not isinstance(value, bool):
+        return gettext("%(field)s: a value is text, a number, true/false or a list of them") % {
+            "field": name
+        }
+    for text in (v for v in values if isinstance(v, str)):
+        problems = template_errors(text)
+        if problems:
+            return f"{name}: {problems[0]}"
+    return None
+
+
+def conditions_problem(conditions: Any) -> str | None:
+    """What is wrong with an action's conditions, routing rules' shape (None: nothing)."""
+    if not isinstance(conditions, list):
+        return gettext("must be a list of conditions")
+    for index, condition in enumerate(conditions):
+        errors = _condition_errors(condition)
+        if errors:
+            name, message = next(iter(errors.items()))
+            return f"[{index}]{'.' + name if name else ''}: {message}"
+    return None
+
+
+def _condition_errors(condition: Any) -> dict[str, str]:
+    """One condition's problems by key ("" for the whole condition)."""
+    if not isinstance(condition, dict) or not {"source", "operator"} <= set(condition):
+        return {"": gettext("must be an object with source, operator and optionally field, values")}
+    unknown = set(condition) - set(CONDITION_KEYS)
+    if unknown:
+        return {"": gettext("unknown keys %(keys)s") % {"keys": sorted(unknown)}}
+    source, operator = condition["source"], condition["operator"]
+    field = condition.get("field", "")
+    errors = {}
+    if not isinstance(source, str) or source not in SOURCES:
+        errors["source"] = must_be_one_of(list(SOURCES))
+    if not isinstance(operator, str) or operator not in OPERATORS:
+        errors["operator"] = must_be_one_of(list(OPERATORS))
+    if not isinstance(field, str):
+        errors["field"] = gettext("must be text (a field's name)")
+    return errors or condition_errors(
+        source=source, field=field, operator=operator, values=condition.get("values", [])
+    )
+
+
+def webhook_url_problem(url: str, *, allow_http: bool) -> str | None:
+    """Why SIMtrix will not post to `url` (None: it may). As written: https (http when the
+    tenant allows it), a host that is not this server or a private network unless the operator
+    allows those (SIMTRIX_ALLOW_PRIVATE_ADDRESSES), no user:password; crm.outbound checks what
+    the name resolves to when it connects."""
+    try:
+        address_parse(url, allow_http=allow_http, allow_query=True)
+    except AddressProblem as exc:
+        return str(exc)
+    return None
+
+
+def _new_type_errors(kind: str, config: dict[str, Any], *, allow_http: bool) -> dict[str, str]:
+    """What the actions of issue 18 need filled in, and where a timing or condition fits."""
+    errors: dict[str, str] = {}
+    if kind in NEEDS_TARGET and not config.get("target"):
+        errors["target"] = gettext("choose what it works on: %(allowed)s") % {
+            "allowed": AutomationTarget.values
+        }
+    if kind == ActionType.SET_STATUS and not config.get("status_id"):
+        errors["status_id"] = gettext("this action needs it")
+    if kind == ActionType.UPDATE_FIELDS and not config.get("fields") and "fields" not in errors:
+        errors["fields"] = gettext("name at least one field")
+    if kind == ActionType.WEBHOOK:
+        url = config.get("url") or ""
+        problem = webhook_url_problem(url, allow_http=allow_http) if url else None
+        if not url:
+            errors["url"] = gettext("this action needs it")
+        elif problem:
+            errors["url"] = gettext("not an address SIMtrix posts to: %(problem)s") % {
+                "problem": problem
+            }
+        if not (config.get("secret") or "").strip():
+            errors["secret"] = gettext("a webhook needs a secret to sign its requests")
+    if config.get("timing") == Timing.BEFORE_DATE:
+        if not config.get("date_field"):
+            errors.setdefault("date_field", gettext("name the date field"))
+        if not config.get("date_of"):
+            errors["date_of"] = gettext("choose whose date: %(allowed)s") % {
+                "allowed": AutomationTarget.values
+            }
+    if kind in CREATION_TYPES and config.get("timing") == Timing.BEFORE_DATE:
+        errors["timing"] = gettext("a lead or deal is created at once, before any date exists")
+    if kind in LIFECYCLE_TYPES and config.get("conditions"):
+        errors["conditions"] = gettext(
+            "the call is always logged and its card always opens: no conditions here"
+        )
     return errors
 
 

@@ -123,6 +123,49 @@ def working_time_add(schedule: WorkSchedule, start: datetime, delay: timedelta) 
     raise NoWorkingTime("unreachable")  # pragma: no cover - the iterator raises first
 
 
+def schedule_intervals_before(
+    schedule: WorkSchedule, end: datetime
+) -> Iterator[tuple[datetime, datetime]]:
+    """Open intervals that begin before `end`, latest first, the first one clipped to `end`."""
+    end = _utc(end)
+    day = end.astimezone(schedule.tz).date() + timedelta(days=1)
+    for _ in range(HORIZON_DAYS):
+        for local_opens, local_closes in reversed(schedule_day_intervals(schedule, day)):
+            opens, closes = _utc(local_opens), _utc(local_closes)
+            if opens < end:
+                yield opens, min(closes, end)
+        day -= timedelta(days=1)
+    raise NoWorkingTime("The office hours never open: check the weekly hours and holidays.")
+
+
+def working_time_subtract(schedule: WorkSchedule, end: datetime, delay: timedelta) -> datetime:
+    """The moment from which `delay` of working time runs out exactly at `end` (the latest such
+    moment: when it falls on an opening, that opening, not the previous closing)."""
+    if delay < timedelta(0):
+        raise ValueError("A delay cannot be negative.")
+    if schedule.always_open or delay == timedelta(0):
+        return end - delay
+    remaining = delay
+    for opens, closes in schedule_intervals_before(schedule, end):
+        if closes - remaining >= opens:
+            return (closes - remaining).astimezone(end.tzinfo)
+        remaining -= closes - opens
+    raise NoWorkingTime("unreachable")  # pragma: no cover - the iterator raises first
+
+
+def due_before(
+    schedule: WorkSchedule, *, moment: datetime, delay_seconds: int, working_time: bool
+) -> datetime:
+    """When something `delay_seconds` before `moment` is due, in plain or working time."""
+    delay = timedelta(seconds=delay_seconds)
+    if not working_time:
+        return moment - delay
+    try:
+        return working_time_subtract(schedule, moment, delay)
+    except NoWorkingTime:
+        return moment - delay
+
+
 def working_time_between(schedule: WorkSchedule, start: datetime, end: datetime) -> timedelta:
     """How much working time lies between two moments (zero if `end` is not after `start`)."""
     if end <= start:

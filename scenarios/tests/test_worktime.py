@@ -13,10 +13,12 @@ from scenarios.worktime import (
     NoWorkingTime,
     WorkSchedule,
     due_at,
+    due_before,
     schedule_is_open,
     schedule_next_opening,
     working_time_add,
     working_time_between,
+    working_time_subtract,
 )
 
 WARSAW = ZoneInfo("Europe/Warsaw")
@@ -137,3 +139,45 @@ def test_adding_working_time_is_associative_and_exact(
     if first + second > timedelta(0):
         # The work ends inside opening hours (or exactly as they close).
         assert schedule_is_open(which, once - timedelta(microseconds=1))
+
+
+# --- Counting back from a date ("before a date") ----------------------------------------------
+
+
+def test_working_minutes_before_a_monday_morning_reach_back_into_friday_afternoon() -> None:
+    # 30 working minutes before Monday 09:10: 10 on Monday, 20 before Friday's 18:00 closing.
+    monday = local(2026, 11, 23, 9, 10)
+    assert working_time_subtract(OFFICE, monday, timedelta(minutes=30)) == local(
+        2026, 11, 20, 17, 40
+    )
+    # A whole working day before Wednesday 12:00 is Tuesday 12:00; in plain time, 24 h.
+    wednesday = local(2026, 11, 25, 12, 0)
+    assert due_before(OFFICE, moment=wednesday, delay_seconds=9 * 3600, working_time=True) == local(
+        2026, 11, 24, 12, 0
+    )
+    assert due_before(
+        OFFICE, moment=wednesday, delay_seconds=24 * 3600, working_time=False
+    ) == local(2026, 11, 24, 12, 0)
+
+
+def test_a_date_at_night_counts_back_from_the_last_closing() -> None:
+    # Midnight starting Thursday: 60 working minutes before it end at Wednesday's closing.
+    assert working_time_subtract(OFFICE, local(2026, 11, 19, 0, 0), timedelta(minutes=60)) == local(
+        2026, 11, 18, 17, 0
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)
+    ),
+    minutes=st.integers(min_value=1, max_value=5000),
+)
+def test_subtracting_working_time_undoes_adding_it(start: datetime, minutes: int) -> None:
+    # Adding lands inside open hours (or at a closing); counting back from there gives a moment
+    # from which exactly that much working time passes before it.
+    end = working_time_add(OFFICE, start, timedelta(minutes=minutes))
+    back = working_time_subtract(OFFICE, end, timedelta(minutes=minutes))
+    assert working_time_between(OFFICE, back, end) == timedelta(minutes=minutes)
+    assert back >= start
