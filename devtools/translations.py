@@ -74,7 +74,7 @@ def fill(paths: list[str]) -> int:
         if value is None:
             if "fuzzy" in entry.flags:
                 entry.flags.remove("fuzzy")
-                entry.previous_msgid = entry.previous_msgid_plural = None
+                entry.previous_msgid = entry.previous_msgid_plural = entry.previous_msgctxt = None
                 entry.msgstr = ""
                 entry.msgstr_plural = dict.fromkeys(entry.msgstr_plural, "")
             continue
@@ -84,7 +84,7 @@ def fill(paths: list[str]) -> int:
             entry.msgstr = value
         if "fuzzy" in entry.flags:
             entry.flags.remove("fuzzy")
-        entry.previous_msgid = entry.previous_msgid_plural = None
+        entry.previous_msgid = entry.previous_msgid_plural = entry.previous_msgctxt = None
     po.save(str(CATALOG))
     po.save_as_mofile(str(CATALOG.with_suffix(".mo")))
     problems = catalog_problems(po)
