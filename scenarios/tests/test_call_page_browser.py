@@ -27,17 +27,23 @@ SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 ANNA = "+48600111222"
 
 
+def _zone_set(zone: str) -> None:
+    Tenant.objects.filter(schema_name="alpha").update(timezone=zone)
+    tenant_cache_clear()
+
+
 def _wipe() -> None:
     alpha_wipe()
     with schema_context("alpha"):
         User.objects.filter(username="support-lead").delete()
-    Tenant.objects.filter(schema_name="alpha").update(timezone="UTC")
     tenant_cache_clear()
 
 
 @pytest.fixture
 def phone(celery_worker: str, alpha_portal: Any, committed_db: Callable) -> Iterator[Phone]:
+    zone = Tenant.objects.get(schema_name="alpha").timezone
     committed_db(_wipe)
+    committed_db(lambda: _zone_set(zone))  # as it was: later tests read the tenant's clock
     _wipe()
     with schema_context("alpha"):
         _, token = device_register(

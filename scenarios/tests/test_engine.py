@@ -206,8 +206,10 @@ def test_unknown_number_gets_exactly_one_lead_which_the_calls_are_logged_on(
         run.result["created"] for call_id in ("u-1", "u-2")
         if (run := call_runs(call_id).get("create_lead"))
     ]  # fmt: skip
+    # One of the two made it (whichever the worker took first: both are due at once), the
+    # other found it.
     assert created.count(True) == 1
-    assert call_runs("u-1")["create_lead"].result["created"] is True
+    assert len(created) == 2
     finished = finished_calls(alpha_portal)
     assert len(finished) == 2
     for call in finished:
