@@ -28,7 +28,7 @@ from calls.models import Call, Device
 from common.sql import table
 from crm.services import crm_entity_url
 from reports.choices import CallbackTaskState
-from scenarios.choices import ActionType
+from scenarios.choices import CALLBACK_TYPES
 from scenarios.models import ActionRun
 from scenarios.worktime import HORIZON_DAYS, WorkSchedule, schedule_day_intervals, work_schedule
 from tenants.context import tenant_timezone
@@ -120,7 +120,8 @@ def missed_not_returned(
     """Missed incoming calls that started in [since, until) and are not returned, oldest first
     (`limit` of them, or all). A call without a readable number cannot be returned: left out."""
     where, params = _filters(since=since, until=until, device_ids=device_ids, user_ids=user_ids)
-    params.update({"task": ActionType.CALLBACK_TASK, "limit": limit})
+    # A callback task or a to-do (schedule_call); a run that added to an earlier one has that.
+    params.update({"tasks": sorted(CALLBACK_TYPES), "limit": limit})
     rows = _rows(
         f"""
         SELECT c.id, c.phone_number, c.started_at, c.device_id, d.name, d.bitrix24_user_id,
@@ -136,7 +137,7 @@ def missed_not_returned(
         JOIN {_devices()} d ON d.id = c.device_id
         LEFT JOIN LATERAL (
             SELECT t.status, t.params, t.result FROM {_runs()} t
-            WHERE t.call_id = c.id AND t.action_type = %(task)s
+            WHERE t.call_id = c.id AND t.action_type = ANY(%(tasks)s)
             ORDER BY t.id DESC LIMIT 1
         ) run ON TRUE
         WHERE {where} AND {_MISSED} AND c.phone_number <> ''
@@ -162,7 +163,8 @@ def missed_not_returned(
         entity_json,
     ) in rows:
         result = _json(run_result)
-        task_id = result.get("task_id")
+        made = result.get("added_to") or result  # "one open callback per caller"
+        task_id = made.get("task_id") or made.get("todo_id")
         entity = _json(entity_json)
         found.append(
             {

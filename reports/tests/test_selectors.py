@@ -27,7 +27,7 @@ from reports.selectors import (
     working_day_ends,
 )
 from reports.tests.conftest import WARSAW, Spec, place
-from scenarios.models import OfficeHours
+from scenarios.models import ActionRun, OfficeHours
 from scenarios.worktime import WorkSchedule
 from tenants.models import Tenant
 
@@ -371,3 +371,27 @@ def test_a_period_that_ends_before_it_begins_is_refused() -> None:
     moment = datetime(2026, 11, 16, tzinfo=WARSAW)
     with pytest.raises(ValueError, match="end after it begins"):
         report_totals(since=moment, until=moment)
+
+
+def test_a_to_do_or_an_added_to_callback_is_the_missed_calls_callback(
+    placed: dict[str, Device],
+) -> None:
+    first, second, third = missed_not_returned(**window())
+    ActionRun.objects.create(
+        call_id=first["call_id"], action_type="schedule_call", status="done",
+        result={"todo_id": 55}, dedupe_key="t:1",
+    )  # fmt: skip
+    ActionRun.objects.create(
+        call_id=second["call_id"], action_type="callback_task", status="done",
+        result={"added_to": {"task_id": 812, "added_to_run": 1, "deadline": "kept"}},
+        dedupe_key="t:2",
+    )  # fmt: skip
+    ActionRun.objects.create(
+        call_id=third["call_id"], action_type="notify", status="done", dedupe_key="t:3"
+    )  # not a callback
+    found = {row["call_id"]: row for row in missed_not_returned(**window())}
+    todo = found[first["call_id"]]
+    assert (todo["callback_task"], todo["callback_task_id"]) == (CallbackTaskState.OPEN, 55)
+    assert found[second["call_id"]]["callback_task_id"] == 812
+    assert found[second["call_id"]]["callback_task"] == CallbackTaskState.OPEN
+    assert found[third["call_id"]]["callback_task"] == CallbackTaskState.NONE
