@@ -159,6 +159,19 @@ def history_prune(*, older_than_days: int = 30) -> dict[str, int]:
 # Lookup cache and links
 
 
+def _intent_results_taken(method: str, *, since: datetime, but: str) -> set[int | None]:
+    """What other intents of `method` since `since` created (their results): a row found in
+    Bitrix24 after a timeout is ours only if no other intent claims it."""
+    return {
+        as_int(result)
+        for result in Intent.objects.filter(
+            method=method, status=Intent.Status.DONE, created_at__gte=since
+        )
+        .exclude(key=but)
+        .values_list("result", flat=True)
+    }
+
+
 def crm_entity_url(*, entity: tuple[str, int]) -> str:
     """The entity's card in the tenant's portal (``""`` when no portal is connected)."""
     conn = Bitrix24Connection.objects.filter(singleton=1).first()
@@ -789,14 +802,7 @@ def _find_task(
     for row in rows:
         if (row.get("xmlId") or row.get("XML_ID")) == marker:
             return as_int(row.get("id") or row.get("ID"))
-    taken = {
-        as_int(result)
-        for result in Intent.objects.filter(
-            method="tasks.task.add", status=Intent.Status.DONE, created_at__gte=since
-        )
-        .exclude(key=intent_key)
-        .values_list("result", flat=True)
-    }
+    taken = _intent_results_taken("tasks.task.add", since=since, but=intent_key)
     mine = [
         as_int(r.get("id") or r.get("ID")) for r in rows if not (r.get("xmlId") or r.get("XML_ID"))
     ]
@@ -893,14 +899,7 @@ def _todo_create_op(
                 ["ID", "SUBJECT"],
             )
         )
-        taken = {
-            as_int(result)
-            for result in Intent.objects.filter(
-                method="crm.activity.todo.add", status=Intent.Status.DONE, created_at__gte=since
-            )
-            .exclude(key=intent_key)
-            .values_list("result", flat=True)
-        }
+        taken = _intent_results_taken("crm.activity.todo.add", since=since, but=intent_key)
         found = [
             activity_id
             for row in rows
