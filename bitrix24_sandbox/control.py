@@ -93,6 +93,11 @@ class SandboxControl:
         }
         return self._call("POST", "rate_limit", body)["rate_limit"]
 
+    def set_latency(self, connect_ms: int = 0, request_ms: int = 0) -> dict[str, int]:
+        """Added delay per new connection and per REST request, in milliseconds."""
+        body = {"connect_ms": connect_ms, "request_ms": request_ms}
+        return self._call("POST", "latency", body)["latency"]
+
     def expire_tokens(self, access_token: str | None = None) -> int:
         return int(self._call("POST", "expire_tokens", {"access_token": access_token})["expired"])
 

@@ -12,6 +12,10 @@ Routes (all JSON):
                       {"kind": "slow", "delay_ms": 800, "method": null}
                       {"kind": "fail_next", "count": 2, "method": "crm.lead.add"}
     POST   rate_limit                    {"drain_per_second": 2, "bucket_size": 50} (null = off)
+    POST   latency                       {"connect_ms": 150, "request_ms": 50}: added delay per new
+                                         connection (before its TLS handshake) and per REST
+                                         request; state shows connections_opened and
+                                         rest_connections (connections that carried /rest/)
     POST   expire_tokens                 {"access_token": optional}
     POST   webhook_telephony_denied      {"denied": true}
     POST   moved                         {"url": "https://localhost:8443"}: /rest/ requests to
@@ -204,6 +208,14 @@ def _rate_limit(
         body.get("drain_per_second"), body.get("bucket_size"), body.get("reset_counter", True)
     )
     return 200, {"rate_limit": portal.state.rate.info()}
+
+
+@route("POST", "latency")
+def _latency(
+    portal: SandboxPortal, m: re.Match[str], qs: dict[str, str], body: dict[str, Any]
+) -> Reply:
+    portal.set_latency(body.get("connect_ms"), body.get("request_ms"))
+    return 200, {"latency": dict(portal.state.latency)}
 
 
 @route("POST", "expire_tokens")

@@ -241,6 +241,9 @@ class SandboxPortal:
                 "subcall_count": len(s.requests) - len(top),
                 "rate_limit": s.rate.info(),
                 "rate_limited_count": s.rate_limited_count,
+                "latency": dict(s.latency),
+                "connections_opened": s.connections_opened,
+                "rest_connections": len(s.rest_connection_ids),
                 "refresh_count": s.refresh_count,
                 "faults": list(s.faults),
                 "moved_to": s.moved_to,
@@ -326,6 +329,15 @@ class SandboxPortal:
         if delay:
             time.sleep(delay)
         return chosen
+
+    def set_latency(self, connect_ms: int | None = None, request_ms: int | None = None) -> None:
+        """Added delay per new connection and per REST request (0 or None: none)."""
+        values = {"connect_ms": connect_ms, "request_ms": request_ms}
+        for name, value in values.items():
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a whole number of milliseconds >= 0")
+        with self.state.lock:
+            self.state.latency = {name: int(value or 0) for name, value in values.items()}
 
     def set_rate_limit(
         self, drain_per_second: float | None, bucket_size: float | None, reset_counter: bool = True

@@ -105,12 +105,21 @@ class SandboxHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 60
     server: SandboxHTTPServer
+    connection_number = 0  # this connection's number (state.connection_seq), set in setup()
 
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in separate writes; without NODELAY, Nagle + delayed ACK
         # add ~40 ms to every keep-alive request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        state = self.server.portal.state
+        with state.lock:
+            state.connection_seq += 1
+            state.connections_opened += 1
+            self.connection_number = state.connection_seq
+            connect_delay = state.latency["connect_ms"] / 1000.0
+        if connect_delay:
+            time.sleep(connect_delay)  # a new connection's handshake round trips
         self.connection.settimeout(30)
         self.connection.do_handshake()  # an ssl.SSLSocket: get_request wraps every socket
         self.connection.settimeout(self.timeout)
@@ -232,7 +241,17 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._send(302, MOVED_302, "text/html", headers={"Location": location})
         return True
 
+    def _round_trip(self) -> None:
+        """Counts this connection as a REST one and waits the simulated round trip."""
+        state = self.state
+        with state.lock:
+            state.rest_connection_ids.add(self.connection_number)
+            request_delay = state.latency["request_ms"] / 1000.0
+        if request_delay:
+            time.sleep(request_delay)
+
     def _rest(self, path: str, query: str, body: bytes) -> None:
+        self._round_trip()
         state = self.state
         started = time.time()
         request_id = state.new_request_id()

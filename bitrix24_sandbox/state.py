@@ -95,6 +95,11 @@ class State:
         self.member_id = hashlib.md5(secrets.token_bytes(16)).hexdigest()
         self.token_ttl = token_ttl
         self.rate = LeakyBucket(drain_per_second, bucket_size)
+        # Simulated network distance, like the rate limit a setting that survives reset():
+        # connect_ms is paid once per new TCP connection (a TLS handshake's round trips),
+        # request_ms on every REST request (its round trip).
+        self.latency: dict[str, int] = {"connect_ms": 0, "request_ms": 0}
+        self.connection_seq = 0  # not reset: numbers connections for rest_connection_ids
         # Auth survives reset() so URLs handed out to tests/the demo stay valid.
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.apps: dict[str, dict[str, Any]] = {}
@@ -181,6 +186,9 @@ class State:
         self.webhook_telephony_denied = False
         self.rate_limited_count = 0
         self.refresh_count = 0
+        # Connections accepted, and those that carried at least one REST request, since reset.
+        self.connections_opened = 0
+        self.rest_connection_ids: set[int] = set()
         self.rate.level = 0.0
         # Event deliveries (delivery.py) and every externalCall registration, portal's or REST.
         self.deliveries: list[dict[str, Any]] = []

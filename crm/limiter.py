@@ -5,6 +5,13 @@ Bitrix24 counts requests per portal in a leaky bucket (REFERENCE 2): +1 per requ
 model of that bucket in Redis, GCRA-style: each request reserves the earliest moment it may be
 sent, and sleeps until then. A little headroom absorbs the network jitter between reserving a
 slot and the portal counting the request, so SIMtrix stays under the limit instead of hitting it.
+
+The configured numbers are a ceiling, not a fact: another app on the portal drains the same
+bucket, and the plan may be smaller than configured. So the limiter learns (AIMD): a 503
+``QUERY_LIMIT_EXCEEDED`` on a request the model let through multiplies the portal's estimate
+(burst and rate alike) by ``LEARN_DECREASE`` and marks the bucket full, and the estimate creeps
+back by ``LEARN_RECOVERY_PER_SECOND`` of the configured numbers. A 503 of a request reserved
+before the last decrease (in flight meanwhile) does not lower it again.
 """
 
 from __future__ import annotations
@@ -18,26 +25,79 @@ from redis.commands.core import Script
 from common.metrics import rate_limit_wait_record
 from crm.redis_client import get_redis
 
-# Reserve: returns the seconds to wait before sending, or -wait when that exceeds max_wait
-# (nothing reserved then). Uses Redis' clock so every host agrees on "now".
-_ACQUIRE = """
+# The learned estimate (KEYS[3] = "factor,since"): the factor now, crept back since then.
+_FACTOR = """
+local function factor(key, now, recovery)
+  local learned = redis.call('GET', key)
+  if not learned then
+    return 1.0, 0.0
+  end
+  local f0, at = string.match(learned, '([^,]+),([^,]+)')
+  return math.min(1.0, tonumber(f0) + recovery * (now - tonumber(at))), tonumber(at)
+end
+"""
+
+# Reserve: returns {seconds to wait before sending (or -wait when that exceeds max_wait: nothing
+# reserved then), Redis' now}. Uses Redis' clock so every host agrees on "now".
+_ACQUIRE = (
+    _FACTOR
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
+local f = 1.0
+if ARGV[5] == '1' then
+  f = factor(KEYS[3], now, tonumber(ARGV[4]))
+end
+local interval = tonumber(ARGV[1]) / f
+local tolerance = (math.max(1, math.floor(tonumber(ARGV[2]) * f)) - 1) * interval
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 local send_at = math.max(now, tat - tolerance, blocked)
 local wait = send_at - now
 if wait > max_wait then
-  return tostring(-wait)
+  return {tostring(-wait), tostring(now)}
 end
 local new_tat = math.max(tat, send_at) + interval
 local ttl = math.ceil((new_tat - now + tolerance + 1) * 1000)
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', ttl)
-return tostring(wait)
+return {tostring(wait), tostring(now)}
 """
+)
+
+# The portal said QUERY_LIMIT_EXCEEDED to a request reserved at ARGV[6] (Redis time): lower the
+# estimate unless it was lowered after that reservation, and take the bucket as full.
+_EXCEEDED = (
+    _FACTOR
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local recovery = tonumber(ARGV[3])
+local f, since = factor(KEYS[2], now, recovery)
+if tonumber(ARGV[6]) >= since then
+  f = math.max(tonumber(ARGV[5]), f * tonumber(ARGV[4]))
+  local ttl = math.ceil(((1.0 - f) / recovery + 1) * 1000)
+  redis.call('SET', KEYS[2], string.format('%.6f,%.6f', f, now), 'PX', ttl)
+end
+local interval = tonumber(ARGV[1]) / f
+local full = now + math.max(1, math.floor(tonumber(ARGV[2]) * f)) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if full > tat then
+  redis.call('SET', KEYS[1], string.format('%.6f', full), 'PX', math.ceil((full - now + 1) * 1000))
+end
+return tostring(f)
+"""
+)
+
+_ESTIMATE = (
+    _FACTOR
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local f = factor(KEYS[1], now, tonumber(ARGV[1]))
+return tostring(f)
+"""
+)
 
 _BLOCK = """
 local t = redis.call('TIME')
@@ -59,6 +119,20 @@ def _script(source: str) -> Script:
 
 # Stay a little below the portal's numbers: requests reserved in order may arrive bunched.
 RATE_MARGIN = 0.9
+# Learning: a 503 halves the estimate (not below a tenth of the configured numbers); it creeps
+# back by 1 % of them a second (from half to all in 50 s).
+LEARN_DECREASE = 0.5
+LEARN_FLOOR = 0.1
+LEARN_RECOVERY_PER_SECOND = 0.01
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A reserved request slot: sleep ``wait`` seconds; ``at`` is when it was reserved (Redis
+    time), what ``PortalLimiter.exceeded`` needs to know."""
+
+    wait: float
+    at: float
 
 
 @dataclass(frozen=True)
@@ -70,7 +144,7 @@ class PortalLimiter:
     @property
     def _keys(self) -> list[str]:
         base = f"simtrix:b24:rate:{self.domain}"
-        return [f"{base}:tat", f"{base}:blocked"]
+        return [f"{base}:tat", f"{base}:blocked", f"{base}:learned"]
 
     @property
     def interval(self) -> float:
@@ -81,16 +155,50 @@ class PortalLimiter:
         headroom = max(1, math.ceil(self.burst * 0.1))
         return max(1, self.burst - headroom)
 
+    def acquire(self, *, max_wait: float, learns: bool = True) -> Slot | None:
+        """A slot for one request, or None if there is none within max_wait.
+
+        ``learns``: by the learned estimate (False: by the configured numbers only)."""
+        args = [
+            self.interval,
+            self.effective_burst,
+            max_wait,
+            LEARN_RECOVERY_PER_SECOND,
+            1 if learns else 0,
+        ]
+        raw_wait, raw_now = _script(_ACQUIRE)(keys=self._keys, args=args)
+        wait = float(raw_wait)
+        rate_limit_wait_record(wait)
+        return None if wait < 0 else Slot(wait=wait, at=float(raw_now) + wait)
+
     def reserve(self, *, max_wait: float) -> float | None:
         """Seconds to sleep before sending one request, or None if no slot within max_wait."""
-        tolerance = (self.effective_burst - 1) * self.interval
-        wait = float(_script(_ACQUIRE)(keys=self._keys, args=[self.interval, tolerance, max_wait]))
-        rate_limit_wait_record(wait)
-        return None if wait < 0 else wait
+        slot = self.acquire(max_wait=max_wait)
+        return None if slot is None else slot.wait
+
+    def exceeded(self, reserved_at: float, *, learns: bool = True) -> float:
+        """The portal answered QUERY_LIMIT_EXCEEDED to a request reserved at ``reserved_at``:
+        lowers the estimate (when ``learns``) and takes the bucket as full. The factor now."""
+        if not learns:
+            return 1.0
+        args = [
+            self.interval,
+            self.effective_burst,
+            LEARN_RECOVERY_PER_SECOND,
+            LEARN_DECREASE,
+            LEARN_FLOOR,
+            reserved_at,
+        ]
+        return float(_script(_EXCEEDED)(keys=[self._keys[0], self._keys[2]], args=args))
+
+    def estimate(self) -> tuple[float, int]:
+        """The learned (requests per second, burst let through at once) of the portal."""
+        factor = float(_script(_ESTIMATE)(keys=[self._keys[2]], args=[LEARN_RECOVERY_PER_SECOND]))
+        return self.per_second * factor, max(1, math.floor(self.effective_burst * factor))
 
     def block(self, seconds: float) -> None:
         """Nobody sends to this portal for ``seconds`` (after the portal said 503)."""
-        _script(_BLOCK)(keys=self._keys[1:], args=[seconds])
+        _script(_BLOCK)(keys=self._keys[1:2], args=[seconds])
 
     def reset(self) -> None:
         """Forgets the bucket and every method block of this portal."""

@@ -20,8 +20,16 @@ broadcast, unspecified, documentation and reserved addresses are never allowed
 
 The transport follows no redirect (``crm.session`` decides about a moved portal) and ignores
 the environment's proxies and ``.netrc``: a proxy would resolve the name itself, past the check,
-and ``.netrc`` would hand the operator's credentials to a tenant's host. Each request gets a
-fresh connection, as b24pysdk's own ``requests.post`` did.
+and ``.netrc`` would hand the operator's credentials to a tenant's host.
+
+Requests to a portal (``keep_alive=True``) reuse its connections within a process: one
+``requests.Session`` per portal address and address policy (``_KeptSessions``), so a lookup
+does not pay a TCP and TLS handshake each time. The addresses are checked when a connection is
+opened, so a kept session is recycled after ``KEEPALIVE_MAX_AGE`` (the name is resolved and
+checked again) and after ``KEEPALIVE_IDLE`` unused (before the portal's web server closes it
+under a request), and dropped after a transport error; a forked process starts with none.
+``SIMTRIX_BITRIX24_KEEPALIVE = False`` gives every request a fresh connection (benchmarks).
+Everything else (the OAuth server, tenants' own webhooks) gets a fresh connection per request.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
@@ -293,11 +303,17 @@ class _PinnedPoolManager(PoolManager):
 class PinnedAdapter(HTTPAdapter):
     """A requests adapter whose connections go only to checked addresses, never via a proxy."""
 
-    def __init__(self, *, resolver: Resolver | None = None, allow_http: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resolver: Resolver | None = None,
+        allow_http: bool | None = None,
+        pool_size: int = 1,
+    ) -> None:
         self._resolver = resolver
         # None: plain http as the operator allows it for portals (SIMTRIX_ALLOW_HTTP_PORTALS).
         self._allow_http = allow_http
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=0, pool_connections=1, pool_maxsize=pool_size)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -328,12 +344,13 @@ class PinnedAdapter(HTTPAdapter):
 
 
 def outbound_session(
-    *, resolver: Resolver | None = None, allow_http: bool | None = None
+    *, resolver: Resolver | None = None, allow_http: bool | None = None, pool_size: int = 1
 ) -> requests.Session:
-    """A ``requests.Session`` for one request to a tenant-chosen address (close it after).
+    """A ``requests.Session`` for requests to a tenant-chosen address (close it after).
 
     ``allow_http``: whether plain http may be used (None: as the operator allows it for
-    portals); the address policy is the same either way."""
+    portals); the address policy is the same either way. ``pool_size``: connections kept per
+    host."""
     session = requests.Session()
     session.trust_env = False  # no proxies, no .netrc from the environment (see the docstring)
     # What trust_env would have given: the CA bundle the operator points requests at.
@@ -341,10 +358,95 @@ def outbound_session(
         os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     )
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = PinnedAdapter(resolver=resolver, allow_http=allow_http)
+    adapter = PinnedAdapter(resolver=resolver, allow_http=allow_http, pool_size=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+# A kept connection older than this is not reused (its addresses are checked again), nor one
+# idle for longer than this (web servers close idle keep-alive connections: nginx after 75 s).
+KEEPALIVE_MAX_AGE = 300.0
+KEEPALIVE_IDLE = 30.0
+# Connections kept per portal: concurrent requests of one process beyond it get fresh ones.
+KEEPALIVE_POOL_SIZE = 4
+
+
+def keep_alive_enabled() -> bool:
+    return bool(getattr(settings, "SIMTRIX_BITRIX24_KEEPALIVE", True))
+
+
+@dataclass
+class _Kept:
+    session: requests.Session
+    created: float
+    last_used: float
+
+
+class _KeptSessions:
+    """One pinned ``requests.Session`` per portal address and policy, shared by the threads of
+    a process (urllib3's pool hands each request its own connection; cookies are refused)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._kept: dict[tuple[Any, ...], _Kept] = {}
+
+    def session(self, key: tuple[Any, ...], allow_http: bool | None) -> requests.Session:
+        now = time.monotonic()
+        stale: requests.Session | None = None
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: the parent's sockets are not ours to use (nor to close).
+                self._pid, self._kept = os.getpid(), {}
+            kept = self._kept.get(key)
+            if kept is not None and (
+                now - kept.created > KEEPALIVE_MAX_AGE or now - kept.last_used > KEEPALIVE_IDLE
+            ):
+                stale, kept = kept.session, None
+                del self._kept[key]
+            if kept is None:
+                kept = _Kept(outbound_session(allow_http=allow_http, pool_size=KEEPALIVE_POOL_SIZE),
+                             created=now, last_used=now)  # fmt: skip
+                self._kept[key] = kept
+            kept.last_used = now
+        if stale is not None:
+            stale.close()  # connections still serving a request are closed when they return
+        return kept.session
+
+    def discard(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            kept = self._kept.pop(key, None) if self._pid == os.getpid() else None
+        if kept is not None:
+            kept.session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            kept = list(self._kept.values()) if self._pid == os.getpid() else []
+            self._kept = {}
+        for item in kept:
+            item.session.close()
+
+
+_kept_sessions = _KeptSessions()
+
+
+def keep_alive_close_all() -> None:
+    """Closes every kept connection of this process (tests, shutdown)."""
+    _kept_sessions.close_all()
+
+
+def _keep_alive_key(url: str, allow_http: bool | None) -> tuple[Any, ...]:
+    parts = urlsplit(url)
+    # The policy is part of the key: a connection opened under a laxer one is not reused.
+    return (
+        parts.scheme.lower(),
+        (parts.hostname or "").lower(),
+        parts.port,
+        private_addresses_allowed(),
+        http_portals_allowed() if allow_http is None else allow_http,
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or "",
+    )
 
 
 def outbound_request(
@@ -353,9 +455,21 @@ def outbound_request(
     *,
     resolver: Resolver | None = None,
     allow_http: bool | None = None,
+    keep_alive: bool = False,
     **kwargs: Any,
 ) -> requests.Response:
-    """``requests.request`` through the pinned transport, redirects never followed."""
+    """``requests.request`` through the pinned transport, redirects never followed.
+
+    ``keep_alive``: reuse this process' connections to the address (a portal's requests); not
+    with a ``resolver`` of the caller's (tests), which always gets fresh connections."""
     kwargs["allow_redirects"] = False
-    with outbound_session(resolver=resolver, allow_http=allow_http) as session:
+    if not (keep_alive and resolver is None and keep_alive_enabled()):
+        with outbound_session(resolver=resolver, allow_http=allow_http) as session:
+            return session.request(method, url, **kwargs)
+    key = _keep_alive_key(url, allow_http)
+    session = _kept_sessions.session(key, allow_http)
+    try:
         return session.request(method, url, **kwargs)
+    except (requests.RequestException, OutboundAddressRefused):
+        _kept_sessions.discard(key)  # the next request starts on a fresh connection
+        raise

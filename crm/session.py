@@ -6,8 +6,9 @@ It owns everything about *how* a request is made, so nothing else has to know:
   refreshes the token pair once, under a row lock, so concurrent workers share one refresh and
   the rotated refresh token is persisted;
 - rate limits: a Redis model of the portal's leaky bucket (``crm.limiter``) is consulted before
-  every request; 503 ``QUERY_LIMIT_EXCEEDED`` blocks every worker briefly and backs off; 429
-  ``OPERATION_TIME_LIMIT`` waits until ``operating_reset_at``;
+  every request; 503 ``QUERY_LIMIT_EXCEEDED`` lowers the limiter's estimate of the portal's
+  bucket, blocks every worker briefly and backs off; 429 ``OPERATION_TIME_LIMIT`` waits until
+  ``operating_reset_at``;
 - errors: classified into transient (retried with jittered exponential backoff) and permanent
   (raised at once with Bitrix24's ``error_description``); a failure after which the request may
   still have been executed is marked ``ambiguous`` and is never retried blindly for a
@@ -23,10 +24,11 @@ It owns everything about *how* a request is made, so nothing else has to know:
 
 b24pysdk is used for URL building, auth placement, JSON encoding, batch ``cmd`` encoding, response
 parsing and its typed errors; its requesters send through the pinned transport instead of
-``requests.post``. Its own retry loop is switched off (``max_retries=1``: it only retries 503
-with fixed sleeps and knows no shared limiter), and its token wrappers are not used: they
-refresh in memory only, against a hard-coded OAuth host, without a lock or persistence, and
-follow a 302 to any domain.
+``requests.post``, the portal's requests over connections kept per portal within the process
+(``crm.outbound``: keep-alive) instead of a new TLS connection each. Its own retry loop is
+switched off (``max_retries=1``: it only retries 503 with fixed sleeps and knows no shared
+limiter), and its token wrappers are not used: they refresh in memory only, against a
+hard-coded OAuth host, without a lock or persistence, and follow a 302 to any domain.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from b24pysdk import errors as sdk_errors
 from b24pysdk.api.callers.call_method import _MethodCaller
 from b24pysdk.api.requesters import BitrixAPIRequester, BitrixOAuthRequester
 from b24pysdk.utils.encoding import encode_params
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -172,6 +175,7 @@ class _PortalRequester(BitrixAPIRequester):
             headers=self._headers,
             timeout=self._timeout,
             resolver=self._resolver,
+            keep_alive=True,
         )
 
 
@@ -199,6 +203,12 @@ class _TokenEndpoint(BitrixOAuthRequester):
 
 def _now() -> float:
     return time.monotonic()
+
+
+def limiter_learns() -> bool:
+    """Whether the limiter lowers a portal's estimate on 503 (``crm.limiter``); off only to
+    measure the difference (``SIMTRIX_BITRIX24_LIMITER_LEARNS = False``)."""
+    return bool(getattr(settings, "SIMTRIX_BITRIX24_LIMITER_LEARNS", True))
 
 
 class Bitrix24Session:
@@ -234,6 +244,8 @@ class Bitrix24Session:
             shown = mask_webhook_url(address)
             raise Bitrix24NotConfigured(f"The portal address {shown!r} is refused: {exc}") from None
         self.limiter = PortalLimiter(self.domain, *connection.rate_limit)
+        # When the last request's slot was reserved (Redis time), for the limiter's learning.
+        self._reserved_at = 1e18  # none yet: as if reserved just now
 
     @classmethod
     def for_tenant(cls) -> Bitrix24Session:
@@ -419,7 +431,9 @@ class Bitrix24Session:
 
     def _limits_note(self, method: str, error: Bitrix24Error) -> None:
         if error.code == "QUERY_LIMIT_EXCEEDED":
-            # Someone else is using the portal too: everybody slows down for a moment.
+            # Someone else is using the portal too, or its bucket is smaller than configured:
+            # the estimate goes down (and creeps back), and everybody slows down for a moment.
+            self.limiter.exceeded(self._reserved_at, learns=limiter_learns())
             self.limiter.block(1.0 / self.limiter.per_second + random.uniform(0, 0.5))
         if error.code == "OPERATION_TIME_LIMIT" and error.retry_after is not None:
             get_redis().set(
@@ -498,16 +512,17 @@ class Bitrix24Session:
                 )
             if wait > 0:
                 time.sleep(wait)
-        slot_wait = self.limiter.reserve(max_wait=max_wait)
-        if slot_wait is None:
+        slot = self.limiter.acquire(max_wait=max_wait, learns=limiter_learns())
+        if slot is None:
             raise Bitrix24TransientError(
                 "No request slot free within the time allowed (portal rate limit)",
                 code="RATE_LIMITED",
                 method=method,
                 retry_after=1.0 / self.limiter.per_second,
             )
-        if slot_wait > 0:
-            time.sleep(slot_wait)
+        self._reserved_at = slot.at
+        if slot.wait > 0:
+            time.sleep(slot.wait)
 
     @staticmethod
     def _retry_delay(attempt: int, error: Bitrix24Error) -> float:

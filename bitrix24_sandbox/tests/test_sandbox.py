@@ -1301,3 +1301,42 @@ def test_management_command_delegates_to_cli(monkeypatch: pytest.MonkeyPatch) ->
     command.handle(**options)
     assert (seen["port"], seen["seed"], seen["state_file"]) == (9443, False, "/tmp/portal.json")
     assert (seen["host"], seen["drain_per_second"], seen["bucket_size"]) == ("127.0.0.1", 2.0, 50)
+
+
+def test_latency_per_connection_and_per_request_and_connection_counts() -> None:
+    with SandboxPortal(seed=True, drain_per_second=None, bucket_size=None) as portal:
+        url = portal.webhook_url() + "crm.contact.get"
+        assert portal.control.set_latency(connect_ms=1000, request_ms=100) == {
+            "connect_ms": 1000,
+            "request_ms": 100,
+        }
+        portal.reset()  # the latency survives a reset, like the rate limit
+        assert portal.control.state()["latency"] == {"connect_ms": 1000, "request_ms": 100}
+        opened_before = portal.control.state()["connections_opened"]
+
+        keep_alive = make_session(portal)
+        started = time.monotonic()
+        assert keep_alive.post(url, json={"id": 12}).status_code == 200
+        first = time.monotonic() - started
+        started = time.monotonic()
+        assert keep_alive.post(url, json={"id": 12}).status_code == 200
+        second = time.monotonic() - started
+        assert first >= 1.1  # handshake delay + request delay
+        # Same connection: the request delay only (the bound only tells the two apart).
+        assert 0.1 <= second < 1.0
+
+        for _ in range(2):  # a fresh connection each time
+            with make_session(portal) as fresh:
+                assert fresh.post(url, json={"id": 12}).status_code == 200
+        state = portal.control.state()
+        assert state["rest_connections"] == 3
+        assert state["connections_opened"] - opened_before == 3
+
+        portal.reset()
+        assert portal.control.state()["rest_connections"] == 0
+        assert portal.control.set_latency() == {"connect_ms": 0, "request_ms": 0}
+        assert keep_alive.post(url, json={"id": 12}).status_code == 200
+        assert portal.control.state()["rest_connections"] == 1  # the kept-alive one
+
+        with pytest.raises(SandboxControlError):
+            portal.control._call("POST", "latency", {"connect_ms": -1})

@@ -231,6 +231,11 @@ def test_tenant_budget_is_the_default(portal: Any) -> None:
     started = time.monotonic()
     assert crm_find_by_phone(phone="+48600111222").status == "pending"
     assert time.monotonic() - started < 0.5
+    # The sandbox finishes the slow request after the test; wait for it, or the next test
+    # would count it as its own.
+    until = time.monotonic() + 5
+    while not top_level(portal, "batch") and time.monotonic() < until:
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("mode", ["http503", "reset"])

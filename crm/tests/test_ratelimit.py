@@ -15,6 +15,8 @@ import pytest
 from django_tenants.utils import schema_context
 
 from conftest import subprocess_database_url
+from crm import client as b24
+from crm.client import Bitrix24Client
 from crm.limiter import PortalLimiter
 from crm.models import Bitrix24Connection, RequestLog
 
@@ -130,3 +132,69 @@ def _restore_limits(portal: Any) -> None:
     with schema_context("alpha"):
         Bitrix24Connection.objects.update(rate_limit_per_second=None, rate_limit_burst=None)
         RequestLog.objects.all().delete()
+
+
+# ----------------------------------------------------------------------------------------------
+# The limiter learns a portal's bucket
+
+
+def test_a_503_lowers_the_estimate_once_per_reservation_and_it_creeps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limiter = PortalLimiter(f"test-{uuid.uuid4().hex[:8]}", per_second=2, burst=50)
+    try:
+        assert limiter.estimate() == (2.0, 45)
+        before = limiter.acquire(max_wait=5)
+        assert before is not None
+
+        assert limiter.exceeded(before.at) == pytest.approx(0.5, abs=0.01)
+        per_second, burst = limiter.estimate()
+        assert per_second == pytest.approx(1.0, abs=0.01)
+        assert burst == 22
+        # Another request reserved before the decrease, answered 503 meanwhile: no second one.
+        assert limiter.exceeded(before.at) == pytest.approx(0.5, abs=0.01)
+        # The bucket counts as full: the next request waits about one (slower) interval.
+        after = limiter.acquire(max_wait=5)
+        assert after is not None
+        assert after.wait == pytest.approx(limiter.interval * 2, abs=0.1)
+        assert limiter.exceeded(after.at) == pytest.approx(0.25, abs=0.01)
+        assert limiter.estimate()[1] == 11
+        # Without learning, the configured numbers hold.
+        assert limiter.exceeded(after.at, learns=False) == 1.0
+        assert limiter.estimate()[1] == 11
+
+        monkeypatch.setattr("crm.limiter.LEARN_RECOVERY_PER_SECOND", 1.0)
+        time.sleep(0.5)
+        assert limiter.estimate()[1] >= 30  # 0.25 + 0.5 of the configured numbers
+    finally:
+        limiter.reset()
+    assert limiter.estimate() == (2.0, 45)
+
+
+def _burst_against_a_smaller_bucket(portal: Any, calls: int = 30) -> int:
+    """`calls` lookups in a row; the portal drains 5/s but blocks above 10 (configured: 50)."""
+    portal.set_rate_limit(5.0, 10)
+    Bitrix24Connection.objects.update(rate_limit_per_second=5.0, rate_limit_burst=50)
+    PortalLimiter(portal.domain, 5.0, 50).reset()
+    client = Bitrix24Client()
+    for _ in range(calls):
+        assert client.run(b24.entity_get("CONTACT", 12), max_attempts=20)["NAME"] == "Anna"
+    return int(portal.control.state()["rate_limited_count"])
+
+
+def test_a_burst_against_a_smaller_bucket_sees_a_handful_of_503s(portal: Any) -> None:
+    limited = _burst_against_a_smaller_bucket(portal)
+
+    assert 1 <= limited <= 5
+    per_second, burst = PortalLimiter(portal.domain, 5.0, 50).estimate()
+    assert per_second < 5.0
+    assert burst < 45
+    assert RequestLog.objects.filter(error_code="QUERY_LIMIT_EXCEEDED").count() == limited
+
+
+def test_with_a_fixed_estimate_the_same_burst_sees_many_503s(portal: Any, settings: Any) -> None:
+    settings.SIMTRIX_BITRIX24_LIMITER_LEARNS = False
+
+    # Each 503 lets only what drained meanwhile through, then the next one comes (7-9 here).
+    assert _burst_against_a_smaller_bucket(portal) > 3
+    assert PortalLimiter(portal.domain, 5.0, 50).estimate() == (5.0, 45)
