@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from calls.models import Call, CallEvent, CallRecording
 from calls.selectors import agent_label, agent_names
 from crm.models import RequestLog
-from crm.services import crm_entity_url
+from crm.services import crm_entity_urls
 from scenarios.choices import ActionType
 from scenarios.models import ActionRun
 from scenarios.outbox import run_attempts_allowed
@@ -136,17 +136,26 @@ _LOOKUP = {
 }
 
 
+def _person_label(person: Any) -> str:
+    """ "Marta Nowak (#5)" for a person a lookup or a route stored (id and name)."""
+    user_id = int(person["id"])
+    return agent_label(user_id, {user_id: person.get("name") or ""})
+
+
 def call_caller(*, call: Call) -> dict[str, Any]:
     """Who called, from the CRM lookup the call stored: the entity with a link to its card in
     Bitrix24, its responsible, its open deals (linked too), or why nobody is known."""
     crm = call.crm or {}
     entity = crm.get("entity") or None
+    deals = crm.get("deals") or []
     status = crm.get("status") or call.crm_status or "pending"
     caller: dict[str, Any] = {"status": status, "entity": None, "deals": []}
+    # The portal read once for the links the lookup did not store (a deal's never are).
+    urls = crm_entity_urls() if deals or (entity and not entity.get("url")) else None
     if entity:
         kind = str(entity.get("type") or "")
         url = entity.get("url") or (
-            crm_entity_url(entity=(kind, int(entity["id"]))) if entity.get("id") else ""
+            urls((kind, int(entity["id"]))) if urls and entity.get("id") else ""
         )
         caller["entity"] = {
             "type": str(_ENTITY_TYPES.get(kind, kind)),
@@ -158,15 +167,13 @@ def call_caller(*, call: Call) -> dict[str, Any]:
         caller["text"] = str(_LOOKUP.get(status, status))
     responsible = crm.get("responsible") or None
     if responsible:
-        caller["responsible"] = agent_label(
-            int(responsible["id"]), {int(responsible["id"]): responsible.get("name") or ""}
-        )
-    for deal in crm.get("deals") or []:
+        caller["responsible"] = _person_label(responsible)
+    for deal in deals:
         caller["deals"].append(
             {
                 "title": deal.get("title") or _("Deal #%(id)s") % {"id": deal.get("id")},
                 "stage": deal.get("stage") or "",
-                "url": crm_entity_url(entity=("deal", int(deal["id"]))) if deal.get("id") else "",
+                "url": urls(("deal", int(deal["id"]))) if urls and deal.get("id") else "",
             }
         )
     return caller
@@ -264,7 +271,7 @@ def _story_route(story: _Story, route: Route) -> None:
     person = route.get("user") or None
     rule = route.get("rule") or _("no rule")
     if person:
-        who = agent_label(int(person["id"]), {int(person["id"]): person.get("name") or ""})
+        who = _person_label(person)
         what = _("Routed to %(user)s by %(rule)s") % {"user": who, "rule": rule}
     else:
         what = _("Not routed (%(rule)s)") % {"rule": rule}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
@@ -172,11 +172,23 @@ def _intent_results_taken(method: str, *, since: datetime, but: str) -> set[int 
     }
 
 
+def crm_entity_urls() -> Callable[[tuple[str, int]], str]:
+    """Builds entities' card addresses in the tenant's portal (``""`` when no portal is
+    connected), the portal read once: for a page or report that links many entities. Raises
+    ValueError for a type Bitrix24 has no card for."""
+    conn = Bitrix24Connection.objects.filter(singleton=1).first()
+    portal_url = conn.portal_url if conn else ""
+
+    def url(entity: tuple[str, int]) -> str:
+        b24_type(entity[0])
+        return entity_url(portal_url, entity[0], entity[1]) if portal_url else ""
+
+    return url
+
+
 def crm_entity_url(*, entity: tuple[str, int]) -> str:
     """The entity's card in the tenant's portal (``""`` when no portal is connected)."""
-    conn = Bitrix24Connection.objects.filter(singleton=1).first()
-    b24_type(entity[0])
-    return entity_url(conn.portal_url, entity[0], entity[1]) if conn and conn.portal_url else ""
+    return crm_entity_urls()(entity)
 
 
 def crm_lookup_invalidate(*, phone: str) -> None:
@@ -462,7 +474,6 @@ def _log_call_op(
     return Op(b24.activity_add(fields), int, intent_key=intent_key, find_existing=find_existing)
 
 
-@batchable(_log_call_op)
 def _activity_subject(*, direction: str, outcome: str, e164: str) -> str:
     """ "Missed incoming call from +48...", in the language active (the tenant's)."""
     incoming = direction == "incoming"
@@ -478,6 +489,7 @@ def _activity_subject(*, direction: str, outcome: str, e164: str) -> str:
     return subjects.get((outcome, incoming), fallback) % {"number": e164}
 
 
+@batchable(_log_call_op)
 def crm_activity_log_call(
     *,
     intent_key: str,

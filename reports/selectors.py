@@ -16,7 +16,7 @@ who carries the line), None for all.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from calls.models import Call, Device
 from common.sql import table
-from crm.services import crm_entity_url
+from crm.services import crm_entity_urls
 from reports.choices import CallbackTaskState
 from scenarios.choices import CALLBACK_TYPES
 from scenarios.models import ActionRun
@@ -232,6 +232,8 @@ class _CrmLinks:
 
     def __init__(self) -> None:
         self._built: dict[tuple[str, int], str] = {}
+        # crm_entity_urls(): made at the first entity without an address, the portal read once.
+        self._urls: Callable[[tuple[str, int]], str] | None = None
 
     def url(self, entity: dict[str, Any]) -> str:
         if entity.get("url"):
@@ -240,8 +242,9 @@ class _CrmLinks:
             return ""
         key = (str(entity["type"]), int(entity["id"]))
         if key not in self._built:
+            self._urls = self._urls or crm_entity_urls()
             try:
-                self._built[key] = crm_entity_url(entity=key)
+                self._built[key] = self._urls(key)
             except ValueError:  # a type Bitrix24 has no card for
                 self._built[key] = ""
         return self._built[key]

@@ -187,6 +187,21 @@ def test_telephony_refused_for_webhooks_falls_back_to_an_activity(portal: Any) -
     assert _activity(portal, activity_id)["DESCRIPTION"] == "Wants a quote"
 
 
+def test_a_call_logged_as_an_activity_can_share_a_batch(portal: Any) -> None:
+    before = len(top_level(portal))
+    with crm_batch() as batch:
+        logged = batch.add(
+            crm_activity_log_call, intent_key="svc:batch:activity", entity=("contact", 12),
+            user_id=5, phone="600 111 222", direction="incoming",
+            started_at=timezone.localtime() - timedelta(minutes=3), duration_s=0,
+            outcome="missed",
+        )  # fmt: skip
+        notified = batch.add(crm_notify, user_id=5, message="Missed call from Anna")
+    assert len(top_level(portal)) == before + 1
+    assert _activity(portal, logged.result())["SUBJECT"] == "Missed incoming call from +48600111222"
+    assert isinstance(notified.result(), int)
+
+
 def test_deal_for_a_new_number_creates_its_contact(portal: Any) -> None:
     created = crm_deal_create_with_contact(
         intent_key="svc:deal:new",
