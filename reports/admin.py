@@ -45,7 +45,7 @@ from reports.selectors import (
     report_team,
     report_totals,
 )
-from tenants.admin_utils import csv_response
+from tenants.admin_utils import ReadOnlyAdmin, csv_response
 from tenants.context import tenant_timezone
 
 # The not-returned page lists this many (oldest first); the CSV has them all.
@@ -90,20 +90,11 @@ def _local(moment: Any, zone: ZoneInfo) -> str:
 # --- The pages -------------------------------------------------------------------------------
 
 
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(ReadOnlyAdmin):
     """A report page: `report()` gives its context, `tables()` its CSV exports."""
 
     template: ClassVar[str] = ""
     slug: ClassVar[str] = ""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list[URLPattern]:
         # A page and its exports: there are no rows to add, change or delete.
