@@ -19,7 +19,6 @@ from scenarios.catalog import crm_catalog, field_unknown
 from scenarios.choices import ActionType, AutomationTarget
 from scenarios.handlers import (
     Situation,
-    call_entity,
     crm_ref,
     message_values,
     references_check,
@@ -55,7 +54,7 @@ def set_status(run: ActionRun, situation: Situation) -> dict[str, Any]:
             raise ActionSkipped(f"Deal {deal.id} is at the stage {status} already.")
         crm_deal_set_stage(deal_id=deal.id, stage_id=status)
         return {"deal": deal.id, "stage": [deal.stage_id, status]}
-    entity = call_entity(situation.call)
+    entity = situation.entity()
     if entity is None:
         raise ActionSkipped(_NOT_IN_CRM)
     if entity.get("type") != "lead":
@@ -78,7 +77,7 @@ def _target(situation: Situation) -> tuple[tuple[str, int], Any]:
         if deal is None:
             raise ActionSkipped(_NO_DEAL)
         return ("deal", deal.id), deal.assigned_by_id
-    entity = call_entity(situation.call)
+    entity = situation.entity()
     if entity is None:
         raise ActionSkipped(_NOT_IN_CRM)
     ref = crm_ref(entity)
@@ -131,7 +130,7 @@ def update_fields(run: ActionRun, situation: Situation) -> dict[str, Any]:
             f"Bitrix24 has no field {', '.join(missing)} for a {target[0]} (deleted since, or "
             "not one of this kind of record): nothing was changed."
         )
-    values = message_values(situation.call, call_entity(situation.call))
+    values = message_values(situation.call, situation.entity())
     fields = {
         name: _field_value(name, value, values)
         for name, value in situation.config["fields"].items()
@@ -141,7 +140,7 @@ def update_fields(run: ActionRun, situation: Situation) -> dict[str, Any]:
 
 
 def _entity_target(situation: Situation) -> tuple[str, int]:
-    entity = call_entity(situation.call)
+    entity = situation.entity()
     if entity is None:
         raise ActionSkipped(_NOT_IN_CRM)
     return crm_ref(entity)

@@ -167,6 +167,13 @@ class Situation:
         self.config = run_config(run)
         self.matched_deal_id: int | None = None
         self._lookup: CallerLookup | None = None
+        self._entity: tuple[dict[str, Any] | None] | None = None
+
+    def entity(self) -> dict[str, Any] | None:
+        """The call's CRM entity (`call_entity`), read once for the run."""
+        if self._entity is None:
+            self._entity = (call_entity(self.call),)
+        return self._entity[0]
 
     def lookup(self) -> CallerLookup:
         if self._lookup is None:
@@ -330,16 +337,16 @@ def advisory_lock(name: str) -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
 
 
-def _create_entity(run: ActionRun, create: Any) -> dict[str, Any]:
+def _create_entity(situation: Situation, create: Any) -> dict[str, Any]:
     """Creates the unknown caller's lead/deal once, and binds the call to it.
 
     Two calls from the same new number may run this at the same time: a per-number lock and a
     fresh lookup make the second one find the first one's lead instead of making another.
     """
 
-    call = run_call(run)
+    run, call = situation.run, situation.call
     known = directory()
-    references_check(run_config(run), known)
+    references_check(situation.config, known)
     with advisory_lock(f"{tenant_connection.schema_name}:unknown-caller:{call.phone_number}"):
         lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
         if lookup.status not in RESOLVED:
@@ -373,7 +380,7 @@ def _entity_url(entity_type: str, entity_id: int) -> str:
 
 @scenario_action(ActionType.CREATE_LEAD)
 def create_lead(run: ActionRun, situation: Situation) -> dict[str, Any]:
-    config = run_config(run)
+    config = situation.config
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
         values = message_values(call, None)
@@ -391,12 +398,12 @@ def create_lead(run: ActionRun, situation: Situation) -> dict[str, Any]:
         )
         return {"type": "lead", "id": lead_id, "name": title, "url": _entity_url("lead", lead_id)}
 
-    return _create_entity(run, create)
+    return _create_entity(situation, create)
 
 
 @scenario_action(ActionType.CREATE_DEAL)
 def create_deal(run: ActionRun, situation: Situation) -> dict[str, Any]:
-    config = run_config(run)
+    config = situation.config
 
     def create(*, call: Call, responsible: int, known: Directory) -> dict[str, Any]:
         pipeline = config.get("pipeline_id") or 0
@@ -419,7 +426,7 @@ def create_deal(run: ActionRun, situation: Situation) -> dict[str, Any]:
             "deal": {"id": deal_id, "title": title},
         }
 
-    return _create_entity(run, create)
+    return _create_entity(situation, create)
 
 
 # --- The outcome's actions ------------------------------------------------------------------
@@ -427,8 +434,8 @@ def create_deal(run: ActionRun, situation: Situation) -> dict[str, Any]:
 
 @scenario_action(ActionType.NOTIFY)
 def notify(run: ActionRun, situation: Situation) -> dict[str, Any]:
-    call = run_call(run)
-    config = run_config(run)
+    call = situation.call
+    config = situation.config
     known = directory()
     references_check(config, known)
     recipients: list[int] = []
@@ -476,8 +483,8 @@ def reached_reason(call: Call) -> str | None:
 
 @scenario_action(ActionType.TRIGGER_AUTOMATION)
 def trigger_automation(run: ActionRun, situation: Situation) -> dict[str, Any]:
-    call = run_call(run)
-    config = run_config(run)
+    call = situation.call
+    config = situation.config
     if config.get("automation_target") == Action.AutomationTarget.DEAL:
         deal_id = situation.deal_id()
         if deal_id is None:
@@ -494,11 +501,11 @@ def trigger_automation(run: ActionRun, situation: Situation) -> dict[str, Any]:
 
 @scenario_action(ActionType.TIMELINE_COMMENT)
 def timeline_comment(run: ActionRun, situation: Situation) -> dict[str, Any]:
-    call = run_call(run)
+    call = situation.call
     entity = call_entity(call)
     if entity is None:
         raise ActionSkipped("The caller is not in the CRM.")
-    text = template_render(run_config(run)["text_template"], message_values(call, entity))
+    text = template_render(situation.config["text_template"], message_values(call, entity))
     comment_id = crm_timeline_comment_add(entity=crm_ref(entity), text=text)
     return {"comment_id": comment_id}
 
@@ -507,12 +514,12 @@ def timeline_comment(run: ActionRun, situation: Situation) -> dict[str, Any]:
 def send_sms(run: ActionRun, situation: Situation) -> dict[str, Any]:
     """Texts the caller from the phone that took (or missed) the call, unless a guard says no;
     the text reaches the entity's timeline once the phone has sent it (sms.sync)."""
-    call = run_call(run)
+    call = situation.call
     problem = sms_guard_problem(phone_number=call.phone_number, intent_key=run_intent_key(run))
     if problem:
         raise ActionSkipped(problem)
     entity = call_entity(call)
-    text = template_render(run_config(run)["text_template"], message_values(call, entity))
+    text = template_render(situation.config["text_template"], message_values(call, entity))
     if not text.strip():
         raise ActionSkipped("The text is empty once its placeholders are filled in.")
     sms = sms_send(
@@ -532,7 +539,7 @@ def send_sms(run: ActionRun, situation: Situation) -> dict[str, Any]:
 def post_call_sync(run: ActionRun, situation: Situation) -> dict[str, Any]:
     """Carries the agent's notes into the call's activity and makes sure the recording is there."""
 
-    call = run_call(run)
+    call = situation.call
     if call.b24_finished_at is None:
         raise ActionSkipped("The call is not logged in Bitrix24.")
     result: dict[str, Any] = {}
