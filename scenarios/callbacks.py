@@ -192,9 +192,9 @@ def _add_to(earlier: ActionRun, *, call: Call, deadline: datetime) -> dict[str, 
         if forward:
             crm_task_set_deadline(task_id=task_id, deadline=deadline)
         added["task_id"] = task_id
-    kept = state.deadline or deadline
+    due = deadline if forward or state.deadline is None else state.deadline
     added["deadline"] = "brought forward" if forward else "kept"
-    added["deadline_at"] = (deadline if forward else kept).isoformat()
+    added["deadline_at"] = due.isoformat()
     calls = [*made.get("calls_added", []), call.pk]
     _result_update(earlier.pk, calls_added=calls, deadline=added["deadline_at"])
     return {"added_to": added}

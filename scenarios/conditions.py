@@ -36,9 +36,6 @@ class ConditionsOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     deal_id: int | None = None  # the open deal that met the deal conditions
 
-    def failed(self) -> list[dict[str, Any]]:
-        return [row for row in self.rows if not row["holds"]]
-
 
 def conditions_check(raw: Any, facts: RoutingFacts) -> ConditionsOutcome:
     """Whether an action's conditions hold for the caller, and why."""
