@@ -21,7 +21,7 @@ from alerts.choices import IncidentKind
 from alerts.models import Incident
 from calls.models import Call, Device
 from calls.selectors import devices_silent
-from crm.connections import REQUIRED_SCOPES, scopes_granted
+from crm.connections import scopes_missing
 from crm.models import Bitrix24Connection
 from reports.periods import PeriodKind, period_for
 from reports.selectors import missed_not_returned_count
@@ -149,7 +149,7 @@ def tenant_dashboard(*, now: datetime | None = None, reports: bool = False) -> D
 def _connection_line(conn: Bitrix24Connection | None, url: str) -> Line:
     if conn is None or conn.last_error:
         return Line("Bitrix24", conn.last_error if conn else _("not connected"), False, url)
-    missing = [s for s in REQUIRED_SCOPES if s not in scopes_granted(list(conn.scopes or []))]
+    missing = scopes_missing(conn.scopes)
     if conn.scopes and missing:
         text = _("missing scopes: %(scopes)s") % {"scopes": ", ".join(missing)}
         return Line("Bitrix24", text, False, url)

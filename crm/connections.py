@@ -38,6 +38,12 @@ OAUTH_OPTIONAL_SCOPES = {
 }
 
 
+def scopes_missing(scopes: list[str] | None) -> list[str]:
+    """The scopes SIMtrix needs that `scopes` (as the portal reports them) lack, in order."""
+    granted = scopes_granted(list(scopes or []))
+    return [scope for scope in REQUIRED_SCOPES if scope not in granted]
+
+
 def scopes_granted(scopes: list[str]) -> set[str]:
     """The scopes as SIMtrix counts them: the reduced user scopes stand for ``user``."""
     granted = set(scopes)
@@ -134,7 +140,7 @@ def connection_test() -> ConnectionCheck:
             )
         return ConnectionCheck(ok=False, scopes=[], missing_scopes=[], error=exc.display())
     granted = scopes_granted(scopes)
-    missing = [s for s in REQUIRED_SCOPES if s not in granted]
+    missing = scopes_missing(scopes)
     # In the language of whoever asked (the admin's); the admin shows these as they are.
     error = (
         gettext("Missing scopes: %(scopes)s") % {"scopes": ", ".join(missing)} if missing else ""

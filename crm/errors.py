@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from django.utils.translation import gettext, gettext_lazy
 
+# The portal (or the network in front of it) does not answer: a while of it is an outage.
+DOWN_CODES = frozenset(
+    {
+        "CONNECTION_ERROR",
+        "TIMEOUT",
+        "BAD_GATEWAY",
+        "SERVICE_UNAVAILABLE",
+        "GATEWAY_TIMEOUT",
+        "SERVER_ERROR",
+        "INTERNAL_SERVER_ERROR",
+    }
+)
 # Bitrix24 error codes that mean "the request was not executed, try again later".
 RATE_LIMIT_CODES = frozenset({"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT"})
 # Codes about who is calling: the tenant must fix its connection, retrying cannot help.

@@ -11,24 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from crm.connections import REQUIRED_SCOPES, scopes_granted
-from crm.errors import AUTH_CODES
+from crm.connections import scopes_missing
+from crm.errors import AUTH_CODES, DOWN_CODES
 from crm.models import Bitrix24Connection
 
 Trouble = Literal["auth", "scope", "telephony", "down"]
 
-# The portal (or the network in front of it) does not answer: a while of it is an outage.
-DOWN_CODES = frozenset(
-    {
-        "CONNECTION_ERROR",
-        "TIMEOUT",
-        "BAD_GATEWAY",
-        "SERVICE_UNAVAILABLE",
-        "GATEWAY_TIMEOUT",
-        "SERVER_ERROR",
-        "INTERNAL_SERVER_ERROR",
-    }
-)
 SCOPE_CODES = frozenset({"INSUFFICIENT_SCOPE"})
 # Telephony methods refuse the connection's kind of authentication (a webhook).
 TELEPHONY_CODES = frozenset({"WRONG_AUTH_TYPE"})
@@ -62,11 +50,7 @@ def connection_health() -> ConnectionHealth:
             configured=False, directory_synced_at=conn.directory_synced_at if conn else None
         )
     code = (conn.last_error_code or "").upper()
-    missing = (
-        [scope for scope in REQUIRED_SCOPES if scope not in scopes_granted(conn.scopes)]
-        if conn.scopes
-        else []
-    )
+    missing = scopes_missing(conn.scopes) if conn.scopes else []
     trouble: Trouble | None = None
     if conn.uninstalled_at is not None or code in AUTH_TROUBLE_CODES:
         trouble = "auth"

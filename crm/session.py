@@ -58,6 +58,7 @@ from common.metrics import bitrix24_request_record
 from crm.context import current_call_id
 from crm.errors import (
     AUTH_CODES,
+    DOWN_CODES,
     RATE_LIMIT_CODES,
     Bitrix24AuthTypeDenied,
     Bitrix24Error,
@@ -983,20 +984,8 @@ def _is_connection_problem(error: Bitrix24Error) -> bool:
     return (
         code in AUTH_CODES
         or code in RATE_LIMIT_CODES
-        or code
-        in {
-            "CONNECTION_ERROR",
-            "TIMEOUT",
-            "ERROR_METHOD_NOT_FOUND",
-            "NOT_CONFIGURED",
-            "BAD_GATEWAY",
-            "SERVICE_UNAVAILABLE",
-            "GATEWAY_TIMEOUT",
-            "SERVER_ERROR",
-            "INTERNAL_SERVER_ERROR",
-            "PORTAL_DELETED",
-            "PORTAL_MOVED",
-        }
+        or code in DOWN_CODES
+        or code in {"ERROR_METHOD_NOT_FOUND", "NOT_CONFIGURED", "PORTAL_DELETED", "PORTAL_MOVED"}
         or (error.http_status is not None and error.http_status >= 500)
     )
 
