@@ -57,7 +57,7 @@ from crm.services import crm_notify_many
 from scenarios.worktime import work_schedule
 from tenants.connection import tenant_connection
 from tenants.context import tenant_language_active, tenant_public_url
-from tenants.models import Tenant, TenantSchedule
+from tenants.fanout import schedule_flag_set, scheduled_schemas
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +81,12 @@ def alert_settings_ensure() -> AlertSettings:
 def alerts_schedule_on_settings_saved(*, instance: AlertSettings, **kwargs: Any) -> None:
     """Whether the tenant is checked at all is kept in public, where the minute's fan-out reads
     it: a tenant without alerts costs the check nothing."""
-    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).first()
-    if tenant is None:  # the template schema new tenants are cloned from
-        return
-    TenantSchedule.objects.update_or_create(tenant=tenant, defaults={"alerts": instance.enabled})
+    schedule_flag_set(alerts=instance.enabled)
 
 
 def alerts_schemas() -> list[str]:
     """The active tenants with alerts on and someone to tell."""
-    return list(
-        TenantSchedule.objects.filter(alerts=True, tenant__is_active=True).values_list(
-            "tenant__schema_name", flat=True
-        )
-    )
+    return scheduled_schemas("alerts")
 
 
 # --- The check -----------------------------------------------------------------------------------

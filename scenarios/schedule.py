@@ -38,7 +38,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from scenarios.models import ActionRun
 from scenarios.monitoring import outbox_counts_all
 from scenarios.outbox import late_filter, lease, outbox_wake, redispatch_after, runs_dispatch
-from tenants.connection import tenant_connection
+from tenants.fanout import schedule_flag_set, scheduled_schemas
 from tenants.models import OutboxWake, Tenant, TenantSchedule
 from tenants.wake import visit_hooks_run
 
@@ -193,18 +193,9 @@ def outbox_status_all() -> dict[str, Any]:
 
 def availability_schemas() -> list[str]:
     """The active tenants that route by the Bitrix24 work-day status."""
-    return list(
-        TenantSchedule.objects.filter(
-            availability_refresh=True, tenant__is_active=True
-        ).values_list("tenant__schema_name", flat=True)
-    )
+    return scheduled_schemas("availability_refresh")
 
 
 def schedule_on_routing_settings_saved(*, instance: Any, **kwargs: Any) -> None:
     """Whether the tenant wants the minute refresh is kept in public, where beat can read it."""
-    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).first()
-    if tenant is None:  # the template schema new tenants are cloned from
-        return
-    TenantSchedule.objects.update_or_create(
-        tenant=tenant, defaults={"availability_refresh": instance.use_timeman}
-    )
+    schedule_flag_set(availability_refresh=instance.use_timeman)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from tenants.connection import tenant_connection
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,24 @@ def active_tenant_schemas() -> list[str]:
         Tenant.objects.filter(is_active=True)
         .exclude(schema_name=get_public_schema_name())
         .values_list("schema_name", flat=True)
+    )
+
+
+def schedule_flag_set(**flags: bool) -> None:
+    """Records in public (TenantSchedule) which periodic jobs the current tenant wants, for
+    the fan-out to read (`scheduled_schemas`); nothing in the template schema new tenants are
+    cloned from."""
+    tenant = Tenant.objects.filter(schema_name=tenant_connection.schema_name).first()
+    if tenant is not None:
+        TenantSchedule.objects.update_or_create(tenant=tenant, defaults=flags)
+
+
+def scheduled_schemas(flag: str) -> list[str]:
+    """The active tenants whose TenantSchedule has `flag` on."""
+    return list(
+        TenantSchedule.objects.filter(**{flag: True}, tenant__is_active=True).values_list(
+            "tenant__schema_name", flat=True
+        )
     )
 
 
