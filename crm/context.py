@@ -21,3 +21,22 @@ def crm_call_context(call_id: int | None) -> Iterator[None]:
 
 def current_call_id() -> int | None:
     return _current_call_id.get()
+
+
+_live: ContextVar[bool] = ContextVar("crm_live", default=False)
+
+
+@contextmanager
+def crm_live() -> Iterator[None]:
+    """The requests made inside the block serve a phone that is ringing (the card that pops):
+    they take the portal's priority lane (``crm.limiter``), ahead of the backlog, and are never
+    held back to share a batch (``crm.coalesce``)."""
+    token = _live.set(True)
+    try:
+        yield
+    finally:
+        _live.reset(token)
+
+
+def crm_live_active() -> bool:
+    return _live.get()

@@ -20,6 +20,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+from django.conf import settings
 from redis.commands.core import Script
 
 from common.metrics import rate_limit_wait_record
@@ -38,7 +39,9 @@ end
 """
 
 # Reserve: returns {seconds to wait before sending (or -wait when that exceeds max_wait: nothing
-# reserved then), Redis' now}. Uses Redis' clock so every host agrees on "now".
+# reserved then), Redis' now}. Uses Redis' clock so every host agrees on "now". ARGV[6]: the
+# slots of the burst this request may not take (kept for the priority lane); ARGV[7] = '1' only
+# looks (nothing reserved).
 _ACQUIRE = (
     _FACTOR
     + """
@@ -50,12 +53,13 @@ if ARGV[5] == '1' then
   f = factor(KEYS[3], now, tonumber(ARGV[4]))
 end
 local interval = tonumber(ARGV[1]) / f
-local tolerance = (math.max(1, math.floor(tonumber(ARGV[2]) * f)) - 1) * interval
+local burst = math.max(1, math.floor(tonumber(ARGV[2]) * f))
+local tolerance = (math.max(1, burst - tonumber(ARGV[6])) - 1) * interval
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 local send_at = math.max(now, tat - tolerance, blocked)
 local wait = send_at - now
-if wait > max_wait then
+if wait > max_wait or ARGV[7] == '1' then
   return {tostring(-wait), tostring(now)}
 end
 local new_tat = math.max(tat, send_at) + interval
@@ -112,6 +116,12 @@ return 1
 """
 
 
+def limiter_learns() -> bool:
+    """Whether the limiter lowers a portal's estimate on 503; off only to measure the
+    difference (``SIMTRIX_BITRIX24_LIMITER_LEARNS = False``)."""
+    return bool(getattr(settings, "SIMTRIX_BITRIX24_LIMITER_LEARNS", True))
+
+
 @functools.cache
 def _script(source: str) -> Script:
     return get_redis().register_script(source)
@@ -124,6 +134,10 @@ RATE_MARGIN = 0.9
 LEARN_DECREASE = 0.5
 LEARN_FLOOR = 0.1
 LEARN_RECOVERY_PER_SECOND = 0.01
+# The priority lane: a fifth of the burst (of the learned estimate) is kept for requests that a
+# ringing phone waits for (a lookup, the register that pops the card). The backlog fills the
+# bucket only up to the rest, so a ringing call finds a slot at once however long the backlog.
+PRIORITY_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -155,25 +169,49 @@ class PortalLimiter:
         headroom = max(1, math.ceil(self.burst * 0.1))
         return max(1, self.burst - headroom)
 
-    def acquire(self, *, max_wait: float, learns: bool = True) -> Slot | None:
+    @property
+    def priority_slots(self) -> int:
+        """Slots of the burst only the priority lane takes."""
+        return math.ceil(self.effective_burst * PRIORITY_SHARE)
+
+    def acquire(
+        self, *, max_wait: float, learns: bool = True, priority: bool = False
+    ) -> Slot | None:
         """A slot for one request, or None if there is none within max_wait.
 
-        ``learns``: by the learned estimate (False: by the configured numbers only)."""
-        args = [
+        ``learns``: by the learned estimate (False: by the configured numbers only);
+        ``priority``: the whole burst may be taken (a ringing phone waits for this request)."""
+        raw_wait, raw_now = _script(_ACQUIRE)(
+            keys=self._keys, args=self._acquire_args(max_wait, learns, priority, look=False)
+        )
+        wait = float(raw_wait)
+        rate_limit_wait_record(wait)
+        return None if wait < 0 else Slot(wait=wait, at=float(raw_now) + wait)
+
+    def crowded(self, *, learns: bool = True) -> bool:
+        """Whether a request of the backlog would have to wait for its slot now (nothing is
+        reserved): the portal has more due work than its bucket lets through at once."""
+        raw_wait, _ = _script(_ACQUIRE)(
+            keys=self._keys, args=self._acquire_args(0.0, learns, False, look=True)
+        )
+        return float(raw_wait) != 0.0
+
+    def _acquire_args(
+        self, max_wait: float, learns: bool, priority: bool, *, look: bool
+    ) -> list[float | int]:
+        return [
             self.interval,
             self.effective_burst,
             max_wait,
             LEARN_RECOVERY_PER_SECOND,
             1 if learns else 0,
+            0 if priority else self.priority_slots,
+            1 if look else 0,
         ]
-        raw_wait, raw_now = _script(_ACQUIRE)(keys=self._keys, args=args)
-        wait = float(raw_wait)
-        rate_limit_wait_record(wait)
-        return None if wait < 0 else Slot(wait=wait, at=float(raw_now) + wait)
 
-    def reserve(self, *, max_wait: float) -> float | None:
+    def reserve(self, *, max_wait: float, priority: bool = True) -> float | None:
         """Seconds to sleep before sending one request, or None if no slot within max_wait."""
-        slot = self.acquire(max_wait=max_wait)
+        slot = self.acquire(max_wait=max_wait, priority=priority)
         return None if slot is None else slot.wait
 
     def exceeded(self, reserved_at: float, *, learns: bool = True) -> float:

@@ -48,14 +48,14 @@ from b24pysdk import errors as sdk_errors
 from b24pysdk.api.callers.call_method import _MethodCaller
 from b24pysdk.api.requesters import BitrixAPIRequester, BitrixOAuthRequester
 from b24pysdk.utils.encoding import encode_params
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from common.metrics import bitrix24_request_record
-from crm.context import current_call_id
+from crm.coalesce import Owner, active_coalescer
+from crm.context import crm_live_active, current_call_id
 from crm.errors import (
     AUTH_CODES,
     DOWN_CODES,
@@ -66,7 +66,7 @@ from crm.errors import (
     Bitrix24PermanentError,
     Bitrix24TransientError,
 )
-from crm.limiter import PortalLimiter, method_block_key
+from crm.limiter import PortalLimiter, limiter_learns, method_block_key
 from crm.models import Bitrix24Connection, RequestLog
 from crm.outbound import OutboundAddressRefused, Resolver, outbound_request
 from crm.redaction import redact_params, scrub
@@ -206,12 +206,6 @@ def _now() -> float:
     return time.monotonic()
 
 
-def limiter_learns() -> bool:
-    """Whether the limiter lowers a portal's estimate on 503 (``crm.limiter``); off only to
-    measure the difference (``SIMTRIX_BITRIX24_LIMITER_LEARNS = False``)."""
-    return bool(getattr(settings, "SIMTRIX_BITRIX24_LIMITER_LEARNS", True))
-
-
 class Bitrix24Session:
     """Requests to one tenant's portal. Cheap to build; use one per unit of work.
 
@@ -340,7 +334,53 @@ class Bitrix24Session:
         deadline: float | None,
         intent_key: str,
         max_attempts: int,
+        slot_taken: bool = False,
+        owners: dict[str, Owner] | None = None,
     ) -> dict[str, Any]:
+        """The request's answer (retried by the rules above), or its error raised.
+
+        Inside a backlog's coalescer (``crm.coalesce``), a request it takes rides in a shared
+        batch instead. ``slot_taken``: the first attempt's limiter slot is already reserved;
+        ``owners``: the shared batch's commands, each with the call it serves."""
+        coalescer = active_coalescer() if owners is None else None
+        if coalescer is not None and coalescer.takes(
+            self, method, params, commands, deadline=deadline
+        ):
+            return coalescer.execute(
+                self,
+                method,
+                params,
+                commands,
+                idempotent=idempotent,
+                intent_key=intent_key,
+                max_attempts=max_attempts,
+            )
+        return self._requests(
+            method,
+            params,
+            commands=commands,
+            idempotent=idempotent,
+            deadline=deadline,
+            intent_key=intent_key,
+            max_attempts=max_attempts,
+            slot_taken=slot_taken,
+            owners=owners,
+        )
+
+    def _requests(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        commands: dict[str, Command] | None,
+        idempotent: bool,
+        deadline: float | None,
+        intent_key: str,
+        max_attempts: int,
+        slot_taken: bool,
+        owners: dict[str, Owner] | None,
+    ) -> dict[str, Any]:
+        """The request loop: HTTP attempts until an answer, or an error worth raising."""
         attempt = 0
         refreshed = False
         followed = False
@@ -349,7 +389,7 @@ class Bitrix24Session:
         while True:
             attempt += 1
             try:
-                self._wait_for_slot(method, commands, deadline)
+                self._wait_for_slot(method, commands, deadline, taken=slot_taken and attempt == 1)
                 timeout = _timeout(deadline)
             except Bitrix24Error as exc:
                 # Out of time before a retry: the failure worth reporting is the last real one.
@@ -368,6 +408,7 @@ class Bitrix24Session:
                 duration_ms=duration_ms,
                 error=error,
                 intent_key=intent_key,
+                owners=owners,
             )
             if moved_from is not None:
                 if not outcome.answered:
@@ -378,7 +419,7 @@ class Bitrix24Session:
                 moved_from = None
             if error is None:
                 if commands:
-                    self._log_commands(parent, commands, outcome.payload, intent_key)
+                    self._log_commands(parent, commands, outcome.payload, intent_key, owners)
                 self._note_success()
                 return outcome.payload
 
@@ -480,8 +521,16 @@ class Bitrix24Session:
         return self.auth_mode == Bitrix24Connection.AuthMode.OAUTH
 
     def _wait_for_slot(
-        self, method: str, commands: dict[str, Command] | None, deadline: float | None
+        self,
+        method: str,
+        commands: dict[str, Command] | None,
+        deadline: float | None,
+        *,
+        taken: bool = False,
     ) -> None:
+        """Sleeps until the request may be sent (``taken``: its slot is reserved already)."""
+        if taken:
+            return
         try:
             self._slot_take(method, commands, deadline)
         except RedisError as exc:
@@ -513,7 +562,13 @@ class Bitrix24Session:
                 )
             if wait > 0:
                 time.sleep(wait)
-        slot = self.limiter.acquire(max_wait=max_wait, learns=limiter_learns())
+        # A request somebody waits for (a ringing phone's lookup: it has a deadline; the
+        # register that pops its card) takes the priority lane, ahead of the backlog.
+        slot = self.limiter.acquire(
+            max_wait=max_wait,
+            learns=limiter_learns(),
+            priority=deadline is not None or crm_live_active(),
+        )
         if slot is None:
             raise Bitrix24TransientError(
                 "No request slot free within the time allowed (portal rate limit)",
@@ -524,6 +579,10 @@ class Bitrix24Session:
         self._reserved_at = slot.at
         if slot.wait > 0:
             time.sleep(slot.wait)
+
+    def command_error(self, payload: dict[str, Any], method: str) -> Bitrix24Error:
+        """A batch command's ``result_error`` entry as a typed error."""
+        return _error_from_payload(payload, http_status=None, method=method, scrub_with=self)
 
     @staticmethod
     def _retry_delay(attempt: int, error: Bitrix24Error) -> float:
@@ -728,13 +787,16 @@ class Bitrix24Session:
         duration_ms: int,
         error: Bitrix24Error | None,
         intent_key: str,
+        owners: dict[str, Owner] | None = None,
     ) -> RequestLog:
+        """``owners``: a batch of several calls' commands, each command's row naming its own
+        call (also when the batch failed: every call's audit shows its attempt)."""
         bitrix24_request_record(method=method, outcome="ok" if error is None else error.outcome)
         summary = redact_params(params)
         sub_methods: list[str] = []
         if commands is not None:
             sub_methods = [f"{key}: {m}" for key, (m, _) in commands.items()]
-        return RequestLog.objects.create(
+        row = RequestLog.objects.create(
             method=method,
             is_batch=commands is not None,
             sub_methods=sub_methods,
@@ -744,10 +806,13 @@ class Bitrix24Session:
             error_code=(error.code or "ERROR") if error else "",
             error_description=error.description if error else "",
             auth_mode=self.auth_mode,
-            call_id=current_call_id(),
+            call_id=None if owners is not None else current_call_id(),
             intent_key=intent_key[:200],
             params=summary,
         )
+        if commands and owners is not None and error is not None:
+            self._log_commands(row, commands, {}, intent_key, owners, failed=error)
+        return row
 
     def _log_commands(
         self,
@@ -755,15 +820,23 @@ class Bitrix24Session:
         commands: dict[str, Command],
         payload: dict[str, Any],
         intent_key: str,
+        owners: dict[str, Owner] | None = None,
+        *,
+        failed: Bitrix24Error | None = None,
     ) -> None:
+        """A row per command of a batch; ``owners``: whose each command is (a shared batch);
+        ``failed``: the batch as a whole failed with this error."""
         body = payload.get("result") or {}
         errors = _as_dict(body.get("result_error"))
         times = _as_dict(body.get("result_time"))
         call_id = current_call_id()
         rows = []
         for key, (sub_method, sub_params) in commands.items():
-            err = errors.get(key)
+            err: Any = errors.get(key)
+            if failed is not None:
+                err = {"error": failed.code or "ERROR", "error_description": failed.description}
             executed = key in _as_dict(body.get("result")) or err is not None
+            owner = owners.get(key) if owners else None
             duration = (times.get(key) or {}).get("duration") if isinstance(times, dict) else None
             rows.append(
                 RequestLog(
@@ -782,8 +855,8 @@ class Bitrix24Session:
                         str(err.get("error_description") or "") if isinstance(err, dict) else ""
                     ),
                     auth_mode=self.auth_mode,
-                    call_id=call_id,
-                    intent_key=intent_key[:200],
+                    call_id=owner.call_id if owner else call_id,
+                    intent_key=(owner.intent_key if owner else intent_key)[:200],
                     params={"key": key, **redact_params(sub_params)},
                 )
             )

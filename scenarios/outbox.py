@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,9 +35,11 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from calls.models import Call
 from common.sql import instance_insert
-from crm.context import crm_call_context
+from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
+from scenarios.choices import ActionType, InternalAction
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
 from tenants.connection import tenant_connection
@@ -60,6 +63,15 @@ FINISHED_OK = (ActionRun.Status.DONE, ActionRun.Status.SKIPPED)
 # converts the ETA to its monotonic clock); eager mode, in tests, ignores ETAs altogether.
 CLAIM_EARLY = timedelta(seconds=1)
 LATE_AFTER = ActionRun.LATE_AFTER
+# Runs a ringing phone waits for (the card popped, the caller found): while the call is not
+# over they go ahead of the backlog (Celery priority LIVE_PRIORITY, the portal's priority lane)
+# and never wait to share a batch (scenarios.lane).
+LIVE_ACTIONS = frozenset(
+    {InternalAction.REGISTER_CALL, InternalAction.LOOKUP_CALLER, ActionType.SHOW_CARD}
+)
+# Celery priorities (Redis: 0 is served first); every other task is sent with the default,
+# CELERY_TASK_DEFAULT_PRIORITY.
+LIVE_PRIORITY = 0
 
 
 class ActionSkipped(Exception):
@@ -110,7 +122,13 @@ def redispatch_after() -> timedelta:
     return timedelta(seconds=getattr(settings, "SIMTRIX_RUN_REDISPATCH_SECONDS", 30))
 
 
-def _send(run_ids: list[int], *, etas: dict[int, datetime | None] | None = None) -> None:
+def _send(
+    run_ids: list[int],
+    *,
+    etas: dict[int, datetime | None] | None = None,
+    live: Collection[int] = (),
+) -> None:
+    """Each run to a worker (`live`: those of LIVE_ACTIONS, sent ahead of the others)."""
     from scenarios.tasks import run_action_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     now = timezone.now()
@@ -123,6 +141,7 @@ def _send(run_ids: list[int], *, etas: dict[int, datetime | None] | None = None)
             run_id,
             what=f"action run {run_id}",
             eta=eta if eta is not None and eta > now else None,
+            priority=LIVE_PRIORITY if run_id in live else None,
         ):
             return
 
@@ -155,9 +174,15 @@ class _SendOnCommit:
     schema: str
     wake_at: datetime
     run_ids: list[int] = field(default_factory=list)
+    live: set[int] = field(default_factory=set)
+
+    def add(self, run: ActionRun) -> None:
+        self.run_ids.append(run.pk)
+        if run.action_type in LIVE_ACTIONS:
+            self.live.add(run.pk)
 
     def __call__(self) -> None:
-        _send(self.run_ids)
+        _send(self.run_ids, live=self.live)
 
 
 def _send_on_commit() -> _SendOnCommit | None:
@@ -213,13 +238,12 @@ def run_plan(
         return ActionRun.objects.get(dedupe_key=dedupe_key)
     pending = _send_on_commit()
     if sendable and pending is not None:
-        pending.run_ids.append(run.pk)
+        pending.add(run)
     elif sendable:
         pending = _SendOnCommit(
-            schema=tenant_connection.schema_name,
-            wake_at=now + redispatch_after(),
-            run_ids=[run.pk],
+            schema=tenant_connection.schema_name, wake_at=now + redispatch_after()
         )
+        pending.add(run)
         outbox_wake(at=pending.wake_at)
         transaction.on_commit(pending)
     elif due_at is not None and (pending is None or due_at < pending.wake_at):
@@ -261,20 +285,58 @@ def _is_transient(exc: Exception) -> bool:
 
 def run_execute(run_id: int) -> str:
     """Executes one run if it is still due and unclaimed; returns its resulting status."""
+    run = run_claim(run_id)
+    if run is None:
+        return "not-claimed"
+    return run_claimed_execute(run)
+
+
+def run_claim(run_id: int) -> ActionRun | None:
+    """The run, claimed by this worker (running), if it is still due and unclaimed."""
     now = timezone.now()
     claimed = ActionRun.objects.filter(
         pk=run_id, status=ActionRun.Status.SCHEDULED, due_at__lte=now + CLAIM_EARLY
     ).update(status=ActionRun.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
     if claimed != 1:
-        return "not-claimed"
-    run = ActionRun.objects.select_related("call", "call__device").get(pk=run_id)
+        return None
+    return ActionRun.objects.select_related("call", "call__device").get(pk=run_id)
+
+
+def run_unclaim(run: ActionRun) -> bool:
+    """A claimed run handed back untouched, due as it was (not an attempt): another worker
+    takes it (scenarios.lane). False if the claim was no longer this worker's."""
+    return bool(
+        ActionRun.objects.filter(
+            pk=run.pk, status=ActionRun.Status.RUNNING, claimed_at=run.claimed_at
+        ).update(
+            status=ActionRun.Status.SCHEDULED,
+            claimed_at=None,
+            attempts=F("attempts") - 1,
+            dispatched_at=timezone.now(),
+        )
+    )
+
+
+def run_is_live(run: ActionRun) -> bool:
+    """Whether a phone still rings or talks for this run (see LIVE_ACTIONS)."""
+    return run.action_type in LIVE_ACTIONS and run.call.status != Call.Status.ENDED
+
+
+def run_claimed_execute(run: ActionRun) -> str:
+    """Executes a run this worker claimed (`run_claim`); returns its resulting status."""
     handler = HANDLERS.get(run.action_type)
-    mine = ActionRun.objects.filter(pk=run_id, status=ActionRun.Status.RUNNING, claimed_at=now)
+    mine = ActionRun.objects.filter(
+        pk=run.pk, status=ActionRun.Status.RUNNING, claimed_at=run.claimed_at
+    )
     try:
         if handler is None:
             raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
 
-        with crm_call_context(run.call_id), tenant_language_active():
+        with ExitStack() as stack:
+            stack.enter_context(crm_call_context(run.call_id))
+            stack.enter_context(tenant_language_active())
+            if run_is_live(run):
+                stack.enter_context(crm_live())
             result = handler(run) or {}
     except ActionSkipped as exc:
         mine.update(
@@ -336,7 +398,9 @@ def _release_successors(run: ActionRun) -> None:
             if updated:
                 outbox_wake(at=now + redispatch_after() if due_at <= now else due_at)
         if updated and due_at <= now:
-            _send([successor.pk])
+            _send(
+                [successor.pk], live=[successor.pk] if successor.action_type in LIVE_ACTIONS else []
+            )
 
 
 def run_retry(*, run_ids: list[int]) -> int:
@@ -368,15 +432,16 @@ def runs_dispatch(*, limit: int = 500, lookahead: timedelta = timedelta(0)) -> i
     ActionRun.objects.filter(status=ActionRun.Status.RUNNING, claimed_at__lt=now - lease()).update(
         status=ActionRun.Status.SCHEDULED, due_at=now, dispatched_at=None
     )
-    due = dict(
+    rows = list(
         ActionRun.objects.filter(status=ActionRun.Status.SCHEDULED, due_at__lte=now + lookahead)
         .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - redispatch_after()))
         .order_by("due_at")
-        .values_list("pk", "due_at")[:limit]
+        .values_list("pk", "due_at", "action_type")[:limit]
     )
+    due = {pk: due_at for pk, due_at, _ in rows}
     if due:
         with transaction.atomic():
             ActionRun.objects.filter(pk__in=due).update(dispatched_at=now)
             _sent_wake(now)
-        _send(list(due), etas=due)
+        _send(list(due), etas=due, live={pk for pk, _, kind in rows if kind in LIVE_ACTIONS})
     return len(due)

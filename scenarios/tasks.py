@@ -2,14 +2,22 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from scenarios import outbox, schedule
+from scenarios import lane, schedule
 from scenarios.routing.services import routing_availability_refresh
 from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(name="scenarios.run_action", acks_late=True, ignore_result=True)
 def run_action_task(run_id: int) -> str:
-    return outbox.run_execute(run_id)
+    return lane.run_or_coalesce(run_id)
+
+
+@shared_task(name="scenarios.run_lane", acks_late=True, ignore_result=True)
+def run_lane_task() -> int:
+    """A tenant's backlog, its Bitrix24 requests sharing batches (scenarios.lane)."""
+    if not in_tenant_schema("scenarios.run_lane"):
+        return 0
+    return lane.lane_drain()
 
 
 @shared_task(name="scenarios.dispatch_due", ignore_result=True, expires=5)

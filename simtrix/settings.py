@@ -362,6 +362,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Redis serves priority 0 first: the runs a ringing phone waits for are sent with it
+# (scenarios.outbox.LIVE_PRIORITY), everything else with this one (a lower step).
+CELERY_TASK_DEFAULT_PRIORITY = 5
 # The plain database scheduler, in the public schema. Every entry is one task in public that
 # decides which tenants have work (scenarios.schedule): beat never sends a task per tenant.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -391,6 +394,10 @@ SIMTRIX_RUN_REDISPATCH_SECONDS = env.int("SIMTRIX_RUN_REDISPATCH_SECONDS", defau
 SIMTRIX_RUN_BACKOFF_BASE_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_BASE_SECONDS", default=5.0)
 SIMTRIX_RUN_BACKOFF_CAP_SECONDS = env.float("SIMTRIX_RUN_BACKOFF_CAP_SECONDS", default=600.0)
 SIMTRIX_RUN_MAX_ATTEMPTS = env.int("SIMTRIX_RUN_MAX_ATTEMPTS", default=12)
+# A crowded portal's backlog runs together, its requests sharing batches (scenarios.lane,
+# crm.coalesce): how many runs at once (each with a database connection); off only to measure.
+SIMTRIX_LANE_THREADS = env.int("SIMTRIX_LANE_THREADS", default=24)
+SIMTRIX_BITRIX24_COALESCE = env.bool("SIMTRIX_BITRIX24_COALESCE", default=True)
 # /readyz answers 503 when the dispatcher's last pass is older than this.
 SIMTRIX_DISPATCHER_STALE_SECONDS = env.int("SIMTRIX_DISPATCHER_STALE_SECONDS", default=30)
 

@@ -69,12 +69,15 @@ def task_queue(
     what: str,
     countdown: float | None = None,
     eta: datetime | None = None,
+    priority: int | None = None,
 ) -> bool:
     """Queues `task` in the current schema; whether it was. A broker that is down is logged,
     not raised: the caller's row is what makes the work found again (the dispatcher, an hourly
-    job, an admin action), and the request or transaction that queued it must not fail for it."""
+    job, an admin action), and the request or transaction that queued it must not fail for it.
+    `priority`: Celery's (Redis: 0 first); None: CELERY_TASK_DEFAULT_PRIORITY."""
+    options: dict[str, Any] = {} if priority is None else {"priority": priority}
     try:
-        task.apply_async(args, countdown=countdown, eta=eta)
+        task.apply_async(args, countdown=countdown, eta=eta, **options)
     except Exception as exc:
         logger.warning(
             "%s of %s not queued (taken up later): %s", what, tenant_connection.schema_name, exc

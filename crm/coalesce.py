@@ -1,0 +1,367 @@
+"""Many calls' Bitrix24 requests carried by one ``batch`` when the portal's bucket is the limit.
+
+A portal drains 2 requests a second; a call spends 3 to 6. When a tenant has more due work than
+its bucket lets through (``crm.limiter``: ``crowded``), the outbox runs that work together
+(``scenarios.lane``): many runs at once, each in its own thread, inside one ``Coalescer``. Every
+request those threads make goes through it instead of out on its own: a request waits, with the
+others, for the next slot, and one ``batch`` (at most 50 commands) carries them all. A request
+that is itself a ``batch`` (the lookup, a register with its card) keeps its commands together,
+their ``$result[...]`` references renamed with them. Handlers do not change: they call ``crm``
+as always and get their own answer back, or their own command's error.
+
+- A batch goes out as soon as every thread that is running a run is waiting for an answer (no
+  further request can join), when it holds 50 commands, or ``WINDOW`` after its first request;
+  one batch at a time, sent by one of the waiting threads, the slot taken first so that what
+  arrives meanwhile rides along.
+- The answer of each command is its request's own: a command's error fails only that request
+  (and so only its run); an answer lost (a timeout, a dropped connection) is every request's
+  ambiguous outcome, resolved as any other (``crm.intents``: searched for before it is sent
+  again). Each request retries as it would alone (``Bitrix24Session``'s rules, its own
+  attempts).
+- Not coalesced, sent alone: a request with a deadline (a ringing phone waits for it), one made
+  while a phone rings (``crm.context.crm_live``), a ``halt`` batch, and parameters a query string
+  cannot carry as JSON does (a boolean, an empty list, a large file).
+- The request log keeps one row for the shared ``batch`` and one per command, each tagged with
+  the call its run serves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from b24pysdk.utils.encoding import encode_params
+from redis.exceptions import RedisError
+
+from crm.context import crm_live_active, current_call_id
+from crm.errors import Bitrix24Error, Bitrix24TransientError
+from crm.limiter import PortalLimiter, limiter_learns
+from crm.models import Bitrix24Connection
+
+if TYPE_CHECKING:
+    from crm.session import Bitrix24Session
+
+MAX_COMMANDS = 50
+# How long the first request of a batch waits for others when some thread is still busy.
+WINDOW = 0.05
+# Larger parameters (a recording's content) travel alone, as JSON.
+MAX_QUERY_CHARS = 32_000
+
+_REFERENCE = re.compile(r"\$result\[([^\]]+)\]")
+_active: ContextVar[Coalescer | None] = ContextVar("crm_coalescer", default=None)
+
+
+@dataclass
+class Owner:
+    """Whose a command of the shared batch is, for the request log."""
+
+    call_id: int | None
+    intent_key: str
+
+
+@dataclass(eq=False)
+class _Pending:
+    method: str
+    params: dict[str, Any]
+    commands: dict[str, tuple[str, dict[str, Any]]] | None
+    idempotent: bool
+    owner: Owner
+    enqueued_at: float = field(default_factory=time.monotonic)
+    done: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)
+    error: Bitrix24Error | None = None
+
+    @property
+    def size(self) -> int:
+        return 1 if self.commands is None else len(self.commands)
+
+    def finish(
+        self, *, payload: dict[str, Any] | None = None, error: Bitrix24Error | None = None
+    ) -> None:
+        self.payload = payload or {}
+        self.error = error
+        self.done = True
+
+
+class Coalescer:
+    """The requests of the threads running one tenant's backlog, sent together (see above)."""
+
+    def __init__(self, domain: str, *, window: float = WINDOW) -> None:
+        self.domain = domain
+        self.window = window
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._members = 0
+        self._waiting = 0
+        self._sending = False
+        self._keys = itertools.count()
+        # What it did: batches sent, commands carried.
+        self.batches = 0
+        self.commands = 0
+
+    @contextmanager
+    def member(self) -> Iterator[None]:
+        """The current thread runs work whose requests go through this coalescer: requests are
+        held back for it while it is busy, and sent once it waits too (or has finished)."""
+        with self._cond:
+            self._members += 1
+        token = _active.set(self)
+        try:
+            yield
+        finally:
+            _active.reset(token)
+            with self._cond:
+                self._members -= 1
+                self._cond.notify_all()
+
+    def takes(
+        self,
+        session: Bitrix24Session,
+        method: str,
+        params: dict[str, Any],
+        commands: dict[str, tuple[str, dict[str, Any]]] | None,
+        *,
+        deadline: float | None,
+    ) -> bool:
+        if session.domain != self.domain or deadline is not None or crm_live_active():
+            return False
+        if commands is None:
+            return method.lower() != "batch" and _query_safe(params)
+        if params.get("halt") or len(commands) > MAX_COMMANDS:
+            return False
+        return all(_query_safe(p) for _, p in commands.values())
+
+    def execute(
+        self,
+        session: Bitrix24Session,
+        method: str,
+        params: dict[str, Any],
+        commands: dict[str, tuple[str, dict[str, Any]]] | None,
+        *,
+        idempotent: bool,
+        intent_key: str,
+        max_attempts: int,
+    ) -> dict[str, Any]:
+        """The request's answer as ``Bitrix24Session._execute`` returns it, sent in a shared
+        batch; retried as that method would (its own attempts, its own idempotency)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            pending = _Pending(
+                method, params, commands, idempotent, Owner(current_call_id(), intent_key)
+            )
+            self._submit(session, pending)
+            error = pending.error
+            if error is None:
+                return pending.payload
+            retry = (
+                error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
+            )
+            if not retry:
+                raise error
+            time.sleep(session._retry_delay(attempt, error))
+
+    # ------------------------------------------------------------------------------------------
+
+    def _submit(self, session: Bitrix24Session, pending: _Pending) -> None:
+        with self._cond:
+            self._queue.append(pending)
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                while True:
+                    while not pending.done and not self._turn():
+                        self._cond.wait(self._nap())
+                    if pending.done:
+                        return
+                    self._sending = True
+                    self._cond.release()
+                    try:
+                        self._round(session)
+                    finally:
+                        self._cond.acquire()
+                        self._sending = False
+                        self._cond.notify_all()
+            finally:
+                self._waiting -= 1
+
+    def _turn(self) -> bool:
+        """Whether the waiting thread that asks sends the next batch now (lock held)."""
+        if self._sending or not self._queue:
+            return False
+        return (
+            sum(p.size for p in self._queue) >= MAX_COMMANDS
+            or self._waiting >= self._members
+            or time.monotonic() - self._queue[0].enqueued_at >= self.window
+        )
+
+    def _nap(self) -> float:
+        if not self._queue:
+            return self.window
+        return max(0.001, self.window - (time.monotonic() - self._queue[0].enqueued_at))
+
+    def _round(self, session: Bitrix24Session) -> None:
+        """One batch: the slot first, then what is queued by then (lock not held)."""
+        try:
+            session._wait_for_slot("batch", None, None)
+        except Bitrix24Error as exc:
+            for pending in self._take():
+                pending.finish(error=exc)
+            return
+        taken = self._take()
+        merged: dict[str, tuple[str, dict[str, Any]]] = {}
+        owners: dict[str, Owner] = {}
+        names: list[dict[str, str]] = []
+        for pending in taken:
+            prefix = f"q{next(self._keys)}"
+            if pending.commands is None:
+                rename = {"": prefix}
+                merged[prefix] = (pending.method, pending.params)
+            else:
+                rename = {key: f"{prefix}_{key}" for key in pending.commands}
+                for key, (sub_method, sub_params) in pending.commands.items():
+                    merged[rename[key]] = (sub_method, _renamed(sub_params, rename))
+            owners.update(dict.fromkeys(rename.values(), pending.owner))
+            names.append(rename)
+        self.batches += 1
+        self.commands += len(merged)
+        try:
+            payload = session._execute(
+                "batch",
+                {"halt": 0},
+                commands=merged,
+                idempotent=all(p.idempotent for p in taken),
+                deadline=None,
+                intent_key=",".join(o.intent_key for o in owners.values() if o.intent_key),
+                max_attempts=1,
+                slot_taken=True,
+                owners=owners,
+            )
+        except Bitrix24Error as exc:
+            for pending in taken:
+                pending.finish(error=exc)
+            return
+        body = payload.get("result") or {}
+        parts = {
+            part: _as_dict(body.get(part))
+            for part in ("result", "result_error", "result_total", "result_next", "result_time")
+        }
+        for pending, rename in zip(taken, names, strict=True):
+            _answer(session, pending, rename, parts)
+
+    def _take(self) -> list[_Pending]:
+        with self._cond:
+            taken: list[_Pending] = []
+            size = 0
+            while self._queue and size + self._queue[0].size <= MAX_COMMANDS:
+                pending = self._queue.popleft()
+                taken.append(pending)
+                size += pending.size
+            return taken
+
+
+def _answer(
+    session: Bitrix24Session,
+    pending: _Pending,
+    rename: dict[str, str],
+    parts: dict[str, dict[str, Any]],
+) -> None:
+    """A request's own answer out of the shared batch's."""
+    results, errors = parts["result"], parts["result_error"]
+    if pending.commands is None:
+        key = rename[""]
+        if key in errors:
+            pending.finish(error=session.command_error(_as_dict(errors[key]), pending.method))
+        elif key in results:
+            result = {
+                "result": results[key],
+                "total": parts["result_total"].get(key),
+                "next": parts["result_next"].get(key),
+            }
+            pending.finish(payload=result)
+        else:
+            pending.finish(
+                error=Bitrix24TransientError(
+                    f"{pending.method} was not executed in the shared batch",
+                    code="NOT_EXECUTED",
+                    method=pending.method,
+                )
+            )
+        return
+    own = {
+        part: {key: values[name] for key, name in rename.items() if name in values}
+        for part, values in parts.items()
+    }
+    pending.finish(payload={"result": own})
+
+
+def _renamed(value: Any, rename: dict[str, str]) -> Any:
+    """``$result[key]`` references of one request's commands, renamed as its commands were."""
+    if isinstance(value, str):
+        return _REFERENCE.sub(lambda m: f"$result[{rename.get(m[1], m[1])}]", value)
+    if isinstance(value, dict):
+        return {k: _renamed(v, rename) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_renamed(v, rename) for v in value]
+    return value
+
+
+def _query_safe(params: dict[str, Any]) -> bool:
+    """Whether a batch's query string carries these parameters as a JSON body would: not a
+    boolean ("True"), not an empty list or object (dropped), nothing large."""
+
+    def safe(value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, dict):
+            return bool(value) and all(safe(v) for v in value.values())
+        if isinstance(value, list | tuple):
+            return bool(value) and all(safe(v) for v in value)
+        return True
+
+    if not all(safe(v) for v in params.values()):
+        return False
+    return len(encode_params(params)) <= MAX_QUERY_CHARS
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def active_coalescer() -> Coalescer | None:
+    return _active.get()
+
+
+def crm_portal_crowded() -> bool:
+    """Whether the current tenant's portal has more due work than its bucket lets through at
+    once: the backlog's requests would wait for their slots (``PortalLimiter.crowded``).
+    Without a connection, or without Redis, it is not (the work then goes out as always)."""
+    connection = Bitrix24Connection.objects.filter(singleton=1).first()
+    if connection is None or not connection.portal_domain:
+        return False
+    try:
+        return PortalLimiter(connection.portal_domain, *connection.rate_limit).crowded(
+            learns=limiter_learns()
+        )
+    except RedisError:
+        return False
+
+
+def crm_coalescer() -> Coalescer | None:
+    """A coalescer for the current tenant's portal, or None without a connection."""
+    connection = Bitrix24Connection.objects.filter(singleton=1).first()
+    if connection is None or not connection.portal_domain:
+        return None
+    return Coalescer(connection.portal_domain)

@@ -1,0 +1,169 @@
+"""A tenant's backlog run together, its Bitrix24 requests sharing batches (issue 19).
+
+A portal lets 2 requests a second through. When a tenant has more due work than that (its
+bucket is full: `crm.coalesce.crm_portal_crowded`), a worker that picks a run up hands it back
+(`outbox.run_unclaim`, not an attempt) and starts the tenant's lane instead: one task that runs
+the tenant's due runs many at once, each in its own thread, inside one `crm.coalesce.Coalescer`,
+so their requests ride in shared `batch` requests (up to 50 commands each) instead of one
+request each. Under light load nothing changes: the portal is not crowded and every run goes
+out at once, alone.
+
+- One lane per tenant at a time (a Redis lease, renewed with every run it takes); a lane that
+  dies lets its lease expire, and its runs are taken back like any dead worker's (the outbox's
+  run lease). Each run is claimed as always (`outbox.run_claim`, under SKIP LOCKED here), so
+  exactly-once holds as it does for a run alone: the same claim, intents and markers.
+- Runs a ringing phone waits for (`outbox.LIVE_ACTIONS` while the call is not over) never go
+  into the lane: they are sent ahead of it and take the portal's priority lane.
+- A lane stops taking runs after `DRAIN_SECONDS` and starts its successor, so no task outlives
+  Celery's time limits however long the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from calls.models import Call
+from crm.coalesce import Coalescer, crm_coalescer, crm_portal_crowded
+from crm.redis_client import get_redis
+from scenarios.models import ActionRun
+from scenarios.outbox import (
+    CLAIM_EARLY,
+    LIVE_ACTIONS,
+    run_claim,
+    run_claimed_execute,
+    run_is_live,
+    run_unclaim,
+)
+from tenants.connection import tenant_connection
+from tenants.fanout import task_queue
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60
+DRAIN_SECONDS = 60.0
+# Defaults of SIMTRIX_LANE_THREADS (runs at once, each with its own database connection) and
+# SIMTRIX_BITRIX24_COALESCE (off only to measure the difference).
+THREADS = 24
+
+
+def lane_threads() -> int:
+    return max(1, int(getattr(settings, "SIMTRIX_LANE_THREADS", THREADS)))
+
+
+def lane_enabled() -> bool:
+    return bool(getattr(settings, "SIMTRIX_BITRIX24_COALESCE", True))
+
+
+def _lease_key() -> str:
+    return f"simtrix:lane:{tenant_connection.schema_name}"
+
+
+def run_or_coalesce(run_id: int) -> str:
+    """A worker's run: executed now, or handed to the tenant's lane when the portal is crowded."""
+    run = run_claim(run_id)
+    if run is None:
+        return "not-claimed"
+    if not run_is_live(run) and lane_enabled() and crm_portal_crowded() and run_unclaim(run):
+        lane_start()
+        return "coalesced"
+    return run_claimed_execute(run)
+
+
+def lane_start() -> bool:
+    """Starts the current tenant's lane unless one is running; whether this call started it."""
+    if not get_redis().set(_lease_key(), "1", nx=True, px=LEASE_SECONDS * 1000):
+        return False
+    from scenarios.tasks import run_lane_task  # noqa: PLC0415 — Celery's loop: the task calls back here
+
+    if not task_queue(run_lane_task, what="the backlog lane"):
+        # No broker: the runs are due and dispatched again later, alone or in a lane then.
+        get_redis().delete(_lease_key())
+        return False
+    return True
+
+
+def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECONDS) -> int:
+    """The lane's task: the current tenant's due runs, `threads` at a time; how many ran."""
+    coalescer = crm_coalescer()
+    ran = 0
+    stop_at = time.monotonic() + drain_seconds
+    try:
+        if coalescer is not None:
+            ran = _drain(coalescer, threads or lane_threads(), stop_at)
+    finally:
+        get_redis().delete(_lease_key())
+    if time.monotonic() >= stop_at and _due_exists():
+        lane_start()  # the successor: this task has run long enough
+    elif _due_exists() and crm_portal_crowded():
+        lane_start()  # a run handed over while this lane was finishing
+    return ran
+
+
+def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
+    schema = tenant_connection.schema_name
+    with ThreadPoolExecutor(threads, thread_name_prefix=f"lane-{schema}") as pool:
+        futures = [pool.submit(_worker, schema, coalescer, stop_at) for _ in range(threads)]
+        ran = 0
+        for future in futures:
+            try:
+                ran += future.result()
+            except Exception:
+                logger.exception("a lane thread of %s failed", schema)
+    logger.info(
+        "lane of %s: %d runs, %d batches carrying %d commands",
+        schema,
+        ran,
+        coalescer.batches,
+        coalescer.commands,
+    )
+    return ran
+
+
+def _worker(schema: str, coalescer: Coalescer, stop_at: float) -> int:
+    ran = 0
+    try:
+        with schema_context(schema):
+            while time.monotonic() < stop_at:
+                run = _claim_next()
+                if run is None:
+                    break
+                get_redis().pexpire(_lease_key(), LEASE_SECONDS * 1000)
+                with coalescer.member():
+                    run_claimed_execute(run)
+                ran += 1
+    finally:
+        connection.close()
+    return ran
+
+
+def _due() -> Q:
+    # The runs of ringing calls go ahead on their own (outbox.LIVE_ACTIONS).
+    ringing = Q(action_type__in=LIVE_ACTIONS) & ~Q(call__status=Call.Status.ENDED)
+    return Q(status=ActionRun.Status.SCHEDULED, due_at__lte=timezone.now() + CLAIM_EARLY) & ~ringing
+
+
+def _due_exists() -> bool:
+    return ActionRun.objects.filter(_due()).exists()
+
+
+def _claim_next() -> ActionRun | None:
+    """The next due run, claimed (several threads claim side by side: SKIP LOCKED)."""
+    with transaction.atomic():
+        pk = (
+            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(_due())
+            .order_by("due_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if pk is None:
+            return None
+        return run_claim(pk)
