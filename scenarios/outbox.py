@@ -176,9 +176,9 @@ class _SendOnCommit:
     run_ids: list[int] = field(default_factory=list)
     live: set[int] = field(default_factory=set)
 
-    def add(self, run: ActionRun) -> None:
+    def add(self, run: ActionRun, *, ringing: bool) -> None:
         self.run_ids.append(run.pk)
-        if run.action_type in LIVE_ACTIONS:
+        if ringing and run.action_type in LIVE_ACTIONS:
             self.live.add(run.pk)
 
     def __call__(self) -> None:
@@ -213,8 +213,12 @@ def run_plan(
     delay_seconds: int = 0,
     delay_in_working_time: bool = False,
     label: str = "",
+    ringing: bool = False,
 ) -> ActionRun:
-    """Plans work for a call (idempotent by dedupe_key); call inside the event's transaction."""
+    """Plans work for a call (idempotent by dedupe_key); call inside the event's transaction.
+
+    `ringing`: the call is not over, so a run of LIVE_ACTIONS goes ahead of the others (a call
+    reported long after it ended, from a phone's queue, is the backlog's)."""
     now = timezone.now()
     if after is not None and after.status in FINISHED_OK and due_at is None:
         # The predecessor finished before this run was planned: count the delay from now.
@@ -238,12 +242,12 @@ def run_plan(
         return ActionRun.objects.get(dedupe_key=dedupe_key)
     pending = _send_on_commit()
     if sendable and pending is not None:
-        pending.add(run)
+        pending.add(run, ringing=ringing)
     elif sendable:
         pending = _SendOnCommit(
             schema=tenant_connection.schema_name, wake_at=now + redispatch_after()
         )
-        pending.add(run)
+        pending.add(run, ringing=ringing)
         outbox_wake(at=pending.wake_at)
         transaction.on_commit(pending)
     elif due_at is not None and (pending is None or due_at < pending.wake_at):

@@ -124,6 +124,7 @@ def scenario_on_call_event(
             dedupe_key=call_run_key(call.pk, InternalAction.LOOKUP_CALLER),
             due_at=now + LOOKUP_RETRY_AFTER if retry else now,
             label=gettext_noop("Look the caller up in Bitrix24"),
+            ringing=call.status != Call.Status.ENDED,
         )
         return True
     if planned is None:
@@ -210,6 +211,7 @@ def _steps_write(*, call: Call, steps: list[Step], schedule: WorkSchedule, now: 
             delay_seconds=step.delay_seconds,
             delay_in_working_time=step.working_time,
             label=step.label,
+            ringing=call.status != Call.Status.ENDED,
         )
 
 

@@ -203,3 +203,76 @@ def test_events_of_one_call_sent_at_once_all_count_and_converge(committed_db: Ca
             assert last.to_status == "ended"
             # One lookup run for the call, however many events raced to plan it.
             assert ActionRun.objects.filter(call=call, action_type="lookup_caller").count() == 1
+
+
+KNOWN = ["+48600111222", "+48600111333", "+48 600 111 444", "+48221234567", "+48601222333"]
+
+
+def test_a_phone_back_online_with_its_queue_is_logged_once_per_call_in_shared_batches(
+    committed_db: Callable, celery_worker: str, alpha_portal: Any
+) -> None:
+    """Thirty calls from a phone's offline queue reach a portal that lets 2 requests a second
+    through: its backlog runs in the lane (scenarios.lane), the calls' requests sharing batches,
+    and every call is registered and finished exactly once."""
+    from datetime import timedelta
+
+    from crm.limiter import PortalLimiter
+    from crm.models import Bitrix24Connection, RequestLog
+
+    committed_db(_wipe_alpha)
+    with schema_context("alpha"):
+        _, token = device_register(
+            name="Back online", phone_number="+48500100203", bitrix24_user_id=5, country="PL"
+        )
+        Bitrix24Connection.objects.update(rate_limit_per_second=2.0, rate_limit_burst=10)
+        row = Bitrix24Connection.objects.get()
+        limiter = PortalLimiter(row.portal_domain, *row.rate_limit)
+    limiter.reset()
+
+    def restore() -> None:
+        limiter.reset()
+        with schema_context("alpha"):
+            Bitrix24Connection.objects.update(rate_limit_per_second=None, rate_limit_burst=None)
+            RequestLog.objects.all().delete()
+
+    committed_db(restore)
+    alpha_portal.control.clear_requests()
+    count = 30
+    events = []
+    for n in range(count):
+        at = T0 + timedelta(minutes=3 * n)
+        number = KNOWN[n % len(KNOWN)] if n % 3 else f"+48600999{n:03d}"
+        outcome = "answered" if n % 2 else "missed"
+        events += [
+            started(f"queued-{n}", at=at, phone_number=number),
+            ended(
+                f"queued-{n}",
+                at=at + timedelta(seconds=50),
+                outcome=outcome,
+                duration_seconds=40 if outcome == "answered" else 0,
+            ),
+        ]
+    assert Bridge(token).post("events/", {"events": events}).status_code == 200
+
+    def all_logged() -> bool:
+        return Call.objects.filter(b24_finished_at__isnull=False).count() == count
+
+    assert _wait(all_logged, timeout=120)
+    with schema_context("alpha"):
+        assert not ActionRun.objects.filter(status="failed").exists()
+        external_ids = {f"simtrix:alpha:{pk}" for pk in Call.objects.values_list("pk", flat=True)}
+        shared = [
+            parent
+            for parent in RequestLog.objects.filter(parent__isnull=True, method="batch")
+            if len({c.call_id for c in RequestLog.objects.filter(parent=parent)}) >= 5
+        ]
+    finished = [
+        c for c in alpha_portal.control.calls()["finished"] if c["EXTERNAL_CALL_ID"] in external_ids
+    ]
+    assert sorted(c["EXTERNAL_CALL_ID"] for c in finished) == sorted(external_ids)  # once each
+    sent = [
+        r for r in alpha_portal.state.query_requests(in_batch=False) if r["method"] != "oauth.token"
+    ]
+    # Alone, each call would spend 3 to 6 requests; the lane carried them in shared batches.
+    assert len(sent) < count
+    assert shared

@@ -92,14 +92,17 @@ def test_the_requests_of_many_threads_ride_in_one_batch_each_with_its_own_answer
     assert results[3] == ("Anna", "Anna")  # its reference renamed with its commands
     sent = top_level(shared)
     assert [r["method"] for r in sent] == ["batch"]  # six commands, one request
-    assert coalescer.batches == 1 and coalescer.commands == 6
+    assert coalescer.batches == 1
+    assert coalescer.commands == 6
     with schema_context("alpha"):
         parent = RequestLog.objects.get(parent__isnull=True)
-        assert parent.method == "batch" and parent.call_id is None
+        assert parent.method == "batch"
+        assert parent.call_id is None
         rows = RequestLog.objects.filter(parent=parent)
         assert sorted(r.call_id for r in rows) == [1, 2, 3, 4, 4, 5]  # each command's own call
         failed = rows.get(call_id=3)
-        assert failed.error_code and failed.error_description == results[2].description
+        assert failed.error_code
+        assert failed.error_description == results[2].description
         assert not rows.exclude(call_id=3).exclude(error_code="").exists()
 
 
@@ -117,7 +120,8 @@ def test_a_batch_whose_answer_is_lost_is_retried_by_the_idempotent_requests_only
     results = _together(coalescer, [_contact(12), comment])
 
     assert results[0] == "Anna"  # a read: sent again, in the next batch
-    assert isinstance(results[1], Bitrix24Error) and results[1].ambiguous  # for crm.intents
+    assert isinstance(results[1], Bitrix24Error)
+    assert results[1].ambiguous
     assert [r["status"] for r in top_level(shared)] == [500, 200]
     assert not [c for c in shared.control.comments() if c.get("COMMENT") == marker]
 
@@ -172,7 +176,8 @@ def test_a_crowded_portal_is_one_whose_backlog_would_wait_and_the_ringing_still_
         assert limiter.priority_slots >= 1
         for _ in range(limiter.priority_slots):
             slot = limiter.acquire(max_wait=0, priority=True)
-            assert slot is not None and slot.wait == 0
+            assert slot is not None
+            assert slot.wait == 0
         assert limiter.acquire(max_wait=0, priority=True) is None  # now the bucket is full
         limiter.reset()
         Bitrix24Connection.objects.update(rate_limit_per_second=None, rate_limit_burst=None)

@@ -68,8 +68,8 @@ def _ended_calls(count: int, *, stranger_at: int | None = None) -> list[int]:
             name="Marta's phone", phone_number="+48500100200", bitrix24_user_id=5, country="PL"
         )
         stranger, _ = device_register(
-            name="A phone of nobody", phone_number="+48500100201", bitrix24_user_id=999, country="PL"
-        )  # fmt: skip
+            name="Nobody's phone", phone_number="+48500100201", bitrix24_user_id=999, country="PL"
+        )
         ended = timezone.now() - timedelta(minutes=1)
         ids = []
         for index in range(count):
@@ -130,7 +130,11 @@ def test_an_uncrowded_portal_sends_each_run_alone_at_once(
         assert lane.run_or_coalesce(runs[0]) == "done"
         assert lane.run_or_coalesce(runs[1]) == "done"
     methods = [r["method"] for r in top_level(alpha_portal)]
-    assert methods == [
-        "telephony.externalcall.register",
-        "telephony.externalcall.finish",
-    ] * 2
+    assert (
+        methods
+        == [
+            "telephony.externalcall.register",
+            "telephony.externalcall.finish",
+        ]
+        * 2
+    )
