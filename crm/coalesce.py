@@ -21,12 +21,15 @@ as always and get their own answer back, or their own command's error.
 - Not coalesced, sent alone: a request with a deadline (a ringing phone waits for it), one made
   while a phone rings (``crm.context.crm_live``), a ``halt`` batch, and parameters a query string
   cannot carry as JSON does (a boolean, an empty list, a large file).
+- The same read asked by several runs for the same batch (two calls from one number looked up
+  at once) is sent once and answers them all; a write is always sent for itself.
 - The request log keeps one row for the shared ``batch`` and one per command, each tagged with
   the call its run serves.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 import threading
@@ -83,6 +86,18 @@ class _Pending:
     def size(self) -> int:
         return 1 if self.commands is None else len(self.commands)
 
+    def signature(self) -> str | None:
+        """What the request asks, when asking it twice is harmless (a read): two runs looking
+        up the same number at once share one answer. None: it must be sent itself."""
+        if not self.idempotent:
+            return None
+        if self.commands is None:
+            return f"{self.method}?{encode_params(self.params)}"
+        return "&".join(
+            f"{key}:{method}?{encode_params(params)}"
+            for key, (method, params) in self.commands.items()
+        )
+
     def finish(
         self, *, payload: dict[str, Any] | None = None, error: Bitrix24Error | None = None
     ) -> None:
@@ -103,9 +118,10 @@ class Coalescer:
         self._waiting = 0
         self._sending = False
         self._keys = itertools.count()
-        # What it did: batches sent, commands carried.
+        # What it did: batches sent, commands carried, requests answered by a twin's command.
         self.batches = 0
         self.commands = 0
+        self.twins = 0
 
     @contextmanager
     def member(self) -> Iterator[None]:
@@ -213,10 +229,11 @@ class Coalescer:
         try:
             session._wait_for_slot("batch", None, None)
         except Bitrix24Error as exc:
-            for pending in self._take():
+            taken, twins = self._take()
+            for pending in [*taken, *(t for group in twins.values() for t in group)]:
                 pending.finish(error=exc)
             return
-        taken = self._take()
+        taken, twins = self._take()
         merged: dict[str, tuple[str, dict[str, Any]]] = {}
         owners: dict[str, Owner] = {}
         names: list[dict[str, str]] = []
@@ -248,6 +265,8 @@ class Coalescer:
         except Bitrix24Error as exc:
             for pending in taken:
                 pending.finish(error=exc)
+                for twin in twins.get(id(pending), []):
+                    twin.finish(error=exc)
             return
         body = payload.get("result") or {}
         parts = {
@@ -256,16 +275,31 @@ class Coalescer:
         }
         for pending, rename in zip(taken, names, strict=True):
             _answer(session, pending, rename, parts)
+            for twin in twins.get(id(pending), []):
+                twin.finish(payload=copy.deepcopy(pending.payload), error=pending.error)
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> tuple[list[_Pending], dict[int, list[_Pending]]]:
+        """What the next batch carries, up to MAX_COMMANDS commands, oldest first; and the
+        twins of each (the same read asked by another run meanwhile: answered with it)."""
         with self._cond:
             taken: list[_Pending] = []
+            first: dict[str, _Pending] = {}
+            twins: dict[int, list[_Pending]] = {}
             size = 0
-            while self._queue and size + self._queue[0].size <= MAX_COMMANDS:
-                pending = self._queue.popleft()
-                taken.append(pending)
+            while self._queue:
+                pending = self._queue[0]
+                signature = pending.signature()
+                if signature is not None and signature in first:
+                    twins.setdefault(id(first[signature]), []).append(self._queue.popleft())
+                    continue
+                if size + pending.size > MAX_COMMANDS:
+                    break
+                taken.append(self._queue.popleft())
                 size += pending.size
-            return taken
+                if signature is not None:
+                    first[signature] = pending
+            self.twins += sum(len(t) for t in twins.values())
+            return taken, twins
 
 
 def _answer(

@@ -82,11 +82,11 @@ def test_the_requests_of_many_threads_ride_in_one_batch_each_with_its_own_answer
     shared: Any,
 ) -> None:
     coalescer = Coalescer(shared.domain)
-    works = [_contact(12), _contact(12), _contact(999_999), _chained, _contact(12)]
+    works = [_contact(12), _contact(14), _contact(999_999), _chained, _contact(15)]
 
     results = _together(coalescer, works)
 
-    assert results[0] == results[1] == results[4] == "Anna"
+    assert [results[0], results[1], results[4]] == ["Anna", "Piotr", "Katarzyna"]
     assert isinstance(results[2], Bitrix24Error)  # that one command's error, only its own
     assert not results[2].transient
     assert results[3] == ("Anna", "Anna")  # its reference renamed with its commands
@@ -99,11 +99,34 @@ def test_the_requests_of_many_threads_ride_in_one_batch_each_with_its_own_answer
         assert parent.method == "batch"
         assert parent.call_id is None
         rows = RequestLog.objects.filter(parent=parent)
-        assert sorted(r.call_id for r in rows) == [1, 2, 3, 4, 4, 5]  # each command's own call
+        assert sorted(r.call_id or 0 for r in rows) == [1, 2, 3, 4, 4, 5]  # each one its call
         failed = rows.get(call_id=3)
         assert failed.error_code
         assert failed.error_description == results[2].description
         assert not rows.exclude(call_id=3).exclude(error_code="").exists()
+
+
+def test_the_same_read_asked_by_several_threads_is_sent_once_and_answers_them_all(
+    shared: Any,
+) -> None:
+    coalescer = Coalescer(shared.domain)
+    marker = f"coalesce-{uuid.uuid4().hex[:8]}"
+
+    def comment() -> Any:
+        return Bitrix24Client().run(b24.timeline_comment_add("contact", 12, marker))
+
+    results = _together(
+        coalescer, [_contact(12), _chained, _contact(12), _chained, comment, comment]
+    )
+
+    assert results[:4] == ["Anna", ("Anna", "Anna"), "Anna", ("Anna", "Anna")]
+    assert isinstance(results[4], int)
+    assert isinstance(results[5], int)
+    assert results[4] != results[5]  # a write is sent for itself, every time
+    assert coalescer.batches == 1
+    assert coalescer.commands == 5  # one get, the chained pair once, two comments
+    assert coalescer.twins == 2
+    assert len([c for c in shared.control.comments() if c.get("COMMENT") == marker]) == 2
 
 
 def test_a_batch_whose_answer_is_lost_is_retried_by_the_idempotent_requests_only(
