@@ -10,7 +10,8 @@ their ``$result[...]`` references renamed with them. Handlers do not change: the
 as always and get their own answer back, or their own command's error.
 
 - A batch goes out as soon as every thread that is running a run is waiting for an answer (no
-  further request can join), when it holds 50 commands, or ``WINDOW`` after its first request;
+  further request can join), when it holds 50 commands, or one drain interval of the portal
+  after its first request (sooner, it would only wait for its slot: half a second at 2/s);
   one batch at a time, sent by one of the waiting threads, the slot taken first so that what
   arrives meanwhile rides along.
 - The answer of each command is its request's own: a command's error fails only that request
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from crm.session import Bitrix24Session
 
 MAX_COMMANDS = 50
-# How long the first request of a batch waits for others when some thread is still busy.
+# The least the first request of a batch waits for others while some thread is still busy.
 WINDOW = 0.05
 # Larger parameters (a recording's content) travel alone, as JSON.
 MAX_QUERY_CHARS = 32_000
@@ -109,9 +110,12 @@ class _Pending:
 class Coalescer:
     """The requests of the threads running one tenant's backlog, sent together (see above)."""
 
-    def __init__(self, domain: str, *, window: float = WINDOW) -> None:
+    def __init__(self, domain: str, *, window: float | None = None) -> None:
         self.domain = domain
-        self.window = window
+        # None: one drain interval of the portal (a request sent sooner would only wait for
+        # its slot), learned from the first session that asks; never less than WINDOW.
+        self.window = window if window is not None else WINDOW
+        self._window_set = window is not None
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._members = 0
@@ -189,6 +193,9 @@ class Coalescer:
 
     def _submit(self, session: Bitrix24Session, pending: _Pending) -> None:
         with self._cond:
+            if not self._window_set:
+                self.window = max(WINDOW, session.limiter.interval)
+                self._window_set = True
             self._queue.append(pending)
             self._waiting += 1
             self._cond.notify_all()
@@ -378,16 +385,16 @@ def active_coalescer() -> Coalescer | None:
     return _active.get()
 
 
-def crm_portal_crowded() -> bool:
-    """Whether the current tenant's portal has more due work than its bucket lets through at
-    once: the backlog's requests would wait for their slots (``PortalLimiter.crowded``).
-    Without a connection, or without Redis, it is not (the work then goes out as always)."""
+def crm_portal_crowded(*, due: int = 1) -> bool:
+    """Whether the current tenant's portal has more due work (``due`` requests) than its bucket
+    lets through at once now (``PortalLimiter.crowded``). Without a connection, or without
+    Redis, it is not (the work then goes out as always)."""
     connection = Bitrix24Connection.objects.filter(singleton=1).first()
     if connection is None or not connection.portal_domain:
         return False
     try:
         return PortalLimiter(connection.portal_domain, *connection.rate_limit).crowded(
-            learns=limiter_learns()
+            due=due, learns=limiter_learns()
         )
     except RedisError:
         return False

@@ -59,7 +59,15 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 local send_at = math.max(now, tat - tolerance, blocked)
 local wait = send_at - now
-if wait > max_wait or ARGV[7] == '1' then
+if ARGV[7] == '1' then
+  -- Looking only: the wait, and how many requests could go at once now.
+  local free = 0
+  if blocked <= now then
+    free = math.max(0, math.floor((now + tolerance - math.max(tat, now)) / interval + 1e-9) + 1)
+  end
+  return {tostring(wait), tostring(free)}
+end
+if wait > max_wait then
   return {tostring(-wait), tostring(now)}
 end
 local new_tat = math.max(tat, send_at) + interval
@@ -188,13 +196,17 @@ class PortalLimiter:
         rate_limit_wait_record(wait)
         return None if wait < 0 else Slot(wait=wait, at=float(raw_now) + wait)
 
-    def crowded(self, *, learns: bool = True) -> bool:
-        """Whether a request of the backlog would have to wait for its slot now (nothing is
-        reserved): the portal has more due work than its bucket lets through at once."""
-        raw_wait, _ = _script(_ACQUIRE)(
+    def free_slots(self, *, learns: bool = True) -> int:
+        """How many requests of the backlog could go at once now (nothing is reserved)."""
+        raw_wait, raw_free = _script(_ACQUIRE)(
             keys=self._keys, args=self._acquire_args(0.0, learns, False, look=True)
         )
-        return float(raw_wait) != 0.0
+        return 0 if float(raw_wait) > 0 else int(raw_free)
+
+    def crowded(self, *, due: int = 1, learns: bool = True) -> bool:
+        """Whether ``due`` requests of the backlog could not all go at once now: the portal has
+        more due work than its bucket lets through (nothing is reserved)."""
+        return self.free_slots(learns=learns) < due
 
     def _acquire_args(
         self, max_wait: float, learns: bool, priority: bool, *, look: bool

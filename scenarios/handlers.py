@@ -309,7 +309,9 @@ def lookup_caller(run: ActionRun) -> dict[str, Any]:
     call = run_call(run)
     facts = None
     if call.crm_status not in RESOLVED:
-        lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
+        # As fresh as a ringing call's lookup: the cache is dropped with every change SIMtrix
+        # makes and every change Bitrix24 tells of (a queue of calls from one number asks once).
+        lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf)
         if lookup.status not in RESOLVED:
             raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
         crm = lookup.as_api()

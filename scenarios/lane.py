@@ -1,16 +1,17 @@
 """A tenant's backlog run together, its Bitrix24 requests sharing batches (issue 19).
 
-A portal lets 2 requests a second through. When a tenant has more due work than that (its
-bucket is full: `crm.coalesce.crm_portal_crowded`), a worker that picks a run up hands it back
+A portal lets 2 requests a second through. When a tenant has more due runs than its bucket lets
+through at once now (`crm.coalesce.crm_portal_crowded`), a worker that picks a run up hands it back
 (`outbox.run_unclaim`, not an attempt) and starts the tenant's lane instead: one task that runs
 the tenant's due runs many at once, each in its own thread, inside one `crm.coalesce.Coalescer`,
 so their requests ride in shared `batch` requests (up to 50 commands each) instead of one
 request each. Under light load nothing changes: the portal is not crowded and every run goes
 out at once, alone.
 
-- One lane per tenant at a time (a Redis lease, renewed with every run it takes); a lane that
-  dies lets its lease expire, and its runs are taken back like any dead worker's (the outbox's
-  run lease). Each run is claimed as always (`outbox.run_claim`, under SKIP LOCKED here), so
+- One lane per tenant at a time (a Redis lease, renewed as its threads take runs); a lane that
+  dies lets its lease expire within `LEASE_SECONDS`, its runs are taken back like any dead
+  worker's (the outbox's run lease), and what it was handed is sent again by the dispatcher.
+  Each run is claimed as always (`outbox.run_claim`, under SKIP LOCKED here), so
   exactly-once holds as it does for a run alone: the same claim, intents and markers.
 - Runs a ringing phone waits for (`outbox.LIVE_ACTIONS` while the call is not over) never go
   into the lane: they are sent ahead of it and take the portal's priority lane.
@@ -21,8 +22,11 @@ out at once, alone.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -47,8 +51,15 @@ from tenants.fanout import task_queue
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
+# The lane's lease, renewed by every thread as it claims a run or waits for one: a lane that
+# died holds its tenant's backlog back this long at most (then a worker starts another).
+LEASE_SECONDS = 15
 DRAIN_SECONDS = 60.0
+# A thread that finds nothing due waits this long while others still execute runs.
+IDLE_SECONDS = 2.0
+IDLE_POLL_SECONDS = 0.25
+# Due runs counted when deciding whether the portal is crowded (more than its burst anyway).
+DUE_COUNTED = 300
 # Defaults of SIMTRIX_LANE_THREADS (runs at once, each with its own database connection) and
 # SIMTRIX_BITRIX24_COALESCE (off only to measure the difference).
 THREADS = 24
@@ -71,10 +82,18 @@ def run_or_coalesce(run_id: int) -> str:
     run = run_claim(run_id)
     if run is None:
         return "not-claimed"
-    if not run_is_live(run) and lane_enabled() and crm_portal_crowded() and run_unclaim(run):
+    if not run_is_live(run) and lane_enabled() and _crowded() and run_unclaim(run):
         lane_start()
         return "coalesced"
     return run_claimed_execute(run)
+
+
+def _crowded() -> bool:
+    """More due runs (this one among them, each at least a request) than the portal lets
+    through at once now: a queue of calls coming in together goes to the lane from its first
+    run, not after the burst is spent one request each."""
+    due = ActionRun.objects.filter(_due())[:DUE_COUNTED].count() + 1
+    return crm_portal_crowded(due=due)
 
 
 def lane_start() -> bool:
@@ -107,10 +126,29 @@ def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECON
     return ran
 
 
+class _Busy:
+    """How many of the lane's threads are executing a run (whose end may make others due)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
 def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     schema = tenant_connection.schema_name
+    busy = _Busy()
     with ThreadPoolExecutor(threads, thread_name_prefix=f"lane-{schema}") as pool:
-        futures = [pool.submit(_worker, schema, coalescer, stop_at) for _ in range(threads)]
+        futures = [pool.submit(_worker, schema, coalescer, busy, stop_at) for _ in range(threads)]
         ran = 0
         for future in futures:
             try:
@@ -127,16 +165,25 @@ def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     return ran
 
 
-def _worker(schema: str, coalescer: Coalescer, stop_at: float) -> int:
+def _worker(schema: str, coalescer: Coalescer, busy: _Busy, stop_at: float) -> int:
     ran = 0
+    idle_since: float | None = None
     try:
         with schema_context(schema):
             while time.monotonic() < stop_at:
+                get_redis().pexpire(_lease_key(), LEASE_SECONDS * 1000)
                 run = _claim_next()
                 if run is None:
-                    break
-                get_redis().pexpire(_lease_key(), LEASE_SECONDS * 1000)
-                with coalescer.member():
+                    # Nothing due now; a run still executing may plan what follows it (the
+                    # register and the log after a lookup): wait for that a moment.
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if busy.count == 0 or now - idle_since >= IDLE_SECONDS:
+                        break
+                    time.sleep(IDLE_POLL_SECONDS)
+                    continue
+                idle_since = None
+                with busy.running(), coalescer.member():
                     run_claimed_execute(run)
                 ran += 1
     finally:

@@ -190,10 +190,15 @@ def test_a_crowded_portal_is_one_whose_backlog_would_wait_and_the_ringing_still_
         limiter = PortalLimiter(connection_row.portal_domain, *connection_row.rate_limit)
         limiter.reset()
         assert not crm_portal_crowded()
+        free = limiter.free_slots()
+        assert free == limiter.effective_burst - limiter.priority_slots
+        assert not crm_portal_crowded(due=free)
+        assert crm_portal_crowded(due=free + 1)  # more due work than goes through at once
         background = 0
         while limiter.acquire(max_wait=0) is not None:
             background += 1
         assert crm_portal_crowded()
+        assert limiter.free_slots() == 0
         # The backlog stops short of the burst: the rest is kept for ringing phones.
         assert background == limiter.effective_burst - limiter.priority_slots
         assert limiter.priority_slots >= 1
