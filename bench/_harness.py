@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -146,18 +146,23 @@ class Environment:
         self.database = database
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, log: str | None = None) -> subprocess.Popen[bytes]:
         """`celery -A simtrix ARGS...` (worker, beat), in the environment's settings."""
-        return self.start_module("celery", "-A", "simtrix", *args)
+        return self.start_module("celery", "-A", "simtrix", *args, log=log)
 
-    def start_module(self, module: str, *args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=REPO,
-            env=dict(os.environ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start_module(
+        self, module: str, *args: str, log: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`python -m MODULE ARGS...`; its output appended to `log` (else dropped)."""
+        with open(log, "ab") if log else nullcontext(None) as out:
+            target = out if out is not None else subprocess.DEVNULL
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=REPO,
+                env=dict(os.environ),
+                stdout=target,
+                stderr=target,
+            )
         self.processes.append(process)
         return process
 
