@@ -385,19 +385,19 @@ def active_coalescer() -> Coalescer | None:
     return _active.get()
 
 
-def crm_portal_crowded(*, due: int = 1) -> bool:
-    """Whether the current tenant's portal has more due work (``due`` requests) than its bucket
-    lets through at once now (``PortalLimiter.crowded``). Without a connection, or without
-    Redis, it is not (the work then goes out as always)."""
+def crm_portal_free_slots() -> int | None:
+    """How many requests of the backlog the current tenant's portal lets through at once now
+    (``PortalLimiter.free_slots``). None without a connection or without Redis: the work then
+    goes out as always."""
     connection = Bitrix24Connection.objects.filter(singleton=1).first()
     if connection is None or not connection.portal_domain:
-        return False
+        return None
     try:
-        return PortalLimiter(connection.portal_domain, *connection.rate_limit).crowded(
-            due=due, learns=limiter_learns()
+        return PortalLimiter(connection.portal_domain, *connection.rate_limit).free_slots(
+            learns=limiter_learns()
         )
     except RedisError:
-        return False
+        return None
 
 
 def crm_coalescer() -> Coalescer | None:

@@ -1,11 +1,11 @@
 """A tenant's backlog run together, its Bitrix24 requests sharing batches (issue 19).
 
-A portal lets 2 requests a second through. When a tenant has more due runs than its bucket lets
-through at once now (`crm.coalesce.crm_portal_crowded`), a worker that picks a run up hands it back
-(`outbox.run_unclaim`, not an attempt) and starts the tenant's lane instead: one task that runs
-the tenant's due runs many at once, each in its own thread, inside one `crm.coalesce.Coalescer`,
-so their requests ride in shared `batch` requests (up to 50 commands each) instead of one
-request each. Under light load nothing changes: the portal is not crowded and every run goes
+A portal lets 2 requests a second through. When a tenant has more due runs than its bucket
+lets through at once now (`crm.coalesce.crm_portal_free_slots`), a worker that picks a run up
+hands it back (`outbox.run_unclaim`, not an attempt) and starts the tenant's lane instead: one
+task that runs the tenant's due runs many at once, each in its own thread, inside one
+`crm.coalesce.Coalescer`, so their requests ride in shared `batch` requests (up to 50 commands
+each) instead of one request each. Under light load nothing changes: the portal is not crowded and every run goes
 out at once, alone.
 
 - One lane per tenant at a time (a Redis lease, renewed as its threads take runs); a lane that
@@ -35,7 +35,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from calls.models import Call
-from crm.coalesce import Coalescer, crm_coalescer, crm_portal_crowded
+from crm.coalesce import Coalescer, crm_coalescer, crm_portal_free_slots
 from crm.redis_client import get_redis
 from scenarios.models import ActionRun
 from scenarios.outbox import (
@@ -58,8 +58,6 @@ DRAIN_SECONDS = 60.0
 # A thread that finds nothing due waits this long while others still execute runs.
 IDLE_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.25
-# Due runs counted when deciding whether the portal is crowded (more than its burst anyway).
-DUE_COUNTED = 300
 # Defaults of SIMTRIX_LANE_THREADS (runs at once, each with its own database connection) and
 # SIMTRIX_BITRIX24_COALESCE (off only to measure the difference).
 THREADS = 24
@@ -92,8 +90,11 @@ def _crowded() -> bool:
     """More due runs (this one among them, each at least a request) than the portal lets
     through at once now: a queue of calls coming in together goes to the lane from its first
     run, not after the burst is spent one request each."""
-    due = ActionRun.objects.filter(_due())[:DUE_COUNTED].count() + 1
-    return crm_portal_crowded(due=due)
+    free = crm_portal_free_slots()
+    if free is None:
+        return False
+    # This run (claimed: no longer due) and the others, counted only as far as it matters.
+    return 1 + ActionRun.objects.filter(_due())[:free].count() > free
 
 
 def lane_start() -> bool:
@@ -121,7 +122,7 @@ def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECON
         get_redis().delete(_lease_key())
     if time.monotonic() >= stop_at and _due_exists():
         lane_start()  # the successor: this task has run long enough
-    elif _due_exists() and crm_portal_crowded():
+    elif _due_exists() and _crowded():
         lane_start()  # a run handed over while this lane was finishing
     return ran
 

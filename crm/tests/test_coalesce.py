@@ -15,7 +15,7 @@ from django_tenants.utils import schema_context
 
 from crm import client as b24
 from crm.client import Bitrix24Client, Req
-from crm.coalesce import Coalescer, crm_portal_crowded
+from crm.coalesce import Coalescer, crm_portal_free_slots
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
 from crm.limiter import PortalLimiter
@@ -181,7 +181,7 @@ def _soon() -> float:
     return time.monotonic() + 5
 
 
-def test_a_crowded_portal_is_one_whose_backlog_would_wait_and_the_ringing_still_go_first(
+def test_a_crowded_portal_has_more_due_work_than_free_slots_and_the_ringing_still_go_first(
     shared: Any,
 ) -> None:
     with schema_context("alpha"):
@@ -189,16 +189,15 @@ def test_a_crowded_portal_is_one_whose_backlog_would_wait_and_the_ringing_still_
         connection_row = Bitrix24Connection.objects.get()
         limiter = PortalLimiter(connection_row.portal_domain, *connection_row.rate_limit)
         limiter.reset()
-        assert not crm_portal_crowded()
-        free = limiter.free_slots()
+        free = crm_portal_free_slots()
         assert free == limiter.effective_burst - limiter.priority_slots
-        assert not crm_portal_crowded(due=free)
-        assert crm_portal_crowded(due=free + 1)  # more due work than goes through at once
+        assert not limiter.crowded(due=free)
+        assert limiter.crowded(due=free + 1)  # more due work than goes through at once
         background = 0
         while limiter.acquire(max_wait=0) is not None:
             background += 1
-        assert crm_portal_crowded()
-        assert limiter.free_slots() == 0
+        assert limiter.crowded()
+        assert crm_portal_free_slots() == 0
         # The backlog stops short of the burst: the rest is kept for ringing phones.
         assert background == limiter.effective_burst - limiter.priority_slots
         assert limiter.priority_slots >= 1
