@@ -5,8 +5,8 @@ lets through at once now (`crm.coalesce.crm_portal_free_slots`), a worker that p
 hands it back (`outbox.run_unclaim`, not an attempt) and starts the tenant's lane instead: one
 task that runs the tenant's due runs many at once, each in its own thread, inside one
 `crm.coalesce.Coalescer`, so their requests ride in shared `batch` requests (up to 50 commands
-each) instead of one request each. Under light load nothing changes: the portal is not crowded and every run goes
-out at once, alone.
+each) instead of one request each. Under light load nothing changes: the portal is not crowded
+and every run goes out at once, alone.
 
 - One lane per tenant at a time (a Redis lease, renewed as its threads take runs); a lane that
   dies lets its lease expire within `LEASE_SECONDS`, its runs are taken back like any dead
