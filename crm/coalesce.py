@@ -58,6 +58,9 @@ MAX_COMMANDS = 50
 WINDOW = 0.05
 # Larger parameters (a recording's content) travel alone, as JSON.
 MAX_QUERY_CHARS = 32_000
+# A request left out of a batch (its method blocked) waits at most this long for it, as alone
+# (crm.session.MAX_RATE_WAIT).
+MAX_WAIT = 30.0
 
 _REFERENCE = re.compile(r"\$result\[([^\]]+)\]")
 _active: ContextVar[Coalescer | None] = ContextVar("crm_coalescer", default=None)
@@ -185,7 +188,9 @@ class Coalescer:
             retry = (
                 error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
             )
-            if not retry:
+            # As alone: a method blocked for longer than a request may wait fails its run now
+            # (the outbox retries it later) instead of holding the thread.
+            if not retry or (error.retry_after or 0) > MAX_WAIT:
                 raise error
             time.sleep(session._retry_delay(attempt, error))
 
@@ -241,20 +246,13 @@ class Coalescer:
                 pending.finish(error=exc)
             return
         taken, twins = self._take()
-        merged: dict[str, tuple[str, dict[str, Any]]] = {}
-        owners: dict[str, Owner] = {}
-        names: list[dict[str, str]] = []
-        for pending in taken:
-            prefix = f"q{next(self._keys)}"
-            if pending.commands is None:
-                rename = {"": prefix}
-                merged[prefix] = (pending.method, pending.params)
-            else:
-                rename = {key: f"{prefix}_{key}" for key in pending.commands}
-                for key, (sub_method, sub_params) in pending.commands.items():
-                    merged[rename[key]] = (sub_method, _renamed(sub_params, rename))
-            owners.update(dict.fromkeys(rename.values(), pending.owner))
-            names.append(rename)
+        try:
+            taken = [p for p in taken if not self._blocked(session, p, twins)]
+        except RedisError as exc:
+            taken = [p for p in taken if self._failed(p, twins, _no_redis(exc))]
+        if not taken:
+            return
+        merged, owners, names = self._merged(taken)
         self.batches += 1
         self.commands += len(merged)
         try:
@@ -271,9 +269,7 @@ class Coalescer:
             )
         except Bitrix24Error as exc:
             for pending in taken:
-                pending.finish(error=exc)
-                for twin in twins.get(id(pending), []):
-                    twin.finish(error=exc)
+                self._failed(pending, twins, exc)
             return
         body = payload.get("result") or {}
         parts = {
@@ -284,6 +280,46 @@ class Coalescer:
             _answer(session, pending, rename, parts)
             for twin in twins.get(id(pending), []):
                 twin.finish(payload=copy.deepcopy(pending.payload), error=pending.error)
+
+    def _merged(
+        self, taken: list[_Pending]
+    ) -> tuple[dict[str, tuple[str, dict[str, Any]]], dict[str, Owner], list[dict[str, str]]]:
+        """The batch's commands (each request's renamed apart), whose each is, and each
+        request's renaming (its own key -> the batch's)."""
+        merged: dict[str, tuple[str, dict[str, Any]]] = {}
+        owners: dict[str, Owner] = {}
+        names: list[dict[str, str]] = []
+        for pending in taken:
+            prefix = f"q{next(self._keys)}"
+            if pending.commands is None:
+                rename = {"": prefix}
+                merged[prefix] = (pending.method, pending.params)
+            else:
+                rename = {key: f"{prefix}_{key}" for key in pending.commands}
+                for key, (sub_method, sub_params) in pending.commands.items():
+                    merged[rename[key]] = (sub_method, _renamed(sub_params, rename))
+            owners.update(dict.fromkeys(rename.values(), pending.owner))
+            names.append(rename)
+        return merged, owners, names
+
+    @staticmethod
+    def _failed(pending: _Pending, twins: dict[int, list[_Pending]], error: Bitrix24Error) -> bool:
+        for one in [pending, *twins.get(id(pending), [])]:
+            one.finish(error=error)
+        return False
+
+    def _blocked(
+        self, session: Bitrix24Session, pending: _Pending, twins: dict[int, list[_Pending]]
+    ) -> bool:
+        """A request whose method Bitrix24 blocks for now (OPERATION_TIME_LIMIT) is left out of
+        the batch with that error: it waits (or fails its run) as it would alone."""
+        methods = (
+            {pending.method}
+            if pending.commands is None
+            else {m for m, _ in pending.commands.values()}
+        )
+        error = session.methods_blocked(methods)
+        return error is not None and not self._failed(pending, twins, error)
 
     def _take(self) -> tuple[list[_Pending], dict[int, list[_Pending]]]:
         """What the next batch carries, up to MAX_COMMANDS commands, oldest first; and the
@@ -307,6 +343,13 @@ class Coalescer:
                     first[signature] = pending
             self.twins += sum(len(t) for t in twins.values())
             return taken, twins
+
+
+def _no_redis(exc: RedisError) -> Bitrix24TransientError:
+    return Bitrix24TransientError(
+        f"The request rate to the portal cannot be kept without Redis: {exc}",
+        code="RATE_LIMITER_UNAVAILABLE",
+    )
 
 
 def _answer(

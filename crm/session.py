@@ -549,17 +549,9 @@ class Bitrix24Session:
         # A method blocked by OPERATION_TIME_LIMIT stays blocked until its reset time.
         blocked = [method] if commands is None else sorted({m for m, _ in commands.values()})
         for name in blocked:
-            raw = get_redis().get(method_block_key(self.domain, name))
-            if raw is None:
-                continue
-            wait = float(raw) - time.time()
+            wait = self._method_blocked_for(name)
             if wait > max_wait:
-                raise Bitrix24TransientError(
-                    f"Bitrix24 blocked {name} for {wait:.0f}s (operation time limit)",
-                    code="OPERATION_TIME_LIMIT",
-                    method=name,
-                    retry_after=wait,
-                )
+                raise _method_blocked(name, wait)
             if wait > 0:
                 time.sleep(wait)
         # A request somebody waits for (a ringing phone's lookup: it has a deadline; the
@@ -579,6 +571,20 @@ class Bitrix24Session:
         self._reserved_at = slot.at
         if slot.wait > 0:
             time.sleep(slot.wait)
+
+    def _method_blocked_for(self, method: str) -> float:
+        """Seconds until Bitrix24 takes ``method`` again (OPERATION_TIME_LIMIT), or 0."""
+        raw = get_redis().get(method_block_key(self.domain, method))
+        return 0.0 if raw is None else max(0.0, float(raw) - time.time())
+
+    def methods_blocked(self, methods: set[str]) -> Bitrix24TransientError | None:
+        """The error of a request using one of ``methods`` while Bitrix24 blocks it (the
+        shared batch of ``crm.coalesce`` leaves such a request out), or None."""
+        for name in sorted(methods):
+            wait = self._method_blocked_for(name)
+            if wait > 0:
+                return _method_blocked(name, wait)
+        return None
 
     def command_error(self, payload: dict[str, Any], method: str) -> Bitrix24Error:
         """A batch command's ``result_error`` entry as a typed error."""
@@ -1050,6 +1056,15 @@ def _error_from_payload(
             description, code=code, http_status=http_status, method=method, ambiguous=True
         )
     return Bitrix24PermanentError(description, code=code, http_status=http_status, method=method)
+
+
+def _method_blocked(method: str, wait: float) -> Bitrix24TransientError:
+    return Bitrix24TransientError(
+        f"Bitrix24 blocked {method} for {wait:.0f}s (operation time limit)",
+        code="OPERATION_TIME_LIMIT",
+        method=method,
+        retry_after=wait,
+    )
 
 
 def _is_connection_problem(error: Bitrix24Error) -> bool:

@@ -18,8 +18,9 @@ from crm.client import Bitrix24Client, Req
 from crm.coalesce import Coalescer, crm_portal_free_slots
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
-from crm.limiter import PortalLimiter
+from crm.limiter import PortalLimiter, method_block_key
 from crm.models import Bitrix24Connection, RequestLog
+from crm.redis_client import get_redis
 from crm.tests.conftest import top_level
 
 Work = Callable[[], Any]
@@ -147,6 +148,25 @@ def test_a_batch_whose_answer_is_lost_is_retried_by_the_idempotent_requests_only
     assert results[1].ambiguous
     assert [r["status"] for r in top_level(shared)] == [500, 200]
     assert not [c for c in shared.control.comments() if c.get("COMMENT") == marker]
+
+
+def test_a_method_bitrix24_blocks_for_now_is_left_out_of_the_shared_batch(shared: Any) -> None:
+    # As the session records a 429 OPERATION_TIME_LIMIT: the method is blocked for a minute.
+    get_redis().set(
+        method_block_key(shared.domain, "crm.timeline.comment.add"), time.time() + 60, px=65_000
+    )
+    coalescer = Coalescer(shared.domain)
+
+    def comment() -> Any:
+        return Bitrix24Client().run(b24.timeline_comment_add("contact", 12, "blocked"))
+
+    results = _together(coalescer, [_contact(12), comment])
+
+    assert results[0] == "Anna"
+    assert isinstance(results[1], Bitrix24Error)
+    assert results[1].code == "OPERATION_TIME_LIMIT"  # its run retries later, as alone
+    sent = [r for r in shared.state.query_requests() if r.get("method") != "oauth.token"]
+    assert "crm.timeline.comment.add" not in {r["method"] for r in sent}
 
 
 def test_what_a_ringing_phone_waits_for_is_never_held_back(shared: Any) -> None:
