@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import re
 import threading
 import time
@@ -52,6 +53,8 @@ from crm.models import Bitrix24Connection
 
 if TYPE_CHECKING:
     from crm.session import Bitrix24Session
+
+logger = logging.getLogger(__name__)
 
 MAX_COMMANDS = 50
 # The least the first request of a batch waits for others while some thread is still busy.
@@ -125,6 +128,8 @@ class Coalescer:
         self._waiting = 0
         self._sending = False
         self._keys = itertools.count()
+        # The requests the current round took (each with the twins it answers for).
+        self._in_round: list[tuple[_Pending, dict[int, list[_Pending]]]] = []
         # What it did: batches sent, commands carried, requests answered by a twin's command.
         self.batches = 0
         self.commands = 0
@@ -213,7 +218,7 @@ class Coalescer:
                     self._sending = True
                     self._cond.release()
                     try:
-                        self._round(session)
+                        self._round_guarded(session)
                     finally:
                         self._cond.acquire()
                         self._sending = False
@@ -236,6 +241,23 @@ class Coalescer:
             return self.window
         return max(0.001, self.window - (time.monotonic() - self._queue[0].enqueued_at))
 
+    def _round_guarded(self, session: Bitrix24Session) -> None:
+        """A round whatever goes wrong in it: no request is left waiting for an answer that
+        will never come (an unexpected failure is every taken request's ambiguous outcome)."""
+        self._in_round = []
+        try:
+            self._round(session)
+        except Exception as exc:
+            logger.exception("a shared batch to %s failed", self.domain)
+            error = Bitrix24TransientError(
+                f"The shared batch failed: {type(exc).__name__}",
+                code="BATCH_FAILED",
+                ambiguous=True,
+            )
+            for pending, twins in self._in_round:
+                if not pending.done:
+                    self._failed(pending, twins, error)
+
     def _round(self, session: Bitrix24Session) -> None:
         """One batch: the slot first, then what is queued by then (lock not held)."""
         try:
@@ -246,6 +268,7 @@ class Coalescer:
                 pending.finish(error=exc)
             return
         taken, twins = self._take()
+        self._in_round = [(p, twins) for p in taken]
         try:
             taken = [p for p in taken if not self._blocked(session, p, twins)]
         except RedisError as exc:

@@ -17,10 +17,11 @@ from crm import client as b24
 from crm.client import Bitrix24Client, Req
 from crm.coalesce import Coalescer, crm_portal_free_slots
 from crm.context import crm_call_context, crm_live
-from crm.errors import Bitrix24Error
+from crm.errors import Bitrix24Error, Bitrix24TransientError
 from crm.limiter import PortalLimiter, method_block_key
 from crm.models import Bitrix24Connection, RequestLog
 from crm.redis_client import get_redis
+from crm.session import Bitrix24Session
 from crm.tests.conftest import top_level
 
 Work = Callable[[], Any]
@@ -167,6 +168,21 @@ def test_a_method_bitrix24_blocks_for_now_is_left_out_of_the_shared_batch(shared
     assert results[1].code == "OPERATION_TIME_LIMIT"  # its run retries later, as alone
     sent = [r for r in shared.state.query_requests() if r.get("method") != "oauth.token"]
     assert "crm.timeline.comment.add" not in {r["method"] for r in sent}
+
+
+def test_an_unexpected_failure_of_the_shared_batch_leaves_no_request_waiting(
+    shared: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the request log's table is gone")
+
+    monkeypatch.setattr(Bitrix24Session, "_requests", broken)
+    coalescer = Coalescer(shared.domain)
+
+    results = _together(coalescer, [_contact(12), _contact(14)])
+
+    assert [type(r) for r in results] == [Bitrix24TransientError] * 2
+    assert all(r.ambiguous and r.code == "BATCH_FAILED" for r in results)
 
 
 def test_what_a_ringing_phone_waits_for_is_never_held_back(shared: Any) -> None:
