@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 from crm.context import crm_live_active, current_call_id
 from crm.errors import Bitrix24Error, Bitrix24TransientError
 from crm.limiter import PortalLimiter, limiter_learns
+from crm.mapping import php_dict
 from crm.models import Bitrix24Connection
 
 if TYPE_CHECKING:
@@ -296,7 +297,7 @@ class Coalescer:
             return
         body = payload.get("result") or {}
         parts = {
-            part: _as_dict(body.get(part))
+            part: php_dict(body.get(part))
             for part in ("result", "result_error", "result_total", "result_next", "result_time")
         }
         for pending, rename in zip(taken, names, strict=True):
@@ -386,7 +387,7 @@ def _answer(
     if pending.commands is None:
         key = rename[""]
         if key in errors:
-            pending.finish(error=session.command_error(_as_dict(errors[key]), pending.method))
+            pending.finish(error=session.command_error(php_dict(errors[key]), pending.method))
         elif key in results:
             result = {
                 "result": results[key],
@@ -437,14 +438,6 @@ def _query_safe(params: dict[str, Any]) -> bool:
     if not all(safe(v) for v in params.values()):
         return False
     return len(encode_params(params)) <= MAX_QUERY_CHARS
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    return {}
 
 
 def active_coalescer() -> Coalescer | None:

@@ -206,3 +206,13 @@ def routing_facts(lookup: CallerLookup) -> RoutingFacts:
             for deal in lookup.deals
         ],
     }
+
+
+def php_dict(value: Any) -> dict[str, Any]:
+    """An object of Bitrix24's answer: PHP serialises an empty array as ``[]`` where an
+    object is expected (REFERENCE 1.3)."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}

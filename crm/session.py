@@ -67,6 +67,7 @@ from crm.errors import (
     Bitrix24TransientError,
 )
 from crm.limiter import PortalLimiter, limiter_learns, method_block_key
+from crm.mapping import php_dict
 from crm.models import Bitrix24Connection, RequestLog
 from crm.outbound import OutboundAddressRefused, Resolver, outbound_request
 from crm.redaction import redact_params, scrub
@@ -307,8 +308,8 @@ class Bitrix24Session:
             max_attempts=max_attempts,
         )
         body = payload.get("result") or {}
-        results = _as_dict(body.get("result"))
-        raw_errors = _as_dict(body.get("result_error"))
+        results = php_dict(body.get("result"))
+        raw_errors = php_dict(body.get("result_error"))
         errors = {
             key: _error_from_payload(value, http_status=None, method=commands[key][0])
             for key, value in raw_errors.items()
@@ -317,8 +318,8 @@ class Bitrix24Session:
         return BatchResponse(
             results=results,
             errors=errors,
-            totals={k: int(v) for k, v in _as_dict(body.get("result_total")).items()},
-            nexts={k: int(v) for k, v in _as_dict(body.get("result_next")).items()},
+            totals={k: int(v) for k, v in php_dict(body.get("result_total")).items()},
+            nexts={k: int(v) for k, v in php_dict(body.get("result_next")).items()},
         )
 
     # ------------------------------------------------------------------------------------------
@@ -833,15 +834,15 @@ class Bitrix24Session:
         """A row per command of a batch; ``owners``: whose each command is (a shared batch);
         ``failed``: the batch as a whole failed with this error."""
         body = payload.get("result") or {}
-        errors = _as_dict(body.get("result_error"))
-        times = _as_dict(body.get("result_time"))
+        errors = php_dict(body.get("result_error"))
+        times = php_dict(body.get("result_time"))
         call_id = current_call_id()
         rows = []
         for key, (sub_method, sub_params) in commands.items():
             err: Any = errors.get(key)
             if failed is not None:
                 err = {"error": failed.code or "ERROR", "error_description": failed.description}
-            executed = key in _as_dict(body.get("result")) or err is not None
+            executed = key in php_dict(body.get("result")) or err is not None
             owner = owners.get(key) if owners else None
             duration = (times.get(key) or {}).get("duration") if isinstance(times, dict) else None
             rows.append(
@@ -1076,12 +1077,3 @@ def _is_connection_problem(error: Bitrix24Error) -> bool:
         or code in {"ERROR_METHOD_NOT_FOUND", "NOT_CONFIGURED", "PORTAL_DELETED", "PORTAL_MOVED"}
         or (error.http_status is not None and error.http_status >= 500)
     )
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """PHP serialises an empty array as ``[]`` where an object is expected (REFERENCE 1.3)."""
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    return {}
