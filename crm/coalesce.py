@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 
 from crm.context import crm_live_active, current_call_id
 from crm.errors import Bitrix24Error, Bitrix24TransientError
-from crm.limiter import PortalLimiter, limiter_learns
+from crm.limiter import MAX_RATE_WAIT, PortalLimiter, limiter_learns
 from crm.mapping import php_dict
 from crm.models import Bitrix24Connection
 
@@ -62,9 +62,6 @@ MAX_COMMANDS = 50
 WINDOW = 0.05
 # Larger parameters (a recording's content) travel alone, as JSON.
 MAX_QUERY_CHARS = 32_000
-# A request left out of a batch (its method blocked) waits at most this long for it, as alone
-# (crm.session.MAX_RATE_WAIT).
-MAX_WAIT = 30.0
 
 _REFERENCE = re.compile(r"\$result\[([^\]]+)\]")
 _active: ContextVar[Coalescer | None] = ContextVar("crm_coalescer", default=None)
@@ -129,12 +126,15 @@ class Coalescer:
         self._waiting = 0
         self._sending = False
         self._keys = itertools.count()
-        # The requests the current round took (each with the twins it answers for).
-        self._in_round: list[tuple[_Pending, dict[int, list[_Pending]]]] = []
         # What it did: batches sent, commands carried, requests answered by a twin's command.
         self.batches = 0
         self.commands = 0
         self.twins = 0
+
+    @property
+    def members(self) -> int:
+        """How many threads run work through it now (a run whose end may make others due)."""
+        return self._members
 
     @contextmanager
     def member(self) -> Iterator[None]:
@@ -191,12 +191,10 @@ class Coalescer:
             error = pending.error
             if error is None:
                 return pending.payload
-            retry = (
-                error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
-            )
+            retry = session.retry_allowed(error, attempt, max_attempts, idempotent=idempotent)
             # As alone: a method blocked for longer than a request may wait fails its run now
             # (the outbox retries it later) instead of holding the thread.
-            if not retry or (error.retry_after or 0) > MAX_WAIT:
+            if not retry or (error.retry_after or 0) > MAX_RATE_WAIT:
                 raise error
             time.sleep(session._retry_delay(attempt, error))
 
@@ -219,7 +217,7 @@ class Coalescer:
                     self._sending = True
                     self._cond.release()
                     try:
-                        self._round_guarded(session)
+                        self._round(session)
                     finally:
                         self._cond.acquire()
                         self._sending = False
@@ -242,12 +240,19 @@ class Coalescer:
             return self.window
         return max(0.001, self.window - (time.monotonic() - self._queue[0].enqueued_at))
 
-    def _round_guarded(self, session: Bitrix24Session) -> None:
-        """A round whatever goes wrong in it: no request is left waiting for an answer that
-        will never come (an unexpected failure is every taken request's ambiguous outcome)."""
-        self._in_round = []
+    def _round(self, session: Bitrix24Session) -> None:
+        """One batch: the slot first, then what is queued by then (lock not held). Whatever
+        goes wrong, no request taken is left waiting for an answer that will never come."""
         try:
-            self._round(session)
+            session._wait_for_slot("batch", None, None)
+        except Bitrix24Error as exc:
+            taken, twins = self._take()
+            for pending in taken:
+                self._failed(pending, twins, exc)
+            return
+        taken, twins = self._take()
+        try:
+            self._send(session, taken, twins)
         except Exception as exc:
             logger.exception("a shared batch to %s failed", self.domain)
             error = Bitrix24TransientError(
@@ -255,25 +260,14 @@ class Coalescer:
                 code="BATCH_FAILED",
                 ambiguous=True,
             )
-            for pending, twins in self._in_round:
+            for pending in taken:
                 if not pending.done:
                     self._failed(pending, twins, error)
 
-    def _round(self, session: Bitrix24Session) -> None:
-        """One batch: the slot first, then what is queued by then (lock not held)."""
-        try:
-            session._wait_for_slot("batch", None, None)
-        except Bitrix24Error as exc:
-            taken, twins = self._take()
-            for pending in [*taken, *(t for group in twins.values() for t in group)]:
-                pending.finish(error=exc)
-            return
-        taken, twins = self._take()
-        self._in_round = [(p, twins) for p in taken]
-        try:
-            taken = [p for p in taken if not self._blocked(session, p, twins)]
-        except RedisError as exc:
-            taken = [p for p in taken if self._failed(p, twins, _no_redis(exc))]
+    def _send(
+        self, session: Bitrix24Session, taken: list[_Pending], twins: dict[int, list[_Pending]]
+    ) -> None:
+        taken = [p for p in taken if not self._blocked(session, p, twins)]
         if not taken:
             return
         merged, owners, names = self._merged(taken)
@@ -335,8 +329,9 @@ class Coalescer:
     def _blocked(
         self, session: Bitrix24Session, pending: _Pending, twins: dict[int, list[_Pending]]
     ) -> bool:
-        """A request whose method Bitrix24 blocks for now (OPERATION_TIME_LIMIT) is left out of
-        the batch with that error: it waits (or fails its run) as it would alone."""
+        """A request whose method Bitrix24 blocks for now (OPERATION_TIME_LIMIT), or that Redis
+        cannot clear, is left out of the batch with that error: it waits (or fails its run) as
+        it would alone."""
         methods = (
             {pending.method}
             if pending.commands is None
@@ -367,13 +362,6 @@ class Coalescer:
                     first[signature] = pending
             self.twins += sum(len(t) for t in twins.values())
             return taken, twins
-
-
-def _no_redis(exc: RedisError) -> Bitrix24TransientError:
-    return Bitrix24TransientError(
-        f"The request rate to the portal cannot be kept without Redis: {exc}",
-        code="RATE_LIMITER_UNAVAILABLE",
-    )
 
 
 def _answer(
@@ -444,12 +432,18 @@ def active_coalescer() -> Coalescer | None:
     return _active.get()
 
 
+def _connected() -> Bitrix24Connection | None:
+    """The current tenant's connection, if it names a portal."""
+    connection = Bitrix24Connection.objects.filter(singleton=1).first()
+    return connection if connection is not None and connection.portal_domain else None
+
+
 def crm_portal_free_slots() -> int | None:
     """How many requests of the backlog the current tenant's portal lets through at once now
     (``PortalLimiter.free_slots``). None without a connection or without Redis: the work then
     goes out as always."""
-    connection = Bitrix24Connection.objects.filter(singleton=1).first()
-    if connection is None or not connection.portal_domain:
+    connection = _connected()
+    if connection is None:
         return None
     try:
         return PortalLimiter(connection.portal_domain, *connection.rate_limit).free_slots(
@@ -461,7 +455,5 @@ def crm_portal_free_slots() -> int | None:
 
 def crm_coalescer() -> Coalescer | None:
     """A coalescer for the current tenant's portal, or None without a connection."""
-    connection = Bitrix24Connection.objects.filter(singleton=1).first()
-    if connection is None or not connection.portal_domain:
-        return None
-    return Coalescer(connection.portal_domain)
+    connection = _connected()
+    return None if connection is None else Coalescer(connection.portal_domain)

@@ -135,6 +135,9 @@ def _script(source: str) -> Script:
     return get_redis().register_script(source)
 
 
+# Without a deadline, how long a request may wait for a limiter slot or a 429 reset before the
+# caller gets a transient error (a Celery task then retries later instead of holding a worker).
+MAX_RATE_WAIT = 30.0
 # Stay a little below the portal's numbers: requests reserved in order may arrive bunched.
 RATE_MARGIN = 0.9
 # Learning: a 503 halves the estimate (not below a tenth of the configured numbers); it creeps

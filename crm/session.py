@@ -66,7 +66,7 @@ from crm.errors import (
     Bitrix24PermanentError,
     Bitrix24TransientError,
 )
-from crm.limiter import PortalLimiter, limiter_learns, method_block_key
+from crm.limiter import MAX_RATE_WAIT, PortalLimiter, limiter_learns, method_block_key
 from crm.mapping import php_dict
 from crm.models import Bitrix24Connection, RequestLog
 from crm.outbound import OutboundAddressRefused, Resolver, outbound_request
@@ -90,9 +90,6 @@ READ_TIMEOUT = 10.0
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 4.0
-# Without a deadline, how long a request may wait for a limiter slot or a 429 reset before the
-# caller gets a transient error (a Celery task then retries later instead of holding a worker).
-MAX_RATE_WAIT = 30.0
 MAX_BATCH = 50
 
 # What a tenant admin reads about a failed connection, whatever the cause (the cause is in the
@@ -437,9 +434,7 @@ class Bitrix24Session:
                 continue
             last_error = error
             self._respect_limits(method, error)
-            retry = (
-                error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
-            )
+            retry = self.retry_allowed(error, attempt, max_attempts, idempotent=idempotent)
             delay = self._retry_delay(attempt, error) if retry else 0.0
             if retry and (deadline is None or _now() + delay < deadline - 0.05):
                 logger.info("Bitrix24 %s failed (%s), retrying in %.2fs", method, error, delay)
@@ -535,13 +530,7 @@ class Bitrix24Session:
         try:
             self._slot_take(method, commands, deadline)
         except RedisError as exc:
-            # The portal's budget is shared by every process through Redis: without it, no
-            # request is sent (a lookup answers "unavailable", an action retries later).
-            raise Bitrix24TransientError(
-                f"The request rate to the portal cannot be kept without Redis: {exc}",
-                code="RATE_LIMITER_UNAVAILABLE",
-                method=method,
-            ) from exc
+            raise _limiter_unavailable(exc, method) from exc
 
     def _slot_take(
         self, method: str, commands: dict[str, Command] | None, deadline: float | None
@@ -579,10 +568,14 @@ class Bitrix24Session:
         return 0.0 if raw is None else max(0.0, float(raw) - time.time())
 
     def methods_blocked(self, methods: set[str]) -> Bitrix24TransientError | None:
-        """The error of a request using one of ``methods`` while Bitrix24 blocks it (the
-        shared batch of ``crm.coalesce`` leaves such a request out), or None."""
+        """The error of a request using one of ``methods`` while Bitrix24 blocks it, or while
+        Redis cannot tell (the shared batch of ``crm.coalesce`` leaves such a request out), or
+        None."""
         for name in sorted(methods):
-            wait = self._method_blocked_for(name)
+            try:
+                wait = self._method_blocked_for(name)
+            except RedisError as exc:
+                return _limiter_unavailable(exc, name)
             if wait > 0:
                 return _method_blocked(name, wait)
         return None
@@ -590,6 +583,14 @@ class Bitrix24Session:
     def command_error(self, payload: dict[str, Any], method: str) -> Bitrix24Error:
         """A batch command's ``result_error`` entry as a typed error."""
         return _error_from_payload(payload, http_status=None, method=method, scrub_with=self)
+
+    @staticmethod
+    def retry_allowed(
+        error: Bitrix24Error, attempt: int, max_attempts: int, *, idempotent: bool
+    ) -> bool:
+        """Whether a failed request is sent again: a transient error, attempts left, and no
+        chance of doing a non-idempotent request twice."""
+        return error.transient and attempt < max_attempts and (idempotent or not error.ambiguous)
 
     @staticmethod
     def _retry_delay(attempt: int, error: Bitrix24Error) -> float:
@@ -1057,6 +1058,16 @@ def _error_from_payload(
             description, code=code, http_status=http_status, method=method, ambiguous=True
         )
     return Bitrix24PermanentError(description, code=code, http_status=http_status, method=method)
+
+
+def _limiter_unavailable(exc: RedisError, method: str) -> Bitrix24TransientError:
+    # The portal's budget is shared by every process through Redis: without it, no request is
+    # sent (a lookup answers "unavailable", an action retries later).
+    return Bitrix24TransientError(
+        f"The request rate to the portal cannot be kept without Redis: {exc}",
+        code="RATE_LIMITER_UNAVAILABLE",
+        method=method,
+    )
 
 
 def _method_blocked(method: str, wait: float) -> Bitrix24TransientError:
