@@ -22,11 +22,8 @@ and every run goes out at once, alone.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -120,36 +117,17 @@ def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECON
             ran = _drain(coalescer, threads or lane_threads(), stop_at)
     finally:
         get_redis().delete(_lease_key())
-    if time.monotonic() >= stop_at and _due_exists():
-        lane_start()  # the successor: this task has run long enough
-    elif _due_exists() and _crowded():
-        lane_start()  # a run handed over while this lane was finishing
+    # The successor: this task has run long enough, or a run was handed over while it was
+    # finishing.
+    if _due_exists() and (time.monotonic() >= stop_at or _crowded()):
+        lane_start()
     return ran
-
-
-class _Busy:
-    """How many of the lane's threads are executing a run (whose end may make others due)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        with self._lock:
-            self.count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.count -= 1
 
 
 def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     schema = tenant_connection.schema_name
-    busy = _Busy()
     with ThreadPoolExecutor(threads, thread_name_prefix=f"lane-{schema}") as pool:
-        futures = [pool.submit(_worker, schema, coalescer, busy, stop_at) for _ in range(threads)]
+        futures = [pool.submit(_worker, schema, coalescer, stop_at) for _ in range(threads)]
         ran = 0
         for future in futures:
             try:
@@ -166,7 +144,7 @@ def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     return ran
 
 
-def _worker(schema: str, coalescer: Coalescer, busy: _Busy, stop_at: float) -> int:
+def _worker(schema: str, coalescer: Coalescer, stop_at: float) -> int:
     ran = 0
     idle_since: float | None = None
     try:
@@ -179,12 +157,12 @@ def _worker(schema: str, coalescer: Coalescer, busy: _Busy, stop_at: float) -> i
                     # register and the log after a lookup): wait for that a moment.
                     now = time.monotonic()
                     idle_since = idle_since or now
-                    if busy.count == 0 or now - idle_since >= IDLE_SECONDS:
+                    if coalescer.members == 0 or now - idle_since >= IDLE_SECONDS:
                         break
                     time.sleep(IDLE_POLL_SECONDS)
                     continue
                 idle_since = None
-                with busy.running(), coalescer.member():
+                with coalescer.member():
                     run_claimed_execute(run)
                 ran += 1
     finally:

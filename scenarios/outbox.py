@@ -32,7 +32,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import Call
@@ -310,14 +310,19 @@ def run_unclaim(run: ActionRun) -> bool:
     """A claimed run handed back untouched, due as it was (not an attempt): another worker
     takes it (scenarios.lane). False if the claim was no longer this worker's."""
     return bool(
-        ActionRun.objects.filter(
-            pk=run.pk, status=ActionRun.Status.RUNNING, claimed_at=run.claimed_at
-        ).update(
+        _mine(run).update(
             status=ActionRun.Status.SCHEDULED,
             claimed_at=None,
             attempts=F("attempts") - 1,
             dispatched_at=timezone.now(),
         )
+    )
+
+
+def _mine(run: ActionRun) -> QuerySet[ActionRun]:
+    """The run while this worker's claim on it holds."""
+    return ActionRun.objects.filter(
+        pk=run.pk, status=ActionRun.Status.RUNNING, claimed_at=run.claimed_at
     )
 
 
@@ -329,9 +334,7 @@ def run_is_live(run: ActionRun) -> bool:
 def run_claimed_execute(run: ActionRun) -> str:
     """Executes a run this worker claimed (`run_claim`); returns its resulting status."""
     handler = HANDLERS.get(run.action_type)
-    mine = ActionRun.objects.filter(
-        pk=run.pk, status=ActionRun.Status.RUNNING, claimed_at=run.claimed_at
-    )
+    mine = _mine(run)
     try:
         if handler is None:
             raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
