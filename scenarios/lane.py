@@ -42,6 +42,7 @@ from scenarios.outbox import (
     run_claimed_execute,
     run_is_live,
     run_unclaim,
+    runs_send,
 )
 from tenants.connection import tenant_connection
 from tenants.fanout import task_queue
@@ -55,6 +56,9 @@ DRAIN_SECONDS = 60.0
 # A thread that finds nothing due waits this long while others still execute runs.
 IDLE_SECONDS = 2.0
 IDLE_POLL_SECONDS = 0.25
+# A lane that ends with no crowd left sends at most this many leftover runs itself (more are
+# the dispatcher's, or the next lane's).
+RESEND_AT_END = 500
 # Defaults of SIMTRIX_LANE_THREADS (runs at once, each with its own database connection) and
 # SIMTRIX_BITRIX24_COALESCE (off only to measure the difference).
 THREADS = 24
@@ -117,11 +121,25 @@ def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECON
             ran = _drain(coalescer, threads or lane_threads(), stop_at)
     finally:
         get_redis().delete(_lease_key())
-    # The successor: this task has run long enough, or a run was handed over while it was
-    # finishing.
-    if _due_exists() and (time.monotonic() >= stop_at or _crowded()):
-        lane_start()
+    lane_finish(overtime=time.monotonic() >= stop_at)
     return ran
+
+
+def lane_finish(*, overtime: bool = False) -> None:
+    """What a lane leaves behind as it ends (runs handed to it while it was finishing, or all it
+    had no time for) goes on: to a successor lane while the portal is crowded (or the lane ran
+    out of time), else to the workers at once, alone (not after the dispatcher's window)."""
+    rows = list(
+        ActionRun.objects.filter(_due())
+        .order_by("due_at")
+        .values_list("pk", "due_at", "action_type")[:RESEND_AT_END]
+    )
+    if not rows:
+        return
+    if overtime or _crowded():
+        lane_start()
+    else:
+        runs_send(rows, now=timezone.now())
 
 
 def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
@@ -174,10 +192,6 @@ def _due() -> Q:
     # The runs of ringing calls go ahead on their own (outbox.LIVE_ACTIONS).
     ringing = Q(action_type__in=LIVE_ACTIONS) & ~Q(call__status=Call.Status.ENDED)
     return Q(status=ActionRun.Status.SCHEDULED, due_at__lte=timezone.now() + CLAIM_EARLY) & ~ringing
-
-
-def _due_exists() -> bool:
-    return ActionRun.objects.filter(_due()).exists()
 
 
 def _claim_next() -> ActionRun | None:

@@ -445,6 +445,12 @@ def runs_dispatch(*, limit: int = 500, lookahead: timedelta = timedelta(0)) -> i
         .order_by("due_at")
         .values_list("pk", "due_at", "action_type")[:limit]
     )
+    return runs_send(rows, now=now)
+
+
+def runs_send(rows: list[tuple[int, datetime | None, str]], *, now: datetime) -> int:
+    """Sends these runs ((pk, due_at, action_type); those due later with that ETA), their
+    message in flight from `now`; how many."""
     due = {pk: due_at for pk, due_at, _ in rows}
     if due:
         with transaction.atomic():

@@ -138,3 +138,17 @@ def test_an_uncrowded_portal_sends_each_run_alone_at_once(
         ]
         * 2
     )
+
+
+def test_a_run_handed_to_a_lane_as_it_ended_is_sent_at_once_when_the_crowd_is_gone(
+    alpha_portal: Any, crowded: PortalLimiter
+) -> None:
+    [run] = _ended_calls(1)
+    with schema_context("alpha"):
+        # Handed over (outbox.run_unclaim) just after the lane's threads found nothing left.
+        ActionRun.objects.filter(pk=run).update(dispatched_at=timezone.now())
+
+        lane.lane_finish()
+
+        assert ActionRun.objects.get(pk=run).status == "done"  # not after the dispatcher's 30 s
+        assert Call.objects.get().b24_finished_at is not None
