@@ -12,10 +12,9 @@ from django.db.models import QuerySet
 from crm.cache import cache_get, cache_set, once_per
 from crm.client import Bitrix24Client
 from crm.domain import CallerLookup, LookupStatus
-from crm.errors import Bitrix24Error
+from crm.errors import Bitrix24Error, Bitrix24NotConfigured
 from crm.lookup import lookup_remote
 from crm.models import (
-    Bitrix24Connection,
     Bitrix24User,
     Department,
     EntityField,
@@ -55,15 +54,14 @@ def crm_find_by_phone(
         if cached is not None:
             return CallerLookup.from_cache(cached)
 
-    conn = Bitrix24Connection.objects.filter(singleton=1).first()
-    if conn is None:
-        return CallerLookup(
-            status="unavailable", phone_e164=e164, error="Bitrix24 is not connected"
-        )
+    try:
+        session = Bitrix24Session.for_tenant()
+    except Bitrix24NotConfigured as exc:
+        return CallerLookup(status="unavailable", phone_e164=e164, error=exc.display())
+    conn = session.connection
     budget = conn.lookup_budget_ms / 1000 if budget_s is None else budget_s
     deadline = None if math.isinf(budget) else time.monotonic() + budget
     try:
-        session = Bitrix24Session(conn)
         lookup = lookup_remote(
             Bitrix24Client(session),
             e164=e164,

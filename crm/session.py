@@ -36,6 +36,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -79,6 +82,7 @@ from crm.validators import (
     mask_webhook_url,
     validate_oauth_token_url,
 )
+from tenants.connection import tenant_connection
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +208,27 @@ def _now() -> float:
     return time.monotonic()
 
 
+# A thread running run after run (a backlog's lane) keeps its session this long: the
+# connection row is read, and its tokens decrypted, once rather than for every request. A
+# token another process refreshed meanwhile is adopted on the portal's `expired_token`.
+REUSE_SECONDS = 10.0
+_reuse: ContextVar[dict[str, tuple[float, Bitrix24Session]] | None] = ContextVar(
+    "crm_session_reuse", default=None
+)
+
+
+@contextmanager
+def crm_session_reuse() -> Iterator[None]:
+    """Within, in this thread, `Bitrix24Session.for_tenant` answers each tenant with the
+    session it built for it in the last REUSE_SECONDS (a change of the connection, e.g. a new
+    webhook, is seen that much later)."""
+    token = _reuse.set({})
+    try:
+        yield
+    finally:
+        _reuse.reset(token)
+
+
 class Bitrix24Session:
     """Requests to one tenant's portal. Cheap to build; use one per unit of work.
 
@@ -242,11 +267,19 @@ class Bitrix24Session:
 
     @classmethod
     def for_tenant(cls) -> Bitrix24Session:
-        """The session of the current tenant schema."""
+        """The session of the current tenant schema (within `crm_session_reuse`, the one built
+        for it a moment ago)."""
+        reuse = _reuse.get()
+        schema = tenant_connection.schema_name
+        if reuse is not None and schema in reuse and reuse[schema][0] > _now():
+            return reuse[schema][1]
         connection = Bitrix24Connection.objects.filter(singleton=1).first()
         if connection is None:
             raise Bitrix24NotConfigured()
-        return cls(connection)
+        session = cls(connection)
+        if reuse is not None:
+            reuse[schema] = (_now() + REUSE_SECONDS, session)
+        return session
 
     # ------------------------------------------------------------------------------------------
     # Public API

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,10 +35,12 @@ from django_tenants.utils import schema_context
 from calls.models import Call
 from crm.coalesce import Coalescer, crm_coalescer, crm_portal_free_slots
 from crm.redis_client import get_redis
+from crm.session import crm_session_reuse
 from scenarios.models import ActionRun
 from scenarios.outbox import (
     CLAIM_EARLY,
     LIVE_ACTIONS,
+    lane_key,
     run_claim,
     run_claimed_execute,
     run_is_live,
@@ -46,6 +49,7 @@ from scenarios.outbox import (
 )
 from tenants.connection import tenant_connection
 from tenants.fanout import task_queue
+from tenants.memo import tenant_memo_scope
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +76,6 @@ def lane_enabled() -> bool:
     return bool(getattr(settings, "SIMTRIX_BITRIX24_COALESCE", True))
 
 
-def _lease_key() -> str:
-    return f"simtrix:lane:{tenant_connection.schema_name}"
-
-
 def run_or_coalesce(run_id: int) -> str:
     """A worker's run: executed now, or handed to the tenant's lane when the portal is crowded."""
     run = run_claim(run_id)
@@ -100,13 +100,13 @@ def _crowded() -> bool:
 
 def lane_start() -> bool:
     """Starts the current tenant's lane unless one is running; whether this call started it."""
-    if not get_redis().set(_lease_key(), "1", nx=True, px=LEASE_SECONDS * 1000):
+    if not get_redis().set(lane_key(), "1", nx=True, px=LEASE_SECONDS * 1000):
         return False
     from scenarios.tasks import run_lane_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     if not task_queue(run_lane_task, what="the backlog lane"):
         # No broker: the runs are due and dispatched again later, alone or in a lane then.
-        get_redis().delete(_lease_key())
+        get_redis().delete(lane_key())
         return False
     return True
 
@@ -120,7 +120,7 @@ def lane_drain(*, threads: int | None = None, drain_seconds: float = DRAIN_SECON
         if coalescer is not None:
             ran = _drain(coalescer, threads or lane_threads(), stop_at)
     finally:
-        get_redis().delete(_lease_key())
+        get_redis().delete(lane_key())
     lane_finish(overtime=time.monotonic() >= stop_at)
     return ran
 
@@ -144,8 +144,12 @@ def lane_finish(*, overtime: bool = False) -> None:
 
 def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     schema = tenant_connection.schema_name
+    # What every run reads (the scenarios, office hours, the directory), read by one thread
+    # for all of them every few seconds (tenants.memo); each thread keeps its own Bitrix24
+    # session (crm.session.crm_session_reuse).
+    reads: dict[Any, Any] = {}
     with ThreadPoolExecutor(threads, thread_name_prefix=f"lane-{schema}") as pool:
-        futures = [pool.submit(_worker, schema, coalescer, stop_at) for _ in range(threads)]
+        futures = [pool.submit(_worker, schema, coalescer, stop_at, reads) for _ in range(threads)]
         ran = 0
         for future in futures:
             try:
@@ -162,13 +166,13 @@ def _drain(coalescer: Coalescer, threads: int, stop_at: float) -> int:
     return ran
 
 
-def _worker(schema: str, coalescer: Coalescer, stop_at: float) -> int:
+def _worker(schema: str, coalescer: Coalescer, stop_at: float, reads: dict[Any, Any]) -> int:
     ran = 0
     idle_since: float | None = None
     try:
-        with schema_context(schema):
+        with schema_context(schema), crm_session_reuse(), tenant_memo_scope(reads):
             while time.monotonic() < stop_at:
-                get_redis().pexpire(_lease_key(), LEASE_SECONDS * 1000)
+                get_redis().pexpire(lane_key(), LEASE_SECONDS * 1000)
                 run = _claim_next()
                 if run is None:
                     # Nothing due now; a run still executing may plan what follows it (the

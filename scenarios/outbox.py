@@ -34,11 +34,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from calls.models import Call
 from common.sql import instance_insert
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
+from crm.redis_client import get_redis
 from scenarios.choices import ActionType, InternalAction
 from scenarios.models import ActionRun
 from scenarios.worktime import due_at, work_schedule
@@ -132,8 +134,19 @@ def _send(
     from scenarios.tasks import run_action_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
     now = timezone.now()
+    etas = etas or {}
+    due_now = [
+        run_id
+        for run_id in run_ids
+        if run_id not in live and (etas.get(run_id) is None or etas[run_id] <= now)
+    ]
+    if due_now and lane_running():
+        # The tenant's lane claims them itself (scenarios.lane): a message each would only
+        # have a worker claim the run and hand it back. If the lane dies, their wake stands.
+        skipped = set(due_now)
+        run_ids = [run_id for run_id in run_ids if run_id not in skipped]
     for run_id in run_ids:
-        eta = (etas or {}).get(run_id)
+        eta = etas.get(run_id)
         # A broker that is down loses nothing: the runs' wake has the dispatcher send them
         # (and each further try would wait for the broker's connection timeout again).
         if not task_queue(
@@ -144,6 +157,19 @@ def _send(
             priority=LIVE_PRIORITY if run_id in live else None,
         ):
             return
+
+
+def lane_key() -> str:
+    """The Redis lease the current tenant's lane (scenarios.lane) holds while it runs."""
+    return f"simtrix:lane:{tenant_connection.schema_name}"
+
+
+def lane_running() -> bool:
+    """Whether the current tenant's lane is taking its due runs (Redis down: as if not)."""
+    try:
+        return bool(get_redis().exists(lane_key()))
+    except RedisError:
+        return False
 
 
 def outbox_wake(*, at: datetime) -> None:

@@ -25,12 +25,17 @@ from scenarios.models import (
 )
 from scenarios.outbox import late_filter
 from scenarios.planning import ScenarioConfig, ScenarioEntry
+from tenants.memo import tenant_scoped
 
 Action = ScenarioAction
 
 
 def scenario_config() -> ScenarioConfig:
     """The active scenarios with their active actions, as planning reads them."""
+    return tenant_scoped("scenario-config", _scenario_config)
+
+
+def _scenario_config() -> ScenarioConfig:
     scenarios: dict[str, list[ScenarioEntry]] = {}
     rows = Scenario.objects.filter(is_active=True).prefetch_related("actions", "devices")
     for scenario in rows.order_by("pk"):
@@ -171,7 +176,10 @@ def directory() -> Directory:
 
     Rows Bitrix24 no longer has are kept by crm with `removed` set; here they count as gone.
     """
+    return tenant_scoped("scenario-directory", _directory)
 
+
+def _directory() -> Directory:
     users = list(directory_users(active_only=False).values_list("id", "active", "name"))
     if not users:
         return Directory()  # never synced: nothing can be called missing

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from scenarios.models import Holiday, OfficeHours
 from tenants.context import tenant_timezone
+from tenants.memo import tenant_scoped
 
 # A schedule whose hours never open (every day a holiday) must not loop forever.
 HORIZON_DAYS = 800
@@ -197,6 +198,10 @@ def due_at(
 
 def work_schedule() -> WorkSchedule:
     """The current tenant's office hours and holidays."""
+    return tenant_scoped("work-schedule", _work_schedule)
+
+
+def _work_schedule() -> WorkSchedule:
     weekly: dict[int, list[tuple[Any, Any]]] = {}
     for period in OfficeHours.objects.order_by("weekday", "opens_at"):
         weekly.setdefault(period.weekday, []).append((period.opens_at, period.closes_at))
