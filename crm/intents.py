@@ -31,6 +31,7 @@ from typing import Any
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.sql import instance_insert
 from crm.errors import Bitrix24Error, Bitrix24IntentInProgress, Bitrix24PermanentError
 from crm.models import Intent
 
@@ -103,10 +104,17 @@ def intent_claim(*, key: str, method: str) -> Done | tuple[Intent, bool]:
         raise ValueError("A non-idempotent Bitrix24 request needs an intent key")
     if len(key) > 200:
         raise ValueError("Intent keys are at most 200 characters")
-    intent, _ = Intent.objects.get_or_create(key=key, defaults={"method": method})
+    now = timezone.now()
+    claim_until = now + timedelta(seconds=CLAIM_SECONDS)
+    intent = Intent(
+        key=key, method=method, status=Intent.Status.SENDING, claimed_until=claim_until, attempts=1
+    )
+    # The usual case, a first try, claimed in one statement; a row that exists is read.
+    if instance_insert(intent, unique=("key",)):
+        return intent, False
+    intent = Intent.objects.get(key=key)
     if intent.status == Intent.Status.DONE:
         return Done(intent.result)
-    now = timezone.now()
     free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     claimed = (
         Intent.objects.filter(pk=intent.pk)
@@ -114,7 +122,7 @@ def intent_claim(*, key: str, method: str) -> Done | tuple[Intent, bool]:
         .filter(free)
         .update(
             status=Intent.Status.SENDING,
-            claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
+            claimed_until=claim_until,
             attempts=F("attempts") + 1,
             updated_at=now,
         )

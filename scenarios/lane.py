@@ -39,8 +39,10 @@ from crm.session import crm_session_reuse
 from scenarios.models import ActionRun
 from scenarios.outbox import (
     CLAIM_EARLY,
+    LANE_PRIORITY,
     LIVE_ACTIONS,
     lane_key,
+    lane_running,
     run_claim,
     run_claimed_execute,
     run_is_live,
@@ -76,8 +78,13 @@ def lane_enabled() -> bool:
     return bool(getattr(settings, "SIMTRIX_BITRIX24_COALESCE", True))
 
 
-def run_or_coalesce(run_id: int) -> str:
-    """A worker's run: executed now, or handed to the tenant's lane when the portal is crowded."""
+def run_or_coalesce(run_id: int, *, live: bool = False) -> str:
+    """A worker's run: executed now, or handed to the tenant's lane when the portal is crowded.
+
+    `live`: the message says a phone waits for it (outbox.LIVE_ACTIONS); any other run is left
+    untouched to the tenant's lane while one runs (it claims the due runs itself)."""
+    if not live and lane_enabled() and lane_running():
+        return "coalesced"
     run = run_claim(run_id)
     if run is None:
         return "not-claimed"
@@ -104,7 +111,7 @@ def lane_start() -> bool:
         return False
     from scenarios.tasks import run_lane_task  # noqa: PLC0415 — Celery's loop: the task calls back here
 
-    if not task_queue(run_lane_task, what="the backlog lane"):
+    if not task_queue(run_lane_task, what="the backlog lane", priority=LANE_PRIORITY):
         # No broker: the runs are due and dispatched again later, alone or in a lane then.
         get_redis().delete(lane_key())
         return False

@@ -72,8 +72,9 @@ LIVE_ACTIONS = frozenset(
     {InternalAction.REGISTER_CALL, InternalAction.LOOKUP_CALLER, ActionType.SHOW_CARD}
 )
 # Celery priorities (Redis: 0 is served first); every other task is sent with the default,
-# CELERY_TASK_DEFAULT_PRIORITY.
+# CELERY_TASK_DEFAULT_PRIORITY. A lane starts ahead of the backlog's messages it takes over.
 LIVE_PRIORITY = 0
+LANE_PRIORITY = 3
 
 
 class ActionSkipped(Exception):
@@ -149,9 +150,12 @@ def _send(
         eta = etas.get(run_id)
         # A broker that is down loses nothing: the runs' wake has the dispatcher send them
         # (and each further try would wait for the broker's connection timeout again).
+        # A live run says so in its message: a worker that finds the tenant's lane running
+        # leaves the others to it without reading them (scenarios.lane.run_or_coalesce).
         if not task_queue(
             run_action_task,
             run_id,
+            *((True,) if run_id in live else ()),
             what=f"action run {run_id}",
             eta=eta if eta is not None and eta > now else None,
             priority=LIVE_PRIORITY if run_id in live else None,

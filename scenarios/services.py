@@ -13,6 +13,7 @@ from django.utils.translation import gettext_noop
 from calls.lifecycle import RESOLVED
 from calls.models import Call
 from calls.sql import RunRow
+from common.sql import instance_insert
 from scenarios.choices import CREATION_TYPES, ActionType, InternalAction, Trigger
 from scenarios.models import (
     ActionRun,
@@ -137,22 +138,22 @@ def scenario_on_call_event(
     office_open = office_open_at(schedule, facts, now)
     if CallPlan.Phase.START not in planned:
         unknown = facts.crm_status == NOT_FOUND
-        _, created = CallPlan.objects.get_or_create(
-            call=call,
-            phase=CallPlan.Phase.START,
-            defaults={
-                "office_open": office_open,
-                "trigger": Trigger.UNKNOWN_NUMBER if unknown else "",
-            },
+        # One statement (not get_or_create's four): the unique (call, phase) decides who plans.
+        created = instance_insert(
+            CallPlan(
+                call=call,
+                phase=CallPlan.Phase.START,
+                office_open=office_open,
+                trigger=Trigger.UNKNOWN_NUMBER if unknown else "",
+            ),
+            unique=("call", "phase"),
         )
         if created:
             steps, _ = plan_start(facts=facts, config=config, office_open=office_open, now=now)
             _steps_write(call=call, steps=steps, schedule=schedule, now=now)
     if want_end and CallPlan.Phase.END not in planned:
-        plan, created = CallPlan.objects.get_or_create(
-            call=call, phase=CallPlan.Phase.END, defaults={"office_open": office_open}
-        )
-        if created:
+        plan = CallPlan(call=call, phase=CallPlan.Phase.END, office_open=office_open)
+        if instance_insert(plan, unique=("call", "phase")):
             anchor = (
                 ActionRun.objects.filter(
                     call=call,

@@ -8,8 +8,8 @@ from tenants.fanout import in_tenant_schema, tenants_each
 
 
 @shared_task(name="scenarios.run_action", acks_late=True, ignore_result=True)
-def run_action_task(run_id: int) -> str:
-    return lane.run_or_coalesce(run_id)
+def run_action_task(run_id: int, live: bool = False) -> str:
+    return lane.run_or_coalesce(run_id, live=live)
 
 
 @shared_task(name="scenarios.run_lane", acks_late=True, ignore_result=True)

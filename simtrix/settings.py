@@ -362,9 +362,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-# Redis serves priority 0 first: the runs a ringing phone waits for are sent with it
-# (scenarios.outbox.LIVE_PRIORITY), everything else with this one (a lower step).
-CELERY_TASK_DEFAULT_PRIORITY = 5
+# Redis serves priority 0 first (kombu's steps: 0, 3, 6, 9): the runs a ringing phone waits for
+# are sent with it (scenarios.outbox.LIVE_PRIORITY), a backlog's lane with 3 (LANE_PRIORITY),
+# everything else with this one.
+CELERY_TASK_DEFAULT_PRIORITY = 6
 # The plain database scheduler, in the public schema. Every entry is one task in public that
 # decides which tenants have work (scenarios.schedule): beat never sends a task per tenant.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -4,12 +4,14 @@ database connection); the lane's task runs in-process (eager Celery)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -17,10 +19,14 @@ from calls.models import Call, CallEvent, CallTransition, Device
 from calls.services import device_register
 from crm.limiter import PortalLimiter
 from crm.models import Bitrix24Connection, Intent, RequestLog
+from crm.redis_client import get_redis
+from crm.session import Bitrix24Session, crm_session_reuse
 from crm.tests.conftest import top_level
 from scenarios import lane
 from scenarios.models import ActionRun, CallPlan
-from scenarios.outbox import run_plan
+from scenarios.outbox import lane_key, lane_running, run_plan
+from scenarios.selectors import scenario_config
+from tenants.memo import tenant_memo_scope
 
 ANNA = {
     "status": "found",
@@ -43,6 +49,13 @@ def crowded(
     alpha_portal: Any, committed_db: Callable[[Callable[[], None]], None], eager: None
 ) -> Iterator[PortalLimiter]:
     """Alpha's portal, its limiter fast (20/s) and small (burst 10)."""
+    # A lane of alpha's that the session's worker (celery_worker) still runs from an earlier
+    # test would take this test's runs: it ends within a few seconds of finding none.
+    with schema_context("alpha"):
+        deadline = time.monotonic() + lane.LEASE_SECONDS + lane.DRAIN_SECONDS
+        while lane_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not lane_running(), "an earlier test's lane of alpha is still running"
     committed_db(_wipe)
     _wipe()
     with schema_context("alpha"):
@@ -152,3 +165,56 @@ def test_a_run_handed_to_a_lane_as_it_ended_is_sent_at_once_when_the_crowd_is_go
 
         assert ActionRun.objects.get(pk=run).status == "done"  # not after the dispatcher's 30 s
         assert Call.objects.get().b24_finished_at is not None
+
+
+def test_while_a_lane_runs_its_due_runs_wait_for_it_not_for_a_worker_each(
+    alpha_portal: Any, crowded: PortalLimiter
+) -> None:
+    [backlog, live] = _ended_calls(2)
+    with schema_context("alpha"):
+        Call.objects.filter(pk=ActionRun.objects.get(pk=live).call_id).update(status="ringing")
+        ActionRun.objects.filter(pk=live).update(action_type="register_call")
+        get_redis().set(lane_key(), "1", px=5000)  # the tenant's lane, running elsewhere
+        try:
+            # Planned now (eager Celery would run it on commit): left to the lane.
+            with transaction.atomic():
+                planned = run_plan(
+                    call_id=ActionRun.objects.get(pk=backlog).call_id,
+                    action_type="log_call",
+                    dedupe_key="lane-planned",
+                    due_at=timezone.now(),
+                )
+            # A message sent before the lane started: left to it, not even claimed.
+            assert lane.run_or_coalesce(backlog) == "coalesced"
+            # A ringing phone's run is never left to the lane.
+            assert lane.run_or_coalesce(live, live=True) == "done"
+        finally:
+            get_redis().delete(lane_key())
+        untouched = ActionRun.objects.filter(pk__in=[backlog, planned.pk])
+        assert {(r.status, r.attempts) for r in untouched} == {("scheduled", 0)}
+        assert ActionRun.objects.get(pk=planned.pk).dispatched_at is not None  # its wake stands
+
+        # The lane gone (lane_finish would send them): a worker runs what it is handed.
+        assert lane.run_or_coalesce(backlog) == "done"
+
+
+def test_a_lanes_threads_read_the_scenarios_and_the_connection_once_in_a_while(
+    alpha_portal: Any, crowded: PortalLimiter
+) -> None:
+    with schema_context("alpha"):
+        outside = {id(Bitrix24Session.for_tenant()) for _ in range(2)}
+        assert len(outside) == 2  # a session per unit of work, as always
+        with CaptureQueriesContext(connection) as unscoped:
+            scenario_config()
+            scenario_config()
+        with crm_session_reuse(), tenant_memo_scope():
+            inside = {id(Bitrix24Session.for_tenant()) for _ in range(3)}
+            with CaptureQueriesContext(connection) as scoped:
+                first = scenario_config()
+                again = scenario_config()
+            with schema_context("beta"), CaptureQueriesContext(connection) as betas:
+                assert scenario_config() is not first  # another tenant's, never alpha's
+        assert len(inside) == 1
+        assert again is first
+        assert len(scoped) == len(unscoped) // 2 > 0
+        assert any("scenarios_scenario" in q["sql"] for q in betas.captured_queries)
