@@ -75,7 +75,7 @@ from crm.mapping import (
 from crm.models import Bitrix24Connection, InboundEvent, Intent, RequestLog
 from crm.operations import CrmBatch, Deferred, Op, batchable, crm_batch, op_run
 from crm.phones import phone_to_e164
-from crm.selectors import crm_find_by_phone
+from crm.selectors import crm_find_by_phone, crm_phone_known
 from tenants.context import tenant_country
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ __all__ = [
     "crm_lookup_invalidate",
     "crm_notify",
     "crm_notify_many",
+    "crm_phone_known",
     "crm_task_comment_add",
     "crm_task_complete",
     "crm_task_create",

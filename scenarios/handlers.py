@@ -41,6 +41,7 @@ from crm.services import (
     crm_lead_create,
     crm_lookup_invalidate,
     crm_notify,
+    crm_phone_known,
     crm_timeline_comment_add,
 )
 from scenarios.choices import ActionType, InternalAction
@@ -343,17 +344,21 @@ def _create_entity(situation: Situation, create: Any) -> dict[str, Any]:
     """Creates the unknown caller's lead/deal once, and binds the call to it.
 
     Two calls from the same new number may run this at the same time: a per-number lock and a
-    fresh lookup make the second one find the first one's lead instead of making another.
+    fresh look at Bitrix24 make the second one find the first one's lead instead of making
+    another. The look is one command (is the number anyone's?); only a number that is now
+    someone's is looked up whole.
     """
 
     run, call = situation.run, situation.call
     known = directory()
     references_check(situation.config, known)
     with advisory_lock(f"{tenant_connection.schema_name}:unknown-caller:{call.phone_number}"):
-        lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
-        if lookup.status not in RESOLVED:
-            raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
-        if lookup.status == "found":
+        lookup = None
+        if crm_phone_known(phone=call.phone_number):
+            lookup = crm_find_by_phone(phone=call.phone_number, budget_s=math.inf, use_cache=False)
+            if lookup.status not in RESOLVED:
+                raise Bitrix24TransientError(lookup.error or f"caller lookup {lookup.status}")
+        if lookup is not None and lookup.status == "found":
             crm = lookup.as_api()
             result: dict[str, Any] = {"entity": crm["entity"], "created": False}
         else:

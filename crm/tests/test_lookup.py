@@ -12,7 +12,7 @@ from crm.client import Bitrix24Client
 from crm.models import Bitrix24Connection
 from crm.phones import InvalidPhoneNumber
 from crm.redis_client import get_redis
-from crm.selectors import crm_find_by_phone
+from crm.selectors import crm_find_by_phone, crm_phone_known
 from crm.services import crm_entity_set_responsible, crm_lead_create, crm_lookup_invalidate
 from crm.tests.conftest import top_level
 
@@ -92,6 +92,28 @@ def test_unknown_number_is_not_found_in_one_request(portal: Any) -> None:
         "deals": [],
     }
     assert len(top_level(portal)) == 1
+
+
+@pytest.mark.parametrize(
+    ("dialled", "known"),
+    [
+        ("+48 600 111 333", True),  # a contact, stored nationally
+        ("+48221234567", True),  # a company
+        ("+48601222333", True),  # a lead
+        ("+48 500 000 001", False),
+    ],
+)
+def test_whether_a_number_is_anyones_is_one_command_not_the_cache(
+    portal: Any, dialled: str, known: bool
+) -> None:
+    crm_find_by_phone(phone=dialled)  # cached now
+    portal.control.clear_requests()
+
+    assert crm_phone_known(phone=dialled) is known
+
+    [request] = top_level(portal)
+    assert request["method"] == "crm.duplicate.findbycomm"
+    assert "entity_type" not in request["params"]  # all three types at once
 
 
 @pytest.mark.parametrize("raw", ["hello", "12", "+48 600 111 222 333 444 555"])
