@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -44,6 +44,7 @@ from scenarios.outbox import (
     lane_key,
     lane_running,
     run_claim,
+    run_claim_next,
     run_claimed_execute,
     run_is_live,
     run_unclaim,
@@ -207,14 +208,4 @@ def _due() -> Q:
 
 def _claim_next() -> ActionRun | None:
     """The next due run, claimed (several threads claim side by side: SKIP LOCKED)."""
-    with transaction.atomic():
-        pk = (
-            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(_due())
-            .order_by("due_at")
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if pk is None:
-            return None
-        return run_claim(pk)
+    return run_claim_next(ActionRun.objects.filter(_due()).order_by("due_at"))

@@ -37,7 +37,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from calls.models import Call
-from common.sql import instance_insert
+from common.sql import column, instance_insert, pk_column, table
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
 from crm.redis_client import get_redis
@@ -328,12 +328,29 @@ def run_execute(run_id: int) -> str:
 def run_claim(run_id: int) -> ActionRun | None:
     """The run, claimed by this worker (running), if it is still due and unclaimed."""
     now = timezone.now()
-    claimed = ActionRun.objects.filter(
-        pk=run_id, status=ActionRun.Status.SCHEDULED, due_at__lte=now + CLAIM_EARLY
-    ).update(status=ActionRun.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
-    if claimed != 1:
-        return None
-    return ActionRun.objects.select_related("call", "call__device").get(pk=run_id)
+    return _claimed(f"%s AND {column(ActionRun, 'due_at')} <= %s", [run_id, now + CLAIM_EARLY], now)
+
+
+def run_claim_next(candidates: QuerySet[ActionRun]) -> ActionRun | None:
+    """The first of `candidates` (due, ordered) that no other worker is claiming right now,
+    claimed (workers claiming side by side skip one another's: SKIP LOCKED)."""
+    sql, params = candidates.values_list("pk", flat=True)[:1].query.sql_with_params()
+    table_name = table(ActionRun)
+    return _claimed(f"({sql} FOR UPDATE OF {table_name} SKIP LOCKED)", list(params), timezone.now())
+
+
+def _claimed(target: str, params: list[Any], now: datetime) -> ActionRun | None:
+    """Claims the run whose id is `target` (SQL; its parameters `params`) if it is scheduled:
+    one statement, the claim and the row read back, not an UPDATE and a SELECT."""
+    status, attempts = column(ActionRun, "status"), column(ActionRun, "attempts")
+    sql = (
+        f"UPDATE {table(ActionRun)} SET {status} = %s, {column(ActionRun, 'claimed_at')} = %s, "  # noqa: S608 — names from the model, values as parameters
+        f"{attempts} = {attempts} + 1 WHERE {pk_column(ActionRun)} = {target} "
+        f"AND {status} = %s RETURNING *"
+    )
+    params = [ActionRun.Status.RUNNING, now, *params, ActionRun.Status.SCHEDULED]
+    rows = list(ActionRun.objects.raw(sql, params))
+    return rows[0] if rows else None
 
 
 def run_unclaim(run: ActionRun) -> bool:
@@ -358,7 +375,10 @@ def _mine(run: ActionRun) -> QuerySet[ActionRun]:
 
 def run_is_live(run: ActionRun) -> bool:
     """Whether a phone still rings or talks for this run (see LIVE_ACTIONS)."""
-    return run.action_type in LIVE_ACTIONS and run.call.status != Call.Status.ENDED
+    return (
+        run.action_type in LIVE_ACTIONS
+        and Call.objects.filter(pk=run.call_id).exclude(status=Call.Status.ENDED).exists()
+    )
 
 
 def run_claimed_execute(run: ActionRun) -> str:

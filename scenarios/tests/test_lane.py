@@ -202,19 +202,19 @@ def test_a_lanes_threads_read_the_scenarios_and_the_connection_once_in_a_while(
     alpha_portal: Any, crowded: PortalLimiter
 ) -> None:
     with schema_context("alpha"):
-        outside = {id(Bitrix24Session.for_tenant()) for _ in range(2)}
-        assert len(outside) == 2  # a session per unit of work, as always
+        first_session, second_session = Bitrix24Session.for_tenant(), Bitrix24Session.for_tenant()
+        assert first_session is not second_session  # a session per unit of work, as always
         with CaptureQueriesContext(connection) as unscoped:
             scenario_config()
             scenario_config()
         with crm_session_reuse(), tenant_memo_scope():
-            inside = {id(Bitrix24Session.for_tenant()) for _ in range(3)}
+            inside = [Bitrix24Session.for_tenant() for _ in range(3)]
             with CaptureQueriesContext(connection) as scoped:
                 first = scenario_config()
                 again = scenario_config()
             with schema_context("beta"), CaptureQueriesContext(connection) as betas:
                 assert scenario_config() is not first  # another tenant's, never alpha's
-        assert len(inside) == 1
+        assert inside[0] is inside[1] is inside[2]
         assert again is first
         assert len(scoped) == len(unscoped) // 2 > 0
         assert any("scenarios_scenario" in q["sql"] for q in betas.captured_queries)
