@@ -8,6 +8,9 @@ requests to the web's. Error tracking starts with the settings (simtrix.sentry).
 A task's lines carry the request id of the request that queued it (a message header, as
 tenant-schemas-celery sends the schema), so one id finds a bridge request and the Bitrix24 work
 it caused (a retry keeps it); a task no request queued (beat's) uses its own task id.
+
+A worker keeps its database connections from task to task (CELERY_DB_REUSE_MAX), closing them
+by Django's rules for a request's (CONN_MAX_AGE, broken ones) after each task.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 from django.conf import settings
+from django.db import close_old_connections
 from tenant_schemas_celery.app import CeleryApp
 
 from common.metrics_files import process_dead
@@ -82,3 +86,12 @@ def _request_id_postrun(task_id: str | None = None, **kwargs: Any) -> None:
     token = _request_id_tokens.pop(task_id or "", None)
     if token is not None:
         request_id_reset(token)
+
+
+@task_postrun.connect
+def _database_connections_tidy(task: Any = None, **kwargs: Any) -> None:
+    """The connections Celery keeps from task to task (CELERY_DB_REUSE_MAX) are closed as a
+    request's are when it ends: past CONN_MAX_AGE, or broken (a server gone, a transaction
+    left open). An eager task's (inside a request or a test) are its caller's."""
+    if not getattr(getattr(task, "request", None), "is_eager", False):
+        close_old_connections()
