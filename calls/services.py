@@ -139,14 +139,15 @@ def call_b24_registered(
 ) -> bool:
     """Keeps the Bitrix24 call id; the first registration wins (returns False if not first)."""
     now = timezone.now()
+    registered = {
+        "b24_call_id": b24_call_id,
+        "b24_user_id": user_id,
+        "b24_entity_type": entity_type,
+        "b24_entity_id": entity_id,
+        "b24_registered_at": now,
+    }
     with transaction.atomic():
-        updated = Call.objects.filter(pk=call.pk, b24_call_id="").update(
-            b24_call_id=b24_call_id,
-            b24_user_id=user_id,
-            b24_entity_type=entity_type,
-            b24_entity_id=entity_id,
-            b24_registered_at=now,
-        )
+        updated = Call.objects.filter(pk=call.pk, b24_call_id="").update(**registered)
         if updated:
             binding = f"{entity_type} {entity_id}" if entity_type else "no CRM entity"
             CallTransition.objects.create(
@@ -157,7 +158,11 @@ def call_b24_registered(
                 changes={"b24_call_id": ["", b24_call_id]},
                 description=f"Registered in Bitrix24 as {b24_call_id} (bound to {binding})",
             )
-    call.refresh_from_db()
+    if updated:
+        for name, value in registered.items():
+            setattr(call, name, value)
+    else:
+        call.refresh_from_db()  # whoever registered it first: their id
     return bool(updated)
 
 
@@ -180,8 +185,10 @@ def call_b24_logged(
     now = timezone.now()
     with transaction.atomic():
         locked = Call.objects.select_for_update().get(pk=call.pk)
+        # The caller's instance as the row is now (read under the lock: no second read).
+        for field in Call._meta.concrete_fields:
+            setattr(call, field.attname, getattr(locked, field.attname))
         if locked.b24_finished_at is not None:
-            call.refresh_from_db()
             return False
         fields: dict[str, Any] = {
             "b24_finished_at": now,
@@ -207,7 +214,8 @@ def call_b24_logged(
         recording = CallRecording.objects.filter(call_id=call.pk, deleted_at__isnull=True).first()
         if recording is not None and recording.attached_version != recording.version:
             recording_attach_plan(call_id=call.pk, version=recording.version, run_plan=run_plan)
-    call.refresh_from_db()
+    for name, value in fields.items():
+        setattr(call, name, value)
     return True
 
 
