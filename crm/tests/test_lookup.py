@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -92,6 +93,30 @@ def test_unknown_number_is_not_found_in_one_request(portal: Any) -> None:
         "deals": [],
     }
     assert len(top_level(portal)) == 1
+
+
+def test_a_background_lookup_searches_first_and_lists_only_what_it_found(portal: Any) -> None:
+    ringing = crm_find_by_phone(phone="+48600111222", use_cache=False)  # one request
+    portal.control.clear_requests()
+
+    unknown = crm_find_by_phone(phone="+48 500 000 001", budget_s=math.inf)
+    assert unknown.status == "not_found"
+    assert [r["method"] for r in top_level(portal)] == ["batch"]
+    searched = portal.state.query_requests(in_batch=True)
+    assert [r["method"] for r in searched] == ["crm.duplicate.findbycomm"] * 3
+    portal.control.clear_requests()
+
+    found = crm_find_by_phone(phone="+48600111222", budget_s=math.inf, use_cache=False)
+    assert found.as_api() == ringing.as_api()  # the same answer as the one-request lookup
+    assert [r["method"] for r in top_level(portal)] == ["batch", "batch"]
+    commands = [r["method"] for r in portal.state.query_requests(in_batch=True)]
+    # The number is a contact's and a lead's: their lists and the contact's open deals, and
+    # nothing of companies (no company has it).
+    assert commands == ["crm.duplicate.findbycomm"] * 3 + [
+        "crm.contact.list",
+        "crm.lead.list",
+        "crm.deal.list",
+    ]
 
 
 @pytest.mark.parametrize(
