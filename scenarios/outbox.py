@@ -136,16 +136,13 @@ def _send(
 
     now = timezone.now()
     etas = etas or {}
-    due_now = [
-        run_id
-        for run_id in run_ids
-        if run_id not in live and (etas.get(run_id) is None or etas[run_id] <= now)
-    ]
+    due_now = {
+        run_id for run_id in run_ids if run_id not in live and _due_by(etas.get(run_id), now)
+    }
     if due_now and lane_running():
         # The tenant's lane claims them itself (scenarios.lane): a message each would only
         # have a worker claim the run and hand it back. If the lane dies, their wake stands.
-        skipped = set(due_now)
-        run_ids = [run_id for run_id in run_ids if run_id not in skipped]
+        run_ids = [run_id for run_id in run_ids if run_id not in due_now]
     for run_id in run_ids:
         eta = etas.get(run_id)
         # A broker that is down loses nothing: the runs' wake has the dispatcher send them
@@ -161,6 +158,10 @@ def _send(
             priority=LIVE_PRIORITY if run_id in live else None,
         ):
             return
+
+
+def _due_by(eta: datetime | None, now: datetime) -> bool:
+    return eta is None or eta <= now
 
 
 def lane_key() -> str:
