@@ -3,6 +3,7 @@ fixup would close it after every task, and each run would connect anew."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -11,6 +12,13 @@ from django.conf import settings
 from django.db import connection
 
 from simtrix.celery import _database_connections_tidy, app
+
+
+def _fresh_backend_pid() -> int:
+    """A connection opened now: one the suite opened minutes ago is past CONN_MAX_AGE, and
+    the tidy-up rightly closes it."""
+    connection.close()
+    return _backend_pid()
 
 
 def _backend_pid() -> int:
@@ -31,7 +39,7 @@ def test_celery_is_told_to_reuse_connections() -> None:
 def test_a_workers_connection_outlives_its_task_and_a_broken_one_is_replaced(
     committed_db: Callable[[Callable[[], None]], None],
 ) -> None:
-    first = _backend_pid()
+    first = _fresh_backend_pid()
     _database_connections_tidy(task=_task(eager=False))
     assert _backend_pid() == first  # the next task's queries on the same connection
 
@@ -50,11 +58,15 @@ def test_a_workers_connection_outlives_its_task_and_a_broken_one_is_replaced(
     replaced = _backend_pid()  # CONN_HEALTH_CHECKS: checked before reuse, reconnected
     assert replaced != first
 
+    connection.close_at = time.monotonic() - 1  # older than CONN_MAX_AGE: not kept longer
+    _database_connections_tidy(task=_task(eager=False))
+    assert connection.connection is None
+
 
 def test_a_connection_left_inside_a_transaction_is_not_reused(
     committed_db: Callable[[Callable[[], None]], None],
 ) -> None:
-    first = _backend_pid()
+    first = _fresh_backend_pid()
     connection.set_autocommit(False)  # a task that left a transaction open
     _database_connections_tidy(task=_task(eager=True))
     assert _backend_pid() == first  # an eager task's connection is its caller's: left alone
