@@ -25,6 +25,7 @@ from calls.models import Call, CallRecording
 from calls.recordings import recording_attached, recording_bitrix24_file
 from calls.selectors import caller_lookup_with_facts
 from calls.services import call_b24_logged, call_b24_registered
+from calls.sql import call_get
 from crm.errors import Bitrix24AuthTypeDenied, Bitrix24TransientError
 from crm.services import (
     Direction,
@@ -57,7 +58,7 @@ class CallIncomplete(Exception):
 
 
 def _call(run: ActionRun) -> Call:
-    return Call.objects.select_related("device").get(pk=run.call_id)
+    return call_get(pk=run.call_id)
 
 
 def _external_call_id(call: Call) -> str:
@@ -99,7 +100,7 @@ def _lookup_if_needed(call: Call) -> None:
         raise Bitrix24TransientError("the caller lookup did not complete", code="LOOKUP_PENDING")
     with transaction.atomic():
         # Locked: storing the caller may route the call (a round-robin turn is taken once).
-        locked = Call.objects.select_for_update().select_related("device").get(pk=call.pk)
+        locked = call_get(pk=call.pk, lock=True)
         call_crm_set(call=locked, crm=crm, facts=facts)
     call.refresh_from_db()
 

@@ -22,6 +22,7 @@ from calls.recordings import recording_attach_plan
 from calls.selectors import (
     call_settings_forget,
 )
+from calls.sql import call_get
 from calls.tokens import token_generate, token_hash
 from common.phones import phone_to_e164
 from crm.models import Bitrix24User
@@ -184,7 +185,7 @@ def call_b24_logged(
 
     now = timezone.now()
     with transaction.atomic():
-        locked = Call.objects.select_for_update().get(pk=call.pk)
+        locked = call_get(pk=call.pk, lock=True)
         # The caller's instance as the row is now (read under the lock: no second read).
         for field in Call._meta.concrete_fields:
             setattr(call, field.attname, getattr(locked, field.attname))

@@ -22,7 +22,7 @@ from typing import Any, TypedDict, cast
 from django.db import connection
 from django.utils import timezone
 
-from calls.models import Call, CallEvent, CallRecording, CallTransition
+from calls.models import Call, CallEvent, CallRecording, CallTransition, Device
 from common.sql import column, fetchone, instance_insert, pk_column, prepared, table
 from scenarios.models import ActionRun, CallPlan
 
@@ -155,6 +155,42 @@ def call_new(*, device_id: int, call_id: str) -> Call:
     """A call not stored yet (call_insert stores it, with what its first event says)."""
     call = Call(device_id=device_id, call_id=call_id)
     Call.recording.related.set_cached_value(call, None)  # a new call has no recording yet
+    return call
+
+
+_DEVICE_FIELDS = tuple(Device._meta.concrete_fields)
+_DEVICE_ATTNAMES = [f.attname for f in _DEVICE_FIELDS]
+_DEVICE_CONVERTERS = tuple(getattr(f, "from_db_value", None) for f in _DEVICE_FIELDS)
+
+
+@cache
+def _get_sql(*, lock: bool) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        [f"c.{quote(cast(str, f.column))}" for f in _CALL_FIELDS]
+        + [f"d.{quote(cast(str, f.column))}" for f in _DEVICE_FIELDS]
+    )
+    return (
+        f"SELECT {columns} FROM {table(Call)} c JOIN {table(Device)} d"
+        f" ON d.{pk_column(Device)} = c.{column(Call, 'device')}"
+        f" WHERE c.{pk_column(Call)} = %s{' FOR UPDATE OF c' if lock else ''}"
+    )
+
+
+def call_get(*, pk: int, lock: bool = False) -> Call:
+    """The call with its device, as `Call.objects.select_related("device").get(pk=pk)` reads
+    it (`lock`: and row-locks the call, not its device, until the transaction ends), in one
+    prepared statement: every run of the outbox reads its call, and compiling the ORM's query
+    cost more than running it. Call.DoesNotExist if there is none."""
+    row = fetchone(_get_sql(lock=lock), [pk])
+    if row is None:
+        raise Call.DoesNotExist(f"No call {pk}")
+    call = _call_from_row(row[: len(_CALL_FIELDS)])
+    values = [
+        value if convert is None else convert(value, None, connection)
+        for convert, value in zip(_DEVICE_CONVERTERS, row[len(_CALL_FIELDS) :], strict=True)
+    ]
+    call.device = Device.from_db(connection.alias, _DEVICE_ATTNAMES, values)
     return call
 
 

@@ -11,13 +11,15 @@ the API's reused-event_id tests (calls/tests/test_api_events.py) check the third
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import connection
 from django.db.models import Field, ForeignObjectRel, JSONField, Model
+
+_T = TypeVar("_T")
 
 
 def table(model: type[Model]) -> str:
@@ -44,12 +46,21 @@ def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     `prepare_threshold` (settings.py does, from DATABASE_PREPARED_STATEMENTS). When they are
     off, psycopg ignores `prepare=True` and PostgreSQL parses and plans the statement for every
     event."""
+    return _execute(sql, params, psycopg.Cursor.fetchone)
+
+
+def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """As `fetchone`, every row."""
+    return _execute(sql, params, psycopg.Cursor.fetchall)
+
+
+def _execute(sql: str, params: Sequence[Any], fetch: Callable[[psycopg.Cursor], _T]) -> _T:
     with connection.cursor():
         pass  # connects, and sets the tenant's search_path (django-tenants)
     with connection.wrap_database_errors:
         cursor = _cursor(connection.connection)
         cursor.execute(sql, params, prepare=True)  # every statement here returns rows
-        return cursor.fetchone()
+        return fetch(cursor)
 
 
 # A cursor's adapters remember how to dump and load each type; a new cursor per statement

@@ -26,6 +26,7 @@ from calls.intake import call_crm_set
 from calls.lifecycle import RESOLVED
 from calls.models import Call, CallNote, CallRecording
 from calls.services import call_audit_note, call_notes_mark_synced
+from calls.sql import call_get
 from crm.domain import CallerLookup, CrmDeal
 from crm.errors import Bitrix24TransientError
 from crm.mapping import entity_url, routing_facts
@@ -73,7 +74,7 @@ Status = ActionRun.Status
 
 
 def run_call(run: ActionRun) -> Call:
-    return Call.objects.select_related("device").get(pk=run.call_id)
+    return call_get(pk=run.call_id)
 
 
 def run_config(run: ActionRun) -> dict[str, Any]:
@@ -320,7 +321,7 @@ def lookup_caller(run: ActionRun) -> dict[str, Any]:
     else:
         crm = call.crm
     with transaction.atomic():
-        locked = Call.objects.select_for_update().select_related("device").get(pk=call.pk)
+        locked = call_get(pk=call.pk, lock=True)
         # Routes the call too, if it was routed only provisionally (not known in time).
         call_crm_set(call=locked, crm=crm, facts=facts)
         scenario_on_call_event(call=locked, event_type="crm.lookup")
@@ -374,7 +375,7 @@ def _create_entity(situation: Situation, create: Any) -> dict[str, Any]:
             }
             result = {"entity": entity, "created": True, "responsible_id": responsible}
         with transaction.atomic():
-            locked = Call.objects.select_for_update().select_related("device").get(pk=call.pk)
+            locked = call_get(pk=call.pk, lock=True)
             call_crm_set(call=locked, crm=crm)
     return result
 

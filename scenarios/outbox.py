@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -37,7 +38,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from calls.models import Call
-from common.sql import column, instance_insert, pk_column, table
+from common.sql import column, fetchall, instance_insert, pk_column, prepared, table
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
 from crm.redis_client import get_redis
@@ -332,12 +333,12 @@ def run_claim(run_id: int) -> ActionRun | None:
     return _claimed(f"%s AND {column(ActionRun, 'due_at')} <= %s", [run_id, now + CLAIM_EARLY], now)
 
 
-def run_claim_next(candidates: QuerySet[ActionRun]) -> ActionRun | None:
-    """The first of `candidates` (due, ordered) that no other worker is claiming right now,
-    claimed (workers claiming side by side skip one another's: SKIP LOCKED)."""
-    sql, params = candidates.values_list("pk", flat=True)[:1].query.sql_with_params()
-    table_name = table(ActionRun)
-    return _claimed(f"({sql} FOR UPDATE OF {table_name} SKIP LOCKED)", list(params), timezone.now())
+def run_claim_next(candidates: str, params: list[Any]) -> ActionRun | None:
+    """The first of `candidates` (SQL selecting the ids of due runs, ordered, one; its
+    parameters `params`) that no other worker is claiming right now, claimed (workers claiming
+    side by side skip one another's: SKIP LOCKED)."""
+    runs = table(ActionRun)
+    return _claimed(f"({candidates} FOR UPDATE OF {runs} SKIP LOCKED)", params, timezone.now())
 
 
 def _claimed(target: str, params: list[Any], now: datetime) -> ActionRun | None:
@@ -382,10 +383,11 @@ def run_is_live(run: ActionRun) -> bool:
     )
 
 
-def run_claimed_execute(run: ActionRun) -> str:
-    """Executes a run this worker claimed (`run_claim`); returns its resulting status."""
+def run_claimed_execute(run: ActionRun, *, live: bool | None = None) -> str:
+    """Executes a run this worker claimed (`run_claim`); returns its resulting status.
+
+    `live`: whether a phone waits for it (`run_is_live`), when the caller knows already."""
     handler = HANDLERS.get(run.action_type)
-    mine = _mine(run)
     try:
         if handler is None:
             raise PermanentActionError(f"No handler for action type {run.action_type!r}.")
@@ -393,21 +395,15 @@ def run_claimed_execute(run: ActionRun) -> str:
         with ExitStack() as stack:
             stack.enter_context(crm_call_context(run.call_id))
             stack.enter_context(tenant_language_active())
-            if run_is_live(run):
+            if run_is_live(run) if live is None else live:
                 stack.enter_context(crm_live())
             result = handler(run) or {}
     except ActionSkipped as exc:
-        mine.update(
-            status=ActionRun.Status.SKIPPED,
-            last_error=str(exc),
-            result=exc.result,
-            done_at=timezone.now(),
-        )
-        _release_successors(run)
+        _run_finished(run, ActionRun.Status.SKIPPED, result=exc.result, last_error=str(exc))
         return ActionRun.Status.SKIPPED
     except ActionDeferred as exc:
         with transaction.atomic():
-            if mine.update(
+            if _mine(run).update(
                 status=ActionRun.Status.SCHEDULED,
                 due_at=exc.until,
                 dispatched_at=None,
@@ -422,7 +418,7 @@ def run_claimed_execute(run: ActionRun) -> str:
             logger.warning("run %s (%s) failed, will retry: %s", run.pk, run.action_type, error)
             due_at = timezone.now() + _backoff(run.attempts)
             with transaction.atomic():
-                if mine.update(
+                if _mine(run).update(
                     status=ActionRun.Status.SCHEDULED,
                     due_at=due_at,
                     dispatched_at=None,
@@ -431,34 +427,54 @@ def run_claimed_execute(run: ActionRun) -> str:
                     outbox_wake(at=due_at)
             return ActionRun.Status.SCHEDULED
         logger.error("run %s (%s) failed for good: %s", run.pk, run.action_type, error)
-        mine.update(status=ActionRun.Status.FAILED, last_error=error, done_at=timezone.now())
+        _mine(run).update(status=ActionRun.Status.FAILED, last_error=error, done_at=timezone.now())
         return ActionRun.Status.FAILED
-    mine.update(status=ActionRun.Status.DONE, result=result, last_error="", done_at=timezone.now())
-    _release_successors(run)
+    _run_finished(run, ActionRun.Status.DONE, result=result)
     return ActionRun.Status.DONE
 
 
-def _release_successors(run: ActionRun) -> None:
-    """Chained runs become due once their predecessor has finished."""
+@cache
+def _finished_sql() -> str:
+    def col(name: str) -> str:
+        return column(ActionRun, name)
+
+    runs, pk, status = table(ActionRun), pk_column(ActionRun), col("status")
+    return (
+        f"WITH finished AS (UPDATE {runs} SET {status} = %s, {col('result')} = %s,"  # noqa: S608 — names from the model, values as parameters
+        f" {col('last_error')} = %s, {col('done_at')} = %s"
+        f" WHERE {pk} = %s AND {status} = %s AND {col('claimed_at')} = %s RETURNING {pk})"
+        f" SELECT s.{pk}, s.{col('action_type')}, s.{col('delay_seconds')},"
+        f" s.{col('delay_in_working_time')}"
+        f" FROM {runs} s JOIN finished f ON s.{col('after')} = f.{pk}"
+        f" WHERE s.{status} = %s AND s.{col('due_at')} IS NULL"
+    )
+
+
+def _run_finished(
+    run: ActionRun, status: str, *, result: dict[str, Any] | None = None, last_error: str = ""
+) -> None:
+    """A claimed run finished (done, skipped), if the claim is still this worker's, and the
+    runs chained after it released: one statement (the outbox's every run ends here)."""
+    (result_param,) = prepared(ActionRun, {"result": result or {}})
+    params = [status, result_param, last_error, timezone.now()]
+    claim = [run.pk, ActionRun.Status.RUNNING, run.claimed_at, ActionRun.Status.SCHEDULED]
+    _release_successors(fetchall(_finished_sql(), params + claim))
+
+
+def _release_successors(successors: list[tuple[Any, ...]]) -> None:
+    """Chained runs ((pk, action_type, delay_seconds, delay_in_working_time) of each) become
+    due once their predecessor has finished."""
     now = timezone.now()
-    for successor in ActionRun.objects.filter(
-        after=run, status=ActionRun.Status.SCHEDULED, due_at__isnull=True
-    ):
-        due_at = _delayed(
-            base=now,
-            delay_seconds=successor.delay_seconds,
-            working_time=successor.delay_in_working_time,
-        )
+    for pk, action_type, delay_seconds, working_time in successors:
+        due_at = _delayed(base=now, delay_seconds=delay_seconds, working_time=working_time)
         with transaction.atomic():
-            updated = ActionRun.objects.filter(pk=successor.pk, due_at__isnull=True).update(
+            updated = ActionRun.objects.filter(pk=pk, due_at__isnull=True).update(
                 due_at=due_at, dispatched_at=now if due_at <= now else None
             )
             if updated:
                 outbox_wake(at=now + redispatch_after() if due_at <= now else due_at)
         if updated and due_at <= now:
-            _send(
-                [successor.pk], live=[successor.pk] if successor.action_type in LIVE_ACTIONS else []
-            )
+            _send([pk], live=[pk] if action_type in LIVE_ACTIONS else [])
 
 
 def run_retry(*, run_ids: list[int]) -> int:

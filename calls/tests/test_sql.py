@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import psycopg
-from django.db import connection
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from calls.models import Call, Device
 from calls.services import device_register
-from calls.sql import _read_sql
+from calls.sql import _read_sql, call_get
 from calls.tests.conftest import T0, Bridge, event, started
 from common.sql import _cursor
 from tenants.models import Tenant
@@ -92,3 +95,61 @@ def test_the_kept_cursor_follows_the_connection_it_was_made_for(alpha: Tenant) -
         assert _cursor(connection.connection).connection is connection.connection
     finally:
         replacement.close()
+
+
+def test_a_runs_call_is_read_with_its_device_as_the_orm_reads_it(
+    bridge: Bridge, device: Device
+) -> None:
+    assert bridge.send(started("c-get", phone_number="+48 600 111 222")).status_code == 201
+    pk = Call.objects.get(call_id="c-get").pk
+    orm = Call.objects.select_related("device").get(pk=pk)
+    read = call_get(pk=pk)
+    fields = [f.attname for f in Call._meta.concrete_fields]
+    assert [getattr(read, name) for name in fields] == [getattr(orm, name) for name in fields]
+    assert isinstance(read.crm, dict)  # JSON as the ORM reads it
+    device_fields = [f.attname for f in Device._meta.concrete_fields]
+    with CaptureQueriesContext(connection) as queries:
+        assert [getattr(read.device, f) for f in device_fields] == [
+            getattr(orm.device, f) for f in device_fields
+        ]
+    assert len(queries) == 0  # read with the call
+    with pytest.raises(Call.DoesNotExist):
+        call_get(pk=pk + 1000)
+
+
+def test_a_locked_read_locks_the_call_and_not_its_device(
+    committed_db: Callable[[Callable[[], None]], None],
+) -> None:
+    with schema_context("alpha"):
+        device, _ = device_register(
+            name="Lock phone", phone_number="+48500100299", bitrix24_user_id=5, country="PL"
+        )
+        call = Call.objects.create(device=device, call_id="c-lock", direction="incoming")
+
+        def wipe() -> None:
+            with schema_context("alpha"):
+                Call.objects.filter(pk=call.pk).delete()
+                Device.objects.filter(pk=device.pk).delete()
+
+        committed_db(wipe)
+        db = connection.settings_dict
+        tables = {m: connection.ops.quote_name(m._meta.db_table) for m in (Call, Device)}
+        with transaction.atomic():
+            assert call_get(pk=call.pk, lock=True).device.pk == device.pk
+            with psycopg.connect(
+                dbname=db["NAME"], host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
+                user=db["USER"] or "postgres", autocommit=True,
+            ) as other:  # fmt: skip
+                other.execute("SET search_path TO alpha, public")
+                other.execute("SET lock_timeout = '200ms'")
+                # The device's other calls go on (it is not locked); the call waits.
+                row = other.execute(
+                    f"SELECT id FROM {tables[Device]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
+                    [device.pk],
+                ).fetchone()
+                assert row == (device.pk,)
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute(
+                        f"SELECT 1 FROM {tables[Call]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
+                        [call.pk],
+                    )

@@ -183,3 +183,31 @@ def test_failed_run_can_be_retried(
     run.refresh_from_db()
     assert run.status == Status.DONE
     assert outbox.run_retry(run_ids=[run.pk]) == 0
+
+
+def test_a_skipped_run_releases_its_successors_and_a_lost_claim_neither_finishes_nor_releases(
+    call: Call, handled: Recorder
+) -> None:
+    first = _plan(call, key="first")
+    second = outbox.run_plan(
+        call_id=call.pk, action_type="test_action", dedupe_key="second", due_at=None, after=first
+    )
+    claimed = outbox.run_claim(first.pk)
+    assert claimed is not None
+    # The claim expired and the dispatcher took the run back (a worker thought dead).
+    ActionRun.objects.filter(pk=first.pk).update(status=Status.SCHEDULED, claimed_at=None)
+    outbox._run_finished(claimed, Status.DONE, result={"late": True})
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.result, second.due_at) == (Status.SCHEDULED, {}, None)
+
+    handled.fail_with = outbox.ActionSkipped("nothing to do")
+    assert outbox.run_execute(first.pk) == Status.SKIPPED
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.last_error, first.done_at is not None) == (
+        Status.SKIPPED,
+        "nothing to do",
+        True,
+    )
+    assert second.due_at is not None  # chained after it: due now
