@@ -22,7 +22,7 @@ from commands.dialing import commands_due
 from commands.models import Command, Dial
 from crm.models import Bitrix24Connection, InboundEvent
 from scenarios.models import ActionRun, CallPlan
-from scenarios.outbox import runs_dispatch
+from scenarios.outbox import lane_running, runs_dispatch
 
 pytestmark = pytest.mark.worker
 
@@ -54,7 +54,14 @@ def _wait(condition: Callable[[], Any], timeout: float = 40) -> Any:
             runs_dispatch()
             commands_due(timezone.now())
         time.sleep(0.3)
-    raise AssertionError("timed out waiting")
+    with schema_context("alpha"):
+        runs = list(
+            ActionRun.objects.order_by("pk").values_list(
+                "action_type", "status", "due_at", "dispatched_at", "attempts", "last_error"
+            )
+        )
+        lane = lane_running()
+    raise AssertionError(f"timed out waiting; alpha's lane running: {lane}; its runs: {runs}")
 
 
 @pytest.fixture
