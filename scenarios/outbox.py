@@ -38,7 +38,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from calls.models import Call
-from common.sql import column, fetchall, instance_insert, pk_column, prepared, table
+from common.sql import column, fetchall, fetchone, instance_insert, pk_column, prepared, table
 from crm.context import crm_call_context, crm_live
 from crm.errors import Bitrix24Error
 from crm.redis_client import get_redis
@@ -252,7 +252,7 @@ def run_plan(
     `ringing`: the call is not over, so a run of LIVE_ACTIONS goes ahead of the others (a call
     reported long after it ended, from a phone's queue, is the backlog's)."""
     now = timezone.now()
-    if after is not None and after.status in FINISHED_OK and due_at is None:
+    if after is not None and due_at is None and _status_shared(after) in FINISHED_OK:
         # The predecessor finished before this run was planned: count the delay from now.
         due_at = _delayed(base=now, delay_seconds=delay_seconds, working_time=delay_in_working_time)
     sendable = due_at is not None and due_at <= now
@@ -433,32 +433,61 @@ def run_claimed_execute(run: ActionRun, *, live: bool | None = None) -> str:
     return ActionRun.Status.DONE
 
 
+def _col(name: str) -> str:
+    return column(ActionRun, name)
+
+
 @cache
 def _finished_sql() -> str:
-    def col(name: str) -> str:
-        return column(ActionRun, name)
-
-    runs, pk, status = table(ActionRun), pk_column(ActionRun), col("status")
+    status = _col("status")
     return (
-        f"WITH finished AS (UPDATE {runs} SET {status} = %s, {col('result')} = %s,"  # noqa: S608 — names from the model, values as parameters
-        f" {col('last_error')} = %s, {col('done_at')} = %s"
-        f" WHERE {pk} = %s AND {status} = %s AND {col('claimed_at')} = %s RETURNING {pk})"
-        f" SELECT s.{pk}, s.{col('action_type')}, s.{col('delay_seconds')},"
-        f" s.{col('delay_in_working_time')}"
-        f" FROM {runs} s JOIN finished f ON s.{col('after')} = f.{pk}"
-        f" WHERE s.{status} = %s AND s.{col('due_at')} IS NULL"
+        f"UPDATE {table(ActionRun)} SET {status} = %s, {_col('result')} = %s,"  # noqa: S608 — names from the model, values as parameters
+        f" {_col('last_error')} = %s, {_col('done_at')} = %s WHERE {pk_column(ActionRun)} = %s"
+        f" AND {status} = %s AND {_col('claimed_at')} = %s RETURNING {pk_column(ActionRun)}"
     )
+
+
+@cache
+def _successors_sql() -> str:
+    columns = ", ".join(
+        [pk_column(ActionRun)]
+        + [_col(name) for name in ("action_type", "delay_seconds", "delay_in_working_time")]
+    )
+    return (
+        f"SELECT {columns} FROM {table(ActionRun)} WHERE {_col('after')} = %s"  # noqa: S608 — names from the model, values as parameters
+        f" AND {_col('status')} = %s AND {_col('due_at')} IS NULL"
+    )
+
+
+@cache
+def _status_shared_sql() -> str:
+    return (
+        f"SELECT {_col('status')} FROM {table(ActionRun)}"  # noqa: S608 — names from the model, values as parameters
+        f" WHERE {pk_column(ActionRun)} = %s FOR SHARE"
+    )
+
+
+def _status_shared(run: ActionRun) -> str | None:
+    """The run's status as committed now, the row share-locked until the transaction ends: a
+    run planned after it is either seen finished here, or its UPDATE to finished waits for
+    this transaction, and the successors read after that UPDATE include the new run."""
+    row = fetchone(_status_shared_sql(), [run.pk])
+    return row[0] if row else None
 
 
 def _run_finished(
     run: ActionRun, status: str, *, result: dict[str, Any] | None = None, last_error: str = ""
 ) -> None:
     """A claimed run finished (done, skipped), if the claim is still this worker's, and the
-    runs chained after it released: one statement (the outbox's every run ends here)."""
+    runs chained after it released. Two statements, not one: the successors are read after
+    the UPDATE has committed (it may have waited for a transaction planning one, run_plan's
+    share lock), not in the snapshot the UPDATE began with."""
     (result_param,) = prepared(ActionRun, {"result": result or {}})
     params = [status, result_param, last_error, timezone.now()]
-    claim = [run.pk, ActionRun.Status.RUNNING, run.claimed_at, ActionRun.Status.SCHEDULED]
-    _release_successors(fetchall(_finished_sql(), params + claim))
+    claim = [run.pk, ActionRun.Status.RUNNING, run.claimed_at]
+    if fetchone(_finished_sql(), params + claim) is not None:
+        successors = fetchall(_successors_sql(), [run.pk, ActionRun.Status.SCHEDULED])
+        _release_successors(successors)
 
 
 def _release_successors(successors: list[tuple[Any, ...]]) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
+from django_tenants.utils import schema_context
 
 from calls.models import Call
 from calls.services import device_register
@@ -211,3 +214,50 @@ def test_a_skipped_run_releases_its_successors_and_a_lost_claim_neither_finishes
         True,
     )
     assert second.due_at is not None  # chained after it: due now
+
+
+def test_a_run_planned_after_one_that_is_finishing_is_released_by_it_not_lost(
+    committed_db: Callable[[Callable[[], None]], None],
+) -> None:
+    with schema_context("alpha"):
+        device, _ = device_register(
+            name="Race phone", phone_number="+48600000099", bitrix24_user_id=5, country="PL"
+        )
+        call = Call.objects.create(device=device, call_id="c-race", direction="incoming")
+
+        def wipe() -> None:
+            with schema_context("alpha"):
+                ActionRun.objects.filter(call=call).delete()
+                Call.objects.filter(pk=call.pk).delete()
+                device.delete()
+
+        committed_db(wipe)
+        with transaction.atomic():
+            first = _plan(call, key="race-first")
+        claimed = outbox.run_claim(first.pk)
+        assert claimed is not None
+        finished = threading.Event()
+
+        def finish() -> None:  # the worker that ran `first`, on its own connection
+            try:
+                with schema_context("alpha"):
+                    outbox._run_finished(claimed, Status.DONE)
+            finally:
+                connection.close()
+                finished.set()
+
+        # An event plans a run after `first` while `first` is finishing: the finish waits for
+        # the event's transaction, then reads the successors it committed.
+        with transaction.atomic():
+            second = outbox.run_plan(
+                call_id=call.pk, action_type="test_action", dedupe_key="race-second",
+                due_at=None, after=first,
+            )  # fmt: skip
+            worker = threading.Thread(target=finish)
+            worker.start()
+            assert not finished.wait(0.5)  # waiting for the share lock on `first`
+        worker.join(10)
+        assert finished.is_set()
+        second.refresh_from_db()
+        assert ActionRun.objects.get(pk=first.pk).status == Status.DONE
+        assert second.due_at is not None  # released, not left waiting for ever
