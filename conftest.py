@@ -23,6 +23,8 @@ from django.db import connection
 from django_tenants.utils import schema_context
 from pytest_django import DjangoDbBlocker, Settings
 
+from calls.models import Call, Device
+from calls.services import device_register
 from tenants.connection import tenant_connection
 from tenants.models import Tenant
 from tenants.services import TenantSpec, tenant_provision
@@ -138,6 +140,32 @@ def committed_db(
         for cleanup in reversed(cleanups):
             cleanup()
         tenant_connection.set_schema_to_public()
+
+
+@pytest.fixture
+def committed_call(
+    committed_db: Callable[[Callable[[], None]], None],
+) -> Callable[..., Call]:
+    """Makes an incoming call of alpha's on a phone of its own, committed (other connections
+    see it, as a worker's would) and removed after the test with its runs."""
+
+    def make(call_id: str, phone_number: str) -> Call:
+        with schema_context("alpha"):
+            device, _ = device_register(
+                name=f"Phone of {call_id}", phone_number=phone_number, bitrix24_user_id=5,
+                country="PL",
+            )  # fmt: skip
+            call = Call.objects.create(device=device, call_id=call_id, direction="incoming")
+
+        def wipe() -> None:
+            with schema_context("alpha"):
+                Call.objects.filter(pk=call.pk).delete()  # its runs with it (CASCADE)
+                Device.objects.filter(pk=device.pk).delete()
+
+        committed_db(wipe)
+        return call
+
+    return make
 
 
 def subprocess_database_url() -> str:

@@ -118,38 +118,23 @@ def test_a_runs_call_is_read_with_its_device_as_the_orm_reads_it(
 
 
 def test_a_locked_read_locks_the_call_and_not_its_device(
-    committed_db: Callable[[Callable[[], None]], None],
+    committed_call: Callable[..., Call],
 ) -> None:
-    with schema_context("alpha"):
-        device, _ = device_register(
-            name="Lock phone", phone_number="+48500100299", bitrix24_user_id=5, country="PL"
-        )
-        call = Call.objects.create(device=device, call_id="c-lock", direction="incoming")
-
-        def wipe() -> None:
-            with schema_context("alpha"):
-                Call.objects.filter(pk=call.pk).delete()
-                Device.objects.filter(pk=device.pk).delete()
-
-        committed_db(wipe)
-        db = connection.settings_dict
-        tables = {m: connection.ops.quote_name(m._meta.db_table) for m in (Call, Device)}
-        with transaction.atomic():
-            assert call_get(pk=call.pk, lock=True).device.pk == device.pk
-            with psycopg.connect(
-                dbname=db["NAME"], host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
-                user=db["USER"] or "postgres", autocommit=True,
-            ) as other:  # fmt: skip
-                other.execute("SET search_path TO alpha, public")
-                other.execute("SET lock_timeout = '200ms'")
-                # The device's other calls go on (it is not locked); the call waits.
-                row = other.execute(
-                    f"SELECT id FROM {tables[Device]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
-                    [device.pk],
-                ).fetchone()
-                assert row == (device.pk,)
-                with pytest.raises(psycopg.errors.LockNotAvailable):
-                    other.execute(
-                        f"SELECT 1 FROM {tables[Call]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
-                        [call.pk],
-                    )
+    call = committed_call("c-lock", "+48500100299")
+    tables = {m: connection.ops.quote_name(m._meta.db_table) for m in (Call, Device)}
+    with schema_context("alpha"), transaction.atomic():
+        assert call_get(pk=call.pk, lock=True).device.pk == call.device_id
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute("SET search_path TO alpha, public")
+            other.execute("SET lock_timeout = '200ms'")
+            # The device's other calls go on (it is not locked); the call waits.
+            row = other.execute(
+                f"SELECT id FROM {tables[Device]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
+                [call.device_id],
+            ).fetchone()
+            assert row == (call.device_id,)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(
+                    f"SELECT 1 FROM {tables[Call]} WHERE id = %s FOR UPDATE",  # noqa: S608 — a model's table
+                    [call.pk],
+                )

@@ -217,21 +217,10 @@ def test_a_skipped_run_releases_its_successors_and_a_lost_claim_neither_finishes
 
 
 def test_a_run_planned_after_one_that_is_finishing_is_released_by_it_not_lost(
-    committed_db: Callable[[Callable[[], None]], None],
+    committed_call: Callable[..., Call],
 ) -> None:
+    call = committed_call("c-race", "+48600000099")
     with schema_context("alpha"):
-        device, _ = device_register(
-            name="Race phone", phone_number="+48600000099", bitrix24_user_id=5, country="PL"
-        )
-        call = Call.objects.create(device=device, call_id="c-race", direction="incoming")
-
-        def wipe() -> None:
-            with schema_context("alpha"):
-                ActionRun.objects.filter(call=call).delete()
-                Call.objects.filter(pk=call.pk).delete()
-                device.delete()
-
-        committed_db(wipe)
         with transaction.atomic():
             first = _plan(call, key="race-first")
         claimed = outbox.run_claim(first.pk)

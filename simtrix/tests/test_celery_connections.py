@@ -44,15 +44,7 @@ def test_a_workers_connection_outlives_its_task_and_a_broken_one_is_replaced(
     assert _backend_pid() == first  # the next task's queries on the same connection
 
     # The server ends the connection between two tasks (a restart, an idle timeout).
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"],
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-        user=db["USER"] or "postgres",
-        password=db["PASSWORD"] or None,
-        autocommit=True,
-    ) as other:
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [first])
     _database_connections_tidy(task=_task(eager=False))
     replaced = _backend_pid()  # CONN_HEALTH_CHECKS: checked before reuse, reconnected
