@@ -46,16 +46,17 @@ def tenant_wake(*, at: datetime) -> None:
 def _wake_sql() -> str:
     # Every run planned, sent or released writes one: SQL written once, not an ORM insert
     # (with its subquery) compiled each time.
-    def name(model: type[Model], field: str | None = None) -> str:
-        meta = model._meta
-        # Each name given here is a concrete field's: it has a column.
-        column = cast("Field[Any, Any]", meta.get_field(field)).column if field else None
-        return connection.ops.quote_name(column or meta.db_table)
+    quote = connection.ops.quote_name
 
+    def col(model: type[Model], field: str) -> str:
+        # Each name given here is a concrete field's: it has a column.
+        return quote(cast("str", cast("Field[Any, Any]", model._meta.get_field(field)).column))
+
+    wakes, tenants = quote(OutboxWake._meta.db_table), quote(Tenant._meta.db_table)
     return (
-        f"INSERT INTO {name(OutboxWake)} ({name(OutboxWake, 'tenant')}, {name(OutboxWake, 'at')})"  # noqa: S608 — names from the models, values as parameters
-        f" SELECT {name(Tenant, Tenant._meta.pk.name)}, %s FROM {name(Tenant)}"
-        f" WHERE {name(Tenant, 'schema_name')} = %s"
+        f"INSERT INTO {wakes} ({col(OutboxWake, 'tenant')}, {col(OutboxWake, 'at')})"  # noqa: S608 — names from the models, values as parameters
+        f" SELECT {col(Tenant, Tenant._meta.pk.name)}, %s FROM {tenants}"
+        f" WHERE {col(Tenant, 'schema_name')} = %s"
     )
 
 
